@@ -1,0 +1,214 @@
+"""Arrow schemas of every table the engine writes, each defined exactly once.
+
+Coordinate convention for every geometry column: absolute pixels of the *upright* image
+(EXIF orientation applied), origin at the top-left corner, x to the right, y down.
+Boxes are ``[x0, y0, x1, y1]``; OCR quads are 8 values ``x,y`` clockwise from the top-left
+corner; polygons are flat ``[x0, y0, x1, y1, ...]`` lists. Masks are COCO compressed RLE
+strings (pycocotools ``counts`` decoded as UTF-8) over the upright image.
+
+Writers build rows as plain dicts and turn them into tables with :func:`table_from_rows`,
+which fills missing nullable columns and rejects unknown ones, so every file of a table
+has the same schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+# ----------------------------------------------------------------------------- images
+IMAGE_STATUS_OK = "ok"
+IMAGE_STATUS_DUPLICATE = "duplicate"
+IMAGE_STATUS_ERROR = "error"
+IMAGE_STATUSES = (IMAGE_STATUS_OK, IMAGE_STATUS_DUPLICATE, IMAGE_STATUS_ERROR)
+
+IMAGES = pa.schema(
+    [
+        pa.field("image_id", pa.string()),  # sha256 hex of the bytes; null when no bytes
+        pa.field("shard_id", pa.string(), nullable=False),
+        pa.field("shard", pa.string(), nullable=False),  # absolute path of the shard
+        pa.field("key", pa.string(), nullable=False),  # member / relative path / row key
+        pa.field("format", pa.string()),  # Pillow format name: JPEG, PNG, ...
+        pa.field("width", pa.int32()),  # upright width in pixels
+        pa.field("height", pa.int32()),  # upright height in pixels
+        pa.field("exif_orientation", pa.int8()),  # 1..8 as found (1 = already upright)
+        pa.field("num_bytes", pa.int64()),
+        pa.field("status", pa.string(), nullable=False),  # ok | duplicate | error
+        pa.field("error", pa.string()),  # reason, when status == error
+        pa.field("meta", pa.string()),  # JSON of the sidecars (.json / .txt) of the key
+        pa.field("ingested_at", TIMESTAMP, nullable=False),
+    ]
+)
+
+# ------------------------------------------------------------------------ annotations
+KIND_CAPTION = "caption"
+KIND_REGION = "region"
+KIND_PHRASE = "phrase"
+KINDS = (KIND_CAPTION, KIND_REGION, KIND_PHRASE)
+GRANULARITIES = ("brief", "detailed", "more_detailed")
+REGION_TYPES = ("object", "ocr")
+
+ANNOTATIONS = pa.schema(
+    [
+        pa.field("annotation_id", pa.string(), nullable=False),
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("source_version", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("granularity", pa.string()),
+        pa.field("region_type", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("bbox", pa.list_(pa.float32(), 4)),
+        pa.field("quad", pa.list_(pa.float32(), 8)),
+        pa.field("polygons", pa.list_(pa.list_(pa.float32()))),
+        pa.field("mask_rle", pa.string()),
+        pa.field("parent_id", pa.string()),
+        pa.field("span_start", pa.int32()),
+        pa.field("span_end", pa.int32()),
+        pa.field("score", pa.float32()),
+        pa.field("created_at", TIMESTAMP, nullable=False),
+    ]
+)
+
+# Columns that define an annotation's identity (see annotation_id()).
+PAYLOAD_COLUMNS = (
+    "granularity", "region_type", "text", "bbox", "quad", "polygons", "mask_rle",
+    "parent_id", "span_start", "span_end",
+)
+
+# -------------------------------------------------------------------------- decisions
+DECISIONS = pa.schema(
+    [
+        pa.field("annotation_id", pa.string(), nullable=False),
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("rule", pa.string(), nullable=False),  # filter name, e.g. "confidence"
+        pa.field("kept", pa.bool_(), nullable=False),
+        pa.field("reason", pa.string()),  # why it was dropped; null when kept
+    ]
+)
+
+# ----------------------------------------------------------------------------- errors
+ERRORS = pa.schema(
+    [
+        pa.field("round", pa.int32()),  # null for ingest
+        pa.field("stage", pa.string(), nullable=False),  # ingest|decode|inference|postprocess|...
+        pa.field("source", pa.string()),  # annotator name, when a stage runs one
+        pa.field("shard", pa.string()),
+        pa.field("key", pa.string()),
+        pa.field("image_id", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("created_at", TIMESTAMP, nullable=False),
+    ]
+)
+
+# ----------------------------------------------------------------------------- rounds
+ROUNDS = pa.schema(
+    [
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # running | done | failed
+        pa.field("step", pa.string()),  # last completed step
+        pa.field("config", pa.string()),  # resolved config, JSON
+        pa.field("model_version", pa.string()),  # checkpoint used to annotate
+        pa.field("started_at", TIMESTAMP),
+        pa.field("finished_at", TIMESTAMP),
+    ]
+)
+
+# ----------------------------------------------------------------------------- shards
+SHARDS = pa.schema(
+    [
+        pa.field("shard_id", pa.string(), nullable=False),
+        pa.field("shard", pa.string(), nullable=False),
+        pa.field("format", pa.string(), nullable=False),  # tar | folder | parquet
+        pa.field("num_bytes", pa.int64()),
+        pa.field("images_ok", pa.int64()),
+        pa.field("images_duplicate", pa.int64()),
+        pa.field("images_error", pa.int64()),
+        pa.field("ingested_at", TIMESTAMP),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "images": IMAGES,
+    "annotations": ANNOTATIONS,
+    "decisions": DECISIONS,
+    "errors": ERRORS,
+    "rounds": ROUNDS,
+    "shards": SHARDS,
+}
+
+
+def utc_now() -> datetime:
+    """The current time as an aware UTC datetime (the type of every timestamp column)."""
+    return datetime.now(timezone.utc)
+
+
+def table_from_rows(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Build a table of ``schema`` from dict rows.
+
+    Missing keys become nulls; a key that is not a column raises ``KeyError`` naming it, so a
+    typo in a writer fails loudly instead of silently dropping data.
+    """
+    rows = list(rows)
+    names = set(schema.names)
+    for row in rows:
+        extra = set(row) - names
+        if extra:
+            raise KeyError(f"columns not in schema: {sorted(extra)}")
+    columns = {name: [row.get(name) for row in rows] for name in schema.names}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def _canonical(value: Any) -> Any:
+    """Round floats so ids do not depend on float32/float64 noise."""
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def annotation_id(image_id: str, round_: int, source: str, kind: str, payload: Mapping[str, Any]) -> str:
+    """Deterministic id of an annotation: sha256 of (image_id, round, source, kind, payload).
+
+    ``payload`` is the annotation's content columns (any of :data:`PAYLOAD_COLUMNS`); floats are
+    rounded to 1/1000 pixel so the same geometry gives the same id whatever its float width.
+    Returns 32 hex characters.
+    """
+    content = {k: _canonical(payload.get(k)) for k in PAYLOAD_COLUMNS if payload.get(k) is not None}
+    blob = json.dumps([image_id, int(round_), source, kind, content], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+
+
+def annotation_row(
+    *, image_id: str, round_: int, source: str, source_version: str, kind: str, **payload: Any
+) -> dict[str, Any]:
+    """One annotation row as a dict, with its deterministic id and ``created_at`` filled in.
+
+    ``payload`` takes the schema's optional columns (granularity, region_type, text, bbox,
+    quad, polygons, mask_rle, parent_id, span_start, span_end, score); anything else raises.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    allowed = set(PAYLOAD_COLUMNS) | {"score"}
+    unknown = set(payload) - allowed
+    if unknown:
+        raise KeyError(f"not annotation columns: {sorted(unknown)}")
+    row = {
+        "annotation_id": annotation_id(image_id, round_, source, kind, payload),
+        "image_id": image_id,
+        "round": int(round_),
+        "source": source,
+        "source_version": source_version,
+        "kind": kind,
+        "created_at": utc_now(),
+    }
+    row.update({k: v for k, v in payload.items() if v is not None})
+    return row
