@@ -1,0 +1,81 @@
+"""The ``fld`` command line: a registry of subcommands, one module each in ``engine/commands``.
+
+Each subcommand module decorates a function with :func:`command`; the function receives its
+argparse sub-parser to declare arguments and returns the handler that runs it. Usage errors
+(a missing source, an unwritable root, a bad config value) print one line and exit 2; no
+traceback is shown for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Callable
+
+Handler = Callable[[argparse.Namespace], int | None]
+Declare = Callable[[argparse.ArgumentParser], Handler]
+
+_COMMANDS: dict[str, tuple[str, Declare]] = {}
+COMMAND_MODULES = (
+    "engine.commands.sample",
+    "engine.commands.ingest",
+    "engine.commands.stats",
+)
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; printed as one line, exit code 2."""
+
+
+def command(name: str, help: str) -> Callable[[Declare], Declare]:
+    """Register a subcommand ``name``; ``help`` is its one-line description."""
+
+    def wrap(declare: Declare) -> Declare:
+        _COMMANDS[name] = (help, declare)
+        return declare
+
+    return wrap
+
+
+def add_root_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", default=os.environ.get("FLD_ROOT", "./fld-data"),
+                        help="data root of this engine (default: $FLD_ROOT or ./fld-data)")
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
+    parser = argparse.ArgumentParser(
+        prog="fld",
+        description="fld-engine: build, curate and refine FLD-5B-style (Florence-2) annotations "
+                    "for your own images.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    handlers: dict[str, Handler] = {}
+    for name, (help_text, declare) in _COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        handlers[name] = declare(sub)
+    return parser, handlers
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fld`` console script; returns the exit code."""
+    parser, handlers = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return int(handlers[args.command](args) or 0)
+    except (UsageError, FileNotFoundError, PermissionError, ValueError) as exc:
+        print(f"fld {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fld {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of ``fld``, one module each (see ``engine.cli``)."""

@@ -1,0 +1,177 @@
+"""Ingest: register shards and their images in the data root.
+
+For every shard not ingested yet, stream its records, fully decode each image on a thread
+pool (Pillow releases the GIL while decoding), hash it (``image_id`` = sha256 hex of the
+bytes) and write one row per record to ``images/part-<shard_id>.parquet``. That file is
+written atomically and last, so it doubles as the shard's completion marker: a re-run skips
+shards whose part exists, and a killed run redoes only the shard it was in.
+
+Broken input is data: every refused record is a row with ``status = 'error'`` and a reason.
+An exact duplicate of an image seen before (in this run or an earlier one) gets
+``status = 'duplicate'`` and the same ``image_id``, so every location of an image is kept.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from storage import schema
+from storage.atomic import write_parquet_atomic
+from storage.catalog import Catalog
+from storage.decode import DecodeLimits, ImageRejected, probe_image
+from storage.layout import DataRoot
+from storage.readers import Record, ShardReader, discover_shards
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Settings of ``fld ingest``.
+
+    ``max_pixels``/``min_side``: see :class:`storage.decode.DecodeLimits` (pixels).
+    ``workers``: decode threads. ``progress``: show a progress bar on stderr.
+    """
+
+    max_pixels: int = DecodeLimits.max_pixels
+    min_side: int = DecodeLimits.min_side
+    workers: int = 2
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        DecodeLimits(self.max_pixels, self.min_side)  # validates both
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+    @property
+    def limits(self) -> DecodeLimits:
+        return DecodeLimits(self.max_pixels, self.min_side)
+
+
+@dataclass
+class IngestSummary:
+    """Counts of one ingest run. ``shards_skipped``: already ingested before."""
+
+    shards_ingested: int = 0
+    shards_skipped: int = 0
+    ok: int = 0
+    duplicate: int = 0
+    error: int = 0
+    errors_by_reason: collections.Counter = field(default_factory=collections.Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "shards_ingested": self.shards_ingested, "shards_skipped": self.shards_skipped,
+            "ok": self.ok, "duplicate": self.duplicate, "error": self.error,
+            "errors_by_reason": dict(self.errors_by_reason.most_common()),
+        }
+
+
+def reason_family(reason: str) -> str:
+    """The part of a reason before its first colon (groups reasons for summaries)."""
+    return reason.split(":", 1)[0]
+
+
+def _examine(record: Record, limits: DecodeLimits) -> dict[str, Any]:
+    """Decode-check one record (runs on a worker thread); returns the image-row fields."""
+    if record.error is not None:
+        return {"status": schema.IMAGE_STATUS_ERROR, "error": record.error}
+    data = record.data or b""
+    fields: dict[str, Any] = {"image_id": hashlib.sha256(data).hexdigest() if data else None,
+                              "num_bytes": len(data)}
+    try:
+        info = probe_image(data, limits)
+    except ImageRejected as exc:
+        fields.update(status=schema.IMAGE_STATUS_ERROR, error=str(exc))
+        return fields
+    fields.update(status=schema.IMAGE_STATUS_OK, format=info.format, width=info.width,
+                  height=info.height, exif_orientation=info.exif_orientation)
+    return fields
+
+
+def _examined(records: Iterator[Record], pool: ThreadPoolExecutor, limits: DecodeLimits,
+              depth: int) -> Iterator[tuple[Record, dict[str, Any]]]:
+    """``(record, fields)`` in shard order, with up to ``depth`` records decoding ahead."""
+    pending: collections.deque[tuple[Record, Future]] = collections.deque()
+    for record in records:
+        pending.append((record, pool.submit(_examine, record, limits)))
+        if len(pending) >= depth:
+            head, future = pending.popleft()
+            yield head, future.result()
+    while pending:
+        head, future = pending.popleft()
+        yield head, future.result()
+
+
+def ingest_shard(shard: ShardReader, root: DataRoot, known: set[str], pool: ThreadPoolExecutor,
+                 config: IngestConfig, summary: IngestSummary, bar: tqdm | None = None) -> dict[str, Any]:
+    """Ingest one shard; adds its new ``ok`` ids to ``known``; returns its ``shards`` row."""
+    now = schema.utc_now()
+    shard_id, shard_path = shard.shard_id, str(shard.path)
+    rows: list[dict[str, Any]] = []
+    counts = collections.Counter()
+    for record, fields in _examined(shard.records(), pool, config.limits, depth=4 * config.workers):
+        row = {"shard_id": shard_id, "shard": shard_path, "key": record.key, "ingested_at": now,
+               "meta": json.dumps(record.meta, sort_keys=True) if record.meta else None, **fields}
+        if row["status"] == schema.IMAGE_STATUS_OK:
+            if row["image_id"] in known:
+                row["status"] = schema.IMAGE_STATUS_DUPLICATE
+            else:
+                known.add(row["image_id"])
+        if row["status"] == schema.IMAGE_STATUS_ERROR:
+            summary.errors_by_reason[reason_family(row["error"])] += 1
+        counts[row["status"]] += 1
+        rows.append(row)
+        if bar is not None:
+            bar.update(1)
+    write_parquet_atomic(schema.table_from_rows(rows, schema.IMAGES), root.images_part(shard_id))
+    summary.ok += counts[schema.IMAGE_STATUS_OK]
+    summary.duplicate += counts[schema.IMAGE_STATUS_DUPLICATE]
+    summary.error += counts[schema.IMAGE_STATUS_ERROR]
+    summary.shards_ingested += 1
+    return {"shard_id": shard_id, "shard": shard_path, "format": shard.format, "num_bytes": shard.num_bytes,
+            "images_ok": counts[schema.IMAGE_STATUS_OK], "images_duplicate": counts[schema.IMAGE_STATUS_DUPLICATE],
+            "images_error": counts[schema.IMAGE_STATUS_ERROR], "ingested_at": now}
+
+
+def _shard_row_from_part(shard: ShardReader, part) -> dict[str, Any]:
+    """Rebuild a shard's catalog row from its (complete) images part."""
+    statuses = collections.Counter(pq.read_table(part, columns=["status"]).column("status").to_pylist())
+    return {"shard_id": shard.shard_id, "shard": str(shard.path), "format": shard.format,
+            "num_bytes": shard.num_bytes, "images_ok": statuses[schema.IMAGE_STATUS_OK],
+            "images_duplicate": statuses[schema.IMAGE_STATUS_DUPLICATE],
+            "images_error": statuses[schema.IMAGE_STATUS_ERROR], "ingested_at": schema.utc_now()}
+
+
+def ingest(root: DataRoot, sources: list[str], config: IngestConfig = IngestConfig()) -> IngestSummary:
+    """Ingest every shard named by ``sources`` into ``root``; already-ingested shards are skipped.
+
+    Raises ``storage.readers.SourceError`` for a source that does not exist, before any write.
+    """
+    shards = discover_shards(sources)
+    summary = IngestSummary()
+    with Catalog(root) as catalog:
+        known = catalog.known_image_ids()
+        registered = catalog.registered_shards()
+        todo = []
+        for shard in shards:
+            part = root.images_part(shard.shard_id)
+            if not part.exists():
+                todo.append(shard)
+                continue
+            summary.shards_skipped += 1
+            if shard.shard_id not in registered:  # killed between the part and the catalog row
+                catalog.upsert("shards", [_shard_row_from_part(shard, part)])
+        bar = tqdm(desc="ingest", unit="img", disable=not config.progress, dynamic_ncols=True)
+        with ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="decode") as pool, bar:
+            for shard in todo:
+                bar.set_postfix_str(shard.path.name)
+                catalog.upsert("shards", [ingest_shard(shard, root, known, pool, config, summary, bar)])
+        catalog.refresh_views()
+    return summary

@@ -1,0 +1,163 @@
+"""The DuckDB catalog of a data root: small tables plus views over the Parquet datasets.
+
+``ROOT/catalog.duckdb`` holds the ``rounds``, ``shards``, ``models`` and ``releases`` tables
+and one view per Parquet dataset (``images``, ``annotations``, ``curated``, ``decisions``,
+``errors``), so ``duckdb ROOT/catalog.duckdb "select count(*) from images"`` works from the
+DuckDB command line. Views hold absolute paths and are rebuilt by :meth:`Catalog.refresh_views`
+after every write (and on every open), so a moved root is repaired by the next ``fld`` call.
+A dataset with no files yet is a view over an empty table of its schema.
+
+Only the driver process opens the catalog (DuckDB allows one writer); workers write Parquet.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import duckdb
+import pyarrow as pa
+
+from storage import schema
+from storage.layout import DataRoot
+
+MODELS = pa.schema(
+    [
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("version", pa.string()),
+        pa.field("metrics", pa.string()),  # JSON
+        pa.field("promoted", pa.bool_()),
+        pa.field("reason", pa.string()),
+        pa.field("created_at", schema.TIMESTAMP),
+    ]
+)
+RELEASES = pa.schema(
+    [
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("manifest_sha256", pa.string()),
+        pa.field("created_at", schema.TIMESTAMP),
+    ]
+)
+
+#: tables stored inside the DuckDB file, with their primary key columns
+TABLES: dict[str, tuple[pa.Schema, tuple[str, ...]]] = {
+    "rounds": (schema.ROUNDS, ("round",)),
+    "shards": (schema.SHARDS, ("shard_id",)),
+    "models": (MODELS, ("round",)),
+    "releases": (RELEASES, ("name",)),
+}
+
+
+@dataclass(frozen=True)
+class ParquetDataset:
+    """A Parquet dataset under the root, exposed as a view."""
+
+    name: str
+    glob: str  # relative to the root
+    schema: pa.Schema
+    extra_sql: str = ""  # extra select-list items (e.g. a column taken from the path)
+
+
+DATASETS = (
+    ParquetDataset("images", "images/part-*.parquet", schema.IMAGES),
+    ParquetDataset("annotations", "annotations/round=*/source=*/*.parquet", schema.ANNOTATIONS),
+    ParquetDataset("curated", "curated/round=*/*.parquet", schema.ANNOTATIONS,
+                   "CAST(regexp_extract(filename, 'round=([0-9]+)', 1) AS INTEGER) AS curated_round"),
+    ParquetDataset("decisions", "decisions/round=*/*.parquet", schema.DECISIONS),
+    ParquetDataset("errors", "errors/*.parquet", schema.ERRORS),
+)
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class Catalog:
+    """An open connection to ``ROOT/catalog.duckdb``; use as a context manager."""
+
+    def __init__(self, root: DataRoot | str | Path, read_only: bool = False):
+        self.root = root if isinstance(root, DataRoot) else DataRoot(Path(root))
+        if not read_only:
+            self.root.ensure()
+        self.con = duckdb.connect(str(self.root.catalog), read_only=read_only)
+        if not read_only:
+            self._create_tables()
+            self.refresh_views()
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.con.close()
+
+    # ----------------------------------------------------------------------- tables
+    def _create_tables(self) -> None:
+        for name, (table_schema, key) in TABLES.items():
+            self._create_from_schema(name, table_schema, key)
+        for dataset in DATASETS:
+            self._create_from_schema(f"_empty_{dataset.name}", dataset.schema, ())
+
+    def _create_from_schema(self, name: str, table_schema: pa.Schema, key: tuple[str, ...]) -> None:
+        exists = self.con.execute(
+            "select count(*) from information_schema.tables where table_name = ?", [name]
+        ).fetchone()[0]
+        if exists:
+            return
+        empty = table_schema.empty_table()  # noqa: F841 (read by DuckDB's replacement scan)
+        self.con.execute(f"create table {name} as select * from empty")
+        if key:
+            self.con.execute(f"create unique index {name}_key on {name} ({', '.join(key)})")
+
+    def upsert(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Insert rows into a catalog table, replacing rows with the same primary key."""
+        table_schema, key = TABLES[table]
+        arrow = schema.table_from_rows(rows, table_schema)  # noqa: F841
+        if arrow.num_rows == 0:
+            return
+        match = " and ".join(f"{table}.{k} = arrow.{k}" for k in key)
+        self.con.execute("begin")
+        self.con.execute(f"delete from {table} where exists (select 1 from arrow where {match})")
+        self.con.execute(f"insert into {table} select * from arrow")
+        self.con.execute("commit")
+
+    # ------------------------------------------------------------------------ views
+    def refresh_views(self) -> None:
+        """(Re)create one view per Parquet dataset over the files present now."""
+        for dataset in DATASETS:
+            files = sorted(self.root.path.glob(dataset.glob))
+            if files:
+                pattern = _sql_string(str(self.root.path / dataset.glob))
+                extra = f", {dataset.extra_sql}" if dataset.extra_sql else ""
+                columns = ", ".join(dataset.schema.names)
+                source = (f"read_parquet({pattern}, union_by_name = true, filename = true, "
+                          f"hive_partitioning = false)")
+                sql = f"select {columns}{extra} from {source}"
+            else:
+                extra = f", {dataset.extra_sql.replace('filename', 'NULL::VARCHAR')}" if dataset.extra_sql else ""
+                sql = f"select *{extra} from _empty_{dataset.name}"
+            self.con.execute(f"create or replace view {dataset.name} as {sql}")
+
+    # ---------------------------------------------------------------------- queries
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+        """Run ``sql`` and return all rows."""
+        return self.con.execute(sql, params or []).fetchall()
+
+    def known_image_ids(self) -> set[str]:
+        """Ids of every image already ingested with status ``ok``."""
+        rows = self.con.execute("select image_id from images where status = 'ok'").fetchall()
+        return {row[0] for row in rows}
+
+    def registered_shards(self) -> set[str]:
+        return {row[0] for row in self.con.execute("select shard_id from shards").fetchall()}
+
+    def record_json(self, table: str, row: dict[str, Any]) -> None:
+        """Upsert one row whose dict/list values are stored as JSON text."""
+        self.upsert(table, [{k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()}])
