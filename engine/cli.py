@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "engine.commands.sample",
     "engine.commands.ingest",
     "engine.commands.stats",
+    "engine.commands.demo",
 )
 
 
@@ -75,7 +76,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"fld {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

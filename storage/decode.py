@@ -71,7 +71,7 @@ def _open(data: bytes, limits: DecodeLimits) -> tuple[Image.Image, int]:
     except UnidentifiedImageError:
         raise ImageRejected("not an image: Pillow cannot identify the format") from None
     except Exception as exc:  # Pillow raises many types on malformed headers
-        raise ImageRejected(f"unreadable image header: {type(exc).__name__}: {exc}") from None
+        raise ImageRejected(f"corrupt or truncated image header: {type(exc).__name__}: {exc}") from None
     if image.format not in ACCEPTED_FORMATS:
         raise ImageRejected(f"unsupported format {image.format}")
     width, height = image.size

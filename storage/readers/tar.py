@@ -31,6 +31,24 @@ def unsafe_member_name(name: str) -> bool:
     return name.startswith("/") or posixpath.isabs(name) or ".." in name.split("/")
 
 
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ")
+END_MARKER = 2 * tarfile.BLOCKSIZE
+
+
+def _ends_with_marker(path: Path, offset: int) -> bool:
+    """Whether a plain tar has its end-of-archive marker (two zero blocks) at ``offset``.
+
+    A tar cut exactly at a member boundary reads like a complete one; the missing marker is
+    the only sign. Compressed tars are checked by their codec (a cut stream raises).
+    """
+    with path.open("rb") as handle:
+        if handle.read(6).startswith(COMPRESSED_MAGIC):
+            return True
+        handle.seek(offset)
+        block = handle.read(END_MARKER)
+    return len(block) == END_MARKER and not any(block)
+
+
 @register_reader("tar")
 class TarShardReader(ShardReader):
     """Streams a WebDataset-style tar: one record per image member, sidecars as ``meta``."""
@@ -74,3 +92,9 @@ class TarShardReader(ShardReader):
             )
             return
         yield from group.flush()
+        if not _ends_with_marker(self.path, archive.offset):
+            yield Record(
+                key=f"<truncated after {read} members>",
+                name=self.path.name,
+                error=f"truncated or corrupt tar after {read} members: the end-of-archive marker is missing",
+            )

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: installs everything (scripts/setup.sh), then runs the whole suite.
+# pytest's own exit code is returned, so "no tests collected" (5) fails like any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+exec .venv/bin/python -m pytest -q "$@"
