@@ -20,13 +20,14 @@ DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16
           "fp16": "float16", "float16": "float16"}
 
 
-def require_package(module: str, extra: str) -> None:
-    """Raise :class:`AnnotatorError` naming the pip extra when ``module`` is not importable."""
+def require_package(module: str, extra: str | None = None) -> None:
+    """Raise :class:`AnnotatorError` naming what to install when ``module`` is not importable.
+
+    ``extra``: the pip extra that brings it, or None for a core dependency of fld-engine.
+    """
     if importlib.util.find_spec(module) is None:
-        raise AnnotatorError(
-            f"the Python package {module!r} is not installed; install it with "
-            f"`pip install 'fld-engine[{extra}]'`"
-        )
+        how = f"pip install 'fld-engine[{extra}]'" if extra else "pip install fld-engine (a core dependency)"
+        raise AnnotatorError(f"the Python package {module!r} is not installed; install it with `{how}`")
 
 
 def resolve_model_dir(model: str | os.PathLike[str], annotator: str) -> Path:

@@ -22,6 +22,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "annotators.region_text_matcher",
     "annotators.caption_composer",
     "annotators.coco_labels",
+    "annotators.bench_annotators",
 )
 
 

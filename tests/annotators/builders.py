@@ -21,6 +21,7 @@ BUILDER_MODULES = (
     "tests.annotators.builders_florence2",
     "tests.annotators.builders_vision",
     "tests.annotators.builders_language",
+    "tests.annotators.builders_bench",
 )
 
 

@@ -1,0 +1,204 @@
+"""Region-text matcher: a CLIP-style model picks the best of the candidate texts of a region.
+
+For every object region row already made for the image (``item.context["annotations"]``,
+``kind = "region"``, ``region_type = "object"``, source not in ``exclude_sources``) the
+candidate texts are, in this order, deduplicated case-insensitively:
+
+1. the region's own text (e.g. the detector's category name);
+2. the texts of ``region`` rows from ``captioner_source`` whose ``parent_id`` is the region;
+3. the noun phrases (:mod:`annotators.noun_phrases`) of those captions.
+
+Each candidate is scored against the region's crop (:func:`annotators.crops.crop_region`):
+``logit = exp(logit_scale) * cos(image_embed, text_embed)``, softmax over the region's
+candidates (:func:`choose_best`). One ``region`` row per region with candidates:
+``text`` = the best candidate, ``score`` = its softmax probability (0..1, 1.0 when it is the
+only candidate), ``bbox`` = the region's box (absolute pixels of the upright image,
+``[x0, y0, x1, y1]``), ``parent_id`` = the region's ``annotation_id``.
+Loads any ``AutoModel`` with ``get_text_features``/``get_image_features``/``logit_scale``
+(CLIP and its relatives) with its ``AutoProcessor``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from annotators.base import Annotator, ImageBatch, ImageItem
+from annotators.crops import crop_region
+from annotators.hf_loading import (DTYPES, checkpoint_version, from_pretrained_kwargs, resolve_model_dir,
+                                   torch_device_dtype)
+from annotators.noun_phrases import NounPhraseExtractor
+from annotators.region_captioner import DERIVED_SOURCES, object_regions
+from annotators.registry import register_annotator
+from storage.schema import KIND_REGION, annotation_row
+
+
+@dataclass(frozen=True)
+class RegionTextMatcherSettings:
+    """Settings of the ``region_text_matcher`` annotator (``[annotators.region_text_matcher]``).
+
+    ``model``: checkpoint directory or cached hub id. ``device``: cpu, cuda, cuda:N or auto.
+    ``dtype``: fp32, bf16 or fp16. ``batch_size``: regions per forward pass.
+    ``margin``: fraction of the box size added on each side of the crop (>= 0).
+    ``captioner_source``: source whose region captions are candidates.
+    ``use_phrases``: also offer the noun phrases of those captions.
+    ``spacy_model``: spaCy pipeline for noun chunks ("" = the rule-based chunker).
+    ``exclude_sources``: region sources that are not matched.
+    """
+
+    model: str | os.PathLike[str] = ""
+    device: str = "cpu"
+    dtype: str = "fp32"
+    batch_size: int = 16
+    margin: float = 0.1
+    captioner_source: str = "region_captioner"
+    use_phrases: bool = True
+    spacy_model: str = ""
+    exclude_sources: tuple[str, ...] = field(default=DERIVED_SOURCES)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, (str, os.PathLike)):
+            raise ValueError(f"model must be a path or hub id string, got {self.model!r}")
+        if not isinstance(self.device, str):
+            raise ValueError(f"device must be a string, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of fp32, bf16, fp16; got {self.dtype!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or not 0 <= self.margin <= 10:
+            raise ValueError(f"margin must be a number in [0, 10] (fraction of the box size), got {self.margin!r}")
+        if not isinstance(self.captioner_source, str):
+            raise ValueError(f"captioner_source must be a string, got {self.captioner_source!r}")
+        if not isinstance(self.use_phrases, bool):
+            raise ValueError(f"use_phrases must be true or false, got {self.use_phrases!r}")
+        if not isinstance(self.spacy_model, str):
+            raise ValueError(f"spacy_model must be a string, got {self.spacy_model!r}")
+        if isinstance(self.exclude_sources, str) or not all(isinstance(s, str) for s in self.exclude_sources):
+            raise ValueError(f"exclude_sources must be a list of source names, got {self.exclude_sources!r}")
+        object.__setattr__(self, "exclude_sources", tuple(self.exclude_sources))
+
+
+def choose_best(candidates: Sequence[str], scores: Sequence[float]) -> tuple[str, float]:
+    """The candidate with the highest score and its softmax probability over all candidates.
+
+    ``scores`` are logits, one per candidate; ties go to the earlier candidate. Raises
+    ``ValueError`` when the lengths differ, there are no candidates, or a score is not finite.
+    """
+    if len(candidates) != len(scores):
+        raise ValueError(f"{len(candidates)} candidates but {len(scores)} scores")
+    if not candidates:
+        raise ValueError("choose_best needs at least one candidate")
+    values = [float(s) for s in scores]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"scores must be finite, got {values!r}")
+    best = max(range(len(values)), key=lambda i: (values[i], -i))
+    top = values[best]
+    total = sum(math.exp(v - top) for v in values)
+    return candidates[best], 1.0 / total
+
+
+def dedupe(texts: Sequence[str]) -> list[str]:
+    """Stripped, non-empty ``texts`` with case-insensitive duplicates removed, order kept."""
+    seen, out = set(), []
+    for text in texts:
+        text = " ".join(str(text or "").split())
+        if text and text.lower() not in seen:
+            seen.add(text.lower())
+            out.append(text)
+    return out
+
+
+@register_annotator("region_text_matcher")
+class RegionTextMatcher(Annotator):
+    """Picks, per object region, the candidate text most similar to its crop (CLIP-style)."""
+
+    kinds = (KIND_REGION,)
+    needs = ("annotations",)
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = RegionTextMatcherSettings(**settings)
+        self.batch_size = self.settings.batch_size
+        self.model_dir = resolve_model_dir(self.settings.model, self.name)
+        self._device, self._dtype = torch_device_dtype(self.settings.device, self.settings.dtype)
+        self.phrases = NounPhraseExtractor(self.settings.spacy_model)
+        self._version: str | None = None
+        self._model: Any = None
+        self._processor: Any = None
+
+    @property
+    def version(self) -> str:
+        if self._version is None:
+            self._version = checkpoint_version(self.model_dir)
+        return self._version
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        from transformers import AutoModel, AutoProcessor
+
+        kwargs = from_pretrained_kwargs()
+        self._processor = AutoProcessor.from_pretrained(self.model_dir, **kwargs)
+        model = AutoModel.from_pretrained(self.model_dir, dtype=self._dtype, **kwargs)
+        self._model = model.to(self._device).eval()
+
+    def candidates(self, item: ImageItem, region: Mapping[str, Any]) -> list[str]:
+        """Candidate texts of ``region`` from ``item``'s context (see the module docstring)."""
+        captions = [row.get("text") or "" for row in item.context.get("annotations", ())
+                    if row.get("source") == self.settings.captioner_source and row.get("kind") == KIND_REGION
+                    and row.get("parent_id") == region.get("annotation_id")]
+        texts = [region.get("text") or "", *captions]
+        if self.settings.use_phrases:
+            texts += [p.text for caption in captions for p in self.phrases(caption)]
+        return dedupe(texts)
+
+    def annotate(self, batch: ImageBatch) -> list[dict[str, Any]]:
+        self.load()
+        jobs = []
+        for item in batch.items:
+            for region in object_regions(item, self.settings.exclude_sources):
+                candidates = self.candidates(item, region)
+                if candidates:
+                    jobs.append((item, region, candidates))
+        rows = []
+        for start in range(0, len(jobs), self.batch_size):
+            chunk = jobs[start:start + self.batch_size]
+            crops = [crop_region(item.image.convert("RGB"), region["bbox"], self.settings.margin)
+                     for item, region, _ in chunk]
+            for (item, region, candidates), logits in zip(chunk, self.logits(crops, [c for *_, c in chunk])):
+                text, prob = choose_best(candidates, logits)
+                rows.append(annotation_row(
+                    image_id=item.image_id, round_=batch.round, source=self.name, source_version=self.version,
+                    kind=KIND_REGION, region_type="object", text=text, bbox=[float(v) for v in region["bbox"]],
+                    parent_id=region["annotation_id"], score=prob,
+                ))
+        return rows
+
+    def logits(self, images: Sequence[Any], candidates: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Per image, ``exp(logit_scale) * cosine`` against each of its own candidate texts."""
+        import torch
+
+        self.load()
+        texts = [text for group in candidates for text in group]
+        text_in = self._processor(text=texts, return_tensors="pt", padding=True, truncation=True)
+        image_in = self._processor(images=list(images), return_tensors="pt")
+        with torch.inference_mode():
+            text_emb = _pooled(self._model.get_text_features(
+                **{k: v.to(self._device) for k, v in text_in.items() if k in ("input_ids", "attention_mask")}))
+            image_emb = _pooled(self._model.get_image_features(
+                pixel_values=image_in["pixel_values"].to(self._device, self._dtype)))
+            text_emb = torch.nn.functional.normalize(text_emb.float(), dim=-1)
+            image_emb = torch.nn.functional.normalize(image_emb.float(), dim=-1)
+            scale = self._model.logit_scale.float().exp()
+        out, offset = [], 0
+        for i, group in enumerate(candidates):
+            sims = text_emb[offset:offset + len(group)] @ image_emb[i]
+            out.append((scale * sims).tolist())
+            offset += len(group)
+        return out
+
+
+def _pooled(output: Any) -> Any:
+    """The projected embedding from ``get_*_features`` (a tensor, or an output's ``pooler_output``)."""
+    return getattr(output, "pooler_output", output)
