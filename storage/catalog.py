@@ -69,7 +69,7 @@ DATASETS = (
     ParquetDataset("curated", "curated/round=*/*.parquet", schema.ANNOTATIONS,
                    "CAST(regexp_extract(filename, 'round=([0-9]+)', 1) AS INTEGER) AS curated_round"),
     ParquetDataset("decisions", "decisions/round=*/*.parquet", schema.DECISIONS),
-    ParquetDataset("errors", "errors/*.parquet", schema.ERRORS),
+    ParquetDataset("errors", "errors/round=*/source=*/*.parquet", schema.ERRORS),
 )
 
 

@@ -41,6 +41,14 @@ class DataRoot:
     def annotation_shard(self, round_: int, source: str, shard_id: str) -> Path:
         return self.annotations(round_, source) / f"shard={shard_id}.parquet"
 
+    def annotation_marker(self, round_: int, source: str, shard_id: str) -> Path:
+        """Written last, once the shard's annotation and error files of ``source`` are complete."""
+        return self.annotations(round_, source) / "_done" / f"shard={shard_id}.json"
+
+    def error_shard(self, round_: int, source: str, shard_id: str) -> Path:
+        """Dead letters of one (round, source, shard): images that could not be annotated."""
+        return self.errors / f"round={int(round_)}" / f"source={source}" / f"shard={shard_id}.parquet"
+
     def curated(self, round_: int) -> Path:
         return self.path / "curated" / f"round={int(round_)}"
 

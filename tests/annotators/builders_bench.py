@@ -1,0 +1,18 @@
+"""Builders of the model-free benchmark annotators for the contract test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from annotators.registry import build_annotator
+from tests.annotators.builders import tiny_builder
+
+
+@tiny_builder("noop")
+def build_noop(folder: Path):
+    return build_annotator("noop")
+
+
+@tiny_builder("dark_patch")
+def build_dark_patch(folder: Path):
+    return build_annotator("dark_patch", patch=8)
