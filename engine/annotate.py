@@ -33,6 +33,9 @@ class AnnotateRequest:
 
     ``runner``: a name from ``engine.runners.RUNNERS``; ``workers``: worker processes for the
     multi-process runner; ``pipeline_args``: extra Beam flags passed through untouched.
+    ``wave_size``: shards per pipeline run (0: all in one run). Files are written when a
+    run's grouping step completes, so smaller waves make progress durable sooner (a killed
+    run loses at most one wave) at the price of one pipeline start per wave.
     """
 
     round: int
@@ -42,6 +45,7 @@ class AnnotateRequest:
     pipeline_args: list[str] = field(default_factory=list)
     limits: DecodeLimits = DecodeLimits()
     progress: bool = True
+    wave_size: int = 0
 
     def __post_init__(self) -> None:
         if self.round < 0:
@@ -52,6 +56,8 @@ class AnnotateRequest:
             annotator_class(name)  # unknown names raise, listing the known ones
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.wave_size < 0:
+            raise ValueError(f"wave_size must be >= 0, got {self.wave_size}")
 
 
 def plan_tasks(root: DataRoot, round_: int, sources: list[str]) -> list[ShardTask]:
@@ -112,11 +118,13 @@ def annotate(root: DataRoot, request: AnnotateRequest) -> dict[str, Any]:
     needing_context = frozenset(n for n in sources if "annotations" in annotator_class(n).needs)
     tasks = plan_tasks(root, request.round, sources)
     units = sum(len(t.sources) for t in tasks)
-    if tasks:
-        flags = runner_options(request.runner, request.workers, len(tasks), request.pipeline_args)
-        with MarkerProgress(root, request.round, units, request.progress):
+    size = request.wave_size or len(tasks) or 1
+    waves = [tasks[i:i + size] for i in range(0, len(tasks), size)]
+    with MarkerProgress(root, request.round, units, request.progress and bool(tasks)):
+        for wave in waves:
+            flags = runner_options(request.runner, request.workers, len(wave), request.pipeline_args)
             pipeline = beam.Pipeline(options=PipelineOptions(flags))
-            build_pipeline(pipeline, root, tasks, handlers, request.limits, needing_context)
+            build_pipeline(pipeline, root, wave, handlers, request.limits, needing_context)
             result = pipeline.run()
             try:
                 result.wait_until_finish()

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from typing import Callable
+
+# Beam logs these on the root logger at import / run time on every machine without GCP
+# libraries; they say nothing to an fld user.
+_BEAM_NOISE = ("apitools not found", "Resource module is not available")
+logging.getLogger().addFilter(lambda record: not str(record.msg).startswith(_BEAM_NOISE))
 
 Handler = Callable[[argparse.Namespace], int | None]
 Declare = Callable[[argparse.ArgumentParser], Handler]
@@ -22,6 +28,8 @@ COMMAND_MODULES = (
     "engine.commands.sample",
     "engine.commands.ingest",
     "engine.commands.stats",
+    "engine.commands.annotators",
+    "engine.commands.annotate",
     "engine.commands.demo",
 )
 
@@ -45,6 +53,11 @@ def add_root_argument(parser: argparse.ArgumentParser) -> None:
                         help="data root of this engine (default: $FLD_ROOT or ./fld-data)")
 
 
+def accept_pass_through(parser: argparse.ArgumentParser) -> None:
+    """Let a subcommand receive arguments it does not declare (e.g. Beam pipeline flags)."""
+    parser.set_defaults(pass_through=True)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     for module in COMMAND_MODULES:
         importlib.import_module(module)
@@ -64,10 +77,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fld`` console script; returns the exit code."""
     parser, handlers = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if not args.command:
         parser.print_help()
         return 2
+    if extra and not getattr(args, "pass_through", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     try:
         return int(handlers[args.command](args) or 0)
     except (UsageError, FileNotFoundError, PermissionError, ValueError) as exc:

@@ -65,8 +65,11 @@ ANNOTATIONS = pa.schema(
         pa.field("granularity", pa.string()),
         pa.field("region_type", pa.string()),
         pa.field("text", pa.string()),
-        pa.field("bbox", pa.list_(pa.float32(), 4)),
-        pa.field("quad", pa.list_(pa.float32(), 8)),
+        # 4 and 8 values; variable-size lists because pyarrow 25 cannot read back from Parquet a
+        # fixed_size_list column that holds nulls (ArrowInvalid "Expected all lists to be of
+        # size=8"); annotation_row() enforces the lengths instead.
+        pa.field("bbox", pa.list_(pa.float32())),
+        pa.field("quad", pa.list_(pa.float32())),
         pa.field("polygons", pa.list_(pa.list_(pa.float32()))),
         pa.field("mask_rle", pa.string()),
         pa.field("parent_id", pa.string()),
@@ -76,6 +79,8 @@ ANNOTATIONS = pa.schema(
         pa.field("created_at", TIMESTAMP, nullable=False),
     ]
 )
+
+GEOMETRY_LENGTHS = {"bbox": 4, "quad": 8}
 
 # Columns that define an annotation's identity (see annotation_id()).
 PAYLOAD_COLUMNS = (
@@ -197,6 +202,10 @@ def annotation_row(
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    for column, length in GEOMETRY_LENGTHS.items():
+        value = payload.get(column)
+        if value is not None and len(value) != length:
+            raise ValueError(f"{column} must hold {length} values, got {len(value)}: {value!r}")
     allowed = set(PAYLOAD_COLUMNS) | {"score"}
     unknown = set(payload) - allowed
     if unknown:

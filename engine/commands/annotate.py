@@ -1,0 +1,59 @@
+"""``fld annotate``: run annotators over the ingested shards of a round, on Apache Beam."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from engine.annotate import AnnotateRequest, annotate
+from engine.cli import UsageError, accept_pass_through, add_root_argument, command
+from engine.config import EngineConfig
+from engine.runners import RUNNERS
+from storage.decode import DecodeLimits
+from storage.layout import DataRoot
+
+EPILOG = """
+Annotator settings come from the config's [annotators.NAME] tables; an annotator that needs
+none (ocr, noop, dark_patch) runs without a config. Any option not listed above is passed to
+Beam as a pipeline option, e.g.:
+  fld annotate --round 0 --annotator ocr --runner dask --dask_client_address=tcp://10.0.0.5:8786
+  fld annotate --round 0 --annotator ocr --runner flink --flink_master=localhost:8081 --environment_type=LOOPBACK
+  fld annotate --round 0 --annotator ocr --runner dataflow --project=P --region=R --temp_location=gs://B/tmp
+"""
+
+
+@command("annotate", help="annotate the ingested images of a round with one or more annotators (Beam)")
+def declare(parser: argparse.ArgumentParser):
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    add_root_argument(parser)
+    accept_pass_through(parser)
+    parser.add_argument("--round", type=int, default=0, help="round number (default 0)")
+    parser.add_argument("--annotator", action="append", default=[], metavar="NAME",
+                        help="annotator to run (repeatable; default: every [annotators.*] table of --config)")
+    parser.add_argument("--config", help="engine TOML config (annotator settings, runner, limits)")
+    parser.add_argument("--runner", choices=sorted(RUNNERS), help="Beam runner (default: config's, else direct)")
+    parser.add_argument("--workers", type=int, help="worker processes for direct-multiprocess")
+    parser.add_argument("--wave-size", type=int, default=0,
+                        help="shards per pipeline run; a killed run loses at most one wave (default: all)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    def run(args: argparse.Namespace) -> int:
+        config = EngineConfig.load(args.config)
+        names = args.annotator or list(config.annotators)
+        if not names:
+            raise UsageError("name an annotator with --annotator NAME (see `fld annotators`) or give a --config")
+        root = DataRoot(args.root)
+        if not root.catalog.exists():
+            raise UsageError(f"no catalog at {root.catalog}; run `fld ingest --root {args.root} SRC...` first")
+        request = AnnotateRequest(
+            round=args.round, annotators={n: config.annotators.get(n, {}) for n in names},
+            runner=args.runner or config.runner.name, workers=args.workers or config.runner.workers,
+            pipeline_args=[*config.runner.options, *args.extra],
+            limits=DecodeLimits(config.ingest.max_pixels, config.ingest.min_side), progress=not args.quiet,
+            wave_size=args.wave_size)
+        summary = annotate(root, request)
+        print(json.dumps(summary, indent=2))
+        return 0
+
+    return run

@@ -1,0 +1,112 @@
+"""The engine's one TOML config: sources, annotators, runner, curation, training, loop.
+
+Every section is a typed dataclass validated on construction; unknown keys are refused with
+their full dotted name. Annotator tables are passed to the annotator's own settings class
+(``build_annotator(name, **table)``), which validates them at construction. The resolved
+config (defaults filled in) is what each round saves.
+
+Example::
+
+    [ingest]
+    max_pixels = 64000000
+
+    [annotators.ocr]              # a table per annotator to run, in this order
+    min_score = 0.5
+    [annotators.florence2]
+    model = "/models/Florence-2-large"   # a local directory; nothing is downloaded
+    device = "cuda"
+    dtype = "bf16"
+
+    [runner]
+    name = "direct"               # direct | direct-multiprocess | dask | flink | spark | dataflow
+    workers = 2
+    options = []                  # extra Beam pipeline flags, e.g. ["--dask_client_address=host:8786"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from engine.curation_config import CurationConfig
+from engine.typed_config import from_plain, to_plain
+from engine.runners import RUNNERS
+
+
+@dataclass(frozen=True)
+class IngestSection:
+    """``[ingest]``: decode limits (pixels) and decode threads."""
+
+    max_pixels: int = 64_000_000
+    min_side: int = 8
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("max_pixels", "min_side", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ingest.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class RunnerSection:
+    """``[runner]``: the Beam runner of annotation and extra pipeline flags."""
+
+    name: str = "direct"
+    workers: int = 2
+    options: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.name not in RUNNERS:
+            raise ValueError(f"runner.name {self.name!r} is unknown; choose one of {', '.join(RUNNERS)}")
+        if self.workers < 1:
+            raise ValueError(f"runner.workers must be >= 1, got {self.workers}")
+        if any(not str(o).startswith("--") for o in self.options):
+            raise ValueError(f"runner.options must be Beam flags starting with --, got {list(self.options)}")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The whole config. ``annotators`` maps registry names to their settings tables."""
+
+    ingest: IngestSection = field(default_factory=IngestSection)
+    annotators: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runner: RunnerSection = field(default_factory=RunnerSection)
+    curation: CurationConfig = field(default_factory=CurationConfig)
+
+    def __post_init__(self) -> None:
+        from annotators.registry import annotator_names
+
+        known = annotator_names()
+        for name, table in self.annotators.items():
+            if name not in known:
+                raise ValueError(f"annotators.{name} is not a registered annotator; known: {', '.join(known)}")
+            if not isinstance(table, Mapping):
+                raise ValueError(f"annotators.{name} must be a table of settings")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "EngineConfig":
+        return from_plain(cls, dict(data or {}), "config")
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> "EngineConfig":
+        """Read a TOML file (None: all defaults); syntax and key errors name the file."""
+        if path is None:
+            return cls()
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: not valid TOML: {exc}") from None
+        try:
+            return cls.from_dict(data)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data of the resolved config (what a round saves)."""
+        return to_plain(dataclasses.asdict(self))

@@ -1,0 +1,336 @@
+"""Curation of one round: run the configured filters over all raw annotations, record every
+decision, resolve agreement and merge with the previous round's curated set.
+
+``curate_tables`` is pure (tables in, tables out); ``curate_round`` reads and writes the data
+root. Rows pass the rules of ``config.rules`` in order; each rule sees the rows still alive,
+and every row it judges gets one decision row (annotation_id, round, rule, kept, reason).
+
+Curated table (:data:`CURATED` = ``ANNOTATIONS`` + the columns below):
+
+* ``label``: a region's class label (its raw ``text``) kept when ``region_text`` replaces
+  ``text`` with the matched description; null for other kinds;
+* ``absorbed_ids``: ids of the rows this one absorbed, transitively (NMS duplicates,
+  region-text candidates, and later rounds' rows merged into it);
+* ``seen_by``: distinct ``source@source_version`` of the annotators that produced it or a
+  duplicate it absorbed by NMS or merge; ``agreement`` = ``len(seen_by)``. A later round's
+  model with a new checkpoint that finds the same box raises agreement; the same checkpoint
+  re-finding it only merges (it is not independent evidence).
+
+Merge across rounds: the curated set of round R is the previous curated set (rows carried
+over, agreement raised where a new row matched) plus the new rows that matched nothing. A
+new row matches a previous one of the same image, kind, granularity, region type and
+normalised label/text when both have no box or their IoU >= ``merge.iou_threshold`` (the
+best IoU wins); a new phrase whose parent caption merged points at the previous caption.
+Invariant: new rows in the curated set + dropped rows = raw rows of the round.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.curation_config import CurationConfig
+from engine.text_metrics import metrics_function
+from filters.base import FilterContext, filter_spec, group_codes, normalized_codes, valid
+from filters.nms import pairs_in_groups
+from storage.atomic import write_parquet_atomic, write_text_atomic
+from storage.geometry import boxes_from_arrow, pairwise_iou
+from storage.layout import DataRoot
+from storage.schema import ANNOTATIONS, DECISIONS
+
+CURATED = pa.schema(
+    list(ANNOTATIONS)
+    + [
+        pa.field("label", pa.string()),
+        pa.field("absorbed_ids", pa.list_(pa.string()), nullable=False),
+        pa.field("seen_by", pa.list_(pa.string()), nullable=False),
+        pa.field("agreement", pa.int32(), nullable=False),
+    ]
+)
+IMAGE_SIZES = pa.schema([pa.field("image_id", pa.string()), pa.field("width", pa.int32()), pa.field("height", pa.int32())])
+MERGE_RULE = "merge"
+EMPTY_LIST = pa.scalar([], pa.list_(pa.string()))
+
+
+def conform(table: pa.Table | None, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns (missing nullable ones as nulls), cast."""
+    if table is None:
+        return schema.empty_table()
+    columns = []
+    for f in schema:
+        if f.name in table.column_names:
+            columns.append(table[f.name].cast(f.type))
+        elif f.nullable:
+            columns.append(pa.nulls(table.num_rows, f.type))
+        else:
+            raise ValueError(f"table lacks the required column {f.name!r}")
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _decisions(ids: pa.ChunkedArray, round_: int, rule: str, kept: np.ndarray, reason: pa.Array) -> pa.Table:
+    m = len(kept)
+    return pa.Table.from_arrays(
+        [ids, pa.array(np.full(m, round_, np.int32)), pa.repeat(pa.scalar(rule), m), pa.array(kept), reason],
+        schema=DECISIONS,
+    )
+
+
+def _grouped_lists(keys: np.ndarray, values: pa.Array, distinct: bool) -> tuple[np.ndarray, pa.Array]:
+    """Sorted-by-(key, value) lists of ``values`` per distinct key -> (keys, list array)."""
+    t = pa.table({"k": pa.array(keys, pa.int64()), "v": values}).sort_by([("k", "ascending"), ("v", "ascending")])
+    g = t.group_by("k", use_threads=False).aggregate([("v", "distinct" if distinct else "list")])
+    return g["k"].to_numpy(), g.column(1).combine_chunks().cast(pa.list_(pa.string()))
+
+
+def _aligned(keys: np.ndarray, lists: pa.Array, wanted: np.ndarray) -> pa.Array:
+    """The list of each ``wanted`` key (empty when absent)."""
+    if len(wanted) == 0:
+        return pa.array([], pa.list_(pa.string()))
+    pos = pc.index_in(pa.array(wanted, pa.int64()), value_set=pa.array(keys, pa.int64()))
+    return pc.fill_null(pc.take(lists, pos), EMPTY_LIST)
+
+
+def _agreement(work: pa.Table, gidx: np.ndarray, raw: pa.Table, into: np.ndarray, agrees: np.ndarray) -> pa.Table:
+    """Add absorbed_ids / seen_by / agreement to the survivors ``work`` (raw positions ``gidx``)."""
+    n = raw.num_rows
+    root = np.arange(n)
+    absorbed = into >= 0
+    root[absorbed] = into[absorbed]
+    while True:  # pointer jumping: chains (B -> A -> C) resolve to their final survivor
+        nxt = root[root]
+        if np.array_equal(nxt, root):
+            break
+        root = nxt
+    alive = np.zeros(n, bool)
+    alive[gidx] = True
+    rows = np.flatnonzero(absorbed & alive[root])
+    id_keys, id_lists = _grouped_lists(root[rows], raw["annotation_id"].take(pa.array(rows)), distinct=False)
+    tag = pc.binary_join_element_wise(raw["source"], raw["source_version"], "@")
+    seen = np.concatenate([gidx, rows[agrees[rows]]])
+    tag_keys, tag_lists = _grouped_lists(root[seen], tag.take(pa.array(seen)), distinct=True)
+    seen_by = _aligned(tag_keys, tag_lists, gidx)
+    out = work.append_column("absorbed_ids", _aligned(id_keys, id_lists, gidx)).append_column("seen_by", seen_by)
+    return out.append_column("agreement", pc.list_value_length(seen_by).cast(pa.int32()))
+
+
+def _merge_keys(table: pa.Table) -> list:
+    kind = table["kind"]
+    text = normalized_codes(pc.if_else(pc.equal(kind, "region"), pc.coalesce(table["label"], table["text"]), table["text"]))
+    parent = pc.if_else(pc.equal(kind, "phrase"), table["parent_id"], pa.scalar(None, pa.string()))
+    return [table["image_id"], kind, table["granularity"], table["region_type"], text, parent]
+
+
+def match_previous(new: pa.Table, prev: pa.Table, iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """For every row of ``new``: the index of the previous row it merges into (-1) and the IoU."""
+    columns = ["image_id", "kind", "granularity", "region_type", "text", "label", "parent_id", "bbox"]
+    new = new.select(columns)
+    both = pa.concat_tables([prev.select(columns).cast(new.schema), new])
+    codes = group_codes(*_merge_keys(both))
+    n_prev = prev.num_rows
+    boxes = boxes_from_arrow(both["bbox"])
+    has_box = valid(both["bbox"])
+    order = np.argsort(codes, kind="stable")
+    best = np.full(new.num_rows, -1, np.int64)
+    best_iou = np.full(new.num_rows, -1.0)
+    for i, j in pairs_in_groups(codes[order]):
+        a, b = order[i], order[j]
+        cross = (a < n_prev) != (b < n_prev)
+        p, q = np.where(a < n_prev, a, b)[cross], np.where(a < n_prev, b, a)[cross]
+        iou = np.where(has_box[p] & has_box[q], pairwise_iou(boxes[p], boxes[q]), np.where(has_box[p] | has_box[q], 0, 1))
+        hit = iou >= iou_threshold
+        p, q, iou = p[hit], q[hit] - n_prev, iou[hit]
+        sel = np.lexsort((p, -iou, q))  # per new row: best IoU, then the earliest previous row
+        q, p, iou = q[sel], p[sel], iou[sel]
+        first = np.r_[True, q[1:] != q[:-1]] if len(q) else np.zeros(0, bool)
+        better = iou[first] > best_iou[q[first]]
+        best[q[first][better]], best_iou[q[first][better]] = p[first][better], iou[first][better]
+    return best, best_iou
+
+
+def _absorb_into_previous(prev: pa.Table, new: pa.Table, target: np.ndarray) -> pa.Table:
+    """``prev`` with the matched ``new`` rows (``target`` >= 0) added to its lists."""
+    q = np.flatnonzero(target >= 0)
+    touched = np.unique(target[q])
+    if len(touched) == 0:
+        return prev
+    local = {"absorbed_ids": [], "seen_by": []}
+    sub = prev.take(pa.array(touched))
+    matched = new.take(pa.array(q))
+    tpos = np.searchsorted(touched, target[q])
+    for column in local:
+        own, mine = sub[column].combine_chunks(), matched[column].combine_chunks()
+        keys = [pc.list_parent_indices(own).to_numpy(), tpos[pc.list_parent_indices(mine).to_numpy()]]
+        values = [pc.list_flatten(own), pc.list_flatten(mine)]
+        if column == "absorbed_ids":
+            keys.append(tpos)
+            values.append(matched["annotation_id"].combine_chunks())
+        k, lists = _grouped_lists(np.concatenate(keys), pa.concat_arrays(values), distinct=column == "seen_by")
+        local[column] = _aligned(k, lists, np.arange(len(touched)))
+    index = np.arange(prev.num_rows)
+    index[touched] = prev.num_rows + np.arange(len(touched))
+    out = prev
+    for column, lists in local.items():
+        out = out.set_column(out.schema.get_field_index(column), column,
+                             pa.concat_arrays([prev[column].combine_chunks(), lists]).take(pa.array(index)))
+    seen = out["seen_by"]
+    return out.set_column(out.schema.get_field_index("agreement"), "agreement",
+                          pc.list_value_length(seen).cast(pa.int32()))
+
+
+def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig, round_: int) -> tuple[pa.Table, pa.Table]:
+    """Merge this round's survivors into the previous curated set -> (curated, merge decisions)."""
+    is_caption = pc.fill_null(pc.equal(new["kind"], "caption"), False).to_numpy(zero_copy_only=False)
+    target = np.full(new.num_rows, -1, np.int64)
+    iou = np.zeros(new.num_rows)
+    caps = np.flatnonzero(is_caption)
+    target[caps], iou[caps] = match_previous(new.take(pa.array(caps)), prev, config.merge.iou_threshold)
+    # new phrases whose caption merged point at the previous caption
+    moved = pc.index_in(new["parent_id"], value_set=new["annotation_id"].take(pa.array(caps[target[caps] >= 0])))
+    prev_caption = prev["annotation_id"].take(pa.array(target[caps][target[caps] >= 0]))
+    new = new.set_column(new.schema.get_field_index("parent_id"), "parent_id",
+                         pc.coalesce(pc.take(prev_caption, moved), new["parent_id"]))
+    rest = np.flatnonzero(~is_caption)
+    target[rest], iou[rest] = match_previous(new.take(pa.array(rest)), prev, config.merge.iou_threshold)
+    merged = target >= 0
+    prev_ids = prev["annotation_id"].take(pa.array(np.maximum(target, 0))) if len(target) else pa.array([], pa.string())
+    reason = pc.if_else(pa.array(merged), pc.binary_join_element_wise(
+        "merged into previous ", prev_ids, f" (IoU >= {config.merge.iou_threshold} or same text)", ""),
+        pa.scalar(None, pa.string()))
+    decisions = _decisions(new["annotation_id"], round_, MERGE_RULE, ~merged, reason)
+    kept_prev = conform(_absorb_into_previous(prev, new, target), CURATED)
+    curated = pa.concat_tables([kept_prev, conform(new.filter(pa.array(~merged)), CURATED)])
+    return curated, decisions
+
+
+def curate_tables(
+    raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int
+) -> tuple[pa.Table, pa.Table]:
+    """Curate the raw annotations of round ``round_`` -> (curated :data:`CURATED`, decisions).
+
+    ``images``: ``image_id, width, height`` of the images with status ok (upright pixels).
+    ``previous``: the curated table of round ``round_ - 1`` or None.
+    """
+    raw = conform(raw, ANNOTATIONS)
+    previous = conform(previous, CURATED) if previous is not None else None
+    is_region = pc.and_(pc.equal(raw["kind"], "region"), pc.is_null(raw["parent_id"]))
+    work = raw.append_column("label", pc.if_else(is_region, raw["text"], pa.scalar(None, pa.string())))
+    ctx = FilterContext(images=conform(images, IMAGE_SIZES), previous=previous,
+                        text_metrics=metrics_function(config.text.pipeline, config.text.batch_size))
+    gidx = np.arange(raw.num_rows)
+    into = np.full(raw.num_rows, -1, np.int64)
+    agrees = np.zeros(raw.num_rows, bool)
+    decisions = [DECISIONS.empty_table()]
+    for rule in config.rules:
+        res = filter_spec(rule).fn(work, config.section(rule), ctx)
+        if res.judged.any():
+            judged = pa.array(res.judged)
+            decisions.append(_decisions(work["annotation_id"].filter(judged), round_, rule, res.keep[res.judged],
+                                        res.reason.filter(judged)))
+        for column, values in res.replace.items():
+            i = work.schema.get_field_index(column)
+            work = work.set_column(i, column, values.cast(work.schema.field(column).type))
+        if res.absorbed_by is not None:
+            hit = ~res.keep & (res.absorbed_by >= 0)
+            into[gidx[hit]] = gidx[res.absorbed_by[hit]]
+            agrees[gidx[hit]] = res.agrees
+        if not res.keep.all():
+            work, gidx = work.filter(pa.array(res.keep)), gidx[res.keep]
+    curated = conform(_agreement(work, gidx, raw, into, agrees), CURATED)
+    if previous is not None and config.merge.enabled:
+        curated, merge_decisions = merge_with_previous(curated, previous, config, round_)
+        decisions.append(merge_decisions)
+    elif previous is not None:  # merge off: carry the previous set over unchanged beside the new rows
+        curated = pa.concat_tables([previous, curated])
+    return conform(curated, CURATED), pa.concat_tables(decisions)
+
+
+# ------------------------------------------------------------------------------------ I/O
+def read_parquet_files(files: list[str], schema: pa.Schema) -> pa.Table:
+    """Read Parquet ``files`` as one table of ``schema`` through DuckDB.
+
+    Not pyarrow: pyarrow 25 cannot read back a fixed-size list column that holds nulls
+    (apache/arrow#35692, "Expected all lists to be of size=4"), and every annotation file
+    has null ``bbox``/``quad``. DuckDB returns them as variable lists; :func:`conform` casts.
+    """
+    if not files:
+        return schema.empty_table()
+    with duckdb.connect() as con:
+        table = con.sql("select * from read_parquet(?, union_by_name = true, hive_partitioning = false)",
+                        params=[files]).to_arrow_table()
+    return conform(table, schema)
+
+
+def read_raw(root: DataRoot, round_: int) -> pa.Table:
+    """Every raw annotation shard of the round (all sources) as one table."""
+    files = sorted(str(p) for p in root.annotations(round_).glob("source=*/shard=*.parquet"))
+    return read_parquet_files(files, ANNOTATIONS)
+
+
+def read_curated(root: DataRoot, round_: int) -> pa.Table | None:
+    """The curated set of ``round_``, or None when that round was never curated."""
+    files = sorted(str(p) for p in root.curated(round_).glob("part-*.parquet")) if round_ >= 0 else []
+    return read_parquet_files(files, CURATED) if files else None
+
+
+def read_image_sizes(root: DataRoot) -> pa.Table:
+    """``image_id, width, height`` of the ingested images with status ok (DuckDB scan)."""
+    files = sorted(str(p) for p in root.images.glob("part-*.parquet"))
+    if not files:
+        return IMAGE_SIZES.empty_table()
+    with duckdb.connect() as con:
+        table = con.sql(
+            """select image_id, any_value(width) as width, any_value(height) as height
+               from read_parquet(?) where status = 'ok' and image_id is not null group by image_id""",
+            params=[files],
+        ).to_arrow_table()
+    return conform(table, IMAGE_SIZES)
+
+
+def write_parts(table: pa.Table, folder: Path, rows_per_part: int) -> list[Path]:
+    """Write ``table`` as ``folder/part-00000.parquet``... atomically; remove stale parts."""
+    count = max(1, -(-table.num_rows // rows_per_part))
+    written = [write_parquet_atomic(table.slice(k * rows_per_part, rows_per_part), folder / f"part-{k:05d}.parquet")
+               for k in range(count)]
+    for stale in set(folder.glob("part-*.parquet")) - set(written):
+        stale.unlink()
+    return written
+
+
+def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_part: int = 1_000_000) -> dict[str, Any]:
+    """Curate round ``round_`` of ``root``: read raw + previous curated + image sizes, write
+    ``curated/round=R/part-*.parquet`` and ``decisions/round=R/part-*.parquet`` and, last,
+    ``curated/round=R/_summary.json``. Returns the summary (counts per rule, timings)."""
+    import json
+
+    started = time.perf_counter()
+    raw = read_raw(root, round_)
+    previous = read_curated(root, round_ - 1)
+    curated, decisions = curate_tables(raw, previous, read_image_sizes(root), config, round_)
+    dropped = decisions.filter(pc.invert(decisions["kept"]))
+    by_rule = dropped.group_by("rule").aggregate([("annotation_id", "count")]).to_pydict()
+    judged = decisions.group_by("rule").aggregate([("annotation_id", "count")]).to_pydict()
+    new_rows = int(pc.sum(pc.equal(curated["round"], round_)).as_py() or 0) if curated.num_rows else 0
+    summary = {
+        "round": round_,
+        "input_rows": raw.num_rows,
+        "kept_new_rows": new_rows,
+        "dropped_rows": dropped.num_rows,
+        "carried_rows": previous.num_rows if previous is not None else 0,
+        "curated_rows": curated.num_rows,
+        "dropped_by_rule": dict(zip(by_rule["rule"], by_rule["annotation_id_count"])),
+        "judged_by_rule": dict(zip(judged["rule"], judged["annotation_id_count"])),
+        "decision_rows": decisions.num_rows,
+    }
+    if new_rows + dropped.num_rows != raw.num_rows:
+        raise RuntimeError(f"curation lost rows: {new_rows} kept + {dropped.num_rows} dropped != {raw.num_rows} input")
+    summary["decision_parts"] = len(write_parts(decisions, root.decisions(round_), rows_per_part))
+    summary["curated_parts"] = len(write_parts(curated, root.curated(round_), rows_per_part))
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    write_text_atomic(json.dumps(summary, indent=2), root.curated(round_) / "_summary.json")
+    return summary

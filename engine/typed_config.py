@@ -1,0 +1,51 @@
+"""Plain data (TOML / JSON) <-> nested typed dataclass configs, refusing unknown keys.
+
+``from_plain(cls, data, path)`` builds ``cls`` from a mapping: nested dataclass fields from
+sub-tables, tuple fields from lists, dict fields from tables; an unknown key raises
+``ValueError`` naming its full dotted path (``curation.nms.iou``). Values are validated by
+each dataclass's own ``__post_init__``. ``to_plain`` is the inverse (tuples become lists).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Mapping
+
+
+def from_plain(cls: type, data: Mapping[str, Any], path: str) -> Any:
+    """An instance of dataclass ``cls`` from ``data``; ``path`` prefixes key names in errors."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    if unknown := sorted(set(data) - names):
+        raise ValueError(f"unknown key(s) {', '.join(f'{path}.{k}' for k in unknown)}; known: {sorted(names)}")
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ValueError(f"{path}.{name} must be a table of settings, got {value!r}")
+            values[name] = from_plain(hint, dict(value), f"{path}.{name}")
+        elif typing.get_origin(hint) is tuple:
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+                raise ValueError(f"{path}.{name} must be a list, got {value!r}")
+            values[name] = tuple(value)
+        elif typing.get_origin(hint) is dict:
+            if not isinstance(value, Mapping):
+                raise ValueError(f"{path}.{name} must be a table, got {value!r}")
+            values[name] = dict(value)
+        else:
+            values[name] = value
+    try:
+        return cls(**values)
+    except TypeError as exc:  # a wrongly typed value tripping a comparison in __post_init__
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def to_plain(value: Any) -> Any:
+    """Dicts, lists and scalars only (tuples become lists), e.g. of ``dataclasses.asdict``."""
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
