@@ -114,7 +114,7 @@ class MarkerProgress:
 def annotate(root: DataRoot, request: AnnotateRequest) -> dict[str, Any]:
     """Run the round's annotation; returns totals per source over every completed shard."""
     sources = list(request.annotators)
-    handlers = {name: AnnotatorModelHandler(name, request.annotators[name], request.round) for name in sources}
+    handlers = {name: AnnotatorModelHandler(name, request.annotators[name], request.round, request.limits) for name in sources}
     needing_context = frozenset(n for n in sources if "annotations" in annotator_class(n).needs)
     tasks = plan_tasks(root, request.round, sources)
     units = sum(len(t.sources) for t in tasks)
@@ -124,7 +124,7 @@ def annotate(root: DataRoot, request: AnnotateRequest) -> dict[str, Any]:
         for wave in waves:
             flags = runner_options(request.runner, request.workers, len(wave), request.pipeline_args)
             pipeline = beam.Pipeline(options=PipelineOptions(flags))
-            build_pipeline(pipeline, root, wave, handlers, request.limits, needing_context)
+            build_pipeline(pipeline, root, wave, handlers, needing_context)
             result = pipeline.run()
             try:
                 result.wait_until_finish()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from annotators.base import ImageItem
+from storage.decode import DecodeLimits, decode_rgb
 
 
 @dataclass(frozen=True)
@@ -26,11 +27,36 @@ class ShardTask:
 
 @dataclass
 class ImageJob:
-    """A decoded image of ``shard_id``, bound for the annotators in ``sources``."""
+    """An image of ``shard_id`` bound for the annotators in ``sources``, still encoded.
+
+    Jobs carry the compressed bytes; :meth:`item` decodes them where the annotator runs
+    (once per process: the decoded image is memoised and never pickled), so a runner that
+    serialises elements between steps moves kilobytes, not decoded megapixels.
+    """
 
     shard_id: str
     sources: tuple[str, ...]
-    item: ImageItem
+    key: str
+    name: str
+    image_id: str
+    data: bytes
+    meta: dict[str, Any]
+    context_rows: list[dict[str, Any]]
+    _decoded: ImageItem | None = field(default=None, repr=False, compare=False)
+
+    def item(self, limits: DecodeLimits) -> ImageItem:
+        """The upright RGB image with its context; raises ``ImageRejected`` when it cannot decode."""
+        if self._decoded is None:
+            image = decode_rgb(self.data, limits)
+            self._decoded = ImageItem(image_id=self.image_id, image=image, width=image.width,
+                                      height=image.height, key=self.key, file_name=self.name,
+                                      context={"annotations": self.context_rows, "meta": self.meta})
+        return self._decoded
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_decoded"] = None
+        return state
 
 
 @dataclass
@@ -55,7 +81,7 @@ class Outcome:
     @classmethod
     def of(cls, job: ImageJob, source: str, rows: list[dict[str, Any]] | None = None,
            error: tuple[str, str] | None = None) -> "Outcome":
-        return cls(source=source, shard_id=job.shard_id, key=job.item.key, image_id=job.item.image_id,
+        return cls(source=source, shard_id=job.shard_id, key=job.key, image_id=job.image_id,
                    rows=rows or [], error=error)
 
 

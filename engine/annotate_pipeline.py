@@ -1,9 +1,9 @@
-"""The Beam annotation pipeline: shards -> read + decode -> RunInference per annotator -> files.
+"""The Beam annotation pipeline: shards -> read -> RunInference per annotator (decode + annotate) -> files.
 
 ::
 
-    ShardTask --ReadShardImages--> SourceBatch(A) --RunInference(A)--> Outcome ------+
-                 |  (decode failures: Outcome with error; one ShardOpened per     |
+    ShardTask --ReadShardImages--> SourceBatch(A) --RunInference(A): decode, annotate--> Outcome --+
+                 |  (unreadable images: Outcome with error; one ShardOpened per  |
                  |   source so empty shards still get a file)                     |
                  +--------------------------------------------------------------> Flatten
                                                                                     |
@@ -25,12 +25,10 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.ml.inference.base import RunInference
 
-from annotators.base import ImageItem
 from engine.annotate_elements import ImageJob, Outcome, ShardOpened, ShardTask, SourceBatch
 from engine.annotator_handler import AnnotatorModelHandler
 from storage import schema
 from storage.atomic import write_parquet_atomic, write_text_atomic
-from storage.decode import DecodeLimits, ImageRejected, decode_rgb
 from storage.layout import DataRoot
 from storage.readers import READERS
 
@@ -59,6 +57,8 @@ def _context_rows(root: DataRoot, task: ShardTask) -> dict[str, list[dict[str, A
 class ReadShardImages(beam.DoFn):
     """ShardTask -> per-source batches of ImageJobs, dead-letter Outcomes and ShardOpened.
 
+    Images travel encoded; each annotator's handler decodes them (see ``ImageJob.item``).
+
     Batches are cut here, within a shard, at each annotator's ``max_batch_size`` (from its
     ``batch_elements_kwargs``), and RunInference runs with ``with_no_batching()``. Beam's
     ``BatchElements`` flushes its last batch in ``finish_bundle``, whose output Beam 2.77's
@@ -67,9 +67,8 @@ class ReadShardImages(beam.DoFn):
     not route tagged outputs).
     """
 
-    def __init__(self, root: str, limits: DecodeLimits, batch_sizes: dict[str, int],
-                 sources_needing_context: frozenset[str]):
-        self.root, self.limits, self.batch_sizes = root, limits, batch_sizes
+    def __init__(self, root: str, batch_sizes: dict[str, int], sources_needing_context: frozenset[str]):
+        self.root, self.batch_sizes = root, batch_sizes
         self.needing_context = sources_needing_context
 
     def _dead(self, task: ShardTask, key: str, image_id: str | None, stage: str, reason: str) -> Iterator:
@@ -86,15 +85,8 @@ class ReadShardImages(beam.DoFn):
             if hashlib.sha256(record.data or b"").hexdigest() != image_id:
                 yield from self._dead(task, record.key, image_id, "read", "image bytes changed since ingest")
                 continue
-            try:
-                image = decode_rgb(record.data, self.limits)
-            except ImageRejected as exc:
-                yield from self._dead(task, record.key, image_id, "decode", str(exc))
-                continue
-            item = ImageItem(image_id=image_id, image=image, width=image.width, height=image.height,
-                             key=record.key, file_name=record.name,
-                             context={"annotations": context.get(image_id, []), "meta": record.meta})
-            yield ImageJob(task.shard_id, task.sources, item)
+            yield ImageJob(task.shard_id, task.sources, key=record.key, name=record.name, image_id=image_id,
+                           data=record.data, meta=record.meta, context_rows=context.get(image_id, []))
 
     def process(self, task: ShardTask) -> Iterator:
         for source in task.sources:
@@ -163,14 +155,13 @@ class WriteShardAnnotations(beam.DoFn):
 
 
 def build_pipeline(pipeline: beam.Pipeline, root: DataRoot, tasks: list[ShardTask],
-                   handlers: dict[str, AnnotatorModelHandler], limits: DecodeLimits,
-                   needing_context: frozenset[str]) -> beam.PCollection:
+                   handlers: dict[str, AnnotatorModelHandler], needing_context: frozenset[str]) -> beam.PCollection:
     """Add the annotation transforms for ``tasks`` to ``pipeline``; returns the summaries."""
     batch_sizes = {name: int(h.batch_elements_kwargs().get("max_batch_size", 1)) for name, h in handlers.items()}
     read = (pipeline
             | "ShardTasks" >> beam.Create(tasks)
             | "SpreadShards" >> beam.Reshuffle()
-            | "ReadAndDecode" >> beam.ParDo(ReadShardImages(str(root.path), limits, batch_sizes, needing_context)))
+            | "ReadAndDecode" >> beam.ParDo(ReadShardImages(str(root.path), batch_sizes, needing_context)))
     branches = [read | "NotBatches" >> beam.Filter(lambda e: not isinstance(e, SourceBatch))]
     for name, handler in handlers.items():
         branches.append(read

@@ -21,6 +21,7 @@ from apache_beam.ml.inference.base import ModelHandler
 from annotators.base import Annotator, ImageBatch
 from annotators.registry import build_annotator
 from engine.annotate_elements import ImageJob, Outcome
+from storage.decode import DecodeLimits, ImageRejected
 
 
 def _reason(exc: BaseException) -> str:
@@ -32,11 +33,13 @@ def _reason(exc: BaseException) -> str:
 class AnnotatorModelHandler(ModelHandler[ImageJob, Outcome, Annotator]):
     """Wraps the annotator ``name`` built with ``settings`` (the config's table for it)."""
 
-    def __init__(self, name: str, settings: Mapping[str, Any] | None = None, round_: int = 0):
+    def __init__(self, name: str, settings: Mapping[str, Any] | None = None, round_: int = 0,
+                 limits: DecodeLimits = DecodeLimits()):
         super().__init__()
         self.name = name
         self.settings = dict(settings or {})
         self.round = int(round_)
+        self.limits = limits
         # built once here too, so a bad setting fails in the driver, not on a worker
         probe = build_annotator(name, **self.settings)
         self._batching = probe.batch_elements_kwargs()
@@ -50,21 +53,33 @@ class AnnotatorModelHandler(ModelHandler[ImageJob, Outcome, Annotator]):
         return self._batching
 
     def get_num_bytes(self, batch: Sequence[ImageJob]) -> int:
-        """Decoded bytes in the batch (width * height * 3), not a pickle of the images."""
-        return sum(job.item.width * job.item.height * 3 for job in batch)
+        """Encoded bytes in the batch (not a pickle of the jobs)."""
+        return sum(len(job.data) for job in batch)
 
     def get_metrics_namespace(self) -> str:
         return f"fld_annotator_{self.name}"
 
     def _annotate(self, jobs: Sequence[ImageJob], model: Annotator) -> list[Outcome]:
-        rows = model.annotate(ImageBatch(items=[job.item for job in jobs], round=self.round))
-        by_image: dict[str, list[dict[str, Any]]] = {job.item.image_id: [] for job in jobs}
+        rows = model.annotate(ImageBatch(items=[job.item(self.limits) for job in jobs], round=self.round))
+        by_image: dict[str, list[dict[str, Any]]] = {job.image_id: [] for job in jobs}
         for row in rows:
             by_image.setdefault(row["image_id"], []).append(row)
-        return [Outcome.of(job, self.name, rows=by_image[job.item.image_id]) for job in jobs]
+        return [Outcome.of(job, self.name, rows=by_image[job.image_id]) for job in jobs]
 
     def run_inference(self, batch: Sequence[ImageJob], model: Annotator,
                       inference_args: dict[str, Any] | None = None) -> Iterable[Outcome]:
+        decoded, dead = [], []
+        for job in batch:
+            try:
+                job.item(self.limits)
+                decoded.append(job)
+            except ImageRejected as exc:
+                dead.append(Outcome.of(job, self.name, error=("decode", str(exc))))
+        return dead + self._annotate_or_split(decoded, model)
+
+    def _annotate_or_split(self, batch: Sequence[ImageJob], model: Annotator) -> list[Outcome]:
+        if not batch:
+            return []
         try:
             return self._annotate(batch, model)
         except Exception as exc:
