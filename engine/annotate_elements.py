@@ -43,6 +43,7 @@ class ImageJob:
     meta: dict[str, Any]
     context_rows: list[dict[str, Any]]
     _decoded: ImageItem | None = field(default=None, repr=False, compare=False)
+    _served: set[str] = field(default_factory=set, repr=False, compare=False)
 
     def item(self, limits: DecodeLimits) -> ImageItem:
         """The upright RGB image with its context; raises ``ImageRejected`` when it cannot decode."""
@@ -52,6 +53,12 @@ class ImageJob:
                                       height=image.height, key=self.key, file_name=self.name,
                                       context={"annotations": self.context_rows, "meta": self.meta})
         return self._decoded
+
+    def done(self, source: str) -> None:
+        """``source`` has annotated this image; the pixels go once every source has."""
+        self._served.add(source)
+        if self._served.issuperset(self.sources):
+            self._decoded = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -75,7 +75,10 @@ class AnnotatorModelHandler(ModelHandler[ImageJob, Outcome, Annotator]):
                 decoded.append(job)
             except ImageRejected as exc:
                 dead.append(Outcome.of(job, self.name, error=("decode", str(exc))))
-        return dead + self._annotate_or_split(decoded, model)
+        outcomes = dead + self._annotate_or_split(decoded, model)
+        for job in batch:
+            job.done(self.name)  # frees the decoded pixels once every annotator had them
+        return outcomes
 
     def _annotate_or_split(self, batch: Sequence[ImageJob], model: Annotator) -> list[Outcome]:
         if not batch:

@@ -22,6 +22,12 @@ new row matches a previous one of the same image, kind, granularity, region type
 normalised label/text when both have no box or their IoU >= ``merge.iou_threshold`` (the
 best IoU wins); a new phrase whose parent caption merged points at the previous caption.
 Invariant: new rows in the curated set + dropped rows = raw rows of the round.
+
+During the run the working table also carries ``label`` and ``image_index`` (row of the
+images table, so the 64-character image ids are hashed once); :func:`conform` drops the
+latter. Known limits: a region-text candidate whose parent region lives only in the
+previous curated set is dropped as an orphan, and a merged region keeps the previous
+row's text even when the new row brought a matched description.
 """
 
 from __future__ import annotations
@@ -37,25 +43,17 @@ import pyarrow.compute as pc
 
 from engine.curation_config import CurationConfig
 from engine.text_metrics import metrics_function
-from filters.base import FilterContext, filter_spec, group_codes, normalized_codes, valid
+from filters.base import (
+    IMAGE_INDEX, FilterContext, dictionary, filter_spec, group_codes, image_index, normalized_codes, unique, valid,
+)
 from filters.nms import pairs_in_groups
 from storage.atomic import write_parquet_atomic, write_text_atomic
 from storage.geometry import boxes_from_arrow, pairwise_iou
 from storage.layout import DataRoot
-from storage.schema import ANNOTATIONS, DECISIONS
+from storage.schema import ANNOTATIONS, CURATED, DECISIONS
 
-CURATED = pa.schema(
-    list(ANNOTATIONS)
-    + [
-        pa.field("label", pa.string()),
-        pa.field("absorbed_ids", pa.list_(pa.string()), nullable=False),
-        pa.field("seen_by", pa.list_(pa.string()), nullable=False),
-        pa.field("agreement", pa.int32(), nullable=False),
-    ]
-)
 IMAGE_SIZES = pa.schema([pa.field("image_id", pa.string()), pa.field("width", pa.int32()), pa.field("height", pa.int32())])
 MERGE_RULE = "merge"
-EMPTY_LIST = pa.scalar([], pa.list_(pa.string()))
 
 
 def conform(table: pa.Table | None, schema: pa.Schema) -> pa.Table:
@@ -81,24 +79,29 @@ def _decisions(ids: pa.ChunkedArray, round_: int, rule: str, kept: np.ndarray, r
     )
 
 
-def _grouped_lists(keys: np.ndarray, values: pa.Array, distinct: bool) -> tuple[np.ndarray, pa.Array]:
-    """Sorted-by-(key, value) lists of ``values`` per distinct key -> (keys, list array)."""
-    t = pa.table({"k": pa.array(keys, pa.int64()), "v": values}).sort_by([("k", "ascending"), ("v", "ascending")])
-    g = t.group_by("k", use_threads=False).aggregate([("v", "distinct" if distinct else "list")])
-    return g["k"].to_numpy(), g.column(1).combine_chunks().cast(pa.list_(pa.string()))
+def _lists(owner: np.ndarray, values: pa.Array | pa.ChunkedArray, m: int, distinct: bool) -> pa.ListArray:
+    """One string list per owner ``0..m-1`` from ``values[i]`` owned by ``owner[i]``.
 
-
-def _aligned(keys: np.ndarray, lists: pa.Array, wanted: np.ndarray) -> pa.Array:
-    """The list of each ``wanted`` key (empty when absent)."""
-    if len(wanted) == 0:
-        return pa.array([], pa.list_(pa.string()))
-    pos = pc.index_in(pa.array(wanted, pa.int64()), value_set=pa.array(keys, pa.int64()))
-    return pc.fill_null(pc.take(lists, pos), EMPTY_LIST)
+    Plain lists keep the given order; ``distinct`` lists hold each value once, sorted."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
+    if distinct and len(values):
+        codes, names = dictionary(values)
+        alpha = np.argsort(np.array(names, dtype=object))
+        rank = np.empty(len(names), np.int64)
+        rank[alpha] = np.arange(len(names))
+        key = unique(owner.astype(np.int64) * len(names) + rank[codes])
+        owner, values = key // len(names), pa.array(names, pa.string()).take(pa.array(alpha[key % len(names)]))
+    else:
+        order = np.argsort(owner, kind="stable")
+        owner, values = owner[order], values.take(pa.array(order))
+    offsets = np.searchsorted(owner, np.arange(m + 1)).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), values.cast(pa.string()))
 
 
 def _agreement(work: pa.Table, gidx: np.ndarray, raw: pa.Table, into: np.ndarray, agrees: np.ndarray) -> pa.Table:
     """Add absorbed_ids / seen_by / agreement to the survivors ``work`` (raw positions ``gidx``)."""
-    n = raw.num_rows
+    n, m = raw.num_rows, len(gidx)
     root = np.arange(n)
     absorbed = into >= 0
     root[absorbed] = into[absorbed]
@@ -107,15 +110,15 @@ def _agreement(work: pa.Table, gidx: np.ndarray, raw: pa.Table, into: np.ndarray
         if np.array_equal(nxt, root):
             break
         root = nxt
-    alive = np.zeros(n, bool)
-    alive[gidx] = True
-    rows = np.flatnonzero(absorbed & alive[root])
-    id_keys, id_lists = _grouped_lists(root[rows], raw["annotation_id"].take(pa.array(rows)), distinct=False)
-    tag = pc.binary_join_element_wise(raw["source"], raw["source_version"], "@")
+    position = np.full(n, -1, np.int64)  # survivor -> its row in work
+    position[gidx] = np.arange(m)
+    rows = np.flatnonzero(absorbed & (position[root] >= 0))
+    absorbed_ids = _lists(position[root[rows]], raw["annotation_id"].take(pa.array(rows)), m, distinct=False)
     seen = np.concatenate([gidx, rows[agrees[rows]]])
-    tag_keys, tag_lists = _grouped_lists(root[seen], tag.take(pa.array(seen)), distinct=True)
-    seen_by = _aligned(tag_keys, tag_lists, gidx)
-    out = work.append_column("absorbed_ids", _aligned(id_keys, id_lists, gidx)).append_column("seen_by", seen_by)
+    tags = pc.binary_join_element_wise(raw["source"].take(pa.array(seen)),
+                                       raw["source_version"].take(pa.array(seen)), "@")
+    seen_by = _lists(position[root[seen]], tags, m, distinct=True)
+    out = work.append_column("absorbed_ids", absorbed_ids).append_column("seen_by", seen_by)
     return out.append_column("agreement", pc.list_value_length(seen_by).cast(pa.int32()))
 
 
@@ -156,22 +159,22 @@ def match_previous(new: pa.Table, prev: pa.Table, iou_threshold: float) -> tuple
 def _absorb_into_previous(prev: pa.Table, new: pa.Table, target: np.ndarray) -> pa.Table:
     """``prev`` with the matched ``new`` rows (``target`` >= 0) added to its lists."""
     q = np.flatnonzero(target >= 0)
-    touched = np.unique(target[q])
+    touched = unique(target[q])
     if len(touched) == 0:
         return prev
-    local = {"absorbed_ids": [], "seen_by": []}
+    local = {}
     sub = prev.take(pa.array(touched))
     matched = new.take(pa.array(q))
     tpos = np.searchsorted(touched, target[q])
-    for column in local:
+    for column in ("absorbed_ids", "seen_by"):
         own, mine = sub[column].combine_chunks(), matched[column].combine_chunks()
-        keys = [pc.list_parent_indices(own).to_numpy(), tpos[pc.list_parent_indices(mine).to_numpy()]]
+        owner = [pc.list_parent_indices(own).to_numpy(), tpos[pc.list_parent_indices(mine).to_numpy()]]
         values = [pc.list_flatten(own), pc.list_flatten(mine)]
         if column == "absorbed_ids":
-            keys.append(tpos)
+            owner.append(tpos)
             values.append(matched["annotation_id"].combine_chunks())
-        k, lists = _grouped_lists(np.concatenate(keys), pa.concat_arrays(values), distinct=column == "seen_by")
-        local[column] = _aligned(k, lists, np.arange(len(touched)))
+        local[column] = _lists(np.concatenate(owner), pa.concat_arrays(values), len(touched),
+                               distinct=column == "seen_by")
     index = np.arange(prev.num_rows)
     index[touched] = prev.num_rows + np.arange(len(touched))
     out = prev
@@ -220,8 +223,10 @@ def curate_tables(
     previous = conform(previous, CURATED) if previous is not None else None
     is_region = pc.and_(pc.equal(raw["kind"], "region"), pc.is_null(raw["parent_id"]))
     work = raw.append_column("label", pc.if_else(is_region, raw["text"], pa.scalar(None, pa.string())))
-    ctx = FilterContext(images=conform(images, IMAGE_SIZES), previous=previous,
+    ctx = FilterContext(images=conform(images, IMAGE_SIZES).combine_chunks(), previous=previous,
                         text_metrics=metrics_function(config.text.pipeline, config.text.batch_size))
+    # image ids are hashed once here; the filters read the index (dropped again by conform)
+    work = work.append_column(IMAGE_INDEX, pa.array(image_index(work, ctx.images).astype(np.int32)))
     gidx = np.arange(raw.num_rows)
     into = np.full(raw.num_rows, -1, np.int64)
     agrees = np.zeros(raw.num_rows, bool)
@@ -252,12 +257,9 @@ def curate_tables(
 
 # ------------------------------------------------------------------------------------ I/O
 def read_parquet_files(files: list[str], schema: pa.Schema) -> pa.Table:
-    """Read Parquet ``files`` as one table of ``schema`` through DuckDB.
-
-    Not pyarrow: pyarrow 25 cannot read back a fixed-size list column that holds nulls
-    (apache/arrow#35692, "Expected all lists to be of size=4"), and every annotation file
-    has null ``bbox``/``quad``. DuckDB returns them as variable lists; :func:`conform` casts.
-    """
+    """Read Parquet ``files`` as one table of ``schema`` through DuckDB (multi-threaded; it
+    also reads files written before ``bbox``/``quad`` became variable lists, which pyarrow 25
+    cannot: apache/arrow#35692). :func:`conform` casts to ``schema``."""
     if not files:
         return schema.empty_table()
     with duckdb.connect() as con:

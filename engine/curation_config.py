@@ -19,10 +19,10 @@ Example (TOML)::
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from engine.typed_config import from_plain, to_plain
 from filters.base import filter_names, filter_spec
 from filters.confidence import ConfidenceConfig
 from filters.geometry import GeometryConfig
@@ -85,41 +85,8 @@ class CurationConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "CurationConfig":
         """Build from plain data (TOML/JSON); unknown keys raise ``ValueError`` naming them."""
-        return _build(cls, dict(data or {}), "curation")
+        return from_plain(cls, dict(data or {}), "curation")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists for tuples) that :meth:`from_dict` reads back to an equal config."""
-        return _plain(dataclasses.asdict(self))
-
-
-def _build(cls: type, data: dict[str, Any], path: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    if unknown := sorted(set(data) - names):
-        raise ValueError(f"unknown key(s) {', '.join(f'{path}.{k}' for k in unknown)}; known: {sorted(names)}")
-    values: dict[str, Any] = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, Mapping):
-                raise ValueError(f"{path}.{name} must be a table of settings, got {value!r}")
-            values[name] = _build(hint, dict(value), f"{path}.{name}")
-        elif typing.get_origin(hint) is tuple:
-            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-                raise ValueError(f"{path}.{name} must be a list, got {value!r}")
-            values[name] = tuple(value)
-        elif typing.get_origin(hint) is dict:
-            if not isinstance(value, Mapping):
-                raise ValueError(f"{path}.{name} must be a table, got {value!r}")
-            values[name] = dict(value)
-        else:
-            values[name] = value
-    return cls(**values)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+        return to_plain(dataclasses.asdict(self))

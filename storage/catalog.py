@@ -66,7 +66,7 @@ class ParquetDataset:
 DATASETS = (
     ParquetDataset("images", "images/part-*.parquet", schema.IMAGES),
     ParquetDataset("annotations", "annotations/round=*/source=*/*.parquet", schema.ANNOTATIONS),
-    ParquetDataset("curated", "curated/round=*/*.parquet", schema.ANNOTATIONS,
+    ParquetDataset("curated", "curated/round=*/*.parquet", schema.CURATED,
                    "CAST(regexp_extract(filename, 'round=([0-9]+)', 1) AS INTEGER) AS curated_round"),
     ParquetDataset("decisions", "decisions/round=*/*.parquet", schema.DECISIONS),
     ParquetDataset("errors", "errors/round=*/source=*/*.parquet", schema.ERRORS),

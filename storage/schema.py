@@ -82,11 +82,28 @@ ANNOTATIONS = pa.schema(
 
 GEOMETRY_LENGTHS = {"bbox": 4, "quad": 8}
 
+# ---------------------------------------------------------------------------- curated
+# What survives curation: an annotation row plus what curation learned about it.
+#   label         a region's class label, kept when region_text replaces ``text`` with the
+#                 matched description (null for other kinds)
+#   absorbed_ids  ids of the rows it absorbed (NMS duplicates, region-text candidates, rows
+#                 of later rounds merged into it)
+#   seen_by       distinct ``source@source_version`` that produced it or an absorbed duplicate
+#   agreement     len(seen_by)
+CURATED_EXTRA = [
+    pa.field("label", pa.string()),
+    pa.field("absorbed_ids", pa.list_(pa.string()), nullable=False),
+    pa.field("seen_by", pa.list_(pa.string()), nullable=False),
+    pa.field("agreement", pa.int32(), nullable=False),
+]
+
 # Columns that define an annotation's identity (see annotation_id()).
 PAYLOAD_COLUMNS = (
     "granularity", "region_type", "text", "bbox", "quad", "polygons", "mask_rle",
     "parent_id", "span_start", "span_end",
 )
+
+CURATED = pa.schema(list(ANNOTATIONS) + CURATED_EXTRA)
 
 # -------------------------------------------------------------------------- decisions
 DECISIONS = pa.schema(
@@ -143,6 +160,7 @@ SHARDS = pa.schema(
 TABLES: dict[str, pa.Schema] = {
     "images": IMAGES,
     "annotations": ANNOTATIONS,
+    "curated": CURATED,
     "decisions": DECISIONS,
     "errors": ERRORS,
     "rounds": ROUNDS,

@@ -1,0 +1,142 @@
+"""Benchmark of curation: synthetic region rows -> ``curate_round``, against a DuckDB scan.
+
+Generates ``--rows`` region annotations over ``--images`` images (about 4 objects per
+image, each seen by several sources with jittered boxes, so NMS has work to do), written as
+Parquet shards ``annotations/round=0/source=S/shard=K.parquet`` plus ``images/part-bench.parquet``
+in a temp data root (generation runs in a child process so it does not count in peak RSS).
+Then it times ``curate_round`` (read + filters + NMS + agreement + writing curated and
+decisions) and DuckDB scans of the same shards, and prints rows/s, peak RSS and, as the
+last line, the ratio curation time / scan time for the scan named by ``--scan``
+(``plain``: ``count(*), sum(score)``; ``full``: also touches ids, labels and boxes).
+
+    .venv/bin/python bench/curate.py --rows 200000 --images 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.curate import conform, curate_round  # noqa: E402
+from engine.curation_config import CurationConfig  # noqa: E402
+from storage.layout import DataRoot  # noqa: E402
+from storage.schema import ANNOTATIONS, IMAGES  # noqa: E402
+
+SOURCES = ("detector", "florence2", "grounding")
+LABELS = np.array([f"class_{i}" for i in range(20)], dtype=object)
+WIDTH, HEIGHT = 640, 480
+SCANS = {
+    "plain": "select count(*), sum(score) from read_parquet(?, hive_partitioning = false)",
+    "full": """select count(*), sum(score), count(distinct image_id), sum(length(annotation_id)),
+                      sum(length(text)), sum(bbox[1] + bbox[2] + bbox[3] + bbox[4])
+               from read_parquet(?, hive_partitioning = false)""",
+}
+
+
+def hex_ids(rng: np.random.Generator, n: int, chars: int) -> pa.StringArray:
+    """``n`` random lowercase hex strings of ``chars`` characters, built without a Python loop."""
+    digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+    data = digits[rng.integers(0, 16, size=n * chars)].tobytes()
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * chars).buffers()[1]
+    return pa.StringArray.from_buffers(n, offsets, pa.py_buffer(data))
+
+
+def generate(root: DataRoot, rows: int, images: int, seed: int = 0, shard_rows: int = 250_000) -> None:
+    rng = np.random.default_rng(seed)
+    image_ids = hex_ids(rng, images, 64)
+    image = rng.integers(0, images, rows)
+    obj = rng.integers(0, 4, rows)
+    centers = rng.uniform([60, 60], [WIDTH - 60, HEIGHT - 60], size=(images, 4, 2))
+    sizes = rng.uniform(20, 120, size=(images, 4, 2))
+    c = centers[image, obj] + rng.normal(0, 3, (rows, 2))
+    half = sizes[image, obj] * rng.uniform(0.9, 1.1, (rows, 2)) / 2
+    boxes = np.concatenate([c - half, c + half], axis=1).astype(np.float32)
+    source = rng.integers(0, len(SOURCES), rows)
+    score = rng.beta(5, 2, rows).astype(np.float32)
+    label = pa.array(LABELS[(image * 7 + obj) % len(LABELS)], pa.string())
+    created = pa.scalar(0, pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us", tz="UTC"))
+    for s, name in enumerate(SOURCES):
+        rows_s = np.flatnonzero(source == s)
+        for k, start in enumerate(range(0, len(rows_s), shard_rows)):
+            take = rows_s[start:start + shard_rows]
+            m = len(take)
+            t = pa.table({
+                "annotation_id": hex_ids(rng, m, 32), "image_id": image_ids.take(pa.array(image[take])),
+                "round": pa.array(np.zeros(m, np.int32)), "source": pa.repeat(pa.scalar(name), m),
+                "source_version": pa.repeat(pa.scalar(f"{name}-bench"), m), "kind": pa.repeat(pa.scalar("region"), m),
+                "region_type": pa.repeat(pa.scalar("object"), m), "text": label.take(pa.array(take)),
+                "bbox": pa.ListArray.from_arrays(pa.array(np.arange(m + 1, dtype=np.int32) * 4),
+                                                 pa.array(boxes[take].reshape(-1))),
+                "score": pa.array(score[take]), "created_at": pa.repeat(created, m),
+            })
+            path = root.annotation_shard(0, name, f"{k:05d}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(conform(t, ANNOTATIONS), path, compression="zstd")
+    root.images.mkdir(parents=True, exist_ok=True)
+    img = pa.table({
+        "image_id": image_ids, "shard_id": pa.repeat(pa.scalar("bench"), images),
+        "shard": pa.repeat(pa.scalar("/bench"), images), "key": pa.array(np.arange(images).astype(str)),
+        "width": pa.array(np.full(images, WIDTH, np.int32)), "height": pa.array(np.full(images, HEIGHT, np.int32)),
+        "status": pa.repeat(pa.scalar("ok"), images), "ingested_at": pa.repeat(created, images),
+    })
+    pq.write_table(conform(img, IMAGES), root.images_part("bench"))
+
+
+def scan_seconds(root: DataRoot, query: str, repeat: int = 3) -> float:
+    import duckdb
+
+    files = sorted(str(p) for p in root.annotations(0).glob("source=*/shard=*.parquet"))
+    best = float("inf")
+    with duckdb.connect() as con:
+        for _ in range(repeat):
+            started = time.perf_counter()
+            con.sql(query, params=[files]).fetchall()
+            best = min(best, time.perf_counter() - started)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--images", type=int, default=200_000)
+    parser.add_argument("--scan", choices=sorted(SCANS), default="plain")
+    parser.add_argument("--root", type=Path, help="data root to (re)use; default a temp folder")
+    parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.generate_only:
+        generate(DataRoot(args.root), args.rows, args.images)
+        return
+    with tempfile.TemporaryDirectory(prefix="fld-bench-") as tmp:
+        root = DataRoot(args.root or Path(tmp) / "data")
+        if not root.annotations(0).exists():
+            started = time.perf_counter()
+            subprocess.run([sys.executable, __file__, "--generate-only", "--root", str(root.path),
+                            "--rows", str(args.rows), "--images", str(args.images)], check=True)
+            print(f"generated {args.rows} rows over {args.images} images in {time.perf_counter() - started:.1f} s")
+        started = time.perf_counter()
+        summary = curate_round(root, 0, CurationConfig())
+        curate_s = time.perf_counter() - started
+        peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
+        scans = {name: scan_seconds(root, query) for name, query in SCANS.items()}
+        print(f"curated {summary['input_rows']} rows -> {summary['curated_rows']} kept, "
+              f"{summary['decision_rows']} decisions, dropped by rule {summary['dropped_by_rule']}")
+        print(f"curation: {curate_s:.2f} s, {summary['input_rows'] / curate_s:,.0f} rows/s")
+        print(f"peak RSS: {peak_gib:.2f} GiB")
+        for name, seconds in scans.items():
+            print(f"duckdb {name} scan: {seconds:.3f} s (ratio {curate_s / seconds:.1f})")
+        print(f"curation / {args.scan} scan time ratio: {curate_s / scans[args.scan]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

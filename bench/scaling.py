@@ -1,0 +1,96 @@
+"""Benchmark: DaskRunner scaling and memory of the annotate pipeline.
+
+1. Speed-up: the same CPU-bound annotation (``dark_patch`` with a high ``repeat``) on a
+   ``dask.distributed`` local cluster of 2 worker processes vs 1 (goal >= 1.7 on 2 cores).
+2. Memory: peak RSS of the whole process tree (driver + cluster) annotating 40 shards vs 4
+   shards of the same size (goal <= 1.2: memory does not grow with the dataset).
+Each measurement runs in a fresh subprocess; RSS is sampled every 50 ms with psutil.
+Last line: the memory ratio; the line before it: the speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def child(root: str, workers: int, repeat: int) -> None:
+    """Run one annotation on a fresh local cluster of ``workers`` processes; print JSON."""
+    from distributed import LocalCluster
+
+    from engine.annotate import AnnotateRequest, annotate
+    from storage.layout import DataRoot
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        start = time.perf_counter()
+        summary = annotate(DataRoot(root), AnnotateRequest(
+            round=0, annotators={"dark_patch": {"repeat": repeat}}, runner="dask", progress=False,
+            pipeline_args=[f"--dask_client_address={cluster.scheduler_address}"]))
+        seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "images": summary["sources"]["dark_patch"]["images"]}))
+
+
+def measure(root: Path, workers: int, repeat: int) -> dict:
+    """Run :func:`child` in a subprocess; returns its JSON plus the tree's peak RSS (bytes)."""
+    process = subprocess.Popen([sys.executable, "-m", "bench.scaling", "--child", str(root), str(workers),
+                                str(repeat)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    parent, peak = psutil.Process(process.pid), 0
+    while process.poll() is None:
+        try:
+            tree = [parent, *parent.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    out = process.stdout.read()
+    if process.returncode != 0:
+        raise RuntimeError(f"child failed ({process.returncode}): {out}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss"] = peak
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--speed-shards", type=int, default=8)
+    parser.add_argument("--per-shard", type=int, default=25)
+    parser.add_argument("--repeat", type=int, default=300, help="dark_patch searches per image (CPU cost)")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]), int(args.child[2]))
+        return
+
+    from bench.bench_data import ingested_root, write_shards
+
+    work = Path(tempfile.mkdtemp(prefix="fld-bench-scaling-"))
+    try:
+        shards = write_shards(work / "shards", 40, args.per_shard, size=(320, 240))
+        speed_root = ingested_root(work / "speed", shards[:args.speed_shards])
+        one = measure(speed_root.path, 1, args.repeat)
+        shutil.rmtree(speed_root.path / "annotations")
+        two = measure(speed_root.path, 2, args.repeat)
+        small = measure(ingested_root(work / "small", shards[:4]).path, 2, 1)
+        large = measure(ingested_root(work / "large", shards).path, 2, 1)
+        print(f"CPU-bound annotation of {one['images']} images: 1 Dask worker {one['seconds']:.2f} s, "
+              f"2 workers {two['seconds']:.2f} s")
+        print(f"peak RSS (driver + cluster): 4 shards {small['peak_rss'] / 2**20:,.0f} MiB "
+              f"({small['images']} images), 40 shards {large['peak_rss'] / 2**20:,.0f} MiB ({large['images']} images)")
+        print(f"DaskRunner speed-up, 2 workers over 1: {one['seconds'] / two['seconds']:.2f}")
+        print(f"peak RSS ratio, 40 shards / 4 shards: {large['peak_rss'] / small['peak_rss']:.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

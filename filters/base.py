@@ -1,0 +1,264 @@
+"""The filter contract, its registry and the vectorised helpers every filter shares.
+
+A filter is a plain function ``fn(table, config, ctx) -> FilterResult``: ``table`` is an
+Arrow table of annotation rows (the ``storage.schema.ANNOTATIONS`` columns, plus ``label``
+during curation), ``config`` the typed settings of its family (a dataclass defined in the
+family's module), ``ctx`` a :class:`FilterContext` with the tables it may look things up in.
+It returns, per row of ``table``: whether the row is kept, the reason when it is not, and
+optionally whether the rule judged the row at all, which surviving row absorbed it and
+replacement column values. Filters never loop in Python over rows; they use numpy,
+``pyarrow.compute`` or DuckDB.
+
+``@register_filter("name", section="family")`` registers a function; ``section`` names the
+field of the curation config that holds its settings.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+#: modules whose ``@register_filter`` decorators run on first lookup
+BUILTIN_MODULES: tuple[str, ...] = (
+    "filters.confidence",
+    "filters.geometry",
+    "filters.text_complexity",
+    "filters.phrase_rules",
+    "filters.nms",
+    "filters.region_text",
+)
+
+
+@dataclass(frozen=True)
+class FilterContext:
+    """What a filter may consult besides its table.
+
+    images: ``image_id, width, height`` (upright pixels) of the images with status ``ok``.
+    previous: the curated table of the previous round (for parents that live there), or None.
+    text_metrics: callable ``texts -> Table`` of ``engine.text_metrics.TEXT_METRICS`` rows (one
+    per distinct text given), injected by the engine so filters need not import spaCy.
+    """
+
+    images: pa.Table | None = None
+    previous: pa.Table | None = None
+    text_metrics: Callable[[Sequence[str]], pa.Table] | None = None
+
+
+@dataclass
+class FilterResult:
+    """Per-row outcome of one filter over a table of ``n`` rows.
+
+    keep: bool ``(n,)``. reason: string per row, null where kept (list, numpy or Arrow).
+    judged: bool ``(n,)`` rows the rule looked at (None = all); unjudged rows must be kept.
+    absorbed_by: int64 ``(n,)`` row index (in the same table) of the survivor that absorbed a
+    dropped row, -1 otherwise. agrees: whether absorption counts as another source agreeing
+    (NMS) or only as consumed material (region text candidates).
+    replace: column name -> full-length Arrow array of new values (e.g. clipped boxes).
+    """
+
+    keep: np.ndarray
+    reason: Any
+    judged: np.ndarray | None = None
+    absorbed_by: np.ndarray | None = None
+    agrees: bool = False
+    replace: dict[str, pa.Array] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.keep = np.asarray(self.keep, dtype=bool)
+        n = len(self.keep)
+        reason = self.reason
+        if not isinstance(reason, (pa.Array, pa.ChunkedArray)):
+            reason = pa.array(list(reason), pa.string())
+        if isinstance(reason, pa.ChunkedArray):
+            reason = reason.combine_chunks()
+        self.reason = reason.cast(pa.string())
+        self.judged = np.ones(n, bool) if self.judged is None else np.asarray(self.judged, bool)
+        if self.absorbed_by is not None:
+            self.absorbed_by = np.asarray(self.absorbed_by, dtype=np.int64)
+        for name, arr in [("reason", self.reason), ("judged", self.judged), ("absorbed_by", self.absorbed_by)]:
+            if arr is not None and len(arr) != n:
+                raise ValueError(f"FilterResult.{name} has {len(arr)} rows, keep has {n}")
+        for name, arr in self.replace.items():
+            if len(arr) != n:
+                raise ValueError(f"FilterResult.replace[{name!r}] has {len(arr)} rows, keep has {n}")
+        if (~self.keep & ~self.judged).any():
+            raise ValueError("FilterResult drops rows it did not judge")
+        has_reason = self.reason.is_valid().to_numpy(zero_copy_only=False) if n else np.zeros(0, bool)
+        if (has_reason == self.keep).any():
+            raise ValueError("FilterResult.reason must be set exactly on the dropped rows")
+
+
+FilterFn = Callable[[pa.Table, Any, FilterContext], FilterResult]
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    name: str
+    fn: FilterFn
+    section: str
+
+
+_REGISTRY: dict[str, FilterSpec] = {}
+
+
+def register_filter(name: str, *, section: str) -> Callable[[FilterFn], FilterFn]:
+    """Decorator: register ``fn`` as rule ``name`` reading its settings from config ``section``."""
+
+    def wrap(fn: FilterFn) -> FilterFn:
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise ValueError(f"filter {name!r} is already registered by {_REGISTRY[name].fn.__qualname__}")
+        _REGISTRY[name] = FilterSpec(name, fn, section)
+        return fn
+
+    return wrap
+
+
+def _load_builtins() -> None:
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def filter_names() -> list[str]:
+    """Names of every registered filter, sorted."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def filter_spec(name: str) -> FilterSpec:
+    """The spec registered as ``name``; unknown names raise with the known ones."""
+    _load_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown filter {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+
+
+# ------------------------------------------------------------------ vectorised helpers
+#: optional int32 column the engine adds once per run: row of ``FilterContext.images`` holding
+#: the row's image (-1 when not there), so filters need not hash the 64-char image ids again
+IMAGE_INDEX = "image_index"
+
+
+def image_index(table: pa.Table, images: pa.Table | None) -> np.ndarray:
+    """Row of ``images`` for each row's ``image_id`` (int64, -1 when absent)."""
+    if IMAGE_INDEX in table.column_names:
+        return to_numpy(table[IMAGE_INDEX], -1).astype(np.int64)
+    if images is None or table.num_rows == 0:
+        return np.full(table.num_rows, -1, np.int64)
+    ids = images["image_id"]
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    return to_numpy(pc.index_in(table["image_id"], value_set=ids), -1).astype(np.int64)
+
+
+def image_keys(table: pa.Table, ctx: FilterContext) -> np.ndarray | pa.ChunkedArray:
+    """A grouping key per row that equals for rows of the same image: the image's row index
+    when every image is known, else the ``image_id`` strings."""
+    index = image_index(table, ctx.images)
+    return index if (index >= 0).all() and (ctx.images is not None or IMAGE_INDEX in table.column_names) \
+        else table["image_id"]
+
+
+def to_numpy(column: pa.Array | pa.ChunkedArray, fill: Any) -> np.ndarray:
+    """A primitive column as numpy with nulls replaced by ``fill``."""
+    return pc.fill_null(column, fill).to_numpy(zero_copy_only=False) if len(column) else np.zeros(0)
+
+
+def valid(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Bool mask of the non-null rows."""
+    return pc.is_valid(column).to_numpy(zero_copy_only=False) if len(column) else np.zeros(0, bool)
+
+
+def equals(column: pa.Array | pa.ChunkedArray, value: Any) -> np.ndarray:
+    """Bool mask of rows equal to ``value`` (null -> False)."""
+    return to_numpy(pc.equal(column, value), False).astype(bool) if len(column) else np.zeros(0, bool)
+
+
+def reason_where(drop: np.ndarray, reason: str | pa.Array, base: pa.Array | None = None) -> pa.Array:
+    """``reason`` where ``drop`` else ``base`` (default null): a string array per row.
+
+    Calling it from the lowest- to the highest-priority check leaves the highest one that
+    failed, so each dropped row carries one reason.
+    """
+    n = len(drop)
+    base = pa.nulls(n, pa.string()) if base is None else base
+    if n == 0:
+        return base
+    value = pa.scalar(reason, pa.string()) if isinstance(reason, str) else reason
+    return pc.if_else(pa.array(np.asarray(drop, bool)), value, base)
+
+
+def with_prefix(prefix: str, values: pa.Array, suffix: str = "") -> pa.Array:
+    """Per-row ``prefix + str(value) + suffix`` (vectorised string building for reasons)."""
+    return pc.binary_join_element_wise(prefix, pc.cast(values, pa.string()), suffix, "")
+
+
+def dictionary(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list]:
+    """Dictionary-encode ``column`` -> (int64 code per row, -1 for null; the distinct values)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+    enc = pc.dictionary_encode(column)
+    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, enc.dictionary.to_pylist()
+
+
+def normalize_text(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Lowercase, trim and collapse whitespace (the form labels and phrases compare in)."""
+    out = pc.utf8_lower(column)
+    out = pc.replace_substring_regex(out, r"\s+", " ")
+    return pc.utf8_trim_whitespace(out)
+
+
+def normalized_codes(column: pa.Array | pa.ChunkedArray,
+                     transform: Callable[[pa.Array], pa.Array] = normalize_text) -> np.ndarray:
+    """Int64 code per row of ``transform(column)`` (-1 for null), with ``transform`` applied to
+    the distinct values only: labels repeat, so this is far cheaper than per row."""
+    codes, values = dictionary(column)
+    if not values:
+        return codes
+    norm_codes, _ = dictionary(transform(pa.array(values, pa.string())))
+    return np.where(codes >= 0, norm_codes[np.maximum(codes, 0)], -1)
+
+
+def unique(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (sort-based: numpy 2.4's hash-based ``np.unique`` is ~50x slower
+    on millions of int64)."""
+    out = np.sort(values)
+    return out[np.r_[True, out[1:] != out[:-1]]] if len(out) else out
+
+
+def dense_codes(values: np.ndarray) -> np.ndarray:
+    """Int64 rank of each value among the distinct values (``np.unique(return_inverse=True)``)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    codes = np.empty(len(values), np.int64)
+    codes[order] = np.cumsum(np.r_[False, ordered[1:] != ordered[:-1]]) if len(values) else 0
+    return codes
+
+
+def group_codes(*columns: pa.Array | pa.ChunkedArray | np.ndarray, dense: bool = True) -> np.ndarray:
+    """Int64 group id per row from the tuple of ``columns`` (null is its own value): equal
+    tuples get equal ids. ``dense``: ids are ``0..groups-1`` in tuple order (one more sort)."""
+    n = len(columns[0]) if columns else 0
+    codes = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return codes
+    span = 1  # codes lie in [0, span)
+    for col in columns:
+        if isinstance(col, np.ndarray) and col.dtype.kind in "iu":
+            part = col.astype(np.int64) - int(col.min())
+        elif isinstance(col, np.ndarray):
+            part = dense_codes(col)
+        else:
+            part = dictionary(col)[0] + 1
+        width = int(part.max()) + 1
+        if span * width >= 2**62:  # compact before the mixed-radix code could overflow
+            codes = dense_codes(codes)
+            span = int(codes.max()) + 1
+        codes = codes * width + part
+        span *= width
+    return dense_codes(codes) if dense else codes

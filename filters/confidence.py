@@ -1,0 +1,59 @@
+"""Per-source confidence threshold (FLD-5B: "noisy boxes under a confidence threshold").
+
+Every row is judged. A row whose ``score`` (the annotator's own confidence, in the
+annotator's own scale) is below its source's threshold is dropped. Rows without a score
+(captions from generative models, existing labels) follow ``null_score``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from filters.base import FilterContext, dictionary, FilterResult, reason_where, register_filter, valid, with_prefix
+
+NULL_SCORE_POLICIES = ("keep", "drop")
+
+
+@dataclass(frozen=True)
+class ConfidenceConfig:
+    """default: threshold for sources not in ``per_source``; per_source: source -> threshold;
+    null_score: ``keep`` or ``drop`` rows that carry no score."""
+
+    default: float = 0.3
+    # the matcher's score is a softmax over its candidates (relative, not a confidence)
+    per_source: dict[str, float] = field(default_factory=lambda: {"region_text_matcher": 0.0})
+    null_score: str = "keep"
+
+    def __post_init__(self) -> None:
+        for name, value in [("default", self.default), *((f"per_source[{k!r}]", v) for k, v in self.per_source.items())]:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"confidence.{name} must be a finite number, got {value!r}")
+        if self.null_score not in NULL_SCORE_POLICIES:
+            raise ValueError(f"confidence.null_score must be one of {NULL_SCORE_POLICIES}, got {self.null_score!r}")
+
+    def threshold_of(self, source: str) -> float:
+        return float(self.per_source.get(source, self.default))
+
+
+@register_filter("confidence", section="confidence")
+def confidence_filter(table: pa.Table, config: ConfidenceConfig, ctx: FilterContext) -> FilterResult:
+    """Keep rows with ``score >= threshold(source)``; null scores follow ``config.null_score``."""
+    n = table.num_rows
+    if n == 0:
+        return FilterResult(np.ones(0, bool), [])
+    codes, sources = dictionary(table["source"])
+    per_source = np.array([config.threshold_of(s) for s in sources], dtype=np.float64)
+    threshold = per_source[codes]
+    has_score = valid(table["score"])
+    score = pc.fill_null(table["score"], np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
+    low = has_score & ~(score >= threshold)  # NaN scores count as low
+    missing = ~has_score & (config.null_score == "drop")
+    threshold_text = pa.array(threshold)
+    reason = reason_where(low, with_prefix("score below ", threshold_text, " for its source"))
+    reason = reason_where(missing, "no score (confidence.null_score = drop)", reason)
+    return FilterResult(keep=~(low | missing), reason=reason)

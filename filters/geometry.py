@@ -1,0 +1,129 @@
+"""Geometry sanity of boxes and OCR quads, and the image-known rule.
+
+``image``: every row whose ``image_id`` is not an ingested image with status ``ok`` is
+dropped (its size is unknown, so nothing about its geometry can be trusted).
+
+``geometry`` judges rows that carry a ``bbox`` or a ``quad`` (pixels of the upright image):
+quads must be finite, non-degenerate (``|shoelace area| >= min_quad_area``) and, optionally,
+convex; they are clipped to the image and a missing ``bbox`` is filled with the quad's
+bounds. Boxes must be finite and non-inverted (``x1 > x0``, ``y1 > y0``); they are clipped to
+the image (``clip``), must keep ``min_inside_fraction`` of their area inside it, and after
+clipping need ``min(w, h) >= min_side``, ``w * h >= min_area`` and
+``max(w / h, h / w) <= max_aspect_ratio``. Kept rows get the clipped geometry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from filters.base import FilterContext, FilterResult, image_index, reason_where, register_filter, to_numpy, valid
+from storage import geometry as geo
+
+
+@dataclass(frozen=True)
+class GeometryConfig:
+    clip: bool = True
+    min_side: float = 2.0  # pixels, after clipping
+    min_area: float = 16.0  # square pixels, after clipping
+    max_aspect_ratio: float = 20.0
+    min_inside_fraction: float = 0.5  # of the unclipped box area
+    min_quad_area: float = 4.0  # square pixels
+    require_convex_quads: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("min_side", "min_area", "min_quad_area"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"geometry.{name} must be a number >= 0, got {value!r}")
+        if not (isinstance(self.max_aspect_ratio, (int, float)) and self.max_aspect_ratio >= 1):
+            raise ValueError(f"geometry.max_aspect_ratio must be >= 1, got {self.max_aspect_ratio!r}")
+        if not (isinstance(self.min_inside_fraction, (int, float)) and 0 <= self.min_inside_fraction <= 1):
+            raise ValueError(f"geometry.min_inside_fraction must be in [0, 1], got {self.min_inside_fraction!r}")
+        for name in ("clip", "require_convex_quads"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"geometry.{name} must be true or false, got {getattr(self, name)!r}")
+
+
+def image_sizes(table: pa.Table, images: pa.Table | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(known, width, height) per row of ``table`` looked up in ``images`` by ``image_id``."""
+    n = table.num_rows
+    if images is None or images.num_rows == 0 or n == 0:
+        return np.zeros(n, bool), np.zeros(n), np.zeros(n)
+    idx = image_index(table, images)
+    known = idx >= 0
+    width = to_numpy(images["width"], 0).astype(np.float64)[np.maximum(idx, 0)]
+    height = to_numpy(images["height"], 0).astype(np.float64)[np.maximum(idx, 0)]
+    return known & (width > 0) & (height > 0), width, height
+
+
+@register_filter("image", section="geometry")
+def image_filter(table: pa.Table, config: GeometryConfig, ctx: FilterContext) -> FilterResult:
+    """Drop rows of images that are not ingested with status ``ok`` (size unknown)."""
+    known, _, _ = image_sizes(table, ctx.images)
+    return FilterResult(keep=known, reason=reason_where(~known, "image not ingested with status ok"))
+
+
+@register_filter("geometry", section="geometry")
+def geometry_filter(table: pa.Table, config: GeometryConfig, ctx: FilterContext) -> FilterResult:
+    """Clip boxes/quads to the image and drop degenerate, tiny, thin or outside ones."""
+    n = table.num_rows
+    known, width, height = image_sizes(table, ctx.images)
+    has_box, has_quad = valid(table["bbox"]), valid(table["quad"])
+    judged = has_box | has_quad
+    boxes = geo.boxes_from_arrow(table["bbox"])
+    quads = geo.quads_from_arrow(table["quad"])
+    w_lim = np.where(known, width, np.inf)  # unknown size: no clipping (the image rule drops them)
+    h_lim = np.where(known, height, np.inf)
+
+    quad_bad_value = has_quad & ~np.isfinite(quads).all(axis=1)
+    area, convex = np.zeros(n), np.ones(n, bool)  # quad measures, computed on the quad rows only
+    area[has_quad], convex[has_quad] = np.abs(geo.quad_area(quads[has_quad])), geo.quad_is_convex(quads[has_quad])
+    quad_small = has_quad & ~quad_bad_value & ~(area >= config.min_quad_area)
+    quad_bent = has_quad & ~(quad_bad_value | quad_small) & config.require_convex_quads & ~convex
+    if config.clip:
+        quads = np.where(has_quad[:, None], geo.clip_quads(quads, w_lim, h_lim), quads)
+    fill = has_quad & ~has_box
+    boxes[fill] = geo.quad_bounds(quads[fill])
+    has_box = has_box | has_quad
+
+    box_bad_value = has_box & ~np.isfinite(boxes).all(axis=1)
+    inverted = has_box & ~box_bad_value & ~((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
+    area_before = geo.box_area(boxes)
+    if config.clip:
+        boxes = np.where(has_box[:, None], geo.clip_boxes(boxes, w_lim, h_lim), boxes)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    area = geo.box_area(boxes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inside = np.where(area_before > 0, area / np.where(area_before > 0, area_before, 1), 0)
+        aspect = np.maximum(w / h, h / w)
+    ok_box = has_box & ~(box_bad_value | inverted)
+    outside = ok_box & ~(inside >= config.min_inside_fraction)
+    ok_box &= ~outside
+    thin = ok_box & ~(np.minimum(w, h) >= config.min_side)
+    small = ok_box & ~thin & ~(area >= config.min_area)
+    elongated = ok_box & ~(thin | small) & ~(aspect <= config.max_aspect_ratio)
+
+    checks = [  # lowest priority first: the last failing check names the reason
+        (elongated, f"aspect ratio above {config.max_aspect_ratio}"),
+        (small, f"area below {config.min_area} px^2"),
+        (thin, f"side below {config.min_side} px"),
+        (outside, f"less than {config.min_inside_fraction} of the box inside the image"),
+        (inverted, "inverted box (x1 <= x0 or y1 <= y0)"),
+        (box_bad_value, "non-finite box"),
+        (quad_bent, "quad not convex"),
+        (quad_small, f"degenerate quad (area below {config.min_quad_area} px^2)"),
+        (quad_bad_value, "non-finite quad"),
+    ]
+    reason = pa.nulls(n, pa.string())
+    drop = np.zeros(n, bool)
+    for mask, text in checks:
+        reason = reason_where(mask, text, reason)
+        drop |= mask
+    replace = {
+        "bbox": geo.boxes_to_arrow(np.where(has_box[:, None], boxes, np.nan)),
+        "quad": geo.quads_to_arrow(np.where(valid(table["quad"])[:, None], quads, np.nan)),
+    }
+    return FilterResult(keep=~drop, reason=reason, judged=judged, replace=replace)

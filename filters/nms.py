@@ -1,0 +1,226 @@
+"""Non-maximum suppression of regions: class-aware within a source, then across sources.
+
+``greedy_nms`` is exact greedy NMS (torchvision semantics: a box is suppressed by a kept,
+higher-scored box of its group whose IoU is strictly above the threshold), vectorised:
+candidate pairs are generated only inside groups (in bounded chunks), the overlapping
+pairs form a DAG from higher to lower score, and decisions propagate over it level by
+level (a box with no kept stronger neighbour is kept; one with a kept stronger neighbour is
+suppressed by the strongest such one). Ties in score are broken by the ``tiebreak`` order.
+
+Scope of the region rules: ``kind == region`` rows without ``parent_id`` that have a box and
+a ``region_type`` in ``region_types``. Groups are (image, [source], region_type, label) with
+the label compared lowercased and trimmed (``class_aware``; otherwise without the label).
+Across sources, scores are first calibrated per source (``calibration``):
+``rank`` = the score's percentile among that source's rows judged by the rule (ties
+averaged), so each annotator's own scale does not matter; ``weight`` = score x
+``weights[source]`` (default 1); ``raw`` = the score as reported. Missing scores count as 0.
+Suppressed rows are absorbed by their suppressor, which gains their sources as agreement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from filters.base import (
+    FilterContext, FilterResult, dictionary, equals, group_codes, image_keys, unique, normalized_codes, register_filter,
+    valid, with_prefix,
+)
+from storage.geometry import boxes_from_arrow, pairwise_iou
+
+CALIBRATIONS = ("rank", "weight", "raw")
+PAIR_BUDGET = 2_000_000  # candidate pairs held in memory at once (a memory bound, not a threshold)
+
+
+@dataclass(frozen=True)
+class NmsConfig:
+    iou_within_source: float = 0.5
+    iou_across_sources: float = 0.6
+    class_aware: bool = True
+    calibration: str = "rank"
+    weights: dict[str, float] = field(default_factory=dict)
+    region_types: tuple[str, ...] = ("object", "ocr")
+
+    def __post_init__(self) -> None:
+        for name in ("iou_within_source", "iou_across_sources"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"nms.{name} must be in [0, 1], got {value!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"nms.calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
+        for source, weight in self.weights.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+                raise ValueError(f"nms.weights[{source!r}] must be > 0, got {weight!r}")
+
+
+def pairs_in_groups(groups: np.ndarray, budget: int = PAIR_BUDGET) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """All position pairs ``(i, j)``, ``i < j``, of equal ``groups`` (sorted), in chunks."""
+    n = len(groups)
+    if n < 2:
+        return
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    ends = np.r_[starts[1:], n]
+    later = np.repeat(ends, ends - starts) - np.arange(n) - 1  # partners after each position
+    cum = np.cumsum(later)
+    lo = 0
+    while lo < n:
+        base = cum[lo - 1] if lo else 0
+        hi = max(int(np.searchsorted(cum, base + budget, side="right")), lo + 1)
+        count = later[lo:hi]
+        total = int(count.sum())
+        if total:
+            i = np.repeat(np.arange(lo, hi), count)
+            j = i + 1 + np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+            yield i, j
+        lo = hi
+
+
+def greedy_nms(
+    boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, threshold: float,
+    tiebreak: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy NMS per group. Returns ``keep`` (bool ``(n,)``) and ``suppressor`` (int64 ``(n,)``:
+    index of the kept box that suppressed each dropped box, -1 for kept ones).
+
+    ``tiebreak`` orders equal scores of a group (lower first; default: input order): an array
+    per row, or a callable given the indices of the tied rows that returns their keys."""
+    n = len(boxes)
+    scores = np.asarray(scores, np.float64)
+    by_score = np.argsort(-scores, kind="stable")
+    order = by_score[np.argsort(groups[by_score], kind="stable")]  # = lexsort((-scores, groups))
+    if tiebreak is not None and n > 1:
+        g, sc = groups[order], scores[order]
+        tied = (g[1:] == g[:-1]) & (sc[1:] == sc[:-1])
+        if tied.any():
+            rows = unique(np.concatenate([order[1:][tied], order[:-1][tied]]))
+            keys = np.zeros(n, np.int64)
+            keys[rows] = tiebreak(rows) if callable(tiebreak) else np.asarray(tiebreak)[rows]
+            order = np.lexsort((keys, -scores, groups))
+    sorted_boxes = boxes[order]
+    src, dst = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for i, j in pairs_in_groups(groups[order]):
+        hit = pairwise_iou(sorted_boxes[i], sorted_boxes[j]) > threshold
+        src.append(i[hit])
+        dst.append(j[hit])
+    ei, ej = np.concatenate(src), np.concatenate(dst)
+    status = np.zeros(n, np.int8)  # 0 undecided, 1 kept, 2 suppressed (sorted positions)
+    status[np.bincount(ej, minlength=n) == 0] = 1
+    live_i, live_j = ei, ej
+    while len(live_j):
+        state = status[live_i]
+        kept_in = np.bincount(live_j[state == 1], minlength=n) > 0
+        undecided_in = np.bincount(live_j[state == 0], minlength=n)
+        open_ = status == 0
+        status[open_ & kept_in] = 2
+        status[open_ & ~kept_in & (undecided_in == 0)] = 1
+        still = status[live_j] == 0
+        live_i, live_j = live_i[still], live_j[still]
+    suppressor_sorted = np.full(n, -1, np.int64)
+    hit = (status[ei] == 1) & (status[ej] == 2)
+    si, sj = ei[hit], ej[hit]
+    first = np.lexsort((si, sj))
+    sj_sorted, si_sorted = sj[first], si[first]
+    first_of_j = np.r_[True, sj_sorted[1:] != sj_sorted[:-1]] if len(sj_sorted) else np.zeros(0, bool)
+    suppressor_sorted[sj_sorted[first_of_j]] = si_sorted[first_of_j]
+    keep = np.empty(n, bool)
+    keep[order] = status == 1
+    suppressor = np.full(n, -1, np.int64)
+    suppressor[order] = np.where(suppressor_sorted >= 0, order[np.maximum(suppressor_sorted, 0)], -1)
+    return keep, suppressor
+
+
+def calibrate(scores: np.ndarray, sources: pa.Array | pa.ChunkedArray, config: NmsConfig) -> np.ndarray:
+    """Scores made comparable across sources (see module docstring)."""
+    if config.calibration == "raw" or len(scores) == 0:
+        return scores
+    codes, names = dictionary(sources)
+    if config.calibration == "weight":
+        return scores * np.array([config.weights.get(s, 1.0) for s in names])[codes]
+    # rank: sort by (source, score); a run of equal scores [a, b) among a source's n rows
+    # (positions counted from the source's first row) gets the percentile (a + b) / (2 n)
+    order = np.lexsort((scores, codes))
+    c, v = codes[order], scores[order]
+    n = len(v)
+    source_start = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+    source_size = np.diff(np.r_[source_start, n])
+    run_start = np.flatnonzero(np.r_[True, (c[1:] != c[:-1]) | (v[1:] != v[:-1])])
+    run_end = np.r_[run_start[1:], n]
+    src_of_run = np.searchsorted(source_start, run_start, side="right") - 1
+    pct = (run_start + run_end - 2 * source_start[src_of_run]) / (2.0 * source_size[src_of_run])
+    out = np.empty(n, np.float64)
+    out[order] = np.repeat(pct, run_end - run_start)
+    return out
+
+
+def label_column(table: pa.Table) -> pa.ChunkedArray:
+    """The class label of a region: ``label`` during curation (text before region-text
+    replacement), else ``text``."""
+    return table["label"] if "label" in table.column_names else table["text"]
+
+
+def nms_result(
+    table: pa.Table, scope: np.ndarray, keys: Callable[[pa.Table], list], scores: np.ndarray, threshold: float,
+    what: str,
+) -> FilterResult:
+    """Run :func:`greedy_nms` over the ``scope`` rows grouped by ``keys(scope rows)``."""
+    n = table.num_rows
+    rows = np.flatnonzero(scope)
+    keep = np.ones(n, bool)
+    absorbed_by = np.full(n, -1, np.int64)
+    if len(rows):
+        sub = table if len(rows) == n else table.take(pa.array(rows))
+        kept, sup = greedy_nms(boxes_from_arrow(sub["bbox"]), scores[rows], group_codes(*keys(sub, rows), dense=False), threshold,
+                               tiebreak=lambda tied: group_codes(sub["annotation_id"].take(pa.array(tied))))
+        keep[rows] = kept
+        absorbed_by[rows[~kept]] = rows[sup[~kept]]
+    drop = ~keep
+    ids = table["annotation_id"].take(pa.array(absorbed_by[drop]))
+    suppressed = with_prefix("suppressed by ", ids, f" ({what}, IoU > {threshold})")
+    reason = pa.nulls(n, pa.string())
+    if drop.any():
+        reason = pc.replace_with_mask(reason, pa.array(drop), suppressed.combine_chunks()
+                                      if isinstance(suppressed, pa.ChunkedArray) else suppressed)
+    return FilterResult(keep=keep, reason=reason, judged=scope, absorbed_by=absorbed_by, agrees=True)
+
+
+def region_scope(table: pa.Table, config: NmsConfig) -> np.ndarray:
+    """Top-level region rows with a box and a configured region_type."""
+    if table.num_rows == 0:
+        return np.zeros(0, bool)
+    types = pc.is_in(table["region_type"], value_set=pa.array(list(config.region_types), pa.string()))
+    return (equals(table["kind"], "region") & ~valid(table["parent_id"]) & valid(table["bbox"])
+            & pc.fill_null(types, False).to_numpy(zero_copy_only=False))
+
+
+def _keys(config: NmsConfig, ctx: FilterContext, *extra: str) -> Callable[[pa.Table, np.ndarray], list]:
+    def keys(sub: pa.Table, rows: np.ndarray) -> list:
+        out = [image_keys(sub, ctx), *(sub[c] for c in extra), sub["region_type"]]
+        return out + [normalized_codes(label_column(sub))] if config.class_aware else out
+
+    return keys
+
+
+def _scores(table: pa.Table) -> np.ndarray:
+    return pc.fill_null(table["score"], 0.0).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+@register_filter("nms_source", section="nms")
+def nms_within_source(table: pa.Table, config: NmsConfig, ctx: FilterContext) -> FilterResult:
+    """Class-aware NMS among the regions of one source in one image (raw scores)."""
+    return nms_result(table, region_scope(table, config), _keys(config, ctx, "source"), _scores(table),
+                      config.iou_within_source, "same source")
+
+
+@register_filter("nms_cross", section="nms")
+def nms_across_sources(table: pa.Table, config: NmsConfig, ctx: FilterContext) -> FilterResult:
+    """Class-aware NMS among all sources' regions of an image (calibrated scores)."""
+    scope = region_scope(table, config)
+    scores = np.zeros(table.num_rows)
+    rows = np.flatnonzero(scope)
+    if len(rows):
+        scores[rows] = calibrate(_scores(table)[rows], table["source"].take(pa.array(rows)), config)
+    return nms_result(table, scope, _keys(config, ctx), scores, config.iou_across_sources, "across sources")

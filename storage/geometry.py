@@ -1,0 +1,133 @@
+"""Vectorised box and quad geometry over numpy arrays (shared by filters, merge, evaluation).
+
+Conventions: absolute pixels of the upright image, origin top-left, y down. A box is
+``[x0, y0, x1, y1]`` (shape ``(n, 4)``), an OCR quad is ``[x0, y0, ..., x3, y3]`` clockwise
+from the top-left corner (shape ``(n, 8)``). In Arrow they are ``list<float32>`` of 4 / 8 values (the schema's ``bbox`` and
+``quad``); a null value becomes a row of NaN, and a row of NaN becomes null again on the
+way back (:func:`boxes_to_arrow`).
+All computations run in float64; areas are in square pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def _list_to_numpy(column: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+    out = np.full((len(column), width), np.nan, dtype=np.float64)
+    if len(column) == 0:
+        return out
+    good = pc.fill_null(pc.equal(pc.list_value_length(column), width), False).to_numpy(zero_copy_only=False)
+    if good.any():  # rows of another length stay NaN, like nulls
+        flat = pc.list_flatten(column.filter(pa.array(good))).to_numpy(zero_copy_only=False)
+        out[good] = flat.astype(np.float64).reshape(-1, width)
+    return out
+
+
+def boxes_from_arrow(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A ``list<float>`` column of 4 values per row as ``(n, 4)`` float64 (null or other
+    lengths -> NaN); fixed-size lists are read the same way."""
+    return _list_to_numpy(column, 4)
+
+
+def quads_from_arrow(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A ``list<float>`` column of 8 values per row as ``(n, 8)`` float64 (null -> NaN)."""
+    return _list_to_numpy(column, 8)
+
+
+def _to_arrow(values: np.ndarray, width: int) -> pa.ListArray:
+    values = np.asarray(values, dtype=np.float32).reshape(-1, width)
+    present = ~np.isnan(values).all(axis=1)
+    offsets = pa.array(np.r_[0, np.cumsum(present * width)].astype(np.int32))
+    flat = pa.array(values[present].reshape(-1), pa.float32())
+    mask = None if present.all() else pa.array(~present)
+    return pa.ListArray.from_arrays(offsets, flat, mask=mask)
+
+
+def boxes_to_arrow(boxes: np.ndarray) -> pa.ListArray:
+    """An ``(n, 4)`` array as ``list<float32>`` (the schema's ``bbox``); all-NaN rows -> null."""
+    return _to_arrow(boxes, 4)
+
+
+def quads_to_arrow(quads: np.ndarray) -> pa.ListArray:
+    """An ``(n, 8)`` array as ``list<float32>`` (the schema's ``quad``); all-NaN rows -> null."""
+    return _to_arrow(quads, 8)
+
+
+def box_area(boxes: np.ndarray) -> np.ndarray:
+    """Area of ``(n, 4)`` boxes; inverted boxes have area 0."""
+    w = np.clip(boxes[:, 2] - boxes[:, 0], 0, None)
+    h = np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    return w * h
+
+
+def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of row ``i`` of ``a`` with row ``i`` of ``b`` (both ``(n, 4)``) -> ``(n,)``.
+
+    Two empty boxes give 0, not NaN.
+    """
+    ix0 = np.maximum(a[:, 0], b[:, 0])
+    iy0 = np.maximum(a[:, 1], b[:, 1])
+    ix1 = np.minimum(a[:, 2], b[:, 2])
+    iy1 = np.minimum(a[:, 3], b[:, 3])
+    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+    union = box_area(a) + box_area(b) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return iou
+
+
+def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of ``a`` ``(n, 4)`` with every box of ``b`` ``(m, 4)`` -> ``(n, m)``."""
+    n, m = len(a), len(b)
+    if n == 0 or m == 0:
+        return np.zeros((n, m), dtype=np.float64)
+    ia = np.repeat(np.arange(n), m)
+    ib = np.tile(np.arange(m), n)
+    return pairwise_iou(a[ia], b[ib]).reshape(n, m)
+
+
+def clip_boxes(boxes: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:
+    """Clip ``(n, 4)`` boxes to ``[0, width] x [0, height]`` given per row (``(n,)`` each)."""
+    out = boxes.copy()
+    w = np.asarray(width, dtype=np.float64)
+    h = np.asarray(height, dtype=np.float64)
+    out[:, 0] = np.clip(out[:, 0], 0, w)
+    out[:, 2] = np.clip(out[:, 2], 0, w)
+    out[:, 1] = np.clip(out[:, 1], 0, h)
+    out[:, 3] = np.clip(out[:, 3], 0, h)
+    return out
+
+
+def clip_quads(quads: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:
+    """Clip every point of ``(n, 8)`` quads to ``[0, width] x [0, height]`` per row."""
+    out = quads.copy()
+    w = np.asarray(width, dtype=np.float64)[:, None]
+    h = np.asarray(height, dtype=np.float64)[:, None]
+    out[:, 0::2] = np.clip(out[:, 0::2], 0, w)
+    out[:, 1::2] = np.clip(out[:, 1::2], 0, h)
+    return out
+
+
+def quad_area(quads: np.ndarray) -> np.ndarray:
+    """Signed shoelace area of ``(n, 8)`` quads; clockwise on screen (y down) is positive."""
+    x, y = quads[:, 0::2], quads[:, 1::2]
+    return 0.5 * (x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y).sum(axis=1)
+
+
+def quad_is_convex(quads: np.ndarray) -> np.ndarray:
+    """True where the 4 turns of the quad all bend the same way (convex, not a bow-tie)."""
+    x, y = quads[:, 0::2], quads[:, 1::2]
+    ex, ey = np.roll(x, -1, axis=1) - x, np.roll(y, -1, axis=1) - y
+    cross = ex * np.roll(ey, -1, axis=1) - ey * np.roll(ex, -1, axis=1)
+    return (cross > 0).all(axis=1) | (cross < 0).all(axis=1)
+
+
+def quad_bounds(quads: np.ndarray) -> np.ndarray:
+    """Axis-aligned bounding boxes ``(n, 4)`` of ``(n, 8)`` quads."""
+    x, y = quads[:, 0::2], quads[:, 1::2]
+    return np.stack([x.min(axis=1), y.min(axis=1), x.max(axis=1), y.max(axis=1)], axis=1)

@@ -1,0 +1,201 @@
+"""The curation step: decision accounting, agreement, merge across rounds, config, I/O."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.curate import curate_round, curate_tables
+from storage.schema import CURATED
+from engine.curation_config import DEFAULT_RULES, CurationConfig
+from storage.layout import DataRoot
+from storage.schema import DECISIONS, IMAGES, annotation_row, table_from_rows, utc_now
+
+from .conftest import gold_docs
+from .tables import candidate, caption, images, phrase, region, table
+
+IMAGES_OK = images(("a", 100, 80), ("b", 64, 64), ("c", 50, 50), ("d", 30, 30))
+
+
+def _mixed_rows() -> list[dict]:
+    texts = [doc.text for doc in gold_docs()]
+    cap = caption("a", texts[1])  # a man holds a red umbrella
+    dog = region("a", [10, 10, 50, 50], label="dog", score=0.9)
+    return [
+        dog,
+        region("a", [11, 10, 51, 50], label="dog", score=0.8),                       # same-source duplicate
+        region("a", [10, 11, 50, 51], label="dog", source="florence2", score=0.7),   # cross-source duplicate
+        region("a", [10, 10, 50, 50], label="cat", score=0.6),                       # other class
+        region("a", [0, 0, 2, 79], label="pole", score=0.9),                         # thin
+        candidate("a", dog, "a brown dog", source="region_captioner"),
+        candidate("a", dog, "a brown dog", source="region_text_matcher", score=0.2),
+        cap,
+        phrase("a", cap, 2, 5, [20, 20, 40, 60]),                                    # "man"
+        phrase("a", cap, 17, 25, [50, 30, 70, 50], score=0.4),                       # low phrase score
+        phrase("a", cap, 0, 1, [50, 30, 70, 50], text="it"),                         # differs from span
+        caption("a", texts[4]),                                                      # 4 objects (list)
+        region("b", [5, 5, 30, 30], score=0.1), region("b", [6, 6, 20, 20], score=0.2),  # all dropped image
+        region("c", [5, 5, 30, 30], score=0.95),                                     # one-row image
+        region("zzz", [5, 5, 30, 30], score=0.95), caption("zzz", texts[2]),         # unknown image
+    ]
+
+
+def _config(pipeline, **sections) -> CurationConfig:
+    base = {"text": {"pipeline": str(pipeline), "max_objects": 3}, "phrase": {"min_score": 0.5}}
+    return CurationConfig.from_dict({**base, **sections})
+
+
+def assert_accounting(raw: pa.Table, curated: pa.Table, decisions: pa.Table, rules, round_: int) -> None:
+    raw_ids = raw["annotation_id"].to_pylist()
+    rank = {rule: i for i, rule in enumerate(rules)}
+    seen = defaultdict(list)
+    for row in decisions.to_pylist():
+        seen[row["annotation_id"]].append((rank[row["rule"]], row["kept"], row["reason"]))
+        assert row["round"] == round_ and (row["reason"] is None) == row["kept"]
+    assert set(seen) == set(raw_ids)
+    dropped = set()
+    for ann, entries in seen.items():
+        ranks = [r for r, _, _ in entries]
+        assert len(ranks) == len(set(ranks)), f"{ann} judged twice by one rule"
+        assert ranks == sorted(ranks)
+        drops = [r for r, kept, _ in entries if not kept]
+        assert len(drops) <= 1 and (not drops or drops[0] == max(ranks)), "judged after being dropped"
+        if drops:
+            dropped.add(ann)
+    new = {i for i, r in zip(curated["annotation_id"].to_pylist(), curated["round"].to_pylist()) if r == round_}
+    assert not new & dropped
+    assert len(new) + len(dropped) == len(raw_ids) and new | dropped == set(raw_ids)
+
+
+def test_every_row_is_accounted_for(tiny_spacy_pipeline):
+    rows = _mixed_rows()
+    raw = table(rows)
+    config = _config(tiny_spacy_pipeline)
+    curated, decisions = curate_tables(raw, None, IMAGES_OK, config, 0)
+    assert curated.schema == CURATED and decisions.schema == DECISIONS
+    assert_accounting(raw, curated, decisions, DEFAULT_RULES, 0)
+    by_id = {r["annotation_id"]: r for r in curated.to_pylist()}
+    dog = by_id[rows[0]["annotation_id"]]
+    assert dog["text"] == "a brown dog" and dog["label"] == "dog"
+    assert set(dog["absorbed_ids"]) == {rows[i]["annotation_id"] for i in (1, 2, 5, 6)}
+    assert dog["seen_by"] == ["detector@detector-v1", "florence2@florence2-v1"] and dog["agreement"] == 2
+    assert rows[3]["annotation_id"] in by_id and rows[8]["annotation_id"] in by_id
+    assert {r["image_id"] for r in curated.to_pylist()} == {"a", "c"}
+    drops = {r["annotation_id"]: r["rule"] for r in decisions.to_pylist() if not r["kept"]}
+    assert drops[rows[4]["annotation_id"]] == "geometry"
+    assert drops[rows[9]["annotation_id"]] == "phrase_confidence"
+    assert drops[rows[10]["annotation_id"]] == "phrase_span"
+    assert drops[rows[11]["annotation_id"]] == "text_complexity"
+    assert drops[rows[15]["annotation_id"]] == drops[rows[16]["annotation_id"]] == "image"
+
+
+def test_thresholds_really_come_from_config(tiny_spacy_pipeline):
+    raw = table(_mixed_rows())
+    base = curate_tables(raw, None, IMAGES_OK, _config(tiny_spacy_pipeline), 0)[0].num_rows
+    loose = _config(tiny_spacy_pipeline, confidence={"default": 0.0}, geometry={"min_side": 1.0},
+                    phrase={"min_score": 0.0})
+    assert curate_tables(raw, None, IMAGES_OK, loose, 0)[0].num_rows > base
+    no_cross = _config(tiny_spacy_pipeline, nms={"iou_across_sources": 1.0})
+    assert curate_tables(raw, None, IMAGES_OK, no_cross, 0)[0].num_rows == base + 1
+
+
+def test_empty_round_and_all_dropped():
+    config = CurationConfig()
+    curated, decisions = curate_tables(table([]), None, IMAGES_OK, config, 3)
+    assert curated.num_rows == 0 and decisions.num_rows == 0 and curated.schema == CURATED
+    raw = table([region("b", [5, 5, 30, 30], score=0.1)])
+    curated, decisions = curate_tables(raw, None, IMAGES_OK, config, 0)
+    assert curated.num_rows == 0 and decisions.filter(pa.compute.invert(decisions["kept"])).num_rows == 1
+    previous, _ = curate_tables(table([region("c", [5, 5, 30, 30], score=0.9)]), None, IMAGES_OK, config, 0)
+    carried, decisions = curate_tables(table([]), previous, IMAGES_OK, config, 1)
+    assert carried.to_pylist() == previous.to_pylist() and decisions.num_rows == 0
+
+
+def test_merge_across_rounds_raises_agreement_instead_of_duplicating():
+    config = CurationConfig(rules=tuple(r for r in DEFAULT_RULES if r != "text_complexity"))
+    cap0 = caption("a", "a dog on grass", source="florence2", version="f0")
+    dog0 = region("a", [10, 10, 50, 50], label="dog")
+    round0 = [dog0, region("a", [60, 10, 90, 40], label="cat"), cap0, phrase("a", cap0, 2, 5, [10, 10, 50, 50])]
+    previous, _ = curate_tables(table(round0), None, IMAGES_OK, config, 0)
+    cap1 = caption("a", "A dog on grass ", source="florence2", version="f1", round_=1)
+    round1 = [
+        region("a", [11, 10, 50, 51], label="Dog", source="florence2", version="f1", round_=1),  # agrees: new model
+        region("a", [10, 10, 50, 50], label="dog", round_=1, score=0.8),   # same detector checkpoint again
+        region("a", [60, 50, 90, 79], label="dog", source="florence2", version="f1", round_=1),  # new box
+        cap1, phrase("a", cap1, 2, 5, [10, 10, 50, 50], round_=1),          # caption and phrase agree too
+    ]
+    raw1 = table(round1)
+    curated, decisions = curate_tables(raw1, previous, IMAGES_OK, config, 1)
+    assert_accounting(raw1, curated, decisions, (*config.rules, "merge"), 1)
+    by_id = {r["annotation_id"]: r for r in curated.to_pylist()}
+    assert curated.num_rows == previous.num_rows + 1  # only the new box was added
+    dog = by_id[dog0["annotation_id"]]
+    assert dog["agreement"] == 2 and dog["seen_by"] == ["detector@detector-v1", "florence2@f1"]
+    assert {round1[0]["annotation_id"], round1[1]["annotation_id"]} <= set(dog["absorbed_ids"])
+    assert by_id[cap0["annotation_id"]]["agreement"] == 2
+    assert by_id[round1[2]["annotation_id"]]["round"] == 1
+    merges = [r for r in decisions.to_pylist() if r["rule"] == "merge"]
+    assert sorted(r["kept"] for r in merges) == [False] * 3 + [True]
+    plain = {"rules": list(config.rules), "nms": {"calibration": "raw"}}  # florence2 (0.9) wins in round 1
+    strict = CurationConfig.from_dict({**plain, "merge": {"iou_threshold": 0.99}})  # its IoU with dog0 is 0.95
+    assert curate_tables(raw1, previous, IMAGES_OK, strict, 1)[0].num_rows == previous.num_rows + 2
+    off = CurationConfig.from_dict({**plain, "merge": {"enabled": False}})
+    assert curate_tables(raw1, previous, IMAGES_OK, off, 1)[0].num_rows == previous.num_rows + 4
+
+
+def test_config_from_dict_rejects_unknown_keys_and_bad_values():
+    with pytest.raises(ValueError, match=r"curation\.nms\.iou_tresh"):
+        CurationConfig.from_dict({"nms": {"iou_tresh": 0.4}})
+    with pytest.raises(ValueError, match=r"curation\.colour"):
+        CurationConfig.from_dict({"colour": 1})
+    with pytest.raises(ValueError, match="no_such_rule"):
+        CurationConfig.from_dict({"rules": ["image", "no_such_rule"]})
+    with pytest.raises(ValueError, match="-2"):
+        CurationConfig.from_dict({"confidence": {"default": 0.1}, "merge": {"iou_threshold": -2}})
+    config = CurationConfig.from_dict({"confidence": {"per_source": {"ocr": 0.7}}, "phrase": {"blacklist": ["it"]}})
+    assert config.confidence.threshold_of("ocr") == 0.7 and config.phrase.blacklist == ("it",)
+    assert CurationConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def _write_round(root: DataRoot, round_: int, rows: list[dict]) -> None:
+    by_source = defaultdict(list)
+    for row in rows:
+        by_source[row["source"]].append(row)
+    for source, part in by_source.items():
+        path = root.annotation_shard(round_, source, "000")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table(part), path)
+
+
+def test_curate_round_reads_and_writes_the_data_root(tmp_path):
+    root = DataRoot(tmp_path / "data").ensure()
+    root.images.mkdir()
+    image_rows = [dict(image_id=i, shard_id="s0", shard="/x", key=i, width=w, height=h, status="ok",
+                       ingested_at=utc_now()) for i, w, h in [("a", 100, 80), ("c", 50, 50)]]
+    image_rows.append(dict(image_id="b", shard_id="s0", shard="/x", key="b", status="error", ingested_at=utc_now()))
+    pq.write_table(table_from_rows(image_rows, IMAGES), root.images_part("s0"))
+    config = CurationConfig(rules=tuple(r for r in DEFAULT_RULES if r != "text_complexity"))
+    _write_round(root, 0, [region("a", [10, 10, 50, 50]), region("a", [11, 10, 50, 50], source="florence2"),
+                           region("b", [1, 1, 20, 20]), region("c", [1, 1, 2, 2])])
+    s0 = curate_round(root, 0, config, rows_per_part=1)
+    assert (s0["input_rows"], s0["kept_new_rows"], s0["dropped_rows"]) == (4, 1, 3)
+    assert s0["dropped_by_rule"] == {"image": 1, "geometry": 1, "nms_cross": 1}
+    assert s0["curated_parts"] == 1 and s0["decision_parts"] == s0["decision_rows"]
+    _write_round(root, 1, [annotation_row(image_id="a", round_=1, source="florence2", source_version="f1",
+                                          kind="region", region_type="object", text="dog", bbox=[10, 10, 50, 50],
+                                          score=0.9)])
+    s1 = curate_round(root, 1, config)
+    assert (s1["carried_rows"], s1["curated_rows"], s1["dropped_by_rule"]) == (1, 1, {"merge": 1})
+    again = curate_round(root, 1, config)
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in s1.items() if k != "seconds"}
+    with duckdb.connect() as con:
+        agreement = con.sql(f"select agreement from read_parquet('{root.curated(1)}/part-*.parquet')").fetchall()
+        judged = con.sql(f"select count(*) from read_parquet('{root.decisions(0)}/part-*.parquet')").fetchall()
+    assert agreement == [(3,)] and judged == [(s0["decision_rows"],)]
+    assert json.loads((root.curated(1) / "_summary.json").read_text())["curated_rows"] == 1
+    assert len(list(root.decisions(0).glob("part-*.parquet"))) == s0["decision_rows"]

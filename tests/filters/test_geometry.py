@@ -1,0 +1,94 @@
+"""storage.geometry helpers and the geometry / image rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from filters.base import FilterContext
+from filters.geometry import GeometryConfig, geometry_filter, image_filter
+from storage import geometry as geo
+from storage.schema import annotation_row
+
+from .tables import caption, images, random_boxes, region, table
+from .test_nms import py_iou
+
+
+def test_iou_matrix_and_pairwise_match_python():
+    rng = np.random.default_rng(0)
+    a, b = random_boxes(rng, 7), random_boxes(rng, 5)
+    m = geo.box_iou_matrix(a, b)
+    assert m.shape == (7, 5)
+    assert np.allclose(m, [[py_iou(x, y) for y in b] for x in a])
+    assert np.allclose(geo.pairwise_iou(a[:5], b), np.diag(m[:5]))
+    assert geo.box_iou_matrix(a, np.zeros((0, 4))).shape == (7, 0)
+    assert geo.pairwise_iou(np.zeros((1, 4)), np.zeros((1, 4))).tolist() == [0.0]
+
+
+def test_clip_quads_and_arrow_round_trip():
+    boxes = np.array([[-5, -5, 20, 30], [10, 10, 200, 50]], float)
+    assert geo.clip_boxes(boxes, np.array([100, 100]), np.array([40, 40])).tolist() == [[0, 0, 20, 30], [10, 10, 100, 40]]
+    square = np.array([[0, 0, 10, 0, 10, 10, 0, 10]], float)  # clockwise on screen
+    bowtie = np.array([[0, 0, 10, 10, 10, 0, 0, 10]], float)
+    assert geo.quad_area(square).tolist() == [100.0]
+    assert geo.quad_is_convex(square).tolist() == [True] and geo.quad_is_convex(bowtie).tolist() == [False]
+    assert geo.quad_bounds(square).tolist() == [[0, 0, 10, 10]]
+    column = pa.array([[1, 2, 3, 4], None, [5, 6, 7, 8]], pa.list_(pa.float32()))
+    back = geo.boxes_to_arrow(geo.boxes_from_arrow(column))
+    assert back.type == column.type and back.to_pylist() == column.to_pylist()
+    fixed = pa.array([[1, 2, 3, 4], None], pa.list_(pa.float32(), 4))
+    assert geo.boxes_to_arrow(geo.boxes_from_arrow(fixed)).to_pylist() == fixed.to_pylist()
+    short = geo.boxes_from_arrow(pa.array([[1, 2, 3], [1, 2, 3, 4]], pa.list_(pa.float32())))
+    assert np.isnan(short[0]).all() and short[1].tolist() == [1, 2, 3, 4]
+
+
+def _ocr(image, quad, text="hello", bbox=None):
+    return annotation_row(image_id=image, round_=0, source="ocr", source_version="ocr-v1", kind="region",
+                          region_type="ocr", text=text, quad=[float(v) for v in quad], bbox=bbox, score=0.9)
+
+
+def test_geometry_rules():
+    ctx = FilterContext(images=images(("img", 100, 80)))
+    rows = [
+        region("img", [10, 10, 50, 50]),          # 0 fine
+        region("img", [-10, 60, 40, 90]),         # 1 partly outside: clipped to y1 = 80, kept
+        region("img", [90, 70, 200, 200]),        # 2 mostly outside
+        region("img", [10, 10, 11, 50]),          # 3 thin (1 px wide)
+        region("img", [10, 10, 13, 13]),          # 4 small (9 px^2)
+        region("img", [0, 10, 100, 13]),          # 5 elongated (aspect 33)
+        region("img", [50, 50, 10, 10]),          # 6 inverted
+        region("img", [float("nan"), 0, 10, 10]),  # 7 non-finite
+        _ocr("img", [10, 10, 60, 10, 60, 30, 10, 30]),    # 8 good quad, bbox filled from it
+        _ocr("img", [10, 10, 20, 20, 30, 30, 40, 40]),    # 9 collinear: degenerate
+        _ocr("img", [10, 10, 50, 50, 50, 10, 10, 20]),    # 10 bow-tie
+        caption("img", "a dog"),                  # 11 not judged
+    ]
+    res = geometry_filter(table(rows), GeometryConfig(), ctx)
+    assert res.keep.tolist() == [True, True, False, False, False, False, False, False, True, False, False, True]
+    assert res.judged.tolist() == [True] * 11 + [False]
+    reasons = res.reason.to_pylist()
+    for i, word in [(2, "inside"), (3, "side"), (4, "area"), (5, "aspect"), (6, "inverted"), (7, "non-finite"),
+                    (9, "degenerate"), (10, "convex")]:
+        assert word in reasons[i], (i, reasons[i])
+    boxes = res.replace["bbox"].to_pylist()
+    assert boxes[1] == [0, 60, 40, 80] and boxes[8] == [10, 10, 60, 30] and boxes[11] is None
+
+
+def test_thresholds_come_from_config():
+    ctx = FilterContext(images=images(("img", 100, 80)))
+    t = table([region("img", [10, 10, 13, 13]), region("img", [0, 10, 100, 13]), region("img", [90, 70, 200, 200])])
+    strict = geometry_filter(t, GeometryConfig(), ctx).keep
+    loose = geometry_filter(t, GeometryConfig(min_area=1, max_aspect_ratio=50, min_inside_fraction=0.0), ctx).keep
+    assert strict.tolist() == [False, False, False] and loose.tolist() == [True, True, True]
+    with pytest.raises(ValueError, match="max_aspect_ratio"):
+        GeometryConfig(max_aspect_ratio=0.5)
+
+
+def test_image_rule_empty_and_one_row():
+    ctx = FilterContext(images=images(("img", 100, 80)))
+    t = table([region("img", [0, 0, 10, 10]), region("gone", [0, 0, 10, 10]), caption("gone", "a cat")])
+    res = image_filter(t, GeometryConfig(), ctx)
+    assert res.keep.tolist() == [True, False, False]
+    assert len(geometry_filter(table([]), GeometryConfig(), ctx).keep) == 0
+    assert image_filter(table([region("img", [0, 0, 10, 10])]), GeometryConfig(), FilterContext()).keep.tolist() == [False]
