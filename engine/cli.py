@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "engine.commands.stats",
     "engine.commands.annotators",
     "engine.commands.annotate",
+    "engine.commands.curate",
     "engine.commands.demo",
 )
 

@@ -1,0 +1,34 @@
+"""``fld curate``: merge and filter a round's annotations, recording every decision."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from engine.cli import UsageError, add_root_argument, command
+from engine.config import EngineConfig
+from engine.curate import curate_round
+from storage.catalog import Catalog
+from storage.layout import DataRoot
+
+
+@command("curate", help="merge every source of a round, apply the filters, write curated/ and decisions/")
+def declare(parser: argparse.ArgumentParser):
+    add_root_argument(parser)
+    parser.add_argument("--round", type=int, required=True, help="round to curate")
+    parser.add_argument("--config", help="engine TOML config; its [curation] table sets rules and thresholds")
+
+    def run(args: argparse.Namespace) -> int:
+        root = DataRoot(args.root)
+        if not root.catalog.exists():
+            raise UsageError(f"no catalog at {root.catalog}; run `fld ingest --root {args.root} SRC...` first")
+        if not root.annotations(args.round).exists():
+            raise UsageError(f"round {args.round} has no annotations; run `fld annotate --round {args.round}` first")
+        config = EngineConfig.load(args.config)
+        summary = curate_round(root, args.round, config.curation)
+        with Catalog(root) as catalog:
+            catalog.refresh_views()
+        print(json.dumps(summary, indent=2))
+        return 0
+
+    return run
