@@ -23,6 +23,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "annotators.caption_composer",
     "annotators.coco_labels",
     "annotators.bench_annotators",
+    "annotators.sidecar_captions",
 )
 
 

@@ -68,13 +68,83 @@ class RunnerSection:
 
 
 @dataclass(frozen=True)
+class SourcesSection:
+    """``[sources]``: shard files, folders or globs each round ingests first (idempotent)."""
+
+    paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """``[model]``: the Florence-2 model the engine refines.
+
+    ``base``: the checkpoint directory to start from, or ``"tiny"``/``"base"``/``"large"`` for
+    a randomly initialised model of that size built offline (``tiny`` is the test size).
+    ``annotate_from_round``: the first round in which the current model annotates too.
+    ``annotator``: settings of the ``florence2`` annotator when it runs as the current model
+    (device, dtype, tasks, max_new_tokens, ...; its ``model`` is always the current checkpoint).
+    """
+
+    base: str = "tiny"
+    annotate_from_round: int = 1
+    annotator: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.base:
+            raise ValueError("model.base must name a checkpoint directory or tiny/base/large")
+        if self.annotate_from_round < 0:
+            raise ValueError(f"model.annotate_from_round must be >= 0, got {self.annotate_from_round}")
+        if "model" in self.annotator:
+            raise ValueError("model.annotator.model is set by the engine (the current checkpoint); remove it")
+
+
+@dataclass(frozen=True)
+class LoopSection:
+    """``[loop]``: how many rounds ``fld loop`` runs, and when it stops early.
+
+    It stops when ``metric`` (a key of the round's metrics.json) has not improved by at least
+    ``min_improvement`` for ``patience`` rounds; ``higher_is_better`` says which way is better.
+    """
+
+    rounds: int = 3
+    metric: str = "val_loss"
+    higher_is_better: bool = False
+    min_improvement: float = 0.0
+    patience: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"loop.rounds must be >= 1, got {self.rounds}")
+        if self.patience < 1:
+            raise ValueError(f"loop.patience must be >= 1, got {self.patience}")
+        if self.min_improvement < 0:
+            raise ValueError(f"loop.min_improvement must be >= 0, got {self.min_improvement}")
+
+
+@dataclass(frozen=True)
+class FlowSection:
+    """``[flow]``: Prefect task retries (count and delay in seconds) for every round step."""
+
+    retries: int = 1
+    retry_delay_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.retries < 0 or self.retry_delay_seconds < 0:
+            raise ValueError("flow.retries and flow.retry_delay_seconds must be >= 0")
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     """The whole config. ``annotators`` maps registry names to their settings tables."""
 
+    sources: SourcesSection = field(default_factory=SourcesSection)
     ingest: IngestSection = field(default_factory=IngestSection)
     annotators: dict[str, dict[str, Any]] = field(default_factory=dict)
     runner: RunnerSection = field(default_factory=RunnerSection)
     curation: CurationConfig = field(default_factory=CurationConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    loop: LoopSection = field(default_factory=LoopSection)
+    flow: FlowSection = field(default_factory=FlowSection)
 
     def __post_init__(self) -> None:
         from annotators.registry import annotator_names
@@ -88,7 +158,7 @@ class EngineConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "EngineConfig":
-        return from_plain(cls, dict(data or {}), "config")
+        return from_plain(cls, dict(data or {}), "")
 
     @classmethod
     def load(cls, path: str | Path | None) -> "EngineConfig":

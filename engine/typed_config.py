@@ -14,32 +14,33 @@ from typing import Any, Mapping
 
 
 def from_plain(cls: type, data: Mapping[str, Any], path: str) -> Any:
-    """An instance of dataclass ``cls`` from ``data``; ``path`` prefixes key names in errors."""
+    """An instance of dataclass ``cls`` from ``data``; ``path`` (may be empty) prefixes key names in errors."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    dotted = (lambda key: f"{path}.{key}") if path else str  # noqa: E731
     if unknown := sorted(set(data) - names):
-        raise ValueError(f"unknown key(s) {', '.join(f'{path}.{k}' for k in unknown)}; known: {sorted(names)}")
+        raise ValueError(f"unknown key(s) {', '.join(dotted(k) for k in unknown)}; known: {sorted(names)}")
     values: dict[str, Any] = {}
     for name, value in data.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, Mapping):
-                raise ValueError(f"{path}.{name} must be a table of settings, got {value!r}")
-            values[name] = from_plain(hint, dict(value), f"{path}.{name}")
+                raise ValueError(f"{dotted(name)} must be a table of settings, got {value!r}")
+            values[name] = from_plain(hint, dict(value), dotted(name))
         elif typing.get_origin(hint) is tuple:
             if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-                raise ValueError(f"{path}.{name} must be a list, got {value!r}")
+                raise ValueError(f"{dotted(name)} must be a list, got {value!r}")
             values[name] = tuple(value)
         elif typing.get_origin(hint) is dict:
             if not isinstance(value, Mapping):
-                raise ValueError(f"{path}.{name} must be a table, got {value!r}")
+                raise ValueError(f"{dotted(name)} must be a table, got {value!r}")
             values[name] = dict(value)
         else:
             values[name] = value
     try:
         return cls(**values)
     except TypeError as exc:  # a wrongly typed value tripping a comparison in __post_init__
-        raise ValueError(f"{path}: {exc}") from None
+        raise ValueError(f"{path or 'config'}: {exc}") from None
 
 
 def to_plain(value: Any) -> Any:

@@ -44,12 +44,23 @@ RELEASES = pa.schema(
     ]
 )
 
+ROUND_STEPS = pa.schema(
+    [
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("step", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # done
+        pa.field("summary", pa.string()),  # JSON
+        pa.field("finished_at", schema.TIMESTAMP),
+    ]
+)
+
 #: tables stored inside the DuckDB file, with their primary key columns
 TABLES: dict[str, tuple[pa.Schema, tuple[str, ...]]] = {
     "rounds": (schema.ROUNDS, ("round",)),
     "shards": (schema.SHARDS, ("shard_id",)),
     "models": (MODELS, ("round",)),
     "releases": (RELEASES, ("name",)),
+    "round_steps": (ROUND_STEPS, ("round", "step")),
 }
 
 

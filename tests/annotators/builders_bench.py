@@ -16,3 +16,8 @@ def build_noop(folder: Path):
 @tiny_builder("dark_patch")
 def build_dark_patch(folder: Path):
     return build_annotator("dark_patch", patch=8)
+
+
+@tiny_builder("sidecar_captions")
+def build_sidecar_captions(folder: Path):
+    return build_annotator("sidecar_captions")
