@@ -59,9 +59,14 @@ def accept_pass_through(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(pass_through=True)
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+def load_commands() -> None:
+    """Import the engine's command modules (each registers its subcommands)."""
     for module in COMMAND_MODULES:
         importlib.import_module(module)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+    load_commands()
     parser = argparse.ArgumentParser(
         prog="fld",
         description="fld-engine: build, curate and refine FLD-5B-style (Florence-2) annotations "

@@ -1,0 +1,1 @@
+"""Prefect flows and deployments; thin: they call ``engine`` and nothing else."""

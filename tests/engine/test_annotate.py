@@ -66,7 +66,7 @@ def test_direct_and_dask_runners_write_the_same_rows(ingested_root, tmp_path):
 
 def _fld(root, *args):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "engine", "annotate", "--root", str(root.path), "--quiet",
+    return subprocess.Popen([sys.executable, "-m", "flows.main", "annotate", "--root", str(root.path), "--quiet",
                              *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

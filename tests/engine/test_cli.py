@@ -13,7 +13,7 @@ import pytest
 
 def fld(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "flows.main", *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=300)
 
 

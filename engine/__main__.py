@@ -1,7 +1,0 @@
-"""``python -m engine`` runs the ``fld`` command line."""
-
-import sys
-
-from engine.cli import main
-
-sys.exit(main())

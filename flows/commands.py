@@ -1,0 +1,82 @@
+"""The ``fld`` subcommands that run Prefect flows: round, loop, deploy (and demo, release)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from engine.cli import UsageError, add_root_argument, command
+from engine.round_lock import RoundBusy
+from engine.round_report import round_markdown
+from storage.layout import DataRoot
+
+
+def _print_round(result: dict) -> None:
+    if result.get("skipped"):
+        print(f"round {result['round']} is already done")
+    else:
+        print(round_markdown(result))
+
+
+@command("round", help="run (or resume) one annotate-refine round as a Prefect flow")
+def declare_round(parser: argparse.ArgumentParser):
+    add_root_argument(parser)
+    parser.add_argument("--config", help="engine TOML config (default: built-in defaults)")
+    parser.add_argument("--round", type=int, help="round number (default: resume the unfinished one, else the next)")
+
+    def run(args: argparse.Namespace) -> int:
+        from flows.round_flow import round_flow
+
+        try:
+            _print_round(round_flow(root=str(DataRoot(args.root).path), config_path=args.config,
+                                    round_number=args.round, progress=True))
+        except RoundBusy as exc:
+            raise UsageError(str(exc)) from None
+        return 0
+
+    return run
+
+
+@command("loop", help="run N rounds as a Prefect flow, stopping early when the metric stops improving")
+def declare_loop(parser: argparse.ArgumentParser):
+    add_root_argument(parser)
+    parser.add_argument("--config", help="engine TOML config")
+    parser.add_argument("--rounds", type=int, help="rounds to run (default: the config's loop.rounds)")
+
+    def run(args: argparse.Namespace) -> int:
+        from flows.round_flow import loop_flow
+
+        try:
+            for result in loop_flow(root=str(DataRoot(args.root).path), config_path=args.config,
+                                    rounds=args.rounds, progress=True):
+                _print_round(result)
+                if "stopped_early" in result:
+                    print(f"stopped early: {result['stopped_early']}")
+        except RoundBusy as exc:
+            raise UsageError(str(exc)) from None
+        return 0
+
+    return run
+
+
+@command("deploy", help="serve the round flow as a Prefect deployment on a cron schedule")
+def declare_deploy(parser: argparse.ArgumentParser):
+    add_root_argument(parser)
+    parser.add_argument("--config", required=True, help="engine TOML config the scheduled rounds use")
+    parser.add_argument("--cron", required=True, help='cron schedule, e.g. "0 2 * * *" (02:00 every day)')
+    parser.add_argument("--timezone", default="UTC", help="timezone of the schedule (default UTC)")
+    parser.add_argument("--name", default="fld-round", help="deployment name (default fld-round)")
+    parser.add_argument("--dry-run", action="store_true", help="validate and print the deployment, do not serve")
+
+    def run(args: argparse.Namespace) -> int:
+        from flows.deploy import build_deployment, serve_deployment
+
+        deployment = build_deployment(args.root, args.config, args.cron, args.name, args.timezone)
+        print(json.dumps({"name": deployment.name, "flow": "fld-round", "cron": args.cron,
+                          "timezone": args.timezone, "parameters": deployment.parameters}, indent=2))
+        if not args.dry_run:
+            print("serving; Ctrl-C to stop (set PREFECT_API_URL to register with a Prefect server)")
+            serve_deployment(deployment)
+        return 0
+
+    return run

@@ -1,0 +1,34 @@
+"""The ``round`` and ``loop`` flows: thin Prefect wrappers of ``engine.rounds``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from engine.config import EngineConfig
+from engine.rounds import run_loop, run_round
+from flows.artifacts import publish_round
+from flows.tasks import run_step_as_task
+from storage.layout import DataRoot
+
+
+@flow(name="fld-round", log_prints=True)
+def round_flow(root: str, config_path: str | None = None, round_number: int | None = None,
+               progress: bool = False) -> dict[str, Any]:
+    """Annotate -> curate -> train -> evaluate -> promote -> dashboard for one round."""
+    config = EngineConfig.load(config_path)
+    result = run_round(DataRoot(root), config, round_number, step_runner=run_step_as_task, progress=progress)
+    publish_round(result)
+    return result
+
+
+@flow(name="fld-loop", log_prints=True)
+def loop_flow(root: str, config_path: str | None = None, rounds: int | None = None,
+              progress: bool = False) -> list[dict[str, Any]]:
+    """Up to ``rounds`` rounds (default: the config's loop.rounds), stopping early when the
+    configured metric stops improving."""
+    config = EngineConfig.load(config_path)
+    count = rounds or config.loop.rounds
+    return run_loop(DataRoot(root), config, count,
+                    lambda: round_flow(root=root, config_path=config_path, progress=progress))

@@ -1,0 +1,24 @@
+"""Prefect task wrappers of the engine's round steps (retries from the ``[flow]`` config)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from engine.round_steps import RoundContext, run_step
+
+
+@task(name="round-step", task_run_name="{name}", persist_result=False, cache_policy=NO_CACHE)
+def step_task(context: RoundContext, name: str) -> dict[str, Any]:
+    """One round step; re-running a failed or killed step resumes it (see engine.round_steps)."""
+    return run_step(context, name)
+
+
+def run_step_as_task(context: RoundContext, name: str) -> dict[str, Any]:
+    """The step runner the flows hand to ``engine.rounds.run_round``."""
+    flow_config = context.config.flow
+    configured = step_task.with_options(retries=flow_config.retries,
+                                        retry_delay_seconds=flow_config.retry_delay_seconds)
+    return configured(context, name)
