@@ -31,7 +31,6 @@ COMMAND_MODULES = (
     "engine.commands.annotators",
     "engine.commands.annotate",
     "engine.commands.curate",
-    "engine.commands.demo",
 )
 
 

@@ -80,3 +80,40 @@ def declare_deploy(parser: argparse.ArgumentParser):
         return 0
 
     return run
+
+
+@command("demo", help="the main job on the embedded default: sample data with ground truth, 3 offline rounds")
+def declare_demo(parser: argparse.ArgumentParser):
+    add_root_argument(parser)
+    parser.add_argument("--images", type=int, default=96, help="synthetic images to generate (default 96)")
+    parser.add_argument("--rounds", type=int, default=3, help="annotate-refine rounds (default 3)")
+    parser.add_argument("--seed", type=int, default=0, help="sample seed (default 0)")
+    parser.add_argument("--fresh", action="store_true", help="delete the data root first")
+
+    def run(args: argparse.Namespace) -> int:
+        import shutil
+
+        from engine.demo import DEMO_TRAINING, demo_round_report, format_demo_report, format_quality_trend, prepare_demo
+        from flows.round_flow import loop_flow
+
+        root = DataRoot(args.root)
+        if args.fresh and root.path.exists():
+            shutil.rmtree(root.path)
+        root.ensure()
+        config_path = prepare_demo(root, args.images, args.seed, args.rounds, DEMO_TRAINING)
+        print(f"[demo] sample data and ground truth in {root.path / 'sample'}; config {config_path}")
+        try:
+            results = loop_flow(root=str(root.path), config_path=str(config_path), rounds=args.rounds, progress=True)
+        except RoundBusy as exc:
+            raise UsageError(str(exc)) from None
+        reports = []
+        for result in results:
+            reports.append(demo_round_report(root, result["round"], root.path / "sample" / "ground_truth.json"))
+            print(format_demo_report(reports[-1]))
+        print(format_quality_trend(reports))
+        last = results[-1]["round"] if results else 0
+        print(f"[demo] dashboard: {root.report(last)}   (or: fld serve --root {args.root})")
+        print(f'[demo] query it: duckdb {root.catalog} "select source, count(*) from annotations group by 1"')
+        return 0
+
+    return run
