@@ -4,7 +4,8 @@
 noisy copy standing in for existing human labels) and the engine config the demo rounds use:
 existing labels (``coco_labels`` on the noisy copy), RapidOCR (``ocr``), the images' alt text
 (``sidecar_captions``) and, from round 1 on, a test-size Florence-2 built from its config and
-fine-tuned round by round. :func:`demo_round_report` prints what a user wants to see per
+fine-tuned round by round. The text rules parse with a tiny spaCy pipeline trained on the
+sample's own captions (engine.demo_spacy), since no trained English pipeline is available offline. :func:`demo_round_report` prints what a user wants to see per
 round: annotation counts, drop reasons, model metrics and curated-set quality vs ground truth.
 """
 
@@ -15,15 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.curated_quality import curated_quality
+from engine.demo_spacy import train_caption_pipeline
 from engine.sample_data import SampleConfig, write_sample
 from storage.atomic import write_text_atomic
 from storage.catalog import Catalog
 from storage.layout import DataRoot
 
-#: curation rules of the demo: the defaults minus the spaCy text rule (no trained English
-#: pipeline can be downloaded offline; name one in [curation.text] to enable it)
-DEMO_RULES = ["image", "confidence", "geometry", "phrase_parent", "phrase_span", "phrase_blacklist",
-              "phrase_confidence", "phrase_nms", "nms_source", "nms_cross", "region_text"]
 
 
 #: training settings of the demo's test-size Florence-2 (the [training] table)
@@ -34,8 +32,9 @@ def _toml_value(value: Any) -> str:
     return json.dumps(value)  # JSON scalars, strings and arrays are valid TOML values
 
 
-def demo_config_text(sample_dir: Path, rounds: int, training: dict[str, Any]) -> str:
-    """The demo's engine config as TOML text."""
+def demo_config_text(sample_dir: Path, spacy_dir: Path, rounds: int, training: dict[str, Any]) -> str:
+    """The demo's engine config as TOML text (curation: every default rule, the text rule
+    parsing with the pipeline trained on the sample's captions)."""
     lines = [
         "# fld demo: written by `fld demo`; edit and pass to `fld round --config` to experiment",
         "[sources]", f"paths = {_toml_value([str(sample_dir / 'shards')])}", "",
@@ -43,7 +42,7 @@ def demo_config_text(sample_dir: Path, rounds: int, training: dict[str, Any]) ->
         "[annotators.ocr]", "", "[annotators.sidecar_captions]", "",
         "[model]", 'base = "tiny"', "annotate_from_round = 1", "",
         "[model.annotator]", "max_new_tokens = 48", "num_beams = 1", "batch_size = 8", "",
-        "[curation]", f"rules = {_toml_value(DEMO_RULES)}", "",
+        "[curation.text]", f"pipeline = {_toml_value(str(spacy_dir))}", "",
         "[loop]", f"rounds = {rounds}", 'metric = "val_loss"', "higher_is_better = false", "min_improvement = 0.0",
         f"patience = {rounds}", "",
     ]
@@ -57,8 +56,10 @@ def prepare_demo(root: DataRoot, images: int, seed: int, rounds: int, training: 
     sample_dir = root.path / "sample"
     if not (sample_dir / "ground_truth.json").exists():
         write_sample(sample_dir, SampleConfig(images=images, seed=seed, images_per_shard=16, progress=True))
+    captions = [image["caption"] for image in json.loads((sample_dir / "ground_truth.json").read_text())["images"]]
+    spacy_dir = train_caption_pipeline(root.path / "spacy-demo", captions[:48], iterations=25, seed=seed)
     config_path = root.path / "demo.toml"
-    write_text_atomic(demo_config_text(sample_dir, rounds, training), config_path)
+    write_text_atomic(demo_config_text(sample_dir, spacy_dir, rounds, training), config_path)
     return config_path
 
 
