@@ -52,17 +52,24 @@ class IngestSection:
 
 @dataclass(frozen=True)
 class RunnerSection:
-    """``[runner]``: the Beam runner of annotation and extra pipeline flags."""
+    """``[runner]``: the Beam runner of annotation and extra pipeline flags.
+
+    ``wave_size``: shards per pipeline run (0: all shards in one run); smaller waves make
+    progress durable sooner, at one pipeline start per wave.
+    """
 
     name: str = "direct"
     workers: int = 2
     options: tuple[str, ...] = ()
+    wave_size: int = 0
 
     def __post_init__(self) -> None:
         if self.name not in RUNNERS:
             raise ValueError(f"runner.name {self.name!r} is unknown; choose one of {', '.join(RUNNERS)}")
         if self.workers < 1:
             raise ValueError(f"runner.workers must be >= 1, got {self.workers}")
+        if self.wave_size < 0:
+            raise ValueError(f"runner.wave_size must be >= 0, got {self.wave_size}")
         if any(not str(o).startswith("--") for o in self.options):
             raise ValueError(f"runner.options must be Beam flags starting with --, got {list(self.options)}")
 

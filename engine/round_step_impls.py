@@ -53,7 +53,7 @@ def annotate_step(ctx: RoundContext) -> dict[str, Any]:
     for stage in annotation_stages(list(annotators)):
         request = AnnotateRequest(round=ctx.round, annotators={n: annotators[n] for n in stage},
                                   runner=runner.name, workers=runner.workers, pipeline_args=list(runner.options),
-                                  limits=limits, progress=ctx.progress)
+                                  limits=limits, progress=ctx.progress, wave_size=runner.wave_size)
         sources.update(annotate(ctx.root, request)["sources"])
     return {"sources": sources}
 

@@ -51,7 +51,7 @@ def declare(parser: argparse.ArgumentParser):
             runner=args.runner or config.runner.name, workers=args.workers or config.runner.workers,
             pipeline_args=[*config.runner.options, *args.extra],
             limits=DecodeLimits(config.ingest.max_pixels, config.ingest.min_side), progress=not args.quiet,
-            wave_size=args.wave_size)
+            wave_size=args.wave_size or config.runner.wave_size)
         summary = annotate(root, request)
         print(json.dumps(summary, indent=2))
         return 0
