@@ -14,8 +14,19 @@ from typing import Any
 import numpy as np
 
 from annotators.base import Annotator, ImageBatch
+from annotators.model_settings import check_positive_int, settings_from_kwargs
 from annotators.registry import register_annotator
 from storage.schema import annotation_row
+
+
+@dataclass(frozen=True)
+class NoopSettings:
+    """``batch_size``: images per batch (>= 1)."""
+
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        check_positive_int("batch_size", self.batch_size)
 
 
 @register_annotator("noop")
@@ -24,10 +35,9 @@ class NoopAnnotator(Annotator):
 
     kinds = ()
 
-    def __init__(self, batch_size: int = 16):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
+    def __init__(self, **settings: Any):
+        self.settings = settings_from_kwargs(NoopSettings, settings, self.name)
+        self.batch_size = self.settings.batch_size
 
     def annotate(self, batch: ImageBatch) -> list[dict[str, Any]]:
         return []
@@ -43,8 +53,7 @@ class DarkPatchSettings:
 
     def __post_init__(self) -> None:
         for name in ("patch", "repeat", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            check_positive_int(name, getattr(self, name))
 
 
 def darkest_block(gray: np.ndarray, patch: int) -> tuple[int, int, float]:
@@ -62,7 +71,7 @@ class DarkPatchAnnotator(Annotator):
     kinds = ("region",)
 
     def __init__(self, **settings: Any):
-        self.settings = DarkPatchSettings(**settings)
+        self.settings = settings_from_kwargs(DarkPatchSettings, settings, self.name)
         self.batch_size = self.settings.batch_size
 
     def annotate(self, batch: ImageBatch) -> list[dict[str, Any]]:

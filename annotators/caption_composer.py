@@ -16,15 +16,14 @@ continuation, stripped; an empty continuation gives no row and is counted in
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from annotators.base import Annotator, ImageBatch, ImageItem
-from annotators.hf_loading import (DTYPES, checkpoint_version, from_pretrained_kwargs, resolve_model_dir,
-                                   torch_device_dtype)
-from annotators.region_text_matcher import dedupe
+from annotators.base import ImageBatch, ImageItem
+from annotators.hf_loading import PretrainedAnnotator
+from annotators.model_settings import ModelSettings, check_positive_int, check_str, str_tuple, subset_tuple
 from annotators.registry import register_annotator
+from annotators.text_utils import dedupe
 from storage.schema import KIND_CAPTION, KIND_REGION, annotation_row
 
 COMPOSED = ("detailed", "more_detailed")
@@ -39,20 +38,17 @@ _REGION_FIELDS = {"text": "x", "x0": 0, "y0": 0, "x1": 1, "y1": 1}
 
 
 @dataclass(frozen=True)
-class CaptionComposerSettings:
+class CaptionComposerSettings(ModelSettings):
     """Settings of the ``caption_composer`` annotator (``[annotators.caption_composer]``).
 
-    ``model``: checkpoint directory or cached hub id. ``device``: cpu, cuda, cuda:N or auto.
-    ``dtype``: fp32, bf16 or fp16. ``batch_size``: prompts per generate call.
+    ``model``, ``device``, ``dtype``: see :class:`~annotators.model_settings.ModelSettings`.
+    ``batch_size``: prompts per generate call.
     ``granularities``: which captions to write (subset of detailed, more_detailed).
     ``prompts``, ``max_new_tokens``: per granularity; given keys override the defaults.
     ``region_format``, ``region_separator``, ``max_regions``: how regions enter the prompt.
     ``exclude_sources``: region sources left out of the prompt (unvetted candidates).
     """
 
-    model: str | os.PathLike[str] = ""
-    device: str = "cpu"
-    dtype: str = "fp32"
     batch_size: int = 8
     granularities: tuple[str, ...] = COMPOSED
     prompts: Mapping[str, str] = field(default_factory=dict)
@@ -63,19 +59,9 @@ class CaptionComposerSettings:
     exclude_sources: tuple[str, ...] = ("region_captioner",)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, (str, os.PathLike)):
-            raise ValueError(f"model must be a path or hub id string, got {self.model!r}")
-        if not isinstance(self.device, str):
-            raise ValueError(f"device must be a string, got {self.device!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of fp32, bf16, fp16; got {self.dtype!r}")
-        for name in ("batch_size", "max_regions"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        object.__setattr__(self, "granularities", tuple(self.granularities))
-        if not self.granularities or any(g not in COMPOSED for g in self.granularities):
-            raise ValueError(f"granularities must be a non-empty subset of {COMPOSED}, got {self.granularities!r}")
+        super().__post_init__()
+        check_positive_int("max_regions", self.max_regions)
+        object.__setattr__(self, "granularities", subset_tuple("granularities", self.granularities, COMPOSED))
         object.__setattr__(self, "prompts", self._merged("prompts", self.prompts, DEFAULT_PROMPTS))
         object.__setattr__(self, "max_new_tokens",
                            self._merged("max_new_tokens", self.max_new_tokens, DEFAULT_MAX_NEW_TOKENS))
@@ -87,18 +73,14 @@ class CaptionComposerSettings:
             except (KeyError, IndexError, ValueError) as err:
                 raise ValueError(f"prompts[{granularity!r}] has a bad field {err} (fields: brief, regions)") from None
         for granularity, value in self.max_new_tokens.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"max_new_tokens[{granularity!r}] must be an integer >= 1, got {value!r}")
+            check_positive_int(f"max_new_tokens[{granularity!r}]", value)
         try:
             self.region_format.format(**_REGION_FIELDS)
         except (KeyError, IndexError, ValueError, AttributeError) as err:
             raise ValueError(f"region_format {self.region_format!r} has a bad field {err} "
                              f"(fields: {', '.join(_REGION_FIELDS)})") from None
-        if not isinstance(self.region_separator, str):
-            raise ValueError(f"region_separator must be a string, got {self.region_separator!r}")
-        if isinstance(self.exclude_sources, str) or not all(isinstance(s, str) for s in self.exclude_sources):
-            raise ValueError(f"exclude_sources must be a list of source names, got {self.exclude_sources!r}")
-        object.__setattr__(self, "exclude_sources", tuple(self.exclude_sources))
+        check_str("region_separator", self.region_separator)
+        object.__setattr__(self, "exclude_sources", str_tuple("exclude_sources", self.exclude_sources))
 
     @staticmethod
     def _merged(name: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -111,40 +93,23 @@ class CaptionComposerSettings:
 
 
 @register_annotator("caption_composer")
-class CaptionComposer(Annotator):
+class CaptionComposer(PretrainedAnnotator):
     """Writes ``detailed`` / ``more_detailed`` captions with a causal LM from the brief caption and regions."""
 
     kinds = (KIND_CAPTION,)
     needs = ("annotations",)
+    settings_class = CaptionComposerSettings
+    model_class = "AutoModelForCausalLM"
+    processor_class = "AutoTokenizer"  # self._processor is the tokenizer
 
     def __init__(self, **settings: Any) -> None:
-        self.settings = CaptionComposerSettings(**settings)
-        self.batch_size = self.settings.batch_size
-        self.model_dir = resolve_model_dir(self.settings.model, self.name)
-        self._device, self._dtype = torch_device_dtype(self.settings.device, self.settings.dtype)
-        self._version: str | None = None
-        self._model: Any = None
-        self._tokenizer: Any = None
+        super().__init__(**settings)
         self.stats: dict[str, int] = {"empty_generations": 0}
 
-    @property
-    def version(self) -> str:
-        if self._version is None:
-            self._version = checkpoint_version(self.model_dir)
-        return self._version
-
-    def load(self) -> None:
-        if self._model is not None:
-            return
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        kwargs = from_pretrained_kwargs()
-        tokenizer = AutoTokenizer.from_pretrained(self.model_dir, **kwargs)
-        tokenizer.padding_side = "left"  # generation continues every prompt right where it ends
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=self._dtype, **kwargs)
-        self._tokenizer, self._model = tokenizer, model.to(self._device).eval()
+    def prepare_processor(self, processor: Any) -> None:
+        processor.padding_side = "left"  # generation continues every prompt right where it ends
+        if processor.pad_token is None:
+            processor.pad_token = processor.eos_token
 
     def prompt(self, item: ImageItem, granularity: str) -> str | None:
         """The filled prompt of ``granularity`` for ``item``; ``None`` when it has no brief caption."""
@@ -186,11 +151,11 @@ class CaptionComposer(Annotator):
         import torch
 
         self.load()
-        enc = self._tokenizer(prompts, return_tensors="pt", padding=True).to(self._device)
+        enc = self._processor(prompts, return_tensors="pt", padding=True).to(self._device)
         with torch.inference_mode():
             out = self._model.generate(
                 input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=max_new_tokens,
-                do_sample=False, num_beams=1, pad_token_id=self._tokenizer.pad_token_id,
+                do_sample=False, num_beams=1, pad_token_id=self._processor.pad_token_id,
             )
         new_tokens = out[:, enc["input_ids"].shape[1]:]
-        return [text.strip() for text in self._tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        return [text.strip() for text in self._processor.batch_decode(new_tokens, skip_special_tokens=True)]

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 
 from annotators.base import Annotator, AnnotatorError, ImageBatch, ImageItem
+from annotators.crops import clamp_points
+from annotators.model_settings import check_positive_int, settings_from_kwargs
 from annotators.registry import register_annotator
 from storage.masks import decode_rle, encode_rle, mask_to_polygons, polygons_to_rle
 from storage.schema import KIND_REGION, annotation_row
@@ -53,8 +55,7 @@ class CocoLabelsSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.path, (str, os.PathLike)) or not str(self.path):
             raise ValueError(f"path must be the path of a COCO JSON file, got {self.path!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        check_positive_int("batch_size", self.batch_size)
 
 
 def _basename(name: str) -> str:
@@ -79,7 +80,7 @@ class CocoLabels(Annotator):
     needs = ("meta",)
 
     def __init__(self, **settings: Any) -> None:
-        self.settings = CocoLabelsSettings(**settings)
+        self.settings = settings_from_kwargs(CocoLabelsSettings, settings, self.name)
         self.batch_size = self.settings.batch_size
         self.path = Path(self.settings.path).expanduser()
         if not self.path.is_file():
@@ -142,8 +143,7 @@ class CocoLabels(Annotator):
         sx = item.width / float(image.get("width") or item.width)
         sy = item.height / float(image.get("height") or item.height)
         x, y, w, h = (float(v) for v in ann["bbox"])
-        bbox = [x * sx, y * sy, (x + w) * sx, (y + h) * sy]
-        bbox = [min(max(v, 0.0), float(item.width if i % 2 == 0 else item.height)) for i, v in enumerate(bbox)]
+        bbox = clamp_points([x * sx, y * sy, (x + w) * sx, (y + h) * sy], item.width, item.height)
         polygons, mask_rle = self._segmentation(item, image, ann, sx, sy)
         category = self._coco.cats.get(ann.get("category_id"), {})
         return annotation_row(

@@ -14,91 +14,42 @@ per detection above ``threshold``:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from annotators.base import Annotator, ImageBatch, ImageItem
-from annotators.hf_loading import (
-    DTYPES,
-    checkpoint_version,
-    from_pretrained_kwargs,
-    resolve_model_dir,
-    torch_device_dtype,
-)
+from annotators.base import ImageBatch, ImageItem
+from annotators.crops import clip_box
+from annotators.hf_loading import PretrainedAnnotator
+from annotators.model_settings import ModelSettings, check_range
 from annotators.registry import register_annotator
 from storage.schema import KIND_REGION, annotation_row
 
 
 @dataclass(frozen=True)
-class DetectorSettings:
+class DetectorSettings(ModelSettings):
     """Settings of the ``detector`` annotator (the ``[annotators.detector]`` config table).
 
-    ``model``: checkpoint directory or cached hub id. ``device``: cpu, cuda, cuda:N or auto.
-    ``dtype``: fp32, bf16 or fp16. ``batch_size``: images per forward pass (>= 1).
+    ``model``, ``device``, ``dtype``: see :class:`~annotators.model_settings.ModelSettings`.
+    ``batch_size``: images per forward pass (>= 1).
     ``threshold``: minimum detection score kept, in [0, 1].
     """
 
-    model: str | os.PathLike[str] = ""
-    device: str = "cpu"
-    dtype: str = "fp32"
     batch_size: int = 8
     threshold: float = 0.3
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, (str, os.PathLike)):
-            raise ValueError(f"model must be a path or hub id string, got {self.model!r}")
-        if not isinstance(self.device, str):
-            raise ValueError(f"device must be a string, got {self.device!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of fp32, bf16, fp16; got {self.dtype!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
-                or not 0.0 <= float(self.threshold) <= 1.0:
-            raise ValueError(f"threshold must be a number in [0, 1], got {self.threshold!r}")
-
-
-def clip_box(box: Any, width: int, height: int) -> list[float] | None:
-    """``[x0, y0, x1, y1]`` clipped to a ``width x height`` image; ``None`` when empty after clipping."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    x0, x1 = min(max(x0, 0.0), float(width)), min(max(x1, 0.0), float(width))
-    y0, y1 = min(max(y0, 0.0), float(height)), min(max(y1, 0.0), float(height))
-    if x1 <= x0 or y1 <= y0:
-        return None
-    return [x0, y0, x1, y1]
+        super().__post_init__()
+        check_range("threshold", self.threshold, 0.0, 1.0)
 
 
 @register_annotator("detector")
-class Detector(Annotator):
+class Detector(PretrainedAnnotator):
     """Closed-vocabulary object detector (DETR / RT-DETR) emitting ``region`` rows of type object."""
 
     kinds = (KIND_REGION,)
-
-    def __init__(self, **settings: Any) -> None:
-        self.settings = DetectorSettings(**settings)
-        self.batch_size = self.settings.batch_size
-        self.model_dir = resolve_model_dir(self.settings.model, self.name)
-        self._device, self._dtype = torch_device_dtype(self.settings.device, self.settings.dtype)
-        self._version: str | None = None
-        self._model: Any = None
-        self._processor: Any = None
-
-    @property
-    def version(self) -> str:
-        if self._version is None:
-            self._version = checkpoint_version(self.model_dir)
-        return self._version
-
-    def load(self) -> None:
-        if self._model is not None:
-            return
-        from transformers import AutoImageProcessor, AutoModelForObjectDetection
-
-        kwargs = from_pretrained_kwargs()
-        self._processor = AutoImageProcessor.from_pretrained(self.model_dir, **kwargs)
-        model = AutoModelForObjectDetection.from_pretrained(self.model_dir, dtype=self._dtype, **kwargs)
-        self._model = model.to(self._device).eval()
+    settings_class = DetectorSettings
+    model_class = "AutoModelForObjectDetection"
+    processor_class = "AutoImageProcessor"
 
     def annotate(self, batch: ImageBatch) -> list[dict[str, Any]]:
         self.load()
@@ -114,11 +65,8 @@ class Detector(Annotator):
         """Run the model on ``items``; one ``{"scores", "labels", "boxes"}`` dict per image."""
         import torch
 
-        inputs = self._processor(images=[item.image.convert("RGB") for item in items], return_tensors="pt")
-        inputs = {
-            key: value.to(self._device, self._dtype) if key == "pixel_values" else value.to(self._device)
-            for key, value in inputs.items()
-        }
+        inputs = self.model_inputs(
+            self._processor(images=[item.image.convert("RGB") for item in items], return_tensors="pt"))
         with torch.inference_mode():
             outputs = self._model(**inputs)
         outputs.logits = outputs.logits.float()

@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from dataclasses import MISSING, dataclass, field
+from typing import Any, Callable
 
 from annotators.base import Annotator, ImageBatch, ImageItem
 from annotators.florence2_format import (POST_PROCESSOR_CONFIG, SPECIAL_TOKEN_RE, TASK_DEPENDS, TASK_ORDER,
                                          TaskSpec, task_prompt, task_spec)
-from annotators.hf_loading import (DTYPES, checkpoint_version, from_pretrained_kwargs, resolve_model_dir,
+from annotators.crops import clamp_points, clip_box
+from annotators.hf_loading import (checkpoint_version, load_pretrained, move_inputs, resolve_model_dir,
                                    torch_device_dtype)
+from annotators.model_settings import ModelSettings, check_positive_int, settings_from_kwargs
 from annotators.registry import register_annotator
 from storage.schema import KIND_CAPTION, KIND_PHRASE, KIND_REGION, annotation_row
 from storage.masks import polygons_to_rle, rle_area
@@ -40,23 +42,24 @@ Payload = dict[str, Any]
 
 
 @dataclass(frozen=True)
-class Florence2Settings:
+class Florence2Settings(ModelSettings):
     """Settings of the annotator (the ``[annotators.florence2]`` table of the engine config).
 
-    ``model``: checkpoint directory or a hub id already in the local cache; ``tasks``: task
-    names (default all eight; grounding needs CAPTION, segmentation needs OD); generation is
-    greedy when ``num_beams`` is 1, beam search otherwise.
+    ``model`` (required), ``device`` (default auto, checked against a GPU only at ``load()``),
+    ``dtype``, ``batch_size``: see :class:`~annotators.model_settings.ModelSettings`;
+    ``tasks``: task names (default all eight; grounding needs CAPTION, segmentation needs OD);
+    generation is greedy when ``num_beams`` is 1, beam search otherwise.
     """
 
-    model: str
+    model: str = field(default=MISSING)  # required: no inherited "" default
     device: str = "auto"
-    dtype: str = "fp32"
     batch_size: int = 8
     tasks: tuple[str, ...] = TASK_ORDER
     max_new_tokens: int = 1024
     num_beams: int = 3
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "model", str(self.model))
         if isinstance(self.tasks, str):
             raise ValueError(f"tasks must be a list of task names, got the string {self.tasks!r}")
@@ -67,30 +70,13 @@ class Florence2Settings:
             if task in names and needed not in names:
                 raise ValueError(f"task {task} needs task {needed} in tasks, got {list(names)!r}")
         object.__setattr__(self, "tasks", tuple(t for t in TASK_ORDER if t in names))
-        if not DEVICE_RE.match(str(self.device)):
+        if not DEVICE_RE.match(self.device):
             raise ValueError(f"device must be cpu, cuda, cuda:N or auto; got {self.device!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of fp32, bf16, fp16; got {self.dtype!r}")
-        for name in ("batch_size", "max_new_tokens", "num_beams"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int("max_new_tokens", self.max_new_tokens)
+        check_positive_int("num_beams", self.num_beams)
 
 
 # ------------------------------------------------ pure mapping: parsed output -> payloads
-def clamp_box(box: Sequence[float], width: int, height: int) -> list[float] | None:
-    """``[x0, y0, x1, y1]`` clamped to the image; ``None`` when empty after clamping."""
-    x0, x1 = (min(max(float(v), 0.0), float(width)) for v in (box[0], box[2]))
-    y0, y1 = (min(max(float(v), 0.0), float(height)) for v in (box[1], box[3]))
-    return [x0, y0, x1, y1] if x1 > x0 and y1 > y0 else None
-
-
-def clamp_points(xy: Sequence[float], width: int, height: int) -> list[float]:
-    """Flat ``x, y, ...`` clamped to the image."""
-    limits = (float(width), float(height))
-    return [min(max(float(v), 0.0), limits[i % 2]) for i, v in enumerate(xy)]
-
-
 def _caption(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None) -> list[Payload]:
     text = answer.replace("<pad>", "").strip() if isinstance(answer, str) else ""
     if not text or SPECIAL_TOKEN_RE.search(text):
@@ -101,7 +87,7 @@ def _caption(spec: TaskSpec, answer: Any, width: int, height: int, caption: str 
 def _regions(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None) -> list[Payload]:
     out = []
     for box, label in zip(answer.get("bboxes", []), answer.get("labels", [])):
-        bbox = clamp_box(box, width, height)
+        bbox = clip_box(box, width, height)
         if bbox is not None and label.strip():
             out.append({"kind": KIND_REGION, "region_type": spec.region_type, "text": label.strip(), "bbox": bbox})
     return out
@@ -113,7 +99,7 @@ def _ocr(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | No
         if len(quad) != 8 or not text.strip() or SPECIAL_TOKEN_RE.search(text):
             continue
         quad = clamp_points(quad, width, height)
-        bbox = clamp_box([min(quad[0::2]), min(quad[1::2]), max(quad[0::2]), max(quad[1::2])], width, height)
+        bbox = clip_box([min(quad[0::2]), min(quad[1::2]), max(quad[0::2]), max(quad[1::2])], width, height)
         if bbox is not None:
             out.append({"kind": KIND_REGION, "region_type": spec.region_type, "text": text.strip(),
                         "quad": quad, "bbox": bbox})
@@ -123,7 +109,7 @@ def _ocr(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | No
 def _phrases(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None) -> list[Payload]:
     out = []
     for box, phrase in zip(answer.get("bboxes", []), answer.get("labels", [])):
-        phrase, bbox = phrase.strip(), clamp_box(box, width, height)
+        phrase, bbox = phrase.strip(), clip_box(box, width, height)
         start = caption.find(phrase) if caption and phrase else -1
         if start < 0 and caption and phrase:
             start = caption.lower().find(phrase.lower())
@@ -196,7 +182,7 @@ class Florence2Annotator(Annotator):
     kinds = (KIND_CAPTION, KIND_REGION, KIND_PHRASE)
 
     def __init__(self, **settings: Any) -> None:
-        self.settings = Florence2Settings(**settings)
+        self.settings = settings_from_kwargs(Florence2Settings, settings, self.name)
         self.model_dir = resolve_model_dir(self.settings.model, "florence2")
         self.batch_size = self.settings.batch_size
         self._version = checkpoint_version(self.model_dir)
@@ -211,10 +197,9 @@ class Florence2Annotator(Annotator):
     def load(self) -> None:
         if self._model is not None:
             return
-        from transformers import Florence2ForConditionalGeneration, Florence2Processor
-
         self._device, self._dtype = torch_device_dtype(self.settings.device, self.settings.dtype)
-        self._processor = Florence2Processor.from_pretrained(self.model_dir, **from_pretrained_kwargs())
+        model, self._processor = load_pretrained(self.model_dir, "Florence2ForConditionalGeneration",
+                                                 "Florence2Processor", self._device, self._dtype)
         # right padding: the text encoder has learned absolute positions, so a right-padded
         # prompt keeps the positions it has alone (batched == one at a time)
         self._processor.tokenizer.padding_side = "right"
@@ -222,9 +207,7 @@ class Florence2Annotator(Annotator):
         parse_config = self._processor.post_processor.parse_task_config
         for parse_type, rules in POST_PROCESSOR_CONFIG.items():
             parse_config.setdefault(parse_type, rules)
-        model = Florence2ForConditionalGeneration.from_pretrained(
-            self.model_dir, dtype=self._dtype, **from_pretrained_kwargs())
-        self._model = model.to(self._device).eval().requires_grad_(False)
+        self._model = model.requires_grad_(False)
 
     # -- parsing ------------------------------------------------------------------------
     def parse_generation(self, task: str, text: str, width: int, height: int,
@@ -249,9 +232,8 @@ class Florence2Annotator(Annotator):
         """Generated texts (special tokens kept) and mean token probabilities of a batch."""
         import torch
 
-        inputs = self._processor(text=prompts, images=images, return_tensors="pt", padding=True)
-        inputs = {k: v.to(self._device) for k, v in inputs.items()}
-        inputs["pixel_values"] = inputs["pixel_values"].to(self._dtype)
+        inputs = move_inputs(self._processor(text=prompts, images=images, return_tensors="pt", padding=True),
+                             self._device, self._dtype)
         beams = self.settings.num_beams
         with torch.inference_mode():
             out = self._model.generate(

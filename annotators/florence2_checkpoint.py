@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from annotators.florence2_format import EXTRA_TOKENS, IMAGE_TOKEN, POST_PROCESSOR_CONFIG
+from annotators.hf_loading import quiet_progress_bars
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -207,5 +208,6 @@ def build_checkpoint(out_dir: str | os.PathLike[str], size: str = "tiny", vocab_
         bos_token_id=0, pad_token_id=1, eos_token_id=2, decoder_start_token_id=2, forced_bos_token_id=0,
         forced_eos_token_id=2, num_beams=3, max_new_tokens=1024,
     )
-    model.save_pretrained(out)
+    with quiet_progress_bars():  # no "Writing model shards" bar
+        model.save_pretrained(out)
     return out

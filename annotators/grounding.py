@@ -22,38 +22,30 @@ mapping). A box is kept when its highest token probability over all phrase token
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from annotators.base import Annotator, ImageBatch, ImageItem
-from annotators.hf_loading import (DTYPES, checkpoint_version, from_pretrained_kwargs, resolve_model_dir,
-                                   torch_device_dtype)
+from annotators.base import ImageBatch, ImageItem
+from annotators.crops import clip_box
+from annotators.hf_loading import PretrainedAnnotator
+from annotators.model_settings import ModelSettings, check_positive_int, check_range, check_str, subset_tuple
 from annotators.noun_phrases import NounPhraseExtractor, Phrase
 from annotators.registry import register_annotator
 from storage.schema import GRANULARITIES, KIND_CAPTION, KIND_PHRASE, annotation_row
 
 
-def _fraction(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-
-
 @dataclass(frozen=True)
-class GroundingSettings:
+class GroundingSettings(ModelSettings):
     """Settings of the ``grounding`` annotator (the ``[annotators.grounding]`` config table).
 
-    ``model``: checkpoint directory or cached hub id. ``device``: cpu, cuda, cuda:N or auto.
-    ``dtype``: fp32, bf16 or fp16. ``batch_size``: (image, caption) pairs per forward pass.
+    ``model``, ``device``, ``dtype``: see :class:`~annotators.model_settings.ModelSettings`.
+    ``batch_size``: (image, caption) pairs per forward pass.
     ``box_threshold``, ``text_threshold``: in [0, 1] (see the module docstring).
     ``spacy_model``: spaCy pipeline for noun chunks ("" = the built-in rule-based chunker).
     ``max_phrases``: phrases per caption sent to the model (the first ones in text order).
     ``granularities``: caption granularities to ground.
     """
 
-    model: str | os.PathLike[str] = ""
-    device: str = "cpu"
-    dtype: str = "fp32"
     batch_size: int = 4
     box_threshold: float = 0.35
     text_threshold: float = 0.25
@@ -62,24 +54,12 @@ class GroundingSettings:
     granularities: tuple[str, ...] = field(default=GRANULARITIES)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, (str, os.PathLike)):
-            raise ValueError(f"model must be a path or hub id string, got {self.model!r}")
-        if not isinstance(self.device, str):
-            raise ValueError(f"device must be a string, got {self.device!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of fp32, bf16, fp16; got {self.dtype!r}")
-        for name in ("batch_size", "max_phrases"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        _fraction("box_threshold", self.box_threshold)
-        _fraction("text_threshold", self.text_threshold)
-        if not isinstance(self.spacy_model, str):
-            raise ValueError(f"spacy_model must be a string, got {self.spacy_model!r}")
-        object.__setattr__(self, "granularities", tuple(self.granularities))
-        bad = [g for g in self.granularities if g not in GRANULARITIES]
-        if bad or not self.granularities:
-            raise ValueError(f"granularities must be a non-empty subset of {GRANULARITIES}, got {self.granularities!r}")
+        super().__post_init__()
+        check_positive_int("max_phrases", self.max_phrases)
+        check_range("box_threshold", self.box_threshold, 0.0, 1.0)
+        check_range("text_threshold", self.text_threshold, 0.0, 1.0)
+        check_str("spacy_model", self.spacy_model)
+        object.__setattr__(self, "granularities", subset_tuple("granularities", self.granularities, GRANULARITIES))
 
 
 @dataclass(frozen=True)
@@ -125,37 +105,17 @@ def token_phrase_mask(offsets: Any, spans: Sequence[tuple[int, int]], num_phrase
 
 
 @register_annotator("grounding")
-class Grounding(Annotator):
+class Grounding(PretrainedAnnotator):
     """Grounds caption noun phrases with Grounding DINO, emitting ``phrase`` rows."""
 
     kinds = (KIND_PHRASE,)
     needs = ("annotations",)
+    settings_class = GroundingSettings
+    model_class = "AutoModelForZeroShotObjectDetection"
 
     def __init__(self, **settings: Any) -> None:
-        self.settings = GroundingSettings(**settings)
-        self.batch_size = self.settings.batch_size
-        self.model_dir = resolve_model_dir(self.settings.model, self.name)
-        self._device, self._dtype = torch_device_dtype(self.settings.device, self.settings.dtype)
+        super().__init__(**settings)
         self.phrases = NounPhraseExtractor(self.settings.spacy_model)
-        self._version: str | None = None
-        self._model: Any = None
-        self._processor: Any = None
-
-    @property
-    def version(self) -> str:
-        if self._version is None:
-            self._version = checkpoint_version(self.model_dir)
-        return self._version
-
-    def load(self) -> None:
-        if self._model is not None:
-            return
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
-
-        kwargs = from_pretrained_kwargs()
-        self._processor = AutoProcessor.from_pretrained(self.model_dir, **kwargs)
-        model = AutoModelForZeroShotObjectDetection.from_pretrained(self.model_dir, dtype=self._dtype, **kwargs)
-        self._model = model.to(self._device).eval()
 
     def queries(self, item: ImageItem) -> list[Query]:
         """The (image, caption) pairs to ground: captions of a configured granularity with phrases."""
@@ -190,8 +150,7 @@ class Grounding(Annotator):
             max_length=int(getattr(self._model.config, "max_text_len", 256)),
         )
         offsets = inputs.pop("offset_mapping")
-        inputs = {k: v.to(self._device, self._dtype) if v.is_floating_point() else v.to(self._device)
-                  for k, v in inputs.items()}
+        inputs = self.model_inputs(inputs)
         with torch.inference_mode():
             outputs = self._model(**inputs)
         outputs.logits = outputs.logits.float()
@@ -213,7 +172,7 @@ class Grounding(Annotator):
             for q_idx in range(probs.shape[1]):
                 if token_max[q_idx] <= self.settings.box_threshold or best_score[q_idx] <= self.settings.text_threshold:
                     continue
-                bbox = _clip(boxes[b]["boxes"][q_idx].tolist(), query.item.width, query.item.height)
+                bbox = clip_box(boxes[b]["boxes"][q_idx].tolist(), query.item.width, query.item.height)
                 if bbox is not None:
                     rows.append(self._row(query, query.phrases[int(best[q_idx])], bbox, float(best_score[q_idx]), round_))
         return rows
@@ -226,12 +185,3 @@ class Grounding(Annotator):
             bbox=bbox, score=score,
         )
 
-
-def _clip(box: Sequence[float], width: int, height: int) -> list[float] | None:
-    """``[x0, y0, x1, y1]`` clipped to the image; ``None`` when empty after clipping."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    x0, x1 = min(max(x0, 0.0), float(width)), min(max(x1, 0.0), float(width))
-    y0, y1 = min(max(y0, 0.0), float(height)), min(max(y1, 0.0), float(height))
-    if x1 <= x0 or y1 <= y0:
-        return None
-    return [x0, y0, x1, y1]

@@ -4,20 +4,26 @@ A model setting is either a local directory (what ``save_pretrained`` wrote, or 
 the user downloaded beforehand) or a hub id that is already in the local Hugging Face cache.
 Nothing is ever downloaded: every ``from_pretrained`` call here passes
 ``local_files_only=True`` and ``trust_remote_code=False``.
+
+:func:`load_pretrained` is the one loading step (processor + model onto device/dtype, eval
+mode, transformers' progress bars silenced); :class:`PretrainedAnnotator` is the base of the
+annotators backed by one checkpoint (settings, checkpoint resolution, lazy idempotent load).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Iterator, Mapping
 
-from annotators.base import AnnotatorError
+from annotators.base import Annotator, AnnotatorError
+from annotators.model_settings import DTYPES, ModelSettings, settings_from_kwargs
 
-DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
-          "fp16": "float16", "float16": "float16"}
+__all__ = ["DTYPES", "PretrainedAnnotator", "checkpoint_version", "from_pretrained_kwargs", "load_pretrained",
+           "move_inputs", "quiet_progress_bars", "require_package", "resolve_model_dir", "torch_device_dtype"]
 
 
 def require_package(module: str, extra: str | None = None) -> None:
@@ -103,3 +109,100 @@ def torch_device_dtype(device: str, dtype: str) -> tuple[Any, Any]:
 def from_pretrained_kwargs() -> dict[str, Any]:
     """The keyword arguments every ``from_pretrained`` call here passes (offline, no remote code)."""
     return {"local_files_only": True, "trust_remote_code": False}
+
+
+@contextlib.contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """Silence transformers' own progress bars ("Loading weights", "Writing model shards") in the block.
+
+    Only transformers' switch is turned off, and it is put back as it was on exit: the user's
+    setting outside our loading, the Hugging Face Hub's download bars and tqdm elsewhere are
+    left alone. (Public ``disable_progress_bar()`` would also reset the Hub's per-group
+    settings, so the switch is set directly; if a transformers release renames it, bars show
+    again and nothing breaks.) Another thread loading at the same moment also runs quiet.
+    """
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging._tqdm_active = False
+    try:
+        yield
+    finally:
+        hf_logging._tqdm_active = was_enabled
+
+
+def load_pretrained(model_dir: str | os.PathLike[str], model_class: str, processor_class: str,
+                    device: Any, dtype: Any) -> tuple[Any, Any]:
+    """``(model, processor)`` of the checkpoint in ``model_dir``, by transformers class names.
+
+    ``model_class``/``processor_class`` name classes of the ``transformers`` package (e.g.
+    ``"AutoModelForObjectDetection"``, ``"AutoImageProcessor"``, ``"AutoTokenizer"``). Both load
+    offline with :func:`from_pretrained_kwargs`; the model's weights load as ``dtype`` (a
+    ``torch.dtype``), then the model moves to ``device`` and is put in eval mode. Progress bars
+    are silenced (:func:`quiet_progress_bars`).
+    """
+    import transformers
+
+    kwargs = from_pretrained_kwargs()
+    with quiet_progress_bars():
+        processor = getattr(transformers, processor_class).from_pretrained(model_dir, **kwargs)
+        model = getattr(transformers, model_class).from_pretrained(model_dir, dtype=dtype, **kwargs)
+    return model.to(device).eval(), processor
+
+
+def move_inputs(inputs: Mapping[str, Any], device: Any, dtype: Any) -> dict[str, Any]:
+    """The tensors of a processor's output on ``device``; floating ones (pixel values) also cast
+    to ``dtype``, the others (ids, masks) keep theirs. Entries that are not tensors are dropped."""
+    return {key: value.to(device, dtype) if value.is_floating_point() else value.to(device)
+            for key, value in inputs.items() if hasattr(value, "is_floating_point")}
+
+
+class PretrainedAnnotator(Annotator):
+    """Base of the annotators backed by one transformers checkpoint (a model and its processor).
+
+    A subclass sets ``settings_class`` (a :class:`~annotators.model_settings.ModelSettings`
+    subclass), ``model_class`` and ``processor_class`` (names in ``transformers``), and
+    ``required_packages`` (modules checked at construction besides torch/transformers).
+    Construction validates the settings (unknown names raise ``ValueError``), checks the
+    packages, resolves the checkpoint directory and the device/dtype, so a bad setting or a
+    missing model fails there; :meth:`load` loads the model once (idempotent) and
+    :meth:`prepare_processor` lets a subclass adjust the processor before first use.
+    """
+
+    settings_class: ClassVar[type[ModelSettings]] = ModelSettings
+    model_class: ClassVar[str] = ""
+    processor_class: ClassVar[str] = "AutoProcessor"
+    required_packages: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings_from_kwargs(self.settings_class, settings, self.name)
+        self.batch_size = self.settings.batch_size
+        for module in self.required_packages:
+            require_package(module)
+        self.model_dir = resolve_model_dir(self.settings.model, self.name)
+        self._device, self._dtype = torch_device_dtype(self.settings.device, self.settings.dtype)
+        self._version: str | None = None
+        self._model: Any = None
+        self._processor: Any = None
+
+    @property
+    def version(self) -> str:
+        """:func:`checkpoint_version` of the checkpoint directory (computed once)."""
+        if self._version is None:
+            self._version = checkpoint_version(self.model_dir)
+        return self._version
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        model, processor = load_pretrained(self.model_dir, self.model_class, self.processor_class,
+                                           self._device, self._dtype)
+        self.prepare_processor(processor)
+        self._processor, self._model = processor, model
+
+    def prepare_processor(self, processor: Any) -> None:
+        """Adjust the freshly loaded processor (padding side, pad token...); nothing by default."""
+
+    def model_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """:func:`move_inputs` onto this annotator's device and dtype."""
+        return move_inputs(inputs, self._device, self._dtype)

@@ -26,17 +26,14 @@ from typing import Any
 import numpy as np
 
 from annotators.base import Annotator, ImageBatch, ImageItem
+from annotators.crops import clamp_points
 from annotators.hf_loading import require_package
+from annotators.model_settings import check_bool, check_int, check_positive_int, check_range, settings_from_kwargs
 from annotators.registry import register_annotator
 from storage.schema import KIND_REGION, annotation_row
 
 PACKAGE = "rapidocr_onnxruntime"
 DISTRIBUTION = "rapidocr-onnxruntime"
-
-
-def _number_in(name: str, value: Any, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= float(value) <= high:
-        raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -58,15 +55,12 @@ class OCRSettings:
     batch_size: int = 4
 
     def __post_init__(self) -> None:
-        _number_in("min_score", self.min_score, 0.0, 1.0)
-        _number_in("box_thresh", self.box_thresh, 0.0, 1.0)
-        _number_in("unclip_ratio", self.unclip_ratio, 0.5, 10.0)
-        if not isinstance(self.use_angle_cls, bool):
-            raise ValueError(f"use_angle_cls must be true or false, got {self.use_angle_cls!r}")
-        if isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) or self.num_threads < 0:
-            raise ValueError(f"num_threads must be an integer >= 0, got {self.num_threads!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        check_range("min_score", self.min_score, 0.0, 1.0)
+        check_range("box_thresh", self.box_thresh, 0.0, 1.0)
+        check_range("unclip_ratio", self.unclip_ratio, 0.5, 10.0)
+        check_bool("use_angle_cls", self.use_angle_cls)
+        check_int("num_threads", self.num_threads, 0)
+        check_positive_int("batch_size", self.batch_size)
 
 
 def clockwise_quad(points: Any) -> list[float]:
@@ -101,7 +95,7 @@ class OCR(Annotator):
     kinds = (KIND_REGION,)
 
     def __init__(self, **settings: Any) -> None:
-        self.settings = OCRSettings(**settings)
+        self.settings = settings_from_kwargs(OCRSettings, settings, self.name)
         self.batch_size = self.settings.batch_size
         require_package(PACKAGE)
         self._version: str | None = None
@@ -146,8 +140,7 @@ class OCR(Annotator):
         for points, text, score in result or ():
             if not str(text).strip() or float(score) < settings.min_score:
                 continue
-            quad = clockwise_quad(points)
-            quad = [min(max(v, 0.0), float(item.width if i % 2 == 0 else item.height)) for i, v in enumerate(quad)]
+            quad = clamp_points(clockwise_quad(points), item.width, item.height)
             rows.append(annotation_row(
                 image_id=item.image_id, round_=round_, source=self.name, source_version=self.version,
                 kind=KIND_REGION, region_type="ocr", text=str(text), quad=quad, bbox=quad_bbox(quad),

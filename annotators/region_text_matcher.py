@@ -21,36 +21,35 @@ Loads any ``AutoModel`` with ``get_text_features``/``get_image_features``/``logi
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from annotators.base import Annotator, ImageBatch, ImageItem
+from annotators.base import ImageBatch, ImageItem
 from annotators.crops import crop_region
-from annotators.hf_loading import (DTYPES, checkpoint_version, from_pretrained_kwargs, resolve_model_dir,
-                                   torch_device_dtype)
+from annotators.hf_loading import PretrainedAnnotator
+from annotators.model_settings import ModelSettings, check_bool, check_range, check_str, str_tuple
 from annotators.noun_phrases import NounPhraseExtractor
-from annotators.region_captioner import DERIVED_SOURCES, object_regions
+from annotators.region_captioner import DERIVED_SOURCES, MARGIN_UNIT, object_regions
 from annotators.registry import register_annotator
+from annotators.text_utils import dedupe
 from storage.schema import KIND_REGION, annotation_row
+
+__all__ = ["RegionTextMatcher", "RegionTextMatcherSettings", "choose_best", "dedupe"]
 
 
 @dataclass(frozen=True)
-class RegionTextMatcherSettings:
+class RegionTextMatcherSettings(ModelSettings):
     """Settings of the ``region_text_matcher`` annotator (``[annotators.region_text_matcher]``).
 
-    ``model``: checkpoint directory or cached hub id. ``device``: cpu, cuda, cuda:N or auto.
-    ``dtype``: fp32, bf16 or fp16. ``batch_size``: regions per forward pass.
-    ``margin``: fraction of the box size added on each side of the crop (>= 0).
+    ``model``, ``device``, ``dtype``: see :class:`~annotators.model_settings.ModelSettings`.
+    ``batch_size``: regions per forward pass.
+    ``margin``: fraction of the box size added on each side of the crop, in [0, 10].
     ``captioner_source``: source whose region captions are candidates.
     ``use_phrases``: also offer the noun phrases of those captions.
     ``spacy_model``: spaCy pipeline for noun chunks ("" = the rule-based chunker).
     ``exclude_sources``: region sources that are not matched.
     """
 
-    model: str | os.PathLike[str] = ""
-    device: str = "cpu"
-    dtype: str = "fp32"
     batch_size: int = 16
     margin: float = 0.1
     captioner_source: str = "region_captioner"
@@ -59,25 +58,12 @@ class RegionTextMatcherSettings:
     exclude_sources: tuple[str, ...] = field(default=DERIVED_SOURCES)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, (str, os.PathLike)):
-            raise ValueError(f"model must be a path or hub id string, got {self.model!r}")
-        if not isinstance(self.device, str):
-            raise ValueError(f"device must be a string, got {self.device!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of fp32, bf16, fp16; got {self.dtype!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or not 0 <= self.margin <= 10:
-            raise ValueError(f"margin must be a number in [0, 10] (fraction of the box size), got {self.margin!r}")
-        if not isinstance(self.captioner_source, str):
-            raise ValueError(f"captioner_source must be a string, got {self.captioner_source!r}")
-        if not isinstance(self.use_phrases, bool):
-            raise ValueError(f"use_phrases must be true or false, got {self.use_phrases!r}")
-        if not isinstance(self.spacy_model, str):
-            raise ValueError(f"spacy_model must be a string, got {self.spacy_model!r}")
-        if isinstance(self.exclude_sources, str) or not all(isinstance(s, str) for s in self.exclude_sources):
-            raise ValueError(f"exclude_sources must be a list of source names, got {self.exclude_sources!r}")
-        object.__setattr__(self, "exclude_sources", tuple(self.exclude_sources))
+        super().__post_init__()
+        check_range("margin", self.margin, 0, 10, MARGIN_UNIT)
+        check_str("captioner_source", self.captioner_source)
+        check_bool("use_phrases", self.use_phrases)
+        check_str("spacy_model", self.spacy_model)
+        object.__setattr__(self, "exclude_sources", str_tuple("exclude_sources", self.exclude_sources))
 
 
 def choose_best(candidates: Sequence[str], scores: Sequence[float]) -> tuple[str, float]:
@@ -99,49 +85,18 @@ def choose_best(candidates: Sequence[str], scores: Sequence[float]) -> tuple[str
     return candidates[best], 1.0 / total
 
 
-def dedupe(texts: Sequence[str]) -> list[str]:
-    """Stripped, non-empty ``texts`` with case-insensitive duplicates removed, order kept."""
-    seen, out = set(), []
-    for text in texts:
-        text = " ".join(str(text or "").split())
-        if text and text.lower() not in seen:
-            seen.add(text.lower())
-            out.append(text)
-    return out
-
-
 @register_annotator("region_text_matcher")
-class RegionTextMatcher(Annotator):
+class RegionTextMatcher(PretrainedAnnotator):
     """Picks, per object region, the candidate text most similar to its crop (CLIP-style)."""
 
     kinds = (KIND_REGION,)
     needs = ("annotations",)
+    settings_class = RegionTextMatcherSettings
+    model_class = "AutoModel"
 
     def __init__(self, **settings: Any) -> None:
-        self.settings = RegionTextMatcherSettings(**settings)
-        self.batch_size = self.settings.batch_size
-        self.model_dir = resolve_model_dir(self.settings.model, self.name)
-        self._device, self._dtype = torch_device_dtype(self.settings.device, self.settings.dtype)
+        super().__init__(**settings)
         self.phrases = NounPhraseExtractor(self.settings.spacy_model)
-        self._version: str | None = None
-        self._model: Any = None
-        self._processor: Any = None
-
-    @property
-    def version(self) -> str:
-        if self._version is None:
-            self._version = checkpoint_version(self.model_dir)
-        return self._version
-
-    def load(self) -> None:
-        if self._model is not None:
-            return
-        from transformers import AutoModel, AutoProcessor
-
-        kwargs = from_pretrained_kwargs()
-        self._processor = AutoProcessor.from_pretrained(self.model_dir, **kwargs)
-        model = AutoModel.from_pretrained(self.model_dir, dtype=self._dtype, **kwargs)
-        self._model = model.to(self._device).eval()
 
     def candidates(self, item: ImageItem, region: Mapping[str, Any]) -> list[str]:
         """Candidate texts of ``region`` from ``item``'s context (see the module docstring)."""

@@ -21,19 +21,12 @@ empty, yield no rows.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from annotators.base import Annotator, ImageBatch, ImageItem
-from annotators.hf_loading import (
-    DTYPES,
-    checkpoint_version,
-    from_pretrained_kwargs,
-    require_package,
-    resolve_model_dir,
-    torch_device_dtype,
-)
+from annotators.base import ImageBatch, ImageItem
+from annotators.hf_loading import PretrainedAnnotator
+from annotators.model_settings import ModelSettings, check_number, check_positive_int
 from annotators.registry import register_annotator
 from storage.masks import encode_rle, mask_to_polygons
 from storage.schema import KIND_PHRASE, KIND_REGION, annotation_row
@@ -44,44 +37,27 @@ PROMPT_KINDS = (KIND_REGION, KIND_PHRASE)
 COPIED_COLUMNS = ("text", "region_type", "granularity")
 
 
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
 @dataclass(frozen=True)
-class SegmenterSettings:
+class SegmenterSettings(ModelSettings):
     """Settings of the ``segmenter`` annotator.
 
-    ``model``: SAM checkpoint directory or cached hub id. ``device``: cpu, cuda, cuda:N or auto.
-    ``dtype``: fp32, bf16 or fp16. ``batch_size``: images per vision-encoder pass.
+    ``model``, ``device``, ``dtype``: see :class:`~annotators.model_settings.ModelSettings`.
+    ``batch_size``: images per vision-encoder pass.
     ``max_boxes_per_pass``: boxes per mask-decoder call. ``mask_threshold``: logit above which
     a pixel is inside the mask. ``polygon_tolerance``: polygon simplification in pixels (0 =
     exact pixel outline).
     """
 
-    model: str | os.PathLike[str] = ""
-    device: str = "cpu"
-    dtype: str = "fp32"
     batch_size: int = 4
     max_boxes_per_pass: int = 64
     mask_threshold: float = 0.0
     polygon_tolerance: float = 1.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, (str, os.PathLike)):
-            raise ValueError(f"model must be a path or hub id string, got {self.model!r}")
-        if not isinstance(self.device, str):
-            raise ValueError(f"device must be a string, got {self.device!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of fp32, bf16, fp16; got {self.dtype!r}")
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("max_boxes_per_pass", self.max_boxes_per_pass)
-        if isinstance(self.mask_threshold, bool) or not isinstance(self.mask_threshold, (int, float)):
-            raise ValueError(f"mask_threshold must be a number (a logit), got {self.mask_threshold!r}")
-        if isinstance(self.polygon_tolerance, bool) or not isinstance(self.polygon_tolerance, (int, float)) \
-                or self.polygon_tolerance < 0:
-            raise ValueError(f"polygon_tolerance must be a number >= 0 (pixels), got {self.polygon_tolerance!r}")
+        super().__post_init__()
+        check_positive_int("max_boxes_per_pass", self.max_boxes_per_pass)
+        check_number("mask_threshold", self.mask_threshold, unit=" (a logit)")
+        check_number("polygon_tolerance", self.polygon_tolerance, low=0.0, unit=" (pixels)")
 
 
 def prompt_rows(item: ImageItem) -> list[Mapping[str, Any]]:
@@ -93,38 +69,16 @@ def prompt_rows(item: ImageItem) -> list[Mapping[str, Any]]:
 
 
 @register_annotator("segmenter")
-class Segmenter(Annotator):
+class Segmenter(PretrainedAnnotator):
     """SAM prompted with the boxes of earlier region/phrase rows; emits masked copies of them."""
 
     kinds = (KIND_REGION, KIND_PHRASE)
     needs = ("annotations",)
-
-    def __init__(self, **settings: Any) -> None:
-        self.settings = SegmenterSettings(**settings)
-        self.batch_size = self.settings.batch_size
-        # mask -> polygon tracing uses OpenCV, which the `ocr` extra installs
-        require_package("cv2")
-        self.model_dir = resolve_model_dir(self.settings.model, self.name)
-        self._device, self._dtype = torch_device_dtype(self.settings.device, self.settings.dtype)
-        self._version: str | None = None
-        self._model: Any = None
-        self._processor: Any = None
-
-    @property
-    def version(self) -> str:
-        if self._version is None:
-            self._version = checkpoint_version(self.model_dir)
-        return self._version
-
-    def load(self) -> None:
-        if self._model is not None:
-            return
-        from transformers import SamModel, SamProcessor
-
-        kwargs = from_pretrained_kwargs()
-        self._processor = SamProcessor.from_pretrained(self.model_dir, **kwargs)
-        model = SamModel.from_pretrained(self.model_dir, dtype=self._dtype, **kwargs)
-        self._model = model.to(self._device).eval()
+    settings_class = SegmenterSettings
+    model_class = "SamModel"
+    processor_class = "SamProcessor"
+    # mask -> polygon tracing uses OpenCV, which the `ocr` extra installs
+    required_packages = ("cv2",)
 
     def annotate(self, batch: ImageBatch) -> list[dict[str, Any]]:
         work = [(item, prompts) for item in batch.items if (prompts := prompt_rows(item))]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from annotators.base import Annotator, ImageBatch
+from annotators.model_settings import check_positive_int, settings_from_kwargs
 from annotators.registry import register_annotator
 from storage.schema import GRANULARITIES, KIND_CAPTION, annotation_row
 
@@ -30,8 +31,7 @@ class SidecarCaptionSettings:
             raise ValueError("field must name a sidecar key (or txt)")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_positive_int("batch_size", self.batch_size)
 
 
 def sidecar_text(meta: dict[str, Any], field: str) -> str | None:
@@ -54,7 +54,7 @@ class SidecarCaptions(Annotator):
     needs = ("meta",)
 
     def __init__(self, **settings: Any):
-        self.settings = SidecarCaptionSettings(**settings)
+        self.settings = settings_from_kwargs(SidecarCaptionSettings, settings, self.name)
         self.batch_size = self.settings.batch_size
 
     @property
