@@ -31,6 +31,8 @@ COMMAND_MODULES = (
     "engine.commands.annotators",
     "engine.commands.annotate",
     "engine.commands.curate",
+    "engine.commands.export",
+    "engine.commands.train",
 )
 
 

@@ -17,6 +17,9 @@ Example::
     device = "cuda"
     dtype = "bf16"
 
+    [training]                    # fine-tuning of the current Florence-2 (engine.training_config)
+    base_model = "/models/Florence-2-large"
+
     [runner]
     name = "direct"               # direct | direct-multiprocess | dask | flink | spark | dataflow
     workers = 2
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from engine.curation_config import CurationConfig
+from engine.training_config import TrainingConfig
 from engine.typed_config import from_plain, to_plain
 from engine.runners import RUNNERS
 
@@ -83,22 +87,18 @@ class SourcesSection:
 
 @dataclass(frozen=True)
 class ModelSection:
-    """``[model]``: the Florence-2 model the engine refines.
+    """``[model]``: the current Florence-2 model as an annotator.
 
-    ``base``: the checkpoint directory to start from, or ``"tiny"``/``"base"``/``"large"`` for
-    a randomly initialised model of that size built offline (``tiny`` is the test size).
-    ``annotate_from_round``: the first round in which the current model annotates too.
+    ``annotate_from_round``: the first round in which the current model annotates too (the
+    model fine-tuned from ``training.base_model`` and promoted round by round).
     ``annotator``: settings of the ``florence2`` annotator when it runs as the current model
     (device, dtype, tasks, max_new_tokens, ...; its ``model`` is always the current checkpoint).
     """
 
-    base: str = "tiny"
     annotate_from_round: int = 1
     annotator: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.base:
-            raise ValueError("model.base must name a checkpoint directory or tiny/base/large")
         if self.annotate_from_round < 0:
             raise ValueError(f"model.annotate_from_round must be >= 0, got {self.annotate_from_round}")
         if "model" in self.annotator:
@@ -150,6 +150,7 @@ class EngineConfig:
     runner: RunnerSection = field(default_factory=RunnerSection)
     curation: CurationConfig = field(default_factory=CurationConfig)
     model: ModelSection = field(default_factory=ModelSection)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     loop: LoopSection = field(default_factory=LoopSection)
     flow: FlowSection = field(default_factory=FlowSection)
 

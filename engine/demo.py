@@ -25,7 +25,11 @@ from storage.layout import DataRoot
 
 
 #: training settings of the demo's test-size Florence-2 (the [training] table)
-DEMO_TRAINING: dict[str, Any] = {}
+DEMO_TRAINING: dict[str, Any] = {
+    "base_model": "tiny", "epochs": 4, "batch_size": 8, "lr": 1e-3, "warmup_ratio": 0.05,
+    "device": "cpu", "dtype": "fp32", "eval_fraction": 0.15, "max_new_tokens": 64, "eval_max_examples": 48,
+    "promote": "better", "promote_metric": "val_loss",
+}
 
 
 def _toml_value(value: Any) -> str:
@@ -40,14 +44,14 @@ def demo_config_text(sample_dir: Path, spacy_dir: Path, rounds: int, training: d
         "[sources]", f"paths = {_toml_value([str(sample_dir / 'shards')])}", "",
         "[annotators.coco_labels]", f"path = {_toml_value(str(sample_dir / 'noisy_labels.json'))}", "",
         "[annotators.ocr]", "", "[annotators.sidecar_captions]", "",
-        "[model]", 'base = "tiny"', "annotate_from_round = 1", "",
+        "[model]", "annotate_from_round = 1", "",
         "[model.annotator]", "max_new_tokens = 48", "num_beams = 1", "batch_size = 8", "",
         "[curation.text]", f"pipeline = {_toml_value(str(spacy_dir))}", "",
         "[loop]", f"rounds = {rounds}", 'metric = "val_loss"', "higher_is_better = false", "min_improvement = 0.0",
         f"patience = {rounds}", "",
     ]
-    if training:
-        lines += ["[training]"] + [f"{k} = {_toml_value(v)}" for k, v in training.items()] + [""]
+    training = {**training, "ground_truth": str(sample_dir / "ground_truth.json")}
+    lines += ["[training]"] + [f"{k} = {_toml_value(v)}" for k, v in training.items()] + [""]
     return "\n".join(lines)
 
 

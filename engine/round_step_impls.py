@@ -1,6 +1,4 @@
-"""The built-in round steps: ingest, annotate, curate (training, evaluation, promotion and the
-dashboard register themselves from their own modules via ``engine.round_steps.round_step``).
-"""
+"""The built-in round steps: ingest, annotate, curate, train, evaluate, promote, dashboard."""
 
 from __future__ import annotations
 
@@ -17,6 +15,9 @@ from storage.decode import DecodeLimits
 #: every step of a round, in order
 ROUND_STEPS = ("ingest", "annotate", "curate", "train", "evaluate", "promote", "dashboard")
 
+TRAIN_SUMMARY_KEYS = ("start_model", "step", "resumed_from", "steps_run", "samples", "samples_per_second",
+                      "finished", "already_trained")
+
 
 @round_step("ingest")
 def ingest_step(ctx: RoundContext) -> dict[str, Any]:
@@ -32,12 +33,12 @@ def ingest_step(ctx: RoundContext) -> dict[str, Any]:
 
 def round_annotators(ctx: RoundContext) -> dict[str, dict[str, Any]]:
     """The annotators of this round: the configured specialists, plus the current Florence-2
-    model from ``model.annotate_from_round`` on."""
-    from engine.model_registry import current_model
+    model (last promoted, else the base model) from ``model.annotate_from_round`` on."""
+    from engine.train import resolve_start_model
 
     annotators = {name: dict(settings) for name, settings in ctx.config.annotators.items()}
     if ctx.round >= ctx.config.model.annotate_from_round:
-        checkpoint = current_model(ctx.root, ctx.round, ctx.config)
+        checkpoint = resolve_start_model(ctx.root, ctx.round, ctx.config.training)
         annotators["florence2"] = {**annotators.get("florence2", {}), **ctx.config.model.annotator,
                                    "model": str(checkpoint)}
     return annotators
@@ -65,3 +66,49 @@ def curate_step(ctx: RoundContext) -> dict[str, Any]:
     with Catalog(ctx.root) as catalog:
         catalog.refresh_views()
     return summary
+
+
+@round_step("train")
+def train_step(ctx: RoundContext) -> dict[str, Any]:
+    """Build the training set from the curated round and fine-tune the current model on it."""
+    from engine.promote import train_round
+
+    def log(step: int, loss: float, lr: float) -> None:
+        if ctx.progress and (step == 1 or step % 50 == 0):
+            print(f"[round {ctx.round}] train step {step}: loss {loss:.4f}, lr {lr:.3g}")
+
+    out = train_round(ctx.root, ctx.round, ctx.config.training, log=log)
+    train = out["train"]
+    losses = train.get("losses") or []
+    return {"examples": out["examples"]["examples"], "by_split_task": out["examples"]["by_split_task"],
+            **{k: train[k] for k in TRAIN_SUMMARY_KEYS if k in train},
+            "train_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4) if losses else None}
+
+
+@round_step("evaluate")
+def evaluate_step(ctx: RoundContext) -> dict[str, Any]:
+    """Metrics of the new model and of the model it started from, on the validation split."""
+    from engine.promote import evaluate_round
+
+    result = evaluate_round(ctx.root, ctx.round, ctx.config.training)
+    return {**result["new"], "current": result["current"]}
+
+
+@round_step("promote")
+def promote_step(ctx: RoundContext) -> dict[str, Any]:
+    """Make the new model current when it beats the current one (or always, by config)."""
+    from engine.promote import promote_round
+
+    payload = promote_round(ctx.root, ctx.round, ctx.config.training)
+    return {"promoted": payload["promoted"], "reason": payload["reason"], "metric": payload["metric"]}
+
+
+@round_step("dashboard")
+def dashboard_step(ctx: RoundContext) -> dict[str, Any]:
+    """The round's data-quality dashboard (``reports/round=R/dashboard.html``)."""
+    try:
+        from engine.dashboard import write_dashboard
+    except ImportError:  # the dashboard module is optional until it lands
+        return {"path": None}
+    path = write_dashboard(ctx.root, ctx.round, ctx.root.report(ctx.round))
+    return {"path": str(path)}

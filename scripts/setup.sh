@@ -4,12 +4,12 @@
 #                this machine has on disk; e.g. TORCH_SPEC="torch --index-url
 #                https://download.pytorch.org/whl/cu124" on a GPU machine)
 #   PYTHON       the interpreter that creates the venv (default: python3)
-#   FLD_EXTRAS   extras to install (default: all,test)
+#   FLD_EXTRAS   extras to install (default: all,test,bench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
-FLD_EXTRAS="${FLD_EXTRAS:-all,test}"
+FLD_EXTRAS="${FLD_EXTRAS:-all,test,bench}"
 
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv

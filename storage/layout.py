@@ -58,6 +58,10 @@ class DataRoot:
     def model(self, round_: int) -> Path:
         return self.path / "models" / f"round={int(round_)}"
 
+    def training_set(self, round_: int) -> Path:
+        """The round's Florence-2 training examples as JSONL (written by the train step)."""
+        return self.path / "training_sets" / f"round={int(round_)}.jsonl"
+
     def report(self, round_: int) -> Path:
         return self.path / "reports" / f"round={int(round_)}" / "dashboard.html"
 

@@ -1,0 +1,77 @@
+"""``fld train``: fine-tune the current Florence-2 model on a round, evaluate, promote."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+from engine.cli import UsageError, add_root_argument, command
+from engine.training_config import TrainingConfig
+from storage.layout import DataRoot
+
+#: command-line flags that override keys of the [training] table
+OVERRIDES = {"base_model": str, "max_steps": int, "epochs": int, "batch_size": int, "device": str, "dtype": str,
+             "lr": float, "promote": str, "ground_truth": str}
+
+
+def load_training_config(path: str | None, overrides: dict[str, object]) -> TrainingConfig:
+    """The ``[training]`` table of the TOML file ``path`` (None: defaults), with overrides."""
+    table: dict[str, object] = {}
+    if path:
+        file = Path(path)
+        if not file.is_file():
+            raise UsageError(f"config file not found: {file}")
+        try:
+            table = dict(tomllib.loads(file.read_text(encoding="utf-8")).get("training", {}))
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{file}: not valid TOML: {exc}") from None
+    table.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainingConfig.from_dict(table)
+    except ValueError as exc:
+        raise UsageError(f"{path or 'command line'}: {exc}") from None
+
+
+@command("train", help="fine-tune the current Florence-2 model on a round's curated set, evaluate it and "
+                       "promote it when it is better")
+def declare(parser: argparse.ArgumentParser):
+    add_root_argument(parser)
+    parser.add_argument("--round", type=int, required=True, help="the curated round to train on")
+    parser.add_argument("--config", help="engine TOML config; its [training] table is read")
+    for key, kind in OVERRIDES.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=kind, default=None,
+                            help=f"override training.{key}")
+    parser.add_argument("--quiet", action="store_true", help="no per-step log lines")
+
+    def run(args: argparse.Namespace) -> int:
+        from transformers.utils import logging as hf_logging
+
+        from engine.promote import retrain_round
+
+        hf_logging.disable_progress_bar()  # "Loading weights" bars for every checkpoint load
+        config = load_training_config(args.config, {k: getattr(args, k) for k in OVERRIDES})
+        root = DataRoot(args.root)
+        if not root.curated(args.round).is_dir():
+            raise UsageError(f"round {args.round} has no curated set under {root.curated(args.round)}")
+
+        def log(step: int, loss: float, lr: float) -> None:
+            print(f"step {step}  loss {loss:.4f}  lr {lr:.3g}", file=sys.stderr)
+
+        summary = retrain_round(root, args.round, config, log=None if args.quiet else log)
+        result = summary["train"]
+        if result["already_trained"]:
+            print(f"round {args.round} was already trained: {result['model_dir']}")
+        else:
+            speed = result["samples_per_second"]
+            print(f"trained {result['steps_run']} steps (resumed from {result['resumed_from']}) from "
+                  f"{result['start_model']}; {speed and round(speed, 2)} samples/s")
+        promotion = summary.get("promotion")
+        if promotion:
+            print(json.dumps({"new": promotion["new"], "current": promotion["current"]}, sort_keys=True))
+            print(f"{'promoted' if promotion['promoted'] else 'not promoted'}: {promotion['reason']}")
+        return 0
+
+    return run

@@ -1,0 +1,152 @@
+"""Typed config of retraining (the ``[training]`` table of the engine config).
+
+One frozen dataclass, validated on construction; every error names the bad key and value.
+:meth:`TrainingConfig.from_dict` builds it from a TOML table through
+:func:`engine.typed_config.from_plain`, so an unknown key is refused with its dotted name.
+
+Example (TOML)::
+
+    [training]
+    base_model = "/models/Florence-2-base"   # used when no earlier round promoted a model
+    epochs = 3
+    batch_size = 16
+    grad_accum = 2
+    lr = 1e-4                                # the paper's peak lr for Florence-2-B
+    dtype = "bf16"                           # autocast on the GPU; weights stay fp32
+    ground_truth = "/data/coco/instances_val.json"
+    promote_metric = "box_map"
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from annotators.florence2_format import TASK_ORDER, task_spec
+from engine.typed_config import from_plain
+
+#: metric name -> True when higher is better (the promotion rule reads this table)
+METRICS: dict[str, bool] = {
+    "val_loss": False,
+    "box_map": True,
+    "mask_map": True,
+    "caption_agreement": True,
+    "ocr_agreement": True,
+    "grounding_recall": True,
+}
+#: metrics that only exist with a ground-truth COCO file
+GROUND_TRUTH_METRICS = ("box_map", "mask_map")
+PROMOTE_MODES = ("better", "always")
+DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
+DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|auto)$")
+
+_POSITIVE_INTS = ("epochs", "batch_size", "grad_accum", "eval_batch_size", "max_new_tokens", "num_beams",
+                  "max_target_tokens", "loader_threads", "shuffle_buffer", "keep_checkpoints", "tiny_image_size")
+_NON_NEGATIVE_INTS = ("max_steps", "save_every", "eval_max_examples", "seed")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Settings of ``fld train`` (fine-tune, evaluate, promote).
+
+    ``base_model``: the checkpoint directory (or locally cached hub id) to start from when no
+    earlier round promoted a model; ``"tiny"`` builds a random test-size Florence-2 (images of
+    ``tiny_image_size`` px). ``epochs`` passes over the training split, unless ``max_steps`` > 0
+    (optimizer steps) is set. One optimizer step sees ``batch_size * grad_accum`` examples.
+    ``lr``: peak learning rate after a linear warm-up over ``warmup_ratio`` of the steps, then
+    cosine decay to 0. ``dtype``: autocast precision on the GPU (``auto`` = bf16 where the GPU
+    supports it, else fp16; CPU always runs fp32). ``eval_fraction``: share of images held
+    out for validation (split by image id, with ``seed``). ``ground_truth``: a COCO
+    instances JSON for box/mask mAP ("" = none). ``promote``: ``better`` promotes the new
+    checkpoint when it beats the current one on ``promote_metric``; ``always`` promotes it.
+    ``save_every``: checkpoint every N optimizer steps (0 = only at the end).
+    ``eval_max_examples``: cap on generated validation examples per task (0 = all).
+    """
+
+    base_model: str = ""
+    tiny_image_size: int = 64
+    tasks: tuple[str, ...] = TASK_ORDER
+    epochs: int = 1
+    max_steps: int = 0
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-4
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    dtype: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    eval_fraction: float = 0.1
+    eval_batch_size: int = 16
+    eval_max_examples: int = 0
+    max_new_tokens: int = 256
+    num_beams: int = 1
+    max_target_tokens: int = 1024
+    loader_threads: int = 2
+    shuffle_buffer: int = 256
+    save_every: int = 0
+    keep_checkpoints: int = 2
+    ground_truth: str = ""
+    promote_metric: str = "val_loss"
+    promote: str = "better"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base_model", str(self.base_model))
+        object.__setattr__(self, "ground_truth", str(self.ground_truth))
+        for name in _POSITIVE_INTS:
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"training.{name} must be a positive integer, got {value!r}")
+        for name in _NON_NEGATIVE_INTS:
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise ValueError(f"training.{name} must be an integer >= 0, got {value!r}")
+        if not _is_number(self.lr) or self.lr <= 0:
+            raise ValueError(f"training.lr must be a positive number, got {self.lr!r}")
+        for name, low, high in (("warmup_ratio", 0.0, 1.0), ("eval_fraction", 0.0, 0.9)):
+            value = getattr(self, name)
+            if not _is_number(value) or not low <= value < high:
+                raise ValueError(f"training.{name} must be in [{low}, {high}), got {value!r}")
+        for name in ("weight_decay", "max_grad_norm"):
+            if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"training.{name} must be a number >= 0, got {getattr(self, name)!r}")
+        if self.dtype not in DTYPE_NAMES:
+            raise ValueError(f"training.dtype must be one of {', '.join(DTYPE_NAMES)}; got {self.dtype!r}")
+        if not isinstance(self.device, str) or not DEVICE_RE.match(self.device):
+            raise ValueError(f"training.device must be cpu, cuda, cuda:N or auto; got {self.device!r}")
+        if isinstance(self.tasks, str) or not self.tasks:
+            raise ValueError(f"training.tasks must be a non-empty list of task names, got {self.tasks!r}")
+        names = {task_spec(t).name for t in self.tasks}  # raises on an unknown task
+        object.__setattr__(self, "tasks", tuple(t for t in TASK_ORDER if t in names))
+        if self.promote_metric not in METRICS:
+            raise ValueError(f"training.promote_metric must be one of {', '.join(METRICS)}; "
+                             f"got {self.promote_metric!r}")
+        if self.promote not in PROMOTE_MODES:
+            raise ValueError(f"training.promote must be one of {', '.join(PROMOTE_MODES)}; got {self.promote!r}")
+        if self.promote_metric in GROUND_TRUTH_METRICS and not self.ground_truth:
+            raise ValueError(f"training.promote_metric {self.promote_metric!r} needs training.ground_truth "
+                             f"(a COCO instances JSON)")
+        if self.promote == "better" and self.eval_fraction == 0:
+            raise ValueError("training.promote = 'better' compares models on the validation split: set "
+                             "training.eval_fraction > 0 (got 0) or training.promote = 'always'")
+
+    @property
+    def examples_per_step(self) -> int:
+        """Examples one optimizer step sees."""
+        return self.batch_size * self.grad_accum
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "TrainingConfig":
+        """From the ``[training]`` table (plain TOML data); unknown keys raise ``ValueError``."""
+        return from_plain(cls, dict(data or {}), "training")

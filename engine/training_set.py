@@ -1,0 +1,271 @@
+"""Curated annotations of a round -> Florence-2 training examples (task prompt, target).
+
+One image's curated rows give one example per task the rows support (absolute pixels of the
+upright image, boxes x0, y0, x1, y1; location tokens as in DESIGN.md, see
+:mod:`annotators.florence2_format`):
+
+- CAPTION / DETAILED_CAPTION / MORE_DETAILED_CAPTION: one example per caption row of the
+  granularity (target = the caption);
+- OD: every object region (no ``parent_id``), ``label<loc>x4`` with the class label
+  (``label`` column when curation kept one, else ``text``), in reading order (y0, x0);
+- DENSE_REGION_CAPTION: object regions whose chosen ``text`` differs from their class label
+  (a description), ``text<loc>x4``;
+- OCR_WITH_REGION: ``ocr`` regions with text, ``text<loc>x8`` (the quad, or the box's corners);
+- CAPTION_TO_PHRASE_GROUNDING: per caption with grounded phrases (``phrase`` rows whose
+  ``parent_id`` is the caption), prompt ``<CAPTION_TO_PHRASE_GROUNDING>caption``, target
+  ``phrase<loc>x4...`` in span order; phrases the processor bans (pronouns...) are left out;
+- REGION_TO_SEGMENTATION: per object region with polygons, prompt = the region's box tokens,
+  target = ``<poly>...</poly>``.
+
+The split is deterministic per image id: an image is in validation when the first 8 bytes of
+sha256(f"{seed}:{image_id}") / 2**64 < ``eval_fraction``; all its examples go with it.
+Curated Parquet is read by column name through DuckDB (extra columns are ignored, missing
+optional ones are null; pyarrow cannot read fixed-size list columns holding nulls).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from annotators import florence2_format as ff
+from storage.atomic import write_text_atomic
+from storage.layout import DataRoot
+
+CURATED_COLUMNS = ("annotation_id", "image_id", "kind", "granularity", "region_type", "text", "label",
+                   "bbox", "quad", "polygons", "parent_id", "span_start", "span_end")
+SPLITS = ("train", "validation")
+BANNED = frozenset(ff.BANNED_GROUNDING_PHRASES)
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example. ``prompt``: task token (+ input); ``target``: the answer text;
+    ``width``/``height``: upright image pixels; ``shard``/``key``/``shard_format``: where the
+    image bytes are read (``storage.readers.READERS[shard_format](shard)``)."""
+
+    image_id: str
+    task: str
+    prompt: str
+    target: str
+    width: int
+    height: int
+    shard: str
+    key: str
+    shard_format: str
+    split: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------ per-task builders
+def _label(row: Row) -> str:
+    return (row.get("label") or row.get("text") or "").strip()
+
+
+def _reading_order(rows: Iterable[Row]) -> list[Row]:
+    return sorted(rows, key=lambda r: (r["bbox"][1], r["bbox"][0], r["bbox"][3], r["bbox"][2], _label(r)))
+
+
+def _objects(rows: list[Row]) -> list[Row]:
+    return [r for r in rows if r["kind"] == "region" and r.get("region_type") == "object" and not r.get("parent_id")
+            and r.get("bbox") is not None]
+
+
+def _captions(granularity: str) -> Callable[[list[Row], int, int], list[tuple[str, str]]]:
+    def build(rows: list[Row], width: int, height: int) -> list[tuple[str, str]]:
+        return [("", ff.caption_target(r["text"])) for r in rows
+                if r["kind"] == "caption" and r.get("granularity") == granularity and (r.get("text") or "").strip()]
+    return build
+
+
+def _od(rows: list[Row], width: int, height: int) -> list[tuple[str, str]]:
+    regions = [(_label(r), r["bbox"]) for r in _reading_order(r for r in _objects(rows) if _label(r))]
+    return [("", ff.regions_target(regions, width, height))] if regions else []
+
+
+def _dense(rows: list[Row], width: int, height: int) -> list[tuple[str, str]]:
+    described = [r for r in _objects(rows) if r.get("label") and (r.get("text") or "").strip()
+                 and r["text"].strip() != r["label"].strip()]
+    regions = [(r["text"], r["bbox"]) for r in _reading_order(described)]
+    return [("", ff.regions_target(regions, width, height))] if regions else []
+
+
+def _quad(row: Row) -> list[float]:
+    if row.get("quad") is not None:
+        return list(row["quad"])
+    x0, y0, x1, y1 = row["bbox"]
+    return [x0, y0, x1, y0, x1, y1, x0, y1]
+
+
+def _ocr(rows: list[Row], width: int, height: int) -> list[tuple[str, str]]:
+    lines = [r for r in rows if r["kind"] == "region" and r.get("region_type") == "ocr" and (r.get("text") or "").strip()
+             and (r.get("quad") is not None or r.get("bbox") is not None)]
+    lines.sort(key=lambda r: (min(_quad(r)[1::2]), min(_quad(r)[0::2]), r["text"]))
+    return [("", ff.ocr_target([(r["text"], _quad(r)) for r in lines], width, height))] if lines else []
+
+
+def _grounding(rows: list[Row], width: int, height: int) -> list[tuple[str, str]]:
+    children = collections.defaultdict(list)
+    for r in rows:
+        if r["kind"] == "phrase" and r.get("parent_id") and r.get("bbox") is not None and (r.get("text") or "").strip() \
+                and r["text"].strip() not in BANNED:
+            children[r["parent_id"]].append(r)
+    out = []
+    for caption in (r for r in rows if r["kind"] == "caption" and r["annotation_id"] in children):
+        text = (caption.get("text") or "").strip()
+        if not text or ff.SPECIAL_TOKEN_RE.search(text):
+            continue
+        grouped: dict[str, list] = {}
+        order = sorted(children[caption["annotation_id"]],
+                       key=lambda r: (r.get("span_start") or 0, r["bbox"][0], r["bbox"][1]))
+        for r in order:  # one phrase, all its boxes: the processor gives each box the phrase
+            grouped.setdefault(r["text"].strip(), []).append(r["bbox"])
+        prompt = ff.task_prompt("CAPTION_TO_PHRASE_GROUNDING", text=text)
+        out.append((prompt, ff.grounding_target(grouped.items(), width, height)))
+    return out
+
+
+def _segmentation(rows: list[Row], width: int, height: int) -> list[tuple[str, str]]:
+    out = []
+    for r in _reading_order(o for o in _objects(rows) if o.get("polygons")):
+        polygons = [list(p) for p in r["polygons"] if p is not None and len(p) >= 6 and len(p) % 2 == 0]
+        if polygons:
+            prompt = ff.task_prompt("REGION_TO_SEGMENTATION", bbox=r["bbox"], width=width, height=height)
+            out.append((prompt, ff.segmentation_target(polygons, width, height)))
+    return out
+
+
+#: task -> builder(rows of one image, width, height) -> [(prompt or "" for the bare token, target)]
+BUILDERS: dict[str, Callable[[list[Row], int, int], list[tuple[str, str]]]] = {
+    "CAPTION": _captions("brief"),
+    "DETAILED_CAPTION": _captions("detailed"),
+    "MORE_DETAILED_CAPTION": _captions("more_detailed"),
+    "OD": _od,
+    "DENSE_REGION_CAPTION": _dense,
+    "OCR_WITH_REGION": _ocr,
+    "CAPTION_TO_PHRASE_GROUNDING": _grounding,
+    "REGION_TO_SEGMENTATION": _segmentation,
+}
+
+
+def image_targets(rows: list[Row], width: int, height: int, tasks: Iterable[str] = ff.TASK_ORDER,
+                  skipped: collections.Counter | None = None) -> list[tuple[str, str, str]]:
+    """``(task, prompt, target)`` of one image's curated rows (pure); a row set a task cannot
+    encode (e.g. a caption holding special tokens) is skipped and counted in ``skipped``."""
+    out = []
+    for task in tasks:
+        try:
+            pairs = BUILDERS[task](rows, width, height)
+        except ValueError:
+            if skipped is not None:
+                skipped[task] += 1
+            continue
+        out.extend((task, prompt or ff.task_spec(task).token, target) for prompt, target in pairs if target)
+    return out
+
+
+def split_of(image_id: str, eval_fraction: float, seed: int = 0) -> str:
+    """``"validation"`` or ``"train"``: a pure function of (seed, image_id)."""
+    digest = hashlib.sha256(f"{seed}:{image_id}".encode()).digest()
+    return "validation" if int.from_bytes(digest[:8], "big") / 2.0 ** 64 < eval_fraction else "train"
+
+
+# ------------------------------------------------------------------------------ I/O
+def read_curated_rows(root: DataRoot, round_: int) -> list[Row]:
+    """The curated rows of ``round_`` as dicts of :data:`CURATED_COLUMNS` (missing ones None)."""
+    import duckdb
+
+    files = sorted(str(p) for p in root.curated(round_).glob("part-*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"round {round_} has no curated set under {root.curated(round_)}")
+    with duckdb.connect() as con:
+        rel = con.sql("select * from read_parquet(?, union_by_name = true, hive_partitioning = false)",
+                      params=[files])
+        present = [c for c in CURATED_COLUMNS if c in rel.columns]
+        table = rel.select(", ".join(present)).order("image_id, annotation_id").to_arrow_table()
+    return [{c: row.get(c) for c in CURATED_COLUMNS} for row in table.to_pylist()]
+
+
+def shard_formats(root: DataRoot) -> dict[str, str]:
+    """shard path -> reader format, from the catalog's ``shards`` table ({} without a catalog)."""
+    import duckdb
+
+    if not root.catalog.exists():
+        return {}
+    try:
+        with duckdb.connect(str(root.catalog), read_only=True) as con:
+            return dict(con.execute("select shard, format from shards").fetchall())
+    except duckdb.Error:  # held by a writer: formats are then found from the paths
+        return {}
+
+
+def _format_of(path: str) -> str:
+    from storage.readers.discover import reader_for_file
+
+    if Path(path).is_dir():
+        return "folder"
+    reader = reader_for_file(Path(path))
+    if reader is None:
+        raise ValueError(f"no shard reader handles {path}")
+    return reader.format
+
+
+def image_locations(root: DataRoot) -> dict[str, dict[str, Any]]:
+    """image_id -> {shard, key, width, height, shard_format, meta} of images with status ok."""
+    import duckdb
+
+    files = sorted(str(p) for p in root.images.glob("part-*.parquet"))
+    if not files:
+        return {}
+    with duckdb.connect() as con:
+        rows = con.execute(
+            "select image_id, shard, key, width, height, meta from read_parquet(?, union_by_name = true) "
+            "where status = 'ok' and image_id is not null order by shard, key", [files]).fetchall()
+    formats = shard_formats(root)
+    out: dict[str, dict[str, Any]] = {}
+    for image_id, shard, key, width, height, meta in rows:
+        if image_id not in out:
+            fmt = formats.get(shard) or _format_of(shard)
+            out[image_id] = {"shard": shard, "key": key, "width": int(width), "height": int(height),
+                             "shard_format": fmt, "meta": json.loads(meta) if meta else {}}
+    return out
+
+
+def build_examples(root: DataRoot, round_: int, eval_fraction: float = 0.1, seed: int = 0,
+                   tasks: Iterable[str] = ff.TASK_ORDER) -> tuple[list[Example], dict[str, Any]]:
+    """Every example of round ``round_``'s curated set, with its split, and a summary
+    (examples per task and split, images without a location, skipped row sets)."""
+    tasks = tuple(ff.task_spec(t).name for t in tasks)
+    locations = image_locations(root)
+    by_image: dict[str, list[Row]] = collections.defaultdict(list)
+    for row in read_curated_rows(root, round_):
+        by_image[row["image_id"]].append(row)
+    examples: list[Example] = []
+    skipped: collections.Counter = collections.Counter()
+    missing = 0
+    for image_id in sorted(by_image):
+        where = locations.get(image_id)
+        if where is None:
+            missing += 1
+            continue
+        split = split_of(image_id, eval_fraction, seed)
+        for task, prompt, target in image_targets(by_image[image_id], where["width"], where["height"], tasks, skipped):
+            examples.append(Example(image_id, task, prompt, target, where["width"], where["height"],
+                                    where["shard"], where["key"], where["shard_format"], split))
+    counts = collections.Counter(f"{e.split}/{e.task}" for e in examples)
+    summary = {"examples": len(examples), "images": len(by_image) - missing, "images_not_found": missing,
+               "by_split_task": dict(sorted(counts.items())), "skipped": dict(skipped)}
+    return examples, summary
+
+
+def write_jsonl(examples: Iterable[Example], out: str | Path) -> Path:
+    """Write one JSON object per example to ``out`` (atomically); returns the path."""
+    lines = [json.dumps(e.to_json(), ensure_ascii=False, sort_keys=True) for e in examples]
+    return write_text_atomic("".join(line + "\n" for line in lines), out)
