@@ -92,6 +92,8 @@ class MarkerProgress:
         totals: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         for marker in new:
             totals[marker["source"]].update(images=marker["images"], rows=marker["rows"])
+        if len(new) == self.bar.n and new:
+            return  # nothing finished since the last poll: no redraw (keeps logs short)
         self.bar.n = len(new)
         self.bar.set_postfix_str(" ".join(f"{s}: {c['images']} img {c['rows']} rows" for s, c in sorted(totals.items())))
         self.bar.refresh()

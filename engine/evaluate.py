@@ -21,12 +21,10 @@ the same pixels (absolute, upright image; boxes x0, y0, x1, y1). Metrics:
 from __future__ import annotations
 
 import collections
-import contextlib
-import io
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +32,7 @@ from engine.train import mean_loss, precision, stream_examples
 from engine.training_config import TrainingConfig
 from engine.training_set import Example
 from storage.atomic import write_text_atomic
+from engine.coco_eval import coco_detections, coco_image_ids, coco_map  # noqa: F401  (part of this API)
 from storage.geometry import box_iou_matrix
 
 IOU = 0.5
@@ -75,74 +74,6 @@ def matched_pairs(predicted: list[tuple[str, list[float]]], reference: list[tupl
 
 def _pairs(payloads: list[dict[str, Any]]) -> list[tuple[str, list[float]]]:
     return [(p.get("text", ""), list(p["bbox"])) for p in payloads if p.get("bbox") is not None]
-
-
-# ------------------------------------------------------------------------------ COCO
-def coco_image_ids(ground_truth: dict[str, Any], locations: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """Our image_id -> COCO image id, by sidecar ``coco_id`` or by file name / key."""
-    by_id = {img["id"] for img in ground_truth["images"]}
-    by_name: dict[str, int] = {}
-    for img in ground_truth["images"]:
-        name = str(img.get("file_name", ""))
-        by_name.setdefault(name, img["id"])
-        by_name.setdefault(name.rsplit(".", 1)[0], img["id"])
-    out = {}
-    for image_id, where in locations.items():
-        sidecar = (where.get("meta") or {}).get("json")
-        coco_id = sidecar.get("coco_id") if isinstance(sidecar, dict) else None
-        if coco_id in by_id:
-            out[image_id] = coco_id
-        elif where.get("key") in by_name:
-            out[image_id] = by_name[where["key"]]
-    return out
-
-
-def coco_detections(predictions: Iterable[dict[str, Any]], ground_truth: dict[str, Any],
-                    image_map: dict[str, int]) -> list[dict[str, Any]]:
-    """COCO result entries of predictions ``{image_id, label, bbox [x0,y0,x1,y1], score,
-    mask_rle?, width, height}``; images not in ``image_map`` and unknown labels are dropped."""
-    categories = {c["name"].lower(): c["id"] for c in ground_truth["categories"]}
-    out = []
-    for p in predictions:
-        category = categories.get((p.get("label") or "").strip().lower())
-        if category is None or p["image_id"] not in image_map:
-            continue
-        x0, y0, x1, y1 = (float(v) for v in p["bbox"])
-        entry = {"image_id": image_map[p["image_id"]], "category_id": category,
-                 "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(p.get("score") or 0.0)}
-        if p.get("mask_rle"):
-            entry["segmentation"] = {"size": [int(p["height"]), int(p["width"])], "counts": p["mask_rle"]}
-        out.append(entry)
-    return out
-
-
-def coco_map(ground_truth: dict[str, Any], detections: list[dict[str, Any]], image_ids: Iterable[int]) -> dict[str, float]:
-    """``box_map`` (and ``mask_map`` when detections carry masks): COCOeval AP@[.5:.95] over
-    ``image_ids``. No detection at all scores 0."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    image_ids = sorted(set(image_ids))
-    kinds = {"box_map": "bbox"}
-    if any("segmentation" in a for a in ground_truth.get("annotations", [])):
-        kinds["mask_map"] = "segm"
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = json.loads(json.dumps(ground_truth))
-        gt.createIndex()
-        out = {}
-        for name, iou_type in kinds.items():
-            usable = [d for d in detections if iou_type == "bbox" or "segmentation" in d]
-            if not usable or not image_ids:
-                out[name] = 0.0
-                continue
-            evaluator = COCOeval(gt, gt.loadRes(json.loads(json.dumps(usable))), iou_type)
-            evaluator.params.imgIds = image_ids
-            evaluator.evaluate()
-            evaluator.accumulate()
-            evaluator.summarize()
-            out[name] = max(0.0, float(evaluator.stats[0]))
-    return out
 
 
 # ----------------------------------------------------------------------- generation
