@@ -33,6 +33,8 @@ COMMAND_MODULES = (
     "engine.commands.curate",
     "engine.commands.export",
     "engine.commands.train",
+    "engine.commands.dashboard",
+    "engine.commands.release",
 )
 
 

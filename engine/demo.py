@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.curated_quality import curated_quality
 from engine.demo_spacy import train_caption_pipeline
+from engine.round_stats import drop_counts
 from engine.sample_data import SampleConfig, write_sample
 from storage.atomic import write_text_atomic
 from storage.catalog import Catalog
@@ -72,13 +73,11 @@ def demo_round_report(root: DataRoot, round_: int, ground_truth: Path) -> dict[s
     with Catalog(root) as catalog:
         counts = dict(catalog.query("select source, count(*) from annotations where round = ? group by 1 order by 1",
                                     [round_]))
-        drops = dict(catalog.query("select rule || ': ' || coalesce(split_part(reason, ':', 1), ''), count(*) "
-                                   "from decisions where round = ? and not kept group by 1 order by 2 desc",
-                                   [round_]))
         curated = catalog.query("select kind, count(*) from curated where curated_round = ? group by 1 order by 1",
                                 [round_])
         model = catalog.query("select metrics, promoted, reason from models where round = ?", [round_])
-    metrics = json.loads(model[0][0] or "{}") if model else {}
+        drops = {f"{d['rule']}: {d['reason']}": d["count"] for d in drop_counts(catalog, round_)}
+    metrics = json.loads(model[0][0] or "{}").get("new", {}) if model else {}
     return {
         "round": round_,
         "annotations": counts,

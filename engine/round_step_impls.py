@@ -1,4 +1,5 @@
-"""The built-in round steps: ingest, annotate, curate, train, evaluate, promote, dashboard."""
+"""The built-in round steps: ingest, annotate, curate, train, evaluate, promote (the dashboard
+step lives in ``engine.dashboard``)."""
 
 from __future__ import annotations
 
@@ -101,14 +102,3 @@ def promote_step(ctx: RoundContext) -> dict[str, Any]:
 
     payload = promote_round(ctx.root, ctx.round, ctx.config.training)
     return {"promoted": payload["promoted"], "reason": payload["reason"], "metric": payload["metric"]}
-
-
-@round_step("dashboard")
-def dashboard_step(ctx: RoundContext) -> dict[str, Any]:
-    """The round's data-quality dashboard (``reports/round=R/dashboard.html``)."""
-    try:
-        from engine.dashboard import write_dashboard
-    except ImportError:  # the dashboard module is optional until it lands
-        return {"path": None}
-    path = write_dashboard(ctx.root, ctx.round, ctx.root.report(ctx.round))
-    return {"path": str(path)}

@@ -42,7 +42,7 @@ def round_step(name: str) -> Callable[[StepFn], StepFn]:
 
 
 def step_function(name: str) -> StepFn:
-    from engine import round_step_impls  # noqa: F401  (registers the built-in steps)
+    from engine import dashboard, round_step_impls  # noqa: F401  (they register the built-in steps)
 
     try:
         return _STEPS[name]

@@ -1,0 +1,118 @@
+"""``fld dashboard``: write a round's data-quality page; ``fld serve``: serve the dashboards.
+
+``fld serve`` binds 127.0.0.1 only (the pages show the data; put a reverse proxy with access
+control in front to share them). It serves ``ROOT/reports/``: ``/`` is an index of the rounds'
+dashboards, newest first; ``/latest`` is the newest round's dashboard; ``/round=R/dashboard.html``
+any round's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import html
+import re
+from http import HTTPStatus
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from engine.cli import UsageError, add_root_argument, command
+from storage.layout import DataRoot
+
+HOST = "127.0.0.1"
+
+
+def report_rounds(root: DataRoot) -> list[int]:
+    """Rounds that have a dashboard, newest first."""
+    found = []
+    for path in root.path.glob("reports/round=*/dashboard.html"):
+        match = re.fullmatch(r"round=(\d+)", path.parent.name)
+        if match:
+            found.append(int(match.group(1)))
+    return sorted(found, reverse=True)
+
+
+class DashboardHandler(SimpleHTTPRequestHandler):
+    """Files under ``ROOT/reports`` plus the generated index and ``/latest``."""
+
+    root: DataRoot
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        path = self.path.split("?", 1)[0]
+        rounds = report_rounds(self.root)
+        if path == "/latest":
+            if not rounds:
+                self.send_error(HTTPStatus.NOT_FOUND, "no dashboard yet; run `fld dashboard`")
+                return
+            self.path = f"/round={rounds[0]}/dashboard.html"
+        elif path in ("/", "/index.html"):
+            items = "".join(f'<li><a href="/round={r}/dashboard.html">round {r}</a></li>' for r in rounds)
+            body = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>fld dashboards</title></head><body>"
+                    f"<h1>fld dashboards of {html.escape(str(self.root.path))}</h1>"
+                    f"<p><a href='/latest'>latest</a></p><ul>{items or '<li>none yet</li>'}</ul></body></html>")
+            data = body.encode("utf-8")
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        super().do_GET()
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002
+        pass
+
+
+def make_server(root: DataRoot, port: int = 8765) -> ThreadingHTTPServer:
+    """An HTTP server on 127.0.0.1:``port`` (0: any free port) serving ``root``'s dashboards."""
+    reports = root.path / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    handler = type("BoundDashboardHandler", (DashboardHandler,), {"root": root})
+    return ThreadingHTTPServer((HOST, port), functools.partial(handler, directory=str(reports)))
+
+
+@command("dashboard", help="write a round's data-quality dashboard (one self-contained HTML page)")
+def declare_dashboard(parser: argparse.ArgumentParser):
+    add_root_argument(parser)
+    parser.add_argument("--round", type=int, help="round to show (default: the latest curated round)")
+    parser.add_argument("--out", help="output .html (default ROOT/reports/round=R/dashboard.html)")
+    parser.add_argument("--gallery", type=int, default=12, help="images in the gallery (default 12)")
+    parser.add_argument("--pipeline", help="spaCy pipeline for Table 3 (default: the round's configured one)")
+
+    def run(args: argparse.Namespace) -> int:
+        from engine.dashboard import DashboardConfig, build_dashboard
+
+        root = DataRoot(args.root)
+        if not root.catalog.exists():
+            raise UsageError(f"no catalog at {root.catalog}; run `fld ingest --root {args.root} SRC...` first")
+        if args.round is not None and args.round < 0:
+            raise UsageError(f"--round must be >= 0, got {args.round}")
+        config = DashboardConfig(gallery_images=args.gallery, pipeline=args.pipeline)
+        print(build_dashboard(root, args.round, Path(args.out) if args.out else None, config))
+        return 0
+
+    return run
+
+
+@command("serve", help="serve the data root's dashboards on 127.0.0.1 (Ctrl-C to stop)")
+def declare_serve(parser: argparse.ArgumentParser):
+    add_root_argument(parser)
+    parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
+
+    def run(args: argparse.Namespace) -> int:
+        root = DataRoot(args.root)
+        if not root.path.is_dir():
+            raise UsageError(f"data root {root.path} does not exist")
+        if not 0 <= args.port <= 65535:
+            raise UsageError(f"--port must be within 0..65535, got {args.port}")
+        server = make_server(root, args.port)
+        print(f"serving {root.path / 'reports'} on http://{HOST}:{server.server_address[1]}/ (latest: /latest)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("stopped")
+        finally:
+            server.server_close()
+        return 0
+
+    return run

@@ -1,0 +1,83 @@
+"""Where an ingested image lives, and its bytes read back from its shard (dashboard, releases).
+
+An image's location is its ``ok`` row of the images view (shard path + key) with the shard's
+reader format from the ``shards`` table. Bytes are streamed shard by shard through the shard
+readers (``storage.readers.READERS``) and checked against the image id (sha256 of the bytes),
+so a shard that changed since ingest fails loudly instead of shipping other pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Mapping
+
+from storage.catalog import Catalog
+from storage.readers import READERS
+
+#: Pillow format -> file extension of the bytes as stored
+EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+
+
+class ImageBytesError(RuntimeError):
+    """An image's bytes cannot be read back as ingested."""
+
+
+@dataclass(frozen=True)
+class ImageLocation:
+    """One image: ``width``/``height`` in upright pixels, ``format`` the Pillow format name,
+    ``shard``/``key``/``shard_format`` where its bytes are."""
+
+    image_id: str
+    shard: str
+    key: str
+    shard_format: str
+    format: str
+    width: int
+    height: int
+    num_bytes: int
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS.get(self.format, "bin")
+
+
+def image_locations(catalog: Catalog, image_ids: Iterable[str] | None = None) -> dict[str, ImageLocation]:
+    """image_id -> location of ``image_ids`` (all ``ok`` images when None), first by (shard, key)."""
+    rows = catalog.query(
+        "select i.image_id, i.shard, i.key, coalesce(s.format, ''), i.format, i.width, i.height, i.num_bytes "
+        "from images i left join shards s on s.shard = i.shard where i.status = 'ok' and i.image_id is not null "
+        "order by i.shard, i.key")
+    wanted = None if image_ids is None else set(image_ids)
+    out: dict[str, ImageLocation] = {}
+    for image_id, shard, key, shard_format, fmt, width, height, num_bytes in rows:
+        if image_id in out or (wanted is not None and image_id not in wanted):
+            continue
+        out[image_id] = ImageLocation(image_id, shard, key, shard_format, fmt or "", int(width), int(height),
+                                      int(num_bytes or 0))
+    return out
+
+
+def read_images(locations: Mapping[str, ImageLocation]) -> Iterator[tuple[ImageLocation, bytes]]:
+    """``(location, bytes)`` of every location, shard by shard in path order, records in shard
+    order. Raises :class:`ImageBytesError` when an image is missing or its bytes changed."""
+    by_shard: dict[tuple[str, str], dict[str, ImageLocation]] = {}
+    for location in locations.values():
+        by_shard.setdefault((location.shard, location.shard_format), {})[location.key] = location
+    for (shard, shard_format), keys in sorted(by_shard.items()):
+        if shard_format not in READERS:
+            raise ImageBytesError(f"shard {shard} has reader format {shard_format!r}; known: {sorted(READERS)}")
+        found = 0
+        for record in READERS[shard_format](shard).records():
+            location = keys.get(record.key)
+            if location is None or record.data is None:
+                continue
+            if hashlib.sha256(record.data).hexdigest() != location.image_id:
+                raise ImageBytesError(f"{shard}#{record.key}: bytes changed since ingest (sha256 differs from "
+                                      f"image id {location.image_id})")
+            found += 1
+            yield location, record.data
+            if found == len(keys):
+                break
+        if found < len(keys):
+            raise ImageBytesError(f"{len(keys) - found} images of {shard} are no longer in the shard")
