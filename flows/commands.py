@@ -6,6 +6,7 @@ import argparse
 import json
 
 from engine.cli import UsageError, add_root_argument, command
+from engine.config import EngineConfig
 from engine.round_lock import RoundBusy
 from engine.round_report import round_markdown
 from storage.layout import DataRoot
@@ -27,6 +28,7 @@ def declare_round(parser: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
         from flows.round_flow import round_flow
 
+        EngineConfig.load(args.config)  # a bad key fails here, in one line, before Prefect starts
         try:
             _print_round(round_flow(root=str(DataRoot(args.root).path), config_path=args.config,
                                     round_number=args.round, progress=True))
@@ -46,6 +48,7 @@ def declare_loop(parser: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
         from flows.round_flow import loop_flow
 
+        EngineConfig.load(args.config)  # a bad key fails here, in one line, before Prefect starts
         try:
             for result in loop_flow(root=str(DataRoot(args.root).path), config_path=args.config,
                                     rounds=args.rounds, progress=True):

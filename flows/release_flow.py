@@ -1,0 +1,32 @@
+"""The ``release`` flow: a reproducible dataset release of a round, built then verified."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from engine.release import ReleaseConfig, build_release, verify_release
+from storage.layout import DataRoot
+
+
+@task(name="build-release", persist_result=False, cache_policy=NO_CACHE)
+def build_task(root: str, round_number: int, name: str, config: ReleaseConfig) -> dict[str, Any]:
+    return build_release(DataRoot(root), round_number, name, config)
+
+
+@task(name="verify-release", persist_result=False, cache_policy=NO_CACHE)
+def verify_task(root: str, name: str) -> list[str]:
+    return verify_release(DataRoot(root), name)
+
+
+@flow(name="fld-release", log_prints=True)
+def release_flow(root: str, round_number: int, name: str, images: str = "webdataset") -> dict[str, Any]:
+    """Build ``releases/NAME`` from round ``round_number``'s curated set and verify every hash."""
+    manifest = build_task(root, round_number, name, ReleaseConfig(images=images))
+    problems = verify_task(root, name)
+    if problems:
+        raise RuntimeError(f"release {name} does not verify: {'; '.join(problems)}")
+    print(f"release {name}: {manifest['path']} (manifest sha256 {manifest['manifest_sha256']})")
+    return {"manifest_sha256": manifest["manifest_sha256"], "path": manifest["path"]}
