@@ -110,7 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--images", type=int, default=200_000)
-    parser.add_argument("--scan", choices=sorted(SCANS), default="plain")
+    parser.add_argument("--scan", choices=sorted(SCANS), default="full")
     parser.add_argument("--root", type=Path, help="data root to (re)use; default a temp folder")
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
