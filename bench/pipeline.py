@@ -8,6 +8,12 @@ Last line: pipeline images/s divided by bare-loop images/s (goal >= 0.9).
 
 from __future__ import annotations
 
+import os
+
+# one thread per process: the baseline is single-threaded, and on 2 cores two Dask workers
+# with multi-threaded math libraries would oversubscribe the machine
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import argparse
 import io
 import shutil
