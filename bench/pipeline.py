@@ -26,6 +26,7 @@ from PIL import Image
 
 from bench.bench_data import ingested_root, write_shards
 from engine.annotate import AnnotateRequest, annotate
+from engine.annotator_handler import configure_decode_memory
 
 
 def bare_loop(shards: list[Path]) -> int:
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--per-shard", type=int, default=250)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
+    configure_decode_memory()  # the setting every annotation worker uses, for both loops
     work = Path(tempfile.mkdtemp(prefix="fld-bench-pipeline-"))
     try:
         shards = write_shards(work / "shards", args.shards, args.per_shard)
