@@ -15,6 +15,8 @@ import os
 import sys
 from typing import Callable
 
+from engine.round_lock import RoundBusy
+
 # Beam logs these on the root logger at import / run time on every machine without GCP
 # libraries; they say nothing to an fld user.
 _BEAM_NOISE = ("apitools not found", "Resource module is not available")
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args.extra = extra
     try:
         return int(handlers[args.command](args) or 0)
-    except (UsageError, FileNotFoundError, PermissionError, ValueError) as exc:
+    except (UsageError, RoundBusy, FileNotFoundError, PermissionError, ValueError) as exc:
         print(f"fld {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from engine.cli import UsageError, add_root_argument, command
+from engine.cli import add_root_argument, command
 from engine.config import EngineConfig
-from engine.round_lock import RoundBusy
 from engine.round_report import round_markdown
 from storage.layout import DataRoot
 
@@ -29,11 +28,8 @@ def declare_round(parser: argparse.ArgumentParser):
         from flows.round_flow import round_flow
 
         EngineConfig.load(args.config)  # a bad key fails here, in one line, before Prefect starts
-        try:
-            _print_round(round_flow(root=str(DataRoot(args.root).path), config_path=args.config,
-                                    round_number=args.round, progress=True))
-        except RoundBusy as exc:
-            raise UsageError(str(exc)) from None
+        _print_round(round_flow(root=str(DataRoot(args.root).path), config_path=args.config,
+                                round_number=args.round, progress=True))
         return 0
 
     return run
@@ -49,14 +45,11 @@ def declare_loop(parser: argparse.ArgumentParser):
         from flows.round_flow import loop_flow
 
         EngineConfig.load(args.config)  # a bad key fails here, in one line, before Prefect starts
-        try:
-            for result in loop_flow(root=str(DataRoot(args.root).path), config_path=args.config,
-                                    rounds=args.rounds, progress=True):
-                _print_round(result)
-                if "stopped_early" in result:
-                    print(f"stopped early: {result['stopped_early']}")
-        except RoundBusy as exc:
-            raise UsageError(str(exc)) from None
+        for result in loop_flow(root=str(DataRoot(args.root).path), config_path=args.config,
+                                rounds=args.rounds, progress=True):
+            _print_round(result)
+            if "stopped_early" in result:
+                print(f"stopped early: {result['stopped_early']}")
         return 0
 
     return run
@@ -105,10 +98,7 @@ def declare_demo(parser: argparse.ArgumentParser):
         root.ensure()
         config_path = prepare_demo(root, args.images, args.seed, args.rounds, DEMO_TRAINING)
         print(f"[demo] sample data and ground truth in {root.path / 'sample'}; config {config_path}")
-        try:
-            results = loop_flow(root=str(root.path), config_path=str(config_path), rounds=args.rounds, progress=True)
-        except RoundBusy as exc:
-            raise UsageError(str(exc)) from None
+        results = loop_flow(root=str(root.path), config_path=str(config_path), rounds=args.rounds, progress=True)
         reports = []
         for result in results:
             reports.append(demo_round_report(root, result["round"], root.path / "sample" / "ground_truth.json"))

@@ -95,7 +95,8 @@ def test_round_killed_in_annotate_and_in_train_resumes_to_the_same_tables(tmp_pa
 
 
 def test_second_concurrent_round_is_refused(tmp_path, tiny_sample):
-    config = write_config(tmp_path / "engine.toml", tiny_sample)
+    # long training keeps the first round running while the second one starts
+    config = write_config(tmp_path / "engine.toml", tiny_sample, max_steps=2000)
     root = DataRoot(tmp_path / "root")
     first = fld_process("round", "--root", str(root.path), "--config", str(config))
     try:
