@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-import tomllib
-from pathlib import Path
 
 from engine.cli import UsageError, add_root_argument, command
+from engine.config import EngineConfig
 from engine.training_config import TrainingConfig
+from engine.typed_config import to_plain
 from storage.layout import DataRoot
 
 #: command-line flags that override keys of the [training] table
@@ -18,16 +19,8 @@ OVERRIDES = {"base_model": str, "max_steps": int, "epochs": int, "batch_size": i
 
 
 def load_training_config(path: str | None, overrides: dict[str, object]) -> TrainingConfig:
-    """The ``[training]`` table of the TOML file ``path`` (None: defaults), with overrides."""
-    table: dict[str, object] = {}
-    if path:
-        file = Path(path)
-        if not file.is_file():
-            raise UsageError(f"config file not found: {file}")
-        try:
-            table = dict(tomllib.loads(file.read_text(encoding="utf-8")).get("training", {}))
-        except tomllib.TOMLDecodeError as exc:
-            raise UsageError(f"{file}: not valid TOML: {exc}") from None
+    """The ``[training]`` table of the engine config ``path`` (None: defaults), with overrides."""
+    table = to_plain(dataclasses.asdict(EngineConfig.load(path).training))
     table.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return TrainingConfig.from_dict(table)
