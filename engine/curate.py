@@ -32,7 +32,9 @@ row's text even when the new row brought a matched description.
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +46,15 @@ import pyarrow.compute as pc
 from engine.curation_config import CurationConfig
 from engine.text_metrics import metrics_function
 from filters.base import (
-    IMAGE_INDEX, FilterContext, dictionary, filter_spec, group_codes, image_index, normalized_codes, unique, valid,
+    CURATION_COLUMNS, IMAGE_INDEX, FilterContext, dictionary, filter_spec, group_codes, image_index_column,
+    normalized_codes, unique, valid,
 )
 from filters.nms import pairs_in_groups
 from storage.atomic import write_parquet_atomic, write_text_atomic
 from storage.geometry import boxes_from_arrow, pairwise_iou
 from storage.layout import DataRoot
-from storage.schema import ANNOTATIONS, CURATED, DECISIONS
+from storage.decisions import build_trails
+from storage.schema import ANNOTATIONS, CURATED
 
 IMAGE_SIZES = pa.schema([pa.field("image_id", pa.string()), pa.field("width", pa.int32()), pa.field("height", pa.int32())])
 MERGE_RULE = "merge"
@@ -69,14 +73,6 @@ def conform(table: pa.Table | None, schema: pa.Schema) -> pa.Table:
         else:
             raise ValueError(f"table lacks the required column {f.name!r}")
     return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _decisions(ids: pa.ChunkedArray, round_: int, rule: str, kept: np.ndarray, reason: pa.Array) -> pa.Table:
-    m = len(kept)
-    return pa.Table.from_arrays(
-        [ids, pa.array(np.full(m, round_, np.int32)), pa.repeat(pa.scalar(rule), m), pa.array(kept), reason],
-        schema=DECISIONS,
-    )
 
 
 def _lists(owner: np.ndarray, values: pa.Array | pa.ChunkedArray, m: int, distinct: bool) -> pa.ListArray:
@@ -186,8 +182,11 @@ def _absorb_into_previous(prev: pa.Table, new: pa.Table, target: np.ndarray) -> 
                           pc.list_value_length(seen).cast(pa.int32()))
 
 
-def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig, round_: int) -> tuple[pa.Table, pa.Table]:
-    """Merge this round's survivors into the previous curated set -> (curated, merge decisions)."""
+def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig) -> tuple[pa.Table, np.ndarray, pa.Array]:
+    """Merge this round's survivors into the previous curated set.
+
+    Returns the curated table, ``merged`` (bool per row of ``new``: it merged into a previous
+    row instead of being added) and the reason per row of ``new`` (null where not merged)."""
     is_caption = pc.fill_null(pc.equal(new["kind"], "caption"), False).to_numpy(zero_copy_only=False)
     target = np.full(new.num_rows, -1, np.int64)
     iou = np.zeros(new.num_rows)
@@ -205,54 +204,83 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig, r
     reason = pc.if_else(pa.array(merged), pc.binary_join_element_wise(
         "merged into previous ", prev_ids, f" (IoU >= {config.merge.iou_threshold} or same text)", ""),
         pa.scalar(None, pa.string()))
-    decisions = _decisions(new["annotation_id"], round_, MERGE_RULE, ~merged, reason)
     kept_prev = conform(_absorb_into_previous(prev, new, target), CURATED)
-    curated = pa.concat_tables([kept_prev, conform(new.filter(pa.array(~merged)), CURATED)])
-    return curated, decisions
+    curated = pa.concat_tables([kept_prev, conform(new.take(pa.array(np.flatnonzero(~merged))), CURATED)])
+    return curated, merged, reason
+
+
+def _scatter(rows: list[np.ndarray], values: list[pa.Array], n: int) -> pa.Array:
+    """A string array of ``n`` rows holding ``values[k][j]`` at row ``rows[k][j]``, null elsewhere."""
+    where = np.full(n, -1, np.int64)
+    where[np.concatenate(rows)] = np.arange(sum(len(r) for r in rows))
+    flat = pa.chunked_array([v.cast(pa.string()) for v in values], pa.string()).combine_chunks()
+    return flat.take(pa.array(where, mask=where < 0))
 
 
 def curate_tables(
     raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int
 ) -> tuple[pa.Table, pa.Table]:
-    """Curate the raw annotations of round ``round_`` -> (curated :data:`CURATED`, decisions).
+    """Curate the raw annotations of round ``round_`` -> (curated :data:`CURATED`, decision
+    trails :data:`DECISION_TRAILS`, one row per raw row; ``expand_trails`` gives the long form).
 
     ``images``: ``image_id, width, height`` of the images with status ok (upright pixels).
     ``previous``: the curated table of round ``round_ - 1`` or None.
+    The working table shrinks with ``take`` (Arrow's ``filter`` is ~3x slower on the string
+    and list columns); every rule's outcome is kept as numpy masks over the raw rows.
     """
     raw = conform(raw, ANNOTATIONS)
     previous = conform(previous, CURATED) if previous is not None else None
+    n = raw.num_rows
+    merging = previous is not None and config.merge.enabled
+    rule_names = [*config.rules, *([MERGE_RULE] if merging else [])]
+    judged = np.zeros(n, np.int64)  # bit r: rule r judged the row
+    dropped_by = np.full(n, -1, np.int16)
+    drop_rows: list[np.ndarray] = [np.zeros(0, np.int64)]
+    drop_reasons: list[pa.Array] = [pa.array([], pa.string())]
+
     is_region = pc.and_(pc.equal(raw["kind"], "region"), pc.is_null(raw["parent_id"]))
-    work = raw.append_column("label", pc.if_else(is_region, raw["text"], pa.scalar(None, pa.string())))
     ctx = FilterContext(images=conform(images, IMAGE_SIZES).combine_chunks(), previous=previous,
                         text_metrics=metrics_function(config.text.pipeline, config.text.batch_size))
-    # image ids are hashed once here; the filters read the index (dropped again by conform)
-    work = work.append_column(IMAGE_INDEX, pa.array(image_index(work, ctx.images).astype(np.int32)))
-    gidx = np.arange(raw.num_rows)
-    into = np.full(raw.num_rows, -1, np.int64)
-    agrees = np.zeros(raw.num_rows, bool)
-    decisions = [DECISIONS.empty_table()]
-    for rule in config.rules:
+    # the narrow working table: image ids are hashed once here, the filters read the index
+    work = raw.select(list(CURATION_COLUMNS))
+    work = work.append_column("label", pc.if_else(is_region, raw["text"], pa.scalar(None, pa.string())))
+    work = work.append_column(IMAGE_INDEX, image_index_column(raw, ctx.images))
+    gidx = np.arange(n)
+    into = np.full(n, -1, np.int64)
+    agrees = np.zeros(n, bool)
+    for r, rule in enumerate(config.rules):
         res = filter_spec(rule).fn(work, config.section(rule), ctx)
-        if res.judged.any():
-            judged = pa.array(res.judged)
-            decisions.append(_decisions(work["annotation_id"].filter(judged), round_, rule, res.keep[res.judged],
-                                        res.reason.filter(judged)))
+        judged[gidx[res.judged]] |= 1 << r
+        drop = ~res.keep
+        if drop.any():
+            dropped_by[gidx[drop]] = r
+            drop_rows.append(gidx[drop])
+            drop_reasons.append(res.reason.filter(pa.array(drop)))
         for column, values in res.replace.items():
             i = work.schema.get_field_index(column)
             work = work.set_column(i, column, values.cast(work.schema.field(column).type))
         if res.absorbed_by is not None:
-            hit = ~res.keep & (res.absorbed_by >= 0)
+            hit = drop & (res.absorbed_by >= 0)
             into[gidx[hit]] = gidx[res.absorbed_by[hit]]
             agrees[gidx[hit]] = res.agrees
-        if not res.keep.all():
-            work, gidx = work.filter(pa.array(res.keep)), gidx[res.keep]
-    curated = conform(_agreement(work, gidx, raw, into, agrees), CURATED)
-    if previous is not None and config.merge.enabled:
-        curated, merge_decisions = merge_with_previous(curated, previous, config, round_)
-        decisions.append(merge_decisions)
+        if drop.any():
+            survivors = np.flatnonzero(res.keep)
+            work, gidx = work.take(pa.array(survivors)), gidx[survivors]
+    survivors = pa.Table.from_arrays(
+        [work[c] if c in work.column_names else raw[c].take(pa.array(gidx)) for c in ANNOTATIONS.names]
+        + [work["label"]], names=[*ANNOTATIONS.names, "label"])
+    curated = conform(_agreement(survivors, gidx, raw, into, agrees), CURATED)
+    if merging:
+        curated, merged, reason = merge_with_previous(curated, previous, config)
+        judged[gidx] |= 1 << (len(rule_names) - 1)
+        dropped_by[gidx[merged]] = len(rule_names) - 1
+        drop_rows.append(gidx[merged])
+        drop_reasons.append(reason.filter(pa.array(merged)))
     elif previous is not None:  # merge off: carry the previous set over unchanged beside the new rows
         curated = pa.concat_tables([previous, curated])
-    return conform(curated, CURATED), pa.concat_tables(decisions)
+    trails = build_trails(raw["annotation_id"], round_, rule_names, judged, dropped_by,
+                          _scatter(drop_rows, drop_reasons, n))
+    return conform(curated, CURATED), trails
 
 
 # ------------------------------------------------------------------------------------ I/O
@@ -294,45 +322,72 @@ def read_image_sizes(root: DataRoot) -> pa.Table:
     return conform(table, IMAGE_SIZES)
 
 
-def write_parts(table: pa.Table, folder: Path, rows_per_part: int) -> list[Path]:
-    """Write ``table`` as ``folder/part-00000.parquet``... atomically; remove stale parts."""
+def _part_jobs(table: pa.Table, folder: Path, rows_per_part: int) -> list[tuple[pa.Table, Path]]:
     count = max(1, -(-table.num_rows // rows_per_part))
-    written = [write_parquet_atomic(table.slice(k * rows_per_part, rows_per_part), folder / f"part-{k:05d}.parquet")
-               for k in range(count)]
+    return [(table.slice(k * rows_per_part, rows_per_part), folder / f"part-{k:05d}.parquet") for k in range(count)]
+
+
+def _remove_stale(folder: Path, written: list[Path]) -> None:
     for stale in set(folder.glob("part-*.parquet")) - set(written):
         stale.unlink()
-    return written
+
+
+def write_parts(table: pa.Table, folder: Path, rows_per_part: int) -> list[Path]:
+    """Write ``table`` as ``folder/part-00000.parquet``... atomically; remove stale parts."""
+    return write_datasets([(table, folder)], rows_per_part)[0]
+
+
+def write_datasets(datasets: list[tuple[pa.Table, Path]], rows_per_part: int) -> list[list[Path]]:
+    """:func:`write_parts` for several (table, folder) at once, parts written on one thread per
+    core (Parquet encoding and compression release the GIL). Returns the paths per folder."""
+    jobs = [_part_jobs(table, folder, rows_per_part) for table, folder in datasets]
+    flat = [job for per_folder in jobs for job in per_folder]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(flat), os.cpu_count() or 1))) as pool:
+        done = list(pool.map(lambda job: write_parquet_atomic(*job), flat))
+    out, k = [], 0
+    for (_, folder), per_folder in zip(datasets, jobs):
+        written = done[k:k + len(per_folder)]
+        k += len(per_folder)
+        _remove_stale(folder, written)
+        out.append(written)
+    return out
+
+
+def _value_counts(values: pa.Array | pa.ChunkedArray) -> dict[str, int]:
+    counts = pc.value_counts(pc.drop_null(values)) if len(values) else pa.array([], pa.struct([]))
+    return {row["values"]: int(row["counts"]) for row in counts.to_pylist()}
 
 
 def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_part: int = 1_000_000) -> dict[str, Any]:
     """Curate round ``round_`` of ``root``: read raw + previous curated + image sizes, write
-    ``curated/round=R/part-*.parquet`` and ``decisions/round=R/part-*.parquet`` and, last,
-    ``curated/round=R/_summary.json``. Returns the summary (counts per rule, timings)."""
+    ``curated/round=R/part-*.parquet`` and ``decisions/round=R/part-*.parquet`` (decision
+    trails) and, last, ``curated/round=R/_summary.json``. Returns the summary (counts per rule,
+    timings)."""
     import json
 
     started = time.perf_counter()
     raw = read_raw(root, round_)
     previous = read_curated(root, round_ - 1)
-    curated, decisions = curate_tables(raw, previous, read_image_sizes(root), config, round_)
-    dropped = decisions.filter(pc.invert(decisions["kept"]))
-    by_rule = dropped.group_by("rule").aggregate([("annotation_id", "count")]).to_pydict()
-    judged = decisions.group_by("rule").aggregate([("annotation_id", "count")]).to_pydict()
+    curated, trails = curate_tables(raw, previous, read_image_sizes(root), config, round_)
+    dropped_rows = trails.num_rows - trails["dropped_by"].null_count
     new_rows = int(pc.sum(pc.equal(curated["round"], round_)).as_py() or 0) if curated.num_rows else 0
+    judged = pc.list_flatten(trails["rules"]) if trails.num_rows else pa.array([], pa.string())
     summary = {
         "round": round_,
         "input_rows": raw.num_rows,
         "kept_new_rows": new_rows,
-        "dropped_rows": dropped.num_rows,
+        "dropped_rows": dropped_rows,
         "carried_rows": previous.num_rows if previous is not None else 0,
         "curated_rows": curated.num_rows,
-        "dropped_by_rule": dict(zip(by_rule["rule"], by_rule["annotation_id_count"])),
-        "judged_by_rule": dict(zip(judged["rule"], judged["annotation_id_count"])),
-        "decision_rows": decisions.num_rows,
+        "dropped_by_rule": _value_counts(trails["dropped_by"]),
+        "judged_by_rule": _value_counts(judged),
+        "decision_rows": len(judged),
     }
-    if new_rows + dropped.num_rows != raw.num_rows:
-        raise RuntimeError(f"curation lost rows: {new_rows} kept + {dropped.num_rows} dropped != {raw.num_rows} input")
-    summary["decision_parts"] = len(write_parts(decisions, root.decisions(round_), rows_per_part))
-    summary["curated_parts"] = len(write_parts(curated, root.curated(round_), rows_per_part))
+    if new_rows + dropped_rows != raw.num_rows:
+        raise RuntimeError(f"curation lost rows: {new_rows} kept + {dropped_rows} dropped != {raw.num_rows} input")
+    decision_parts, curated_parts = write_datasets(
+        [(trails, root.decisions(round_)), (curated, root.curated(round_))], rows_per_part)
+    summary["decision_parts"], summary["curated_parts"] = len(decision_parts), len(curated_parts)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     write_text_atomic(json.dumps(summary, indent=2), root.curated(round_) / "_summary.json")
     return summary

@@ -1,8 +1,9 @@
 """The filter contract, its registry and the vectorised helpers every filter shares.
 
 A filter is a plain function ``fn(table, config, ctx) -> FilterResult``: ``table`` is an
-Arrow table of annotation rows (the ``storage.schema.ANNOTATIONS`` columns, plus ``label``
-during curation), ``config`` the typed settings of its family (a dataclass defined in the
+Arrow table of annotation rows (the ``storage.schema.ANNOTATIONS`` columns; during curation
+the engine passes :data:`CURATION_COLUMNS`, plus ``label`` and :data:`IMAGE_INDEX` in place
+of ``image_id``), ``config`` the typed settings of its family (a dataclass defined in the
 family's module), ``ctx`` a :class:`FilterContext` with the tables it may look things up in.
 It returns, per row of ``table``: whether the row is kept, the reason when it is not, and
 optionally whether the rule judged the row at all, which surviving row absorbed it and
@@ -138,14 +139,24 @@ def filter_spec(name: str) -> FilterSpec:
         raise KeyError(f"unknown filter {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
 
 
+#: the annotation columns a filter sees during curation (``engine.curate`` leaves out the
+#: wide ones no rule reads: ``image_id`` is replaced by :data:`IMAGE_INDEX`)
+CURATION_COLUMNS: tuple[str, ...] = (
+    "annotation_id", "source", "kind", "granularity", "region_type", "text", "bbox", "quad",
+    "parent_id", "span_start", "span_end", "score",
+)
+
+
 # ------------------------------------------------------------------ vectorised helpers
-#: optional int32 column the engine adds once per run: row of ``FilterContext.images`` holding
-#: the row's image (-1 when not there), so filters need not hash the 64-char image ids again
+#: optional int32 column the engine adds once per run in place of ``image_id``: the row of
+#: ``FilterContext.images`` holding the row's image, or a negative code (-1, -2, ...) per
+#: distinct unknown image, so filters need not hash the 64-character image ids again
 IMAGE_INDEX = "image_index"
 
 
 def image_index(table: pa.Table, images: pa.Table | None) -> np.ndarray:
-    """Row of ``images`` for each row's ``image_id`` (int64, -1 when absent)."""
+    """Row of ``images`` for each row's image (int64; negative when absent: from the
+    :data:`IMAGE_INDEX` column, one code per unknown image, else -1)."""
     if IMAGE_INDEX in table.column_names:
         return to_numpy(table[IMAGE_INDEX], -1).astype(np.int64)
     if images is None or table.num_rows == 0:
@@ -155,12 +166,25 @@ def image_index(table: pa.Table, images: pa.Table | None) -> np.ndarray:
     return to_numpy(pc.index_in(table["image_id"], value_set=ids), -1).astype(np.int64)
 
 
+def image_index_column(table: pa.Table, images: pa.Table | None) -> pa.Array:
+    """The :data:`IMAGE_INDEX` column for ``table`` (which has ``image_id``): unknown images
+    get distinct negative codes so they still group apart."""
+    index = image_index(table, images)
+    unknown = np.flatnonzero(index < 0)
+    if len(unknown):
+        codes, _ = dictionary(table["image_id"].take(pa.array(unknown)))
+        index[unknown] = -1 - codes
+    return pa.array(index.astype(np.int32))
+
+
 def image_keys(table: pa.Table, ctx: FilterContext) -> np.ndarray | pa.ChunkedArray:
-    """A grouping key per row that equals for rows of the same image: the image's row index
-    when every image is known, else the ``image_id`` strings."""
+    """A grouping key per row that equals for rows of the same image: the
+    :data:`IMAGE_INDEX` column when present, the image's row index when every image is
+    known, else the ``image_id`` strings."""
+    if IMAGE_INDEX in table.column_names:
+        return image_index(table, ctx.images)
     index = image_index(table, ctx.images)
-    return index if (index >= 0).all() and (ctx.images is not None or IMAGE_INDEX in table.column_names) \
-        else table["image_id"]
+    return index if (index >= 0).all() and ctx.images is not None else table["image_id"]
 
 
 def to_numpy(column: pa.Array | pa.ChunkedArray, fill: Any) -> np.ndarray:
@@ -178,18 +202,33 @@ def equals(column: pa.Array | pa.ChunkedArray, value: Any) -> np.ndarray:
     return to_numpy(pc.equal(column, value), False).astype(bool) if len(column) else np.zeros(0, bool)
 
 
-def reason_where(drop: np.ndarray, reason: str | pa.Array, base: pa.Array | None = None) -> pa.Array:
+def reason_where(drop: np.ndarray, reason: str | pa.Array | Callable[[np.ndarray], pa.Array],
+                 base: pa.Array | None = None) -> pa.Array:
     """``reason`` where ``drop`` else ``base`` (default null): a string array per row.
 
-    Calling it from the lowest- to the highest-priority check leaves the highest one that
-    failed, so each dropped row carries one reason.
+    ``reason`` is one text, a per-row array, or a callable given the indices of the dropped
+    rows that returns their texts (so per-row texts are built only for those rows). Calling it
+    from the lowest- to the highest-priority check leaves the highest one that failed, so each
+    dropped row carries one reason. Costs nothing when no row is dropped.
     """
     n = len(drop)
     base = pa.nulls(n, pa.string()) if base is None else base
-    if n == 0:
+    rows = np.flatnonzero(np.asarray(drop, bool))
+    if len(rows) == 0:
         return base
-    value = pa.scalar(reason, pa.string()) if isinstance(reason, str) else reason
-    return pc.if_else(pa.array(np.asarray(drop, bool)), value, base)
+    if callable(reason):
+        values = reason(rows)
+    elif isinstance(reason, str):
+        values = pa.repeat(pa.scalar(reason, pa.string()), len(rows))
+    else:
+        values = reason.take(pa.array(rows))
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(base, pa.ChunkedArray):
+        base = base.combine_chunks()
+    if len(values) != len(rows):
+        raise ValueError(f"reason gave {len(values)} texts for {len(rows)} dropped rows")
+    return pc.replace_with_mask(base.cast(pa.string()), pa.array(np.asarray(drop, bool)), values.cast(pa.string()))
 
 
 def with_prefix(prefix: str, values: pa.Array, suffix: str = "") -> pa.Array:

@@ -53,7 +53,6 @@ def confidence_filter(table: pa.Table, config: ConfidenceConfig, ctx: FilterCont
     score = pc.fill_null(table["score"], np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
     low = has_score & ~(score >= threshold)  # NaN scores count as low
     missing = ~has_score & (config.null_score == "drop")
-    threshold_text = pa.array(threshold)
-    reason = reason_where(low, with_prefix("score below ", threshold_text, " for its source"))
+    reason = reason_where(low, lambda rows: with_prefix("score below ", pa.array(threshold[rows]), " for its source"))
     reason = reason_where(missing, "no score (confidence.null_score = drop)", reason)
     return FilterResult(keep=~(low | missing), reason=reason)

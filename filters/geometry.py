@@ -66,34 +66,60 @@ def image_filter(table: pa.Table, config: GeometryConfig, ctx: FilterContext) ->
     return FilterResult(keep=known, reason=reason_where(~known, "image not ingested with status ok"))
 
 
+def _quad_checks(quads: np.ndarray, config: GeometryConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(non-finite, degenerate, bent) masks of ``(k, 8)`` quads, each excluding the earlier ones."""
+    bad_value = ~np.isfinite(quads).all(axis=1)
+    small = ~bad_value & ~(np.abs(geo.quad_area(quads)) >= config.min_quad_area)
+    bent = ~(bad_value | small) & config.require_convex_quads & ~geo.quad_is_convex(quads)
+    return bad_value, small, bent
+
+
 @register_filter("geometry", section="geometry")
 def geometry_filter(table: pa.Table, config: GeometryConfig, ctx: FilterContext) -> FilterResult:
-    """Clip boxes/quads to the image and drop degenerate, tiny, thin or outside ones."""
+    """Clip boxes/quads to the image and drop degenerate, tiny, thin or outside ones.
+
+    Quads are decoded and checked on the quad rows only; ``bbox``/``quad`` are replaced only
+    when clipping or filling changed a value."""
     n = table.num_rows
     known, width, height = image_sizes(table, ctx.images)
     has_box, has_quad = valid(table["bbox"]), valid(table["quad"])
     judged = has_box | has_quad
     boxes = geo.boxes_from_arrow(table["bbox"])
-    quads = geo.quads_from_arrow(table["quad"])
     w_lim = np.where(known, width, np.inf)  # unknown size: no clipping (the image rule drops them)
     h_lim = np.where(known, height, np.inf)
-
-    quad_bad_value = has_quad & ~np.isfinite(quads).all(axis=1)
-    area, convex = np.zeros(n), np.ones(n, bool)  # quad measures, computed on the quad rows only
-    area[has_quad], convex[has_quad] = np.abs(geo.quad_area(quads[has_quad])), geo.quad_is_convex(quads[has_quad])
-    quad_small = has_quad & ~quad_bad_value & ~(area >= config.min_quad_area)
-    quad_bent = has_quad & ~(quad_bad_value | quad_small) & config.require_convex_quads & ~convex
-    if config.clip:
-        quads = np.where(has_quad[:, None], geo.clip_quads(quads, w_lim, h_lim), quads)
-    fill = has_quad & ~has_box
-    boxes[fill] = geo.quad_bounds(quads[fill])
-    has_box = has_box | has_quad
-
+    drop = np.zeros(n, bool)
+    checks: list[tuple[np.ndarray, str]] = []  # lowest priority first: the last failing check names the reason
+    replace = {}
+    q = np.flatnonzero(has_quad)
+    if len(q):
+        quads = geo.quads_from_arrow(table["quad"].take(pa.array(q)))
+        masks = [np.zeros(n, bool) for _ in range(3)]
+        for full, part in zip(masks, _quad_checks(quads, config)):
+            full[q] = part
+        if config.clip:
+            clipped = geo.clip_quads(quads, w_lim[q], h_lim[q])
+            if not np.array_equal(clipped, quads, equal_nan=True):
+                all_quads = geo.quads_from_arrow(table["quad"])
+                all_quads[q] = clipped
+                replace["quad"] = geo.quads_to_arrow(all_quads)
+            quads = clipped
+        fill = q[~valid(table["bbox"].take(pa.array(q)))]
+        if len(fill):
+            boxes[fill] = geo.quad_bounds(quads[np.searchsorted(q, fill)])
+        checks += [(masks[2], "quad not convex"),
+                   (masks[1], f"degenerate quad (area below {config.min_quad_area} px^2)"),
+                   (masks[0], "non-finite quad")]
+        has_box = has_box | has_quad
     box_bad_value = has_box & ~np.isfinite(boxes).all(axis=1)
     inverted = has_box & ~box_bad_value & ~((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
     area_before = geo.box_area(boxes)
-    if config.clip:
-        boxes = np.where(has_box[:, None], geo.clip_boxes(boxes, w_lim, h_lim), boxes)
+    if config.clip:  # only rows reaching outside the image change (NaN compares false)
+        xs, ys = boxes[:, 0::2], boxes[:, 1::2]
+        out = np.flatnonzero(((xs < 0) | (xs > w_lim[:, None]) | (ys < 0) | (ys > h_lim[:, None])).any(axis=1))
+        if len(out):
+            boxes[out] = geo.clip_boxes(boxes[out], w_lim[out], h_lim[out])
+    if (config.clip and len(out)) or (len(q) and len(fill)):
+        replace["bbox"] = geo.boxes_to_arrow(boxes)
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     area = geo.box_area(boxes)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -105,25 +131,17 @@ def geometry_filter(table: pa.Table, config: GeometryConfig, ctx: FilterContext)
     thin = ok_box & ~(np.minimum(w, h) >= config.min_side)
     small = ok_box & ~thin & ~(area >= config.min_area)
     elongated = ok_box & ~(thin | small) & ~(aspect <= config.max_aspect_ratio)
-
-    checks = [  # lowest priority first: the last failing check names the reason
+    checks = [
         (elongated, f"aspect ratio above {config.max_aspect_ratio}"),
         (small, f"area below {config.min_area} px^2"),
         (thin, f"side below {config.min_side} px"),
         (outside, f"less than {config.min_inside_fraction} of the box inside the image"),
         (inverted, "inverted box (x1 <= x0 or y1 <= y0)"),
         (box_bad_value, "non-finite box"),
-        (quad_bent, "quad not convex"),
-        (quad_small, f"degenerate quad (area below {config.min_quad_area} px^2)"),
-        (quad_bad_value, "non-finite quad"),
+        *checks,
     ]
     reason = pa.nulls(n, pa.string())
-    drop = np.zeros(n, bool)
     for mask, text in checks:
         reason = reason_where(mask, text, reason)
         drop |= mask
-    replace = {
-        "bbox": geo.boxes_to_arrow(np.where(has_box[:, None], boxes, np.nan)),
-        "quad": geo.quads_to_arrow(np.where(valid(table["quad"])[:, None], quads, np.nan)),
-    }
     return FilterResult(keep=~drop, reason=reason, judged=judged, replace=replace)

@@ -79,6 +79,16 @@ def pairs_in_groups(groups: np.ndarray, budget: int = PAIR_BUDGET) -> Iterator[t
         lo = hi
 
 
+def _tie_keys(rows: np.ndarray, n: int, tiebreak: np.ndarray | Callable[[np.ndarray], np.ndarray] | None) -> np.ndarray:
+    """Int64 keys (length ``n``, set at ``rows``) ordering equal scores: lower goes first."""
+    keys = np.zeros(n, np.int64)
+    if tiebreak is None:
+        keys[rows] = rows  # input order
+    else:
+        keys[rows] = tiebreak(rows) if callable(tiebreak) else np.asarray(tiebreak)[rows]
+    return keys
+
+
 def greedy_nms(
     boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, threshold: float,
     tiebreak: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None,
@@ -87,49 +97,67 @@ def greedy_nms(
     index of the kept box that suppressed each dropped box, -1 for kept ones).
 
     ``tiebreak`` orders equal scores of a group (lower first; default: input order): an array
-    per row, or a callable given the indices of the tied rows that returns their keys."""
+    per row, or a callable given the indices of tied rows that returns keys ordering them.
+
+    Only the group codes are sorted: the overlapping pairs (IoU > ``threshold``) of a group
+    are oriented from the stronger box (higher score, then lower tiebreak key) to the weaker,
+    and greedy order matters only along those edges."""
     n = len(boxes)
     scores = np.asarray(scores, np.float64)
-    by_score = np.argsort(-scores, kind="stable")
-    order = by_score[np.argsort(groups[by_score], kind="stable")]  # = lexsort((-scores, groups))
-    if tiebreak is not None and n > 1:
-        g, sc = groups[order], scores[order]
-        tied = (g[1:] == g[:-1]) & (sc[1:] == sc[:-1])
-        if tied.any():
-            rows = unique(np.concatenate([order[1:][tied], order[:-1][tied]]))
-            keys = np.zeros(n, np.int64)
-            keys[rows] = tiebreak(rows) if callable(tiebreak) else np.asarray(tiebreak)[rows]
-            order = np.lexsort((keys, -scores, groups))
-    sorted_boxes = boxes[order]
+    order = np.argsort(groups)  # the edges do not depend on the order inside a group
+    sorted_boxes = np.take(boxes, order, axis=0)  # np.take: ~4x faster than boxes[order] on (n, 4)
     src, dst = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for i, j in pairs_in_groups(groups[order]):
-        hit = pairwise_iou(sorted_boxes[i], sorted_boxes[j]) > threshold
-        src.append(i[hit])
-        dst.append(j[hit])
-    ei, ej = np.concatenate(src), np.concatenate(dst)
-    status = np.zeros(n, np.int8)  # 0 undecided, 1 kept, 2 suppressed (sorted positions)
-    status[np.bincount(ej, minlength=n) == 0] = 1
-    live_i, live_j = ei, ej
-    while len(live_j):
+        hit = pairwise_iou(np.take(sorted_boxes, i, axis=0), np.take(sorted_boxes, j, axis=0)) > threshold
+        src.append(order[i[hit]])
+        dst.append(order[j[hit]])
+    a, b = np.concatenate(src), np.concatenate(dst)
+    tied = scores[a] == scores[b]
+    swap = scores[b] > scores[a]
+    if tied.any():
+        keys = _tie_keys(unique(np.concatenate([a[tied], b[tied]])), n, tiebreak)
+        swap |= tied & (keys[b] < keys[a])
+    ei, ej = np.where(swap, b, a), np.where(swap, a, b)  # stronger -> weaker
+    keep = np.ones(n, bool)
+    suppressor = np.full(n, -1, np.int64)
+    if len(ei) == 0:
+        return keep, suppressor
+    nodes = unique(np.concatenate([ei, ej]))  # boxes without an overlapping neighbour are kept
+    m = len(nodes)
+    local = np.empty(n, np.int64)
+    local[nodes] = np.arange(m)
+    li, lj = local[ei], local[ej]
+    status = np.zeros(m, np.int8)  # 0 undecided, 1 kept, 2 suppressed (over the nodes)
+    status[np.bincount(lj, minlength=m) == 0] = 1
+    live_i, live_j = li, lj
+    while len(live_j):  # level by level: kept if no kept stronger neighbour remains possible
         state = status[live_i]
-        kept_in = np.bincount(live_j[state == 1], minlength=n) > 0
-        undecided_in = np.bincount(live_j[state == 0], minlength=n)
+        kept_in = np.bincount(live_j[state == 1], minlength=m) > 0
+        undecided_in = np.bincount(live_j[state == 0], minlength=m)
         open_ = status == 0
         status[open_ & kept_in] = 2
         status[open_ & ~kept_in & (undecided_in == 0)] = 1
         still = status[live_j] == 0
         live_i, live_j = live_i[still], live_j[still]
-    suppressor_sorted = np.full(n, -1, np.int64)
-    hit = (status[ei] == 1) & (status[ej] == 2)
+    keep[nodes] = status == 1
+    hit = (status[li] == 1) & (status[lj] == 2)
     si, sj = ei[hit], ej[hit]
-    first = np.lexsort((si, sj))
-    sj_sorted, si_sorted = sj[first], si[first]
-    first_of_j = np.r_[True, sj_sorted[1:] != sj_sorted[:-1]] if len(sj_sorted) else np.zeros(0, bool)
-    suppressor_sorted[sj_sorted[first_of_j]] = si_sorted[first_of_j]
-    keep = np.empty(n, bool)
-    keep[order] = status == 1
-    suppressor = np.full(n, -1, np.int64)
-    suppressor[order] = np.where(suppressor_sorted >= 0, order[np.maximum(suppressor_sorted, 0)], -1)
+    if len(sj):  # each suppressed box: its strongest kept neighbour (the first greedy reached)
+        by = np.argsort(sj, kind="stable")
+        si, sj = si[by], sj[by]
+        starts = np.flatnonzero(np.r_[True, sj[1:] != sj[:-1]])
+        runs = np.diff(np.r_[starts, len(sj)])
+        score = scores[si]
+        top = score == np.repeat(np.maximum.reduceat(score, starts), runs)
+        contested = np.repeat(np.add.reduceat(top, starts) > 1, runs)
+        pick = top & ~contested  # exactly one per uncontested suppressed box
+        suppressor[sj[pick]] = si[pick]
+        if contested.any():  # equal best scores: the tiebreak picks, among those rows only
+            rows = np.flatnonzero(top & contested)
+            keys = _tie_keys(unique(si[rows]), n, tiebreak)
+            rows = rows[np.lexsort((keys[si[rows]], sj[rows]))]
+            first = np.r_[True, sj[rows][1:] != sj[rows][:-1]]
+            suppressor[sj[rows][first]] = si[rows][first]
     return keep, suppressor
 
 
@@ -142,7 +170,8 @@ def calibrate(scores: np.ndarray, sources: pa.Array | pa.ChunkedArray, config: N
         return scores * np.array([config.weights.get(s, 1.0) for s in names])[codes]
     # rank: sort by (source, score); a run of equal scores [a, b) among a source's n rows
     # (positions counted from the source's first row) gets the percentile (a + b) / (2 n)
-    order = np.lexsort((scores, codes))
+    by_score = np.argsort(scores, kind="stable")  # then a stable sort on the few source codes
+    order = by_score[np.argsort(codes[by_score].astype(np.int32), kind="stable")]  # = lexsort((scores, codes))
     c, v = codes[order], scores[order]
     n = len(v)
     source_start = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])

@@ -1,8 +1,9 @@
 """The DuckDB catalog of a data root: small tables plus views over the Parquet datasets.
 
 ``ROOT/catalog.duckdb`` holds the ``rounds``, ``shards``, ``models`` and ``releases`` tables
-and one view per Parquet dataset (``images``, ``annotations``, ``curated``, ``decisions``,
-``errors``), so ``duckdb ROOT/catalog.duckdb "select count(*) from images"`` works from the
+and one view per Parquet dataset (``images``, ``annotations``, ``curated``,
+``decision_trails``, ``errors``) plus ``decisions``, the long form of the trails, so
+``duckdb ROOT/catalog.duckdb "select count(*) from images"`` works from the
 DuckDB command line. Views hold absolute paths and are rebuilt by :meth:`Catalog.refresh_views`
 after every write (and on every open), so a moved root is repaired by the next ``fld`` call.
 A dataset with no files yet is a view over an empty table of its schema.
@@ -21,6 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from storage import schema
+from storage.decisions import DECISIONS_VIEW_SQL
 from storage.layout import DataRoot
 
 MODELS = pa.schema(
@@ -79,9 +81,13 @@ DATASETS = (
     ParquetDataset("annotations", "annotations/round=*/source=*/*.parquet", schema.ANNOTATIONS),
     ParquetDataset("curated", "curated/round=*/*.parquet", schema.CURATED,
                    "CAST(regexp_extract(filename, 'round=([0-9]+)', 1) AS INTEGER) AS curated_round"),
-    ParquetDataset("decisions", "decisions/round=*/*.parquet", schema.DECISIONS),
+    ParquetDataset("decision_trails", "decisions/round=*/*.parquet", schema.DECISION_TRAILS),
     ParquetDataset("errors", "errors/round=*/source=*/*.parquet", schema.ERRORS),
 )
+
+
+#: views defined over the dataset views: the long form of the decisions (one row per rule)
+DERIVED_VIEWS = {"decisions": DECISIONS_VIEW_SQL}
 
 
 def _sql_string(value: str) -> str:
@@ -155,6 +161,8 @@ class Catalog:
                 extra = f", {dataset.extra_sql.replace('filename', 'NULL::VARCHAR')}" if dataset.extra_sql else ""
                 sql = f"select *{extra} from _empty_{dataset.name}"
             self.con.execute(f"create or replace view {dataset.name} as {sql}")
+        for name, sql in DERIVED_VIEWS.items():
+            self.con.execute(f"create or replace view {name} as {sql}")
 
     # ---------------------------------------------------------------------- queries
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:

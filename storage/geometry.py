@@ -15,17 +15,36 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
-def _list_to_numpy(column: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray:
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
-    out = np.full((len(column), width), np.nan, dtype=np.float64)
-    if len(column) == 0:
+def _chunk_to_numpy(chunk: pa.Array, width: int) -> np.ndarray:
+    """One list chunk as ``(len, width)`` float64; nulls and rows of another length -> NaN.
+
+    Reads the list offsets and the flat child values directly (no per-row filtering): a
+    chunk whose rows all hold ``width`` values is one reshape."""
+    n = len(chunk)
+    if isinstance(chunk, pa.FixedSizeListArray) or not isinstance(chunk, (pa.ListArray, pa.LargeListArray)):
+        out = np.full((n, width), np.nan, dtype=np.float64)
+        good = pc.fill_null(pc.equal(pc.list_value_length(chunk), width), False).to_numpy(zero_copy_only=False)
+        if good.any():
+            flat = pc.list_flatten(chunk.filter(pa.array(good))).to_numpy(zero_copy_only=False)
+            out[good] = flat.astype(np.float64).reshape(-1, width)
         return out
-    good = pc.fill_null(pc.equal(pc.list_value_length(column), width), False).to_numpy(zero_copy_only=False)
-    if good.any():  # rows of another length stay NaN, like nulls
-        flat = pc.list_flatten(column.filter(pa.array(good))).to_numpy(zero_copy_only=False)
-        out[good] = flat.astype(np.float64).reshape(-1, width)
+    offsets = chunk.offsets.to_numpy().astype(np.int64)
+    values = chunk.values.to_numpy(zero_copy_only=False)
+    lengths = np.diff(offsets)
+    good = lengths == width
+    if chunk.null_count:
+        good &= chunk.is_valid().to_numpy(zero_copy_only=False)
+    if good.all() and n and offsets[-1] - offsets[0] == n * width:
+        return values[offsets[0]:offsets[-1]].astype(np.float64).reshape(n, width)
+    out = np.full((n, width), np.nan, dtype=np.float64)
+    out[good] = values[offsets[:-1][good, None] + np.arange(width)]
     return out
+
+
+def _list_to_numpy(column: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray:
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = [_chunk_to_numpy(c, width) for c in chunks if len(c)]
+    return np.concatenate(parts) if parts else np.full((0, width), np.nan, dtype=np.float64)
 
 
 def boxes_from_arrow(column: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -14,7 +14,8 @@ from engine.curate import curate_round, curate_tables
 from storage.schema import CURATED
 from engine.curation_config import DEFAULT_RULES, CurationConfig
 from storage.layout import DataRoot
-from storage.schema import DECISIONS, IMAGES, annotation_row, table_from_rows, utc_now
+from storage.decisions import DECISIONS_VIEW_SQL, expand_trails
+from storage.schema import DECISION_TRAILS, DECISIONS, IMAGES, annotation_row, table_from_rows, utc_now
 
 from .conftest import gold_docs
 from .tables import candidate, caption, images, phrase, region, table
@@ -50,6 +51,18 @@ def _config(pipeline, **sections) -> CurationConfig:
     return CurationConfig.from_dict({**base, **sections})
 
 
+def curate_long(raw, previous, images_ok, config, round_):
+    """curate_tables with its trails checked and expanded to the long form (one row per rule)."""
+    curated, trails = curate_tables(raw, previous, images_ok, config, round_)
+    assert trails.schema == DECISION_TRAILS
+    assert trails["annotation_id"].to_pylist() == raw["annotation_id"].to_pylist()  # one trail per raw row
+    decisions = expand_trails(trails)
+    decision_trails = trails  # noqa: F841 (read by DuckDB below)
+    view = duckdb.sql(DECISIONS_VIEW_SQL).arrow().read_all() if trails.num_rows else DECISIONS.empty_table()
+    assert sorted(view.cast(DECISIONS).to_pylist(), key=str) == sorted(decisions.to_pylist(), key=str)
+    return curated, decisions
+
+
 def assert_accounting(raw: pa.Table, curated: pa.Table, decisions: pa.Table, rules, round_: int) -> None:
     raw_ids = raw["annotation_id"].to_pylist()
     rank = {rule: i for i, rule in enumerate(rules)}
@@ -76,7 +89,7 @@ def test_every_row_is_accounted_for(tiny_spacy_pipeline):
     rows = _mixed_rows()
     raw = table(rows)
     config = _config(tiny_spacy_pipeline)
-    curated, decisions = curate_tables(raw, None, IMAGES_OK, config, 0)
+    curated, decisions = curate_long(raw, None, IMAGES_OK, config, 0)
     assert curated.schema == CURATED and decisions.schema == DECISIONS
     assert_accounting(raw, curated, decisions, DEFAULT_RULES, 0)
     by_id = {r["annotation_id"]: r for r in curated.to_pylist()}
@@ -106,13 +119,13 @@ def test_thresholds_really_come_from_config(tiny_spacy_pipeline):
 
 def test_empty_round_and_all_dropped():
     config = CurationConfig()
-    curated, decisions = curate_tables(table([]), None, IMAGES_OK, config, 3)
+    curated, decisions = curate_long(table([]), None, IMAGES_OK, config, 3)
     assert curated.num_rows == 0 and decisions.num_rows == 0 and curated.schema == CURATED
     raw = table([region("b", [5, 5, 30, 30], score=0.1)])
-    curated, decisions = curate_tables(raw, None, IMAGES_OK, config, 0)
+    curated, decisions = curate_long(raw, None, IMAGES_OK, config, 0)
     assert curated.num_rows == 0 and decisions.filter(pa.compute.invert(decisions["kept"])).num_rows == 1
     previous, _ = curate_tables(table([region("c", [5, 5, 30, 30], score=0.9)]), None, IMAGES_OK, config, 0)
-    carried, decisions = curate_tables(table([]), previous, IMAGES_OK, config, 1)
+    carried, decisions = curate_long(table([]), previous, IMAGES_OK, config, 1)
     assert carried.to_pylist() == previous.to_pylist() and decisions.num_rows == 0
 
 
@@ -130,7 +143,7 @@ def test_merge_across_rounds_raises_agreement_instead_of_duplicating():
         cap1, phrase("a", cap1, 2, 5, [10, 10, 50, 50], round_=1),          # caption and phrase agree too
     ]
     raw1 = table(round1)
-    curated, decisions = curate_tables(raw1, previous, IMAGES_OK, config, 1)
+    curated, decisions = curate_long(raw1, previous, IMAGES_OK, config, 1)
     assert_accounting(raw1, curated, decisions, (*config.rules, "merge"), 1)
     by_id = {r["annotation_id"]: r for r in curated.to_pylist()}
     assert curated.num_rows == previous.num_rows + 1  # only the new box was added
@@ -185,7 +198,7 @@ def test_curate_round_reads_and_writes_the_data_root(tmp_path):
     s0 = curate_round(root, 0, config, rows_per_part=1)
     assert (s0["input_rows"], s0["kept_new_rows"], s0["dropped_rows"]) == (4, 1, 3)
     assert s0["dropped_by_rule"] == {"image": 1, "geometry": 1, "nms_cross": 1}
-    assert s0["curated_parts"] == 1 and s0["decision_parts"] == s0["decision_rows"]
+    assert s0["curated_parts"] == 1 and s0["decision_parts"] == s0["input_rows"]  # one trail per raw row
     _write_round(root, 1, [annotation_row(image_id="a", round_=1, source="florence2", source_version="f1",
                                           kind="region", region_type="object", text="dog", bbox=[10, 10, 50, 50],
                                           score=0.9)])
@@ -195,7 +208,16 @@ def test_curate_round_reads_and_writes_the_data_root(tmp_path):
     assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in s1.items() if k != "seconds"}
     with duckdb.connect() as con:
         agreement = con.sql(f"select agreement from read_parquet('{root.curated(1)}/part-*.parquet')").fetchall()
-        judged = con.sql(f"select count(*) from read_parquet('{root.decisions(0)}/part-*.parquet')").fetchall()
+        judged = con.sql(f"select sum(len(rules)) from read_parquet('{root.decisions(0)}/part-*.parquet')").fetchall()
     assert agreement == [(3,)] and judged == [(s0["decision_rows"],)]
     assert json.loads((root.curated(1) / "_summary.json").read_text())["curated_rows"] == 1
-    assert len(list(root.decisions(0).glob("part-*.parquet"))) == s0["decision_rows"]
+    assert len(list(root.decisions(0).glob("part-*.parquet"))) == s0["input_rows"]
+
+
+def test_unknown_images_still_group_apart_without_the_image_rule():
+    config = CurationConfig(rules=("confidence", "nms_source", "nms_cross"))
+    rows = [region("x1", [10, 10, 50, 50], score=0.9), region("x2", [10, 10, 50, 50], score=0.8),
+            region("x2", [11, 10, 50, 50], score=0.7)]  # x1, x2: not in IMAGES_OK
+    curated, decisions = curate_long(table(rows), None, IMAGES_OK, config, 0)
+    assert sorted(curated["annotation_id"].to_pylist()) == sorted(r["annotation_id"] for r in rows[:2])
+    assert [r["rule"] for r in decisions.to_pylist() if not r["kept"]] == ["nms_source"]

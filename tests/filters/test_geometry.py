@@ -43,6 +43,27 @@ def test_clip_quads_and_arrow_round_trip():
     assert np.isnan(short[0]).all() and short[1].tolist() == [1, 2, 3, 4]
 
 
+
+def test_list_decoding_matches_a_per_row_reference_on_sliced_chunked_columns():
+    rng = np.random.default_rng(3)
+    rows = []
+    for _ in range(300):
+        kind = rng.integers(0, 5)
+        rows.append(None if kind == 0 else [float(v) for v in rng.normal(size=3 if kind == 1 else 4)])
+    rows[7] = [1.0, None, 3.0, 4.0]  # a null value inside a box reads as NaN
+    column = pa.chunked_array([pa.array(rows[:120], pa.list_(pa.float32())).slice(5, 100),
+                               pa.array(rows[120:], pa.list_(pa.float32()))])
+    got = geo.boxes_from_arrow(column)
+    flat = rows[5:105] + rows[120:]
+    assert got.shape == (len(flat), 4)
+    for row, box in zip(flat, got):
+        if row is None or len(row) != 4:
+            assert np.isnan(box).all()
+        else:
+            expected = np.array([np.nan if v is None else v for v in row], np.float32).astype(np.float64)
+            assert np.array_equal(box, expected, equal_nan=True)
+    assert geo.boxes_from_arrow(pa.chunked_array([], pa.list_(pa.float32()))).shape == (0, 4)
+
 def _ocr(image, quad, text="hello", bbox=None):
     return annotation_row(image_id=image, round_=0, source="ocr", source_version="ocr-v1", kind="region",
                           region_type="ocr", text=text, quad=[float(v) for v in quad], bbox=bbox, score=0.9)

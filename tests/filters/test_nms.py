@@ -19,12 +19,14 @@ def py_iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def reference_nms(boxes, scores, groups, threshold):
-    """Textbook greedy NMS, one group at a time, in plain Python."""
+def reference_nms(boxes, scores, groups, threshold, tiebreak=None):
+    """Textbook greedy NMS, one group at a time, in plain Python (equal scores: lower
+    ``tiebreak`` first, default input order)."""
+    tiebreak = list(range(len(boxes))) if tiebreak is None else tiebreak
     keep = [False] * len(boxes)
     suppressor = [-1] * len(boxes)
     for g in sorted(set(groups)):
-        members = sorted((i for i in range(len(boxes)) if groups[i] == g), key=lambda i: (-scores[i], i))
+        members = sorted((i for i in range(len(boxes)) if groups[i] == g), key=lambda i: (-scores[i], tiebreak[i]))
         kept: list[int] = []
         for i in members:
             by = next((k for k in kept if py_iou(boxes[k], boxes[i]) > threshold), None)
@@ -49,6 +51,23 @@ def test_greedy_nms_matches_reference(seed, threshold):
     assert keep.tolist() == ref_keep
     assert sup.tolist() == ref_sup
     assert (~keep).any() or threshold == 0.7 or n < 5  # the clustered boxes do overlap
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("callable_tiebreak", [False, True])
+def test_greedy_nms_matches_reference_with_many_tied_scores(seed, callable_tiebreak):
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(2, 150))
+    boxes = random_boxes(rng, n)
+    scores = rng.integers(0, 3, n) / 2  # three score values: ties everywhere
+    groups = rng.integers(0, 2, n)
+    perm = rng.permutation(n)
+    # a callable sees only some rows and returns keys that order them, not perm itself
+    tiebreak = (lambda rows: np.argsort(np.argsort(perm[rows])) * 7 + 3) if callable_tiebreak else perm
+    keep, sup = greedy_nms(boxes, scores, groups, 0.4, tiebreak=tiebreak)
+    ref_keep, ref_sup = reference_nms(boxes.tolist(), scores.tolist(), groups.tolist(), 0.4, perm.tolist())
+    assert keep.tolist() == ref_keep
+    assert sup.tolist() == ref_sup
 
 
 def test_greedy_nms_ties_follow_tiebreak_and_empty():

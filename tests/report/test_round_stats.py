@@ -97,7 +97,7 @@ def test_table3_without_a_pipeline_is_not_available(report_root, tmp_path):
 def test_drop_counts_add_up_to_the_decisions(report_root):
     root = report_root["root"]
     files = [str(p) for p in root.decisions(0).glob("*.parquet")]
-    dropped = dict(duckdb.sql("select rule, count(*) from read_parquet(?) where not kept group by 1",
+    dropped = dict(duckdb.sql("select dropped_by, count(*) from read_parquet(?) where dropped_by is not null group by 1",
                               params=[files]).fetchall())
     drops = drop_counts(root, 0)
     totals = collections.Counter()
