@@ -47,13 +47,13 @@ from engine.curation_config import CurationConfig
 from engine.text_metrics import metrics_function
 from filters.base import (
     CURATION_COLUMNS, IMAGE_INDEX, FilterContext, dictionary, filter_spec, group_codes, image_index_column,
-    normalized_codes, unique, valid,
+    normalized_codes, reason_where, unique, valid,
 )
 from filters.nms import pairs_in_groups
 from storage.atomic import write_parquet_atomic, write_text_atomic
 from storage.geometry import boxes_from_arrow, pairwise_iou
 from storage.layout import DataRoot
-from storage.decisions import build_trails
+from storage.decisions import build_trails, judged_counts
 from storage.schema import ANNOTATIONS, CURATED
 
 IMAGE_SIZES = pa.schema([pa.field("image_id", pa.string()), pa.field("width", pa.int32()), pa.field("height", pa.int32())])
@@ -182,11 +182,13 @@ def _absorb_into_previous(prev: pa.Table, new: pa.Table, target: np.ndarray) -> 
                           pc.list_value_length(seen).cast(pa.int32()))
 
 
-def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig) -> tuple[pa.Table, np.ndarray, pa.Array]:
+def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig
+                        ) -> tuple[pa.Table, np.ndarray, pa.Array, pa.Array]:
     """Merge this round's survivors into the previous curated set.
 
     Returns the curated table, ``merged`` (bool per row of ``new``: it merged into a previous
-    row instead of being added) and the reason per row of ``new`` (null where not merged)."""
+    row instead of being added), the reason per row of ``new`` (null where not merged) and
+    the ids of the previous rows the merged rows went into (one per merged row)."""
     is_caption = pc.fill_null(pc.equal(new["kind"], "caption"), False).to_numpy(zero_copy_only=False)
     target = np.full(new.num_rows, -1, np.int64)
     iou = np.zeros(new.num_rows)
@@ -200,20 +202,19 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig) -
     rest = np.flatnonzero(~is_caption)
     target[rest], iou[rest] = match_previous(new.take(pa.array(rest)), prev, config.merge.iou_threshold)
     merged = target >= 0
-    prev_ids = prev["annotation_id"].take(pa.array(np.maximum(target, 0))) if len(target) else pa.array([], pa.string())
-    reason = pc.if_else(pa.array(merged), pc.binary_join_element_wise(
-        "merged into previous ", prev_ids, f" (IoU >= {config.merge.iou_threshold} or same text)", ""),
-        pa.scalar(None, pa.string()))
+    reason = reason_where(merged, f"merged into a previous round's row (IoU >= {config.merge.iou_threshold} "
+                                  "or same text)")
+    into = prev["annotation_id"].take(pa.array(target[merged]))
     kept_prev = conform(_absorb_into_previous(prev, new, target), CURATED)
     curated = pa.concat_tables([kept_prev, conform(new.take(pa.array(np.flatnonzero(~merged))), CURATED)])
-    return curated, merged, reason
+    return curated, merged, reason, into
 
 
 def _scatter(rows: list[np.ndarray], values: list[pa.Array], n: int) -> pa.Array:
     """A string array of ``n`` rows holding ``values[k][j]`` at row ``rows[k][j]``, null elsewhere."""
     where = np.full(n, -1, np.int64)
     where[np.concatenate(rows)] = np.arange(sum(len(r) for r in rows))
-    flat = pa.chunked_array([v.cast(pa.string()) for v in values], pa.string()).combine_chunks()
+    flat = pa.chunked_array([v.cast(pa.string()) for v in values if len(v)], pa.string()).combine_chunks()
     return flat.take(pa.array(where, mask=where < 0))
 
 
@@ -270,16 +271,20 @@ def curate_tables(
         [work[c] if c in work.column_names else raw[c].take(pa.array(gidx)) for c in ANNOTATIONS.names]
         + [work["label"]], names=[*ANNOTATIONS.names, "label"])
     curated = conform(_agreement(survivors, gidx, raw, into, agrees), CURATED)
+    absorbed = np.flatnonzero(into >= 0)
+    by_rows, by_ids = [absorbed], [raw["annotation_id"].take(pa.array(into[absorbed]))]
     if merging:
-        curated, merged, reason = merge_with_previous(curated, previous, config)
+        curated, merged, reason, merged_into = merge_with_previous(curated, previous, config)
         judged[gidx] |= 1 << (len(rule_names) - 1)
         dropped_by[gidx[merged]] = len(rule_names) - 1
         drop_rows.append(gidx[merged])
         drop_reasons.append(reason.filter(pa.array(merged)))
+        by_rows.append(gidx[merged])
+        by_ids.append(merged_into)
     elif previous is not None:  # merge off: carry the previous set over unchanged beside the new rows
         curated = pa.concat_tables([previous, curated])
     trails = build_trails(raw["annotation_id"], round_, rule_names, judged, dropped_by,
-                          _scatter(drop_rows, drop_reasons, n))
+                          _scatter(drop_rows, drop_reasons, n), _scatter(by_rows, by_ids, n))
     return conform(curated, CURATED), trails
 
 
@@ -371,7 +376,7 @@ def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
     curated, trails = curate_tables(raw, previous, read_image_sizes(root), config, round_)
     dropped_rows = trails.num_rows - trails["dropped_by"].null_count
     new_rows = int(pc.sum(pc.equal(curated["round"], round_)).as_py() or 0) if curated.num_rows else 0
-    judged = pc.list_flatten(trails["rules"]) if trails.num_rows else pa.array([], pa.string())
+    judged = judged_counts(trails)
     summary = {
         "round": round_,
         "input_rows": raw.num_rows,
@@ -379,9 +384,9 @@ def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
         "dropped_rows": dropped_rows,
         "carried_rows": previous.num_rows if previous is not None else 0,
         "curated_rows": curated.num_rows,
-        "dropped_by_rule": _value_counts(trails["dropped_by"]),
-        "judged_by_rule": _value_counts(judged),
-        "decision_rows": len(judged),
+        "dropped_by_rule": _value_counts(trails["dropped_by"].cast(pa.string())),
+        "judged_by_rule": judged,
+        "decision_rows": sum(judged.values()),
     }
     if new_rows + dropped_rows != raw.num_rows:
         raise RuntimeError(f"curation lost rows: {new_rows} kept + {dropped_rows} dropped != {raw.num_rows} input")

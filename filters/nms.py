@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from filters.base import (
     FilterContext, FilterResult, dictionary, equals, group_codes, image_keys, unique, normalized_codes, register_filter,
-    valid, with_prefix,
+    reason_where, valid,
 )
 from storage.geometry import boxes_from_arrow, pairwise_iou
 
@@ -206,13 +206,8 @@ def nms_result(
                                tiebreak=lambda tied: group_codes(sub["annotation_id"].take(pa.array(tied))))
         keep[rows] = kept
         absorbed_by[rows[~kept]] = rows[sup[~kept]]
-    drop = ~keep
-    ids = table["annotation_id"].take(pa.array(absorbed_by[drop]))
-    suppressed = with_prefix("suppressed by ", ids, f" ({what}, IoU > {threshold})")
-    reason = pa.nulls(n, pa.string())
-    if drop.any():
-        reason = pc.replace_with_mask(reason, pa.array(drop), suppressed.combine_chunks()
-                                      if isinstance(suppressed, pa.ChunkedArray) else suppressed)
+    # which box suppressed it is ``absorbed_by`` (the decision trails store that row's id)
+    reason = reason_where(~keep, f"suppressed by a higher-scored box ({what}, IoU > {threshold})")
     return FilterResult(keep=keep, reason=reason, judged=scope, absorbed_by=absorbed_by, agrees=True)
 
 

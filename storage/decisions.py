@@ -1,9 +1,9 @@
 """Curation decisions: the stored trails (one row per annotation) and their long form.
 
 Stored (:data:`storage.schema.DECISION_TRAILS`): ``annotation_id, round, rules, dropped_by,
-reason``, where ``rules`` lists the rules that judged the row in the order they ran. The
-contract (:data:`storage.schema.DECISIONS`) is one row per (annotation, rule that judged it):
-``annotation_id, round, rule, kept, reason``. Both carry the same facts because a dropped row
+reason, absorbed_by``, where ``rules`` names the rules that judged the row in the order they
+ran, joined by ``,``. The contract (:data:`storage.schema.DECISIONS`) is one row per
+(annotation, rule that judged it): ``annotation_id, round, rule, kept, reason, absorbed_by``. Both carry the same facts because a dropped row
 is judged by no later rule: every rule of ``rules`` kept the row except ``dropped_by``.
 :func:`expand_trails` (Arrow) and :data:`DECISIONS_VIEW_SQL` (DuckDB) turn trails into the
 long form; :func:`build_trails` makes trails from per-rule numpy masks.
@@ -17,30 +17,33 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from storage.schema import DECISION_TRAILS, DECISIONS
+from storage.schema import DECISION_TRAILS, DECISIONS, RULE_SEPARATOR
 
 #: the long form over a relation named ``decision_trails`` (the catalog's view)
 DECISIONS_VIEW_SQL = """
 select annotation_id, round, rule, rule is distinct from dropped_by as kept,
-       case when rule = dropped_by then reason end as reason
-from (select annotation_id, round, unnest(rules) as rule, dropped_by, reason from decision_trails)
+       case when rule = dropped_by then reason end as reason,
+       case when rule = dropped_by then absorbed_by end as absorbed_by
+from (select annotation_id, round, unnest(string_split(rules, ',')) as rule, dropped_by, reason, absorbed_by
+      from decision_trails)
 """
 
 
 def build_trails(ids: pa.Array | pa.ChunkedArray, round_: int, rules: Sequence[str], judged: np.ndarray,
-                 dropped_by: np.ndarray, reason: pa.Array) -> pa.Table:
+                 dropped_by: np.ndarray, reason: pa.Array, absorbed_by: pa.Array | None = None) -> pa.Table:
     """Trails of ``n`` rows.
 
     judged: int64 ``(n,)`` bit mask, bit ``r`` set = rule ``rules[r]`` judged the row (at most
     63 rules). dropped_by: int ``(n,)`` index into ``rules`` of the rule that dropped the row,
-    -1 if none. reason: ``n`` strings, set exactly where ``dropped_by >= 0``.
-    The rule names are dictionary-encoded (int8 codes), and rows sharing a mask share one
-    list, so building costs a few passes over ``n`` integers.
+    -1 if none. reason: ``n`` strings, set exactly where ``dropped_by >= 0``. absorbed_by:
+    ``n`` ids (null where no row absorbed it). Rows sharing a mask share one dictionary entry
+    for ``rules``, so building costs a few passes over ``n`` integers.
     """
     n = len(ids)
     if len(rules) > 63:
         raise ValueError(f"at most 63 rules can be recorded, got {len(rules)}")
-    names = pa.array(list(rules), pa.string())
+    if bad := [r for r in rules if RULE_SEPARATOR in r]:
+        raise ValueError(f"rule names cannot hold {RULE_SEPARATOR!r}: {bad}")
     if len(rules) <= 20:  # distinct masks through a table of all 2^R masks (no sort)
         present = np.flatnonzero(np.bincount(judged, minlength=1 << len(rules)))
         code_of = np.zeros(1 << len(rules), np.int64)
@@ -48,27 +51,39 @@ def build_trails(ids: pa.Array | pa.ChunkedArray, round_: int, rules: Sequence[s
         masks, mask_code = present, code_of[judged]
     else:
         masks, mask_code = np.unique(judged, return_inverse=True)
-    bits = [np.flatnonzero((int(mask) >> np.arange(len(rules))) & 1) for mask in masks]
-    offsets = np.zeros(len(masks) + 1, np.int32)
-    np.cumsum([len(b) for b in bits], out=offsets[1:])
-    flat = np.concatenate(bits).astype(np.int8) if bits else np.zeros(0, np.int8)
-    per_mask = pa.ListArray.from_arrays(pa.array(offsets), pa.DictionaryArray.from_arrays(pa.array(flat), names))
-    rule_lists = per_mask.take(pa.array(mask_code.astype(np.int32)))
-    dropped = pa.DictionaryArray.from_arrays(pa.array(dropped_by.astype(np.int8), mask=dropped_by < 0), names)
+    paths = [RULE_SEPARATOR.join(r for k, r in enumerate(rules) if int(mask) >> k & 1) for mask in masks]
+    rule_paths = pa.DictionaryArray.from_arrays(pa.array(mask_code.astype(np.int32)), pa.array(paths, pa.string()))
+    names = pa.array(list(rules), pa.string())
+    dropped = pa.DictionaryArray.from_arrays(pa.array(dropped_by.astype(np.int32), mask=dropped_by < 0), names)
+    absorbed_by = pa.nulls(n, pa.string()) if absorbed_by is None else absorbed_by
     return pa.Table.from_arrays(
-        [ids, pa.array(np.full(n, round_, np.int32)), rule_lists, dropped, reason], schema=DECISION_TRAILS)
+        [ids, pa.array(np.full(n, round_, np.int32)), rule_paths, dropped, reason, absorbed_by],
+        schema=DECISION_TRAILS)
+
+
+def judged_counts(trails: pa.Table) -> dict[str, int]:
+    """How many rows each rule judged (counted over the distinct rule paths, not per row)."""
+    counts: dict[str, int] = {}
+    if trails.num_rows == 0:
+        return counts
+    for row in pc.value_counts(trails["rules"].cast(pa.string())).to_pylist():
+        for rule in filter(None, row["values"].split(RULE_SEPARATOR)):
+            counts[rule] = counts.get(rule, 0) + int(row["counts"])
+    return counts
 
 
 def expand_trails(trails: pa.Table) -> pa.Table:
     """The long form (:data:`DECISIONS`) of ``trails``: one row per (annotation, rule)."""
     if trails.num_rows == 0:
         return DECISIONS.empty_table()
-    rules = trails["rules"].combine_chunks().cast(pa.list_(pa.string()))
+    rules = pc.split_pattern(trails["rules"].cast(pa.string()).combine_chunks(), RULE_SEPARATOR)
     owner = pa.array(pc.list_parent_indices(rules).to_numpy().astype(np.int64))
     rule = pc.list_flatten(rules)
     dropped_by = trails["dropped_by"].cast(pa.string()).take(owner)
     dropped = pc.fill_null(pc.equal(rule, dropped_by), False)
-    reason = pc.if_else(dropped, trails["reason"].take(owner), pa.scalar(None, pa.string()))
+    null = pa.scalar(None, pa.string())
+    reason = pc.if_else(dropped, trails["reason"].take(owner), null)
+    absorbed_by = pc.if_else(dropped, trails["absorbed_by"].take(owner), null)
     return pa.Table.from_arrays(
-        [trails["annotation_id"].take(owner), trails["round"].take(owner), rule, pc.invert(dropped), reason],
-        schema=DECISIONS)
+        [trails["annotation_id"].take(owner), trails["round"].take(owner), rule, pc.invert(dropped), reason,
+         absorbed_by], schema=DECISIONS)

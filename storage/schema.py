@@ -115,6 +115,7 @@ DECISIONS = pa.schema(
         pa.field("rule", pa.string(), nullable=False),  # filter name, e.g. "confidence"
         pa.field("kept", pa.bool_(), nullable=False),
         pa.field("reason", pa.string()),  # why it was dropped; null when kept
+        pa.field("absorbed_by", pa.string()),  # id of the row that absorbed the dropped one, if any
     ]
 )
 
@@ -123,14 +124,17 @@ DECISIONS = pa.schema(
 # dropped row is judged by no later rule, so a row is kept by every rule of ``rules`` except
 # ``dropped_by`` (the last one, when set), and ``reason`` is that rule's reason. It is the long
 # form without repeating the 32-character id once per rule (5x fewer rows to write and scan).
-RULE_NAME = pa.dictionary(pa.int8(), pa.string())  # rule names repeat: stored as codes
+# Reasons are texts without ids (few distinct values); the absorbing row's id is its own column.
+RULE_NAME = pa.dictionary(pa.int32(), pa.string())  # rule names repeat: stored as codes
+RULE_SEPARATOR = ","
 DECISION_TRAILS = pa.schema(
     [
         pa.field("annotation_id", pa.string(), nullable=False),
         pa.field("round", pa.int32(), nullable=False),
-        pa.field("rules", pa.list_(RULE_NAME), nullable=False),  # judged by, in order
+        pa.field("rules", RULE_NAME, nullable=False),  # judged by, in order, joined by RULE_SEPARATOR
         pa.field("dropped_by", RULE_NAME),  # null when the row survived every rule
         pa.field("reason", pa.string()),  # why dropped_by dropped it; null when it survived
+        pa.field("absorbed_by", pa.string()),  # id of the row it went into (NMS, region text, merge)
     ]
 )
 

@@ -101,6 +101,9 @@ def test_every_row_is_accounted_for(tiny_spacy_pipeline):
     assert {r["image_id"] for r in curated.to_pylist()} == {"a", "c"}
     drops = {r["annotation_id"]: r["rule"] for r in decisions.to_pylist() if not r["kept"]}
     assert drops[rows[4]["annotation_id"]] == "geometry"
+    by = {r["annotation_id"]: r["absorbed_by"] for r in decisions.to_pylist() if not r["kept"]}
+    assert by[rows[1]["annotation_id"]] == by[rows[2]["annotation_id"]] == dog["annotation_id"]  # NMS
+    assert by[rows[4]["annotation_id"]] is None
     assert drops[rows[9]["annotation_id"]] == "phrase_confidence"
     assert drops[rows[10]["annotation_id"]] == "phrase_span"
     assert drops[rows[11]["annotation_id"]] == "text_complexity"
@@ -208,7 +211,7 @@ def test_curate_round_reads_and_writes_the_data_root(tmp_path):
     assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in s1.items() if k != "seconds"}
     with duckdb.connect() as con:
         agreement = con.sql(f"select agreement from read_parquet('{root.curated(1)}/part-*.parquet')").fetchall()
-        judged = con.sql(f"select sum(len(rules)) from read_parquet('{root.decisions(0)}/part-*.parquet')").fetchall()
+        judged = con.sql(f"select sum(len(string_split(rules, ','))) from read_parquet('{root.decisions(0)}/part-*.parquet')").fetchall()
     assert agreement == [(3,)] and judged == [(s0["decision_rows"],)]
     assert json.loads((root.curated(1) / "_summary.json").read_text())["curated_rows"] == 1
     assert len(list(root.decisions(0).glob("part-*.parquet"))) == s0["input_rows"]
