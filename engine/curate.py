@@ -23,9 +23,14 @@ normalised label/text when both have no box or their IoU >= ``merge.iou_threshol
 best IoU wins); a new phrase whose parent caption merged points at the previous caption.
 Invariant: new rows in the curated set + dropped rows = raw rows of the round.
 
-During the run the working table also carries ``label`` and ``image_index`` (row of the
-images table, so the 64-character image ids are hashed once); :func:`conform` drops the
-latter. Known limits: a region-text candidate whose parent region lives only in the
+Decisions are returned and written as trails (``storage.decisions``): one row per raw row
+with the rules that judged it, the rule that dropped it, the reason and the id of the row
+that absorbed it; ``expand_trails`` and the catalog's ``decisions`` view give the long form.
+
+The working table the filters see is narrow (``filters.base.CURATION_COLUMNS`` plus
+``label`` and ``image_index``, so the 64-character image ids are hashed once and never
+copied); it shrinks with column-parallel ``take``s, and the wide columns are taken from the
+raw table once, for the survivors. Known limits: a region-text candidate whose parent region lives only in the
 previous curated set is dropped as an orphan, and a merged region keeps the previous
 row's text even when the new row brought a matched description.
 """
@@ -46,7 +51,7 @@ import pyarrow.compute as pc
 from engine.curation_config import CurationConfig
 from engine.text_metrics import metrics_function
 from filters.base import (
-    CURATION_COLUMNS, IMAGE_INDEX, FilterContext, dictionary, filter_spec, group_codes, image_index_column,
+    CURATION_COLUMNS, IMAGE_INDEX, FilterContext, dictionary, filter_spec, group_codes, image_index, image_index_column,
     normalized_codes, reason_where, unique, valid,
 )
 from filters.nms import pairs_in_groups
@@ -210,11 +215,20 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig
     return curated, merged, reason, into
 
 
+def take_parallel(table: pa.Table, indices: np.ndarray, pool: ThreadPoolExecutor) -> pa.Table:
+    """``table.take(indices)`` with the columns taken on ``pool``'s threads (Arrow's take
+    releases the GIL, so the working table shrinks on every core)."""
+    index = pa.array(indices)
+    columns = list(pool.map(lambda column: column.take(index), table.columns))
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
 def _scatter(rows: list[np.ndarray], values: list[pa.Array], n: int) -> pa.Array:
     """A string array of ``n`` rows holding ``values[k][j]`` at row ``rows[k][j]``, null elsewhere."""
     where = np.full(n, -1, np.int64)
     where[np.concatenate(rows)] = np.arange(sum(len(r) for r in rows))
-    flat = pa.chunked_array([v.cast(pa.string()) for v in values if len(v)], pa.string()).combine_chunks()
+    chunks = [c for v in values for c in (v.chunks if isinstance(v, pa.ChunkedArray) else [v]) if len(c)]
+    flat = pa.chunked_array([c.cast(pa.string()) for c in chunks], pa.string()).combine_chunks()
     return flat.take(pa.array(where, mask=where < 0))
 
 
@@ -229,6 +243,12 @@ def curate_tables(
     The working table shrinks with ``take`` (Arrow's ``filter`` is ~3x slower on the string
     and list columns); every rule's outcome is kept as numpy masks over the raw rows.
     """
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return _curate(raw, previous, images, config, round_, pool)
+
+
+def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int,
+            pool: ThreadPoolExecutor) -> tuple[pa.Table, pa.Table]:
     raw = conform(raw, ANNOTATIONS)
     previous = conform(previous, CURATED) if previous is not None else None
     n = raw.num_rows
@@ -245,7 +265,10 @@ def curate_tables(
     # the narrow working table: image ids are hashed once here, the filters read the index
     work = raw.select(list(CURATION_COLUMNS))
     work = work.append_column("label", pc.if_else(is_region, raw["text"], pa.scalar(None, pa.string())))
-    work = work.append_column(IMAGE_INDEX, image_index_column(raw, ctx.images))
+    step = max(1, -(-n // (os.cpu_count() or 1)))
+    index = list(pool.map(lambda start: image_index(raw.select(["image_id"]).slice(start, step), ctx.images),
+                          range(0, n, step)))
+    work = work.append_column(IMAGE_INDEX, image_index_column(raw, ctx.images, np.concatenate(index) if index else None))
     gidx = np.arange(n)
     into = np.full(n, -1, np.int64)
     agrees = np.zeros(n, bool)
@@ -266,9 +289,10 @@ def curate_tables(
             agrees[gidx[hit]] = res.agrees
         if drop.any():
             survivors = np.flatnonzero(res.keep)
-            work, gidx = work.take(pa.array(survivors)), gidx[survivors]
+            work, gidx = take_parallel(work, survivors, pool), gidx[survivors]
+    rest = take_parallel(raw.select([c for c in ANNOTATIONS.names if c not in work.column_names]), gidx, pool)
     survivors = pa.Table.from_arrays(
-        [work[c] if c in work.column_names else raw[c].take(pa.array(gidx)) for c in ANNOTATIONS.names]
+        [work[c] if c in work.column_names else rest[c] for c in ANNOTATIONS.names]
         + [work["label"]], names=[*ANNOTATIONS.names, "label"])
     curated = conform(_agreement(survivors, gidx, raw, into, agrees), CURATED)
     absorbed = np.flatnonzero(into >= 0)
@@ -327,7 +351,12 @@ def read_image_sizes(root: DataRoot) -> pa.Table:
     return conform(table, IMAGE_SIZES)
 
 
+PARALLEL_PART_ROWS = 250_000  # a table above this is written as at least one part per core
+
+
 def _part_jobs(table: pa.Table, folder: Path, rows_per_part: int) -> list[tuple[pa.Table, Path]]:
+    if table.num_rows > PARALLEL_PART_ROWS:  # so every core encodes a part
+        rows_per_part = min(rows_per_part, max(PARALLEL_PART_ROWS, -(-table.num_rows // (os.cpu_count() or 1))))
     count = max(1, -(-table.num_rows // rows_per_part))
     return [(table.slice(k * rows_per_part, rows_per_part), folder / f"part-{k:05d}.parquet") for k in range(count)]
 

@@ -19,6 +19,8 @@ Suppressed rows are absorbed by their suppressor, which gains their sources as a
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -34,6 +36,7 @@ from storage.geometry import boxes_from_arrow, pairwise_iou
 
 CALIBRATIONS = ("rank", "weight", "raw")
 PAIR_BUDGET = 2_000_000  # candidate pairs held in memory at once (a memory bound, not a threshold)
+PARALLEL_MIN_ROWS = 200_000  # below this, splitting the groups over threads costs more than it saves
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def _tie_keys(rows: np.ndarray, n: int, tiebreak: np.ndarray | Callable[[np.ndar
 
 def greedy_nms(
     boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, threshold: float,
-    tiebreak: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None,
+    tiebreak: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None, workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy NMS per group. Returns ``keep`` (bool ``(n,)``) and ``suppressor`` (int64 ``(n,)``:
     index of the kept box that suppressed each dropped box, -1 for kept ones).
@@ -101,9 +104,14 @@ def greedy_nms(
 
     Only the group codes are sorted: the overlapping pairs (IoU > ``threshold``) of a group
     are oriented from the stronger box (higher score, then lower tiebreak key) to the weaker,
-    and greedy order matters only along those edges."""
+    and greedy order matters only along those edges. Groups are independent, so from
+    :data:`PARALLEL_MIN_ROWS` boxes on they are split by group code over ``workers`` threads
+    (default: one per core; numpy's sorts and gathers release the GIL)."""
     n = len(boxes)
     scores = np.asarray(scores, np.float64)
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers > 1 and n >= PARALLEL_MIN_ROWS:
+        return _greedy_nms_parallel(boxes, scores, np.asarray(groups), threshold, tiebreak, workers)
     order = np.argsort(groups)  # the edges do not depend on the order inside a group
     sorted_boxes = np.take(boxes, order, axis=0)  # np.take: ~4x faster than boxes[order] on (n, 4)
     src, dst = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
@@ -158,6 +166,30 @@ def greedy_nms(
             rows = rows[np.lexsort((keys[si[rows]], sj[rows]))]
             first = np.r_[True, sj[rows][1:] != sj[rows][:-1]]
             suppressor[sj[rows][first]] = si[rows][first]
+    return keep, suppressor
+
+
+def _greedy_nms_parallel(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, threshold: float,
+                         tiebreak: np.ndarray | Callable[[np.ndarray], np.ndarray] | None,
+                         workers: int) -> tuple[np.ndarray, np.ndarray]:
+    parts = [np.flatnonzero(p) for p in (groups % workers)[None, :] == np.arange(workers)[:, None]]
+
+    def run(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if tiebreak is None:
+            local_tiebreak = None  # rows ascend, so local input order is the global one
+        elif callable(tiebreak):
+            local_tiebreak = lambda local: tiebreak(rows[local])  # noqa: E731
+        else:
+            local_tiebreak = np.asarray(tiebreak)[rows]
+        return greedy_nms(np.take(boxes, rows, axis=0), scores[rows], groups[rows], threshold, local_tiebreak,
+                          workers=1)
+
+    keep = np.ones(len(boxes), bool)
+    suppressor = np.full(len(boxes), -1, np.int64)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for rows, (kept, sup) in zip(parts, pool.map(run, parts)):
+            keep[rows] = kept
+            suppressor[rows] = np.where(sup >= 0, rows[np.maximum(sup, 0)], -1)
     return keep, suppressor
 
 

@@ -113,3 +113,15 @@ def test_image_rule_empty_and_one_row():
     assert res.keep.tolist() == [True, False, False]
     assert len(geometry_filter(table([]), GeometryConfig(), ctx).keep) == 0
     assert image_filter(table([region("img", [0, 0, 10, 10])]), GeometryConfig(), FilterContext()).keep.tolist() == [False]
+
+
+def test_reason_where_builds_the_same_strings_every_way():
+    from filters.base import reason_where
+
+    drop = np.array([True, False, True, True, False])
+    fast = reason_where(drop, "too small ✓")
+    assert fast.to_pylist() == ["too small ✓", None, "too small ✓", "too small ✓", None]
+    assert fast.equals(reason_where(drop, lambda rows: pa.array(["too small ✓"] * len(rows))))
+    layered = reason_where(np.array([False, True, True, False, False]), "second", fast)
+    assert layered.to_pylist() == ["too small ✓", "second", "second", "too small ✓", None]
+    assert reason_where(np.zeros(3, bool), "x").null_count == 3

@@ -70,6 +70,23 @@ def test_greedy_nms_matches_reference_with_many_tied_scores(seed, callable_tiebr
     assert sup.tolist() == ref_sup
 
 
+@pytest.mark.parametrize("callable_tiebreak", [False, True])
+def test_greedy_nms_split_over_threads_gives_the_same_result(monkeypatch, callable_tiebreak):
+    import filters.nms as nms
+
+    rng = np.random.default_rng(7)
+    n = 400
+    boxes, scores, groups = random_boxes(rng, n), rng.integers(0, 4, n) / 3, rng.integers(0, 9, n)
+    perm = rng.permutation(n)
+    tiebreak = (lambda rows: perm[rows]) if callable_tiebreak else perm
+    single = greedy_nms(boxes, scores, groups, 0.4, tiebreak=tiebreak, workers=1)
+    monkeypatch.setattr(nms, "PARALLEL_MIN_ROWS", 0)
+    split = greedy_nms(boxes, scores, groups, 0.4, tiebreak=tiebreak, workers=3)
+    assert split[0].tolist() == single[0].tolist() and split[1].tolist() == single[1].tolist()
+    ref_keep, ref_sup = reference_nms(boxes.tolist(), scores.tolist(), groups.tolist(), 0.4, perm.tolist())
+    assert split[0].tolist() == ref_keep and split[1].tolist() == ref_sup
+
+
 def test_greedy_nms_ties_follow_tiebreak_and_empty():
     boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], float)
     keep, sup = greedy_nms(boxes, np.array([0.5, 0.5]), np.zeros(2, int), 0.5, tiebreak=np.array([1, 0]))
