@@ -223,6 +223,14 @@ def take_parallel(table: pa.Table, indices: np.ndarray, pool: ThreadPoolExecutor
     return pa.Table.from_arrays(columns, schema=table.schema)
 
 
+def _image_index_column(raw: pa.Table, images: pa.Table, pool: ThreadPoolExecutor) -> pa.Array:
+    """:func:`filters.base.image_index_column`, the id lookups split over ``pool``'s threads."""
+    ids = raw.select(["image_id"])
+    step = max(1, -(-raw.num_rows // (os.cpu_count() or 1)))
+    index = list(pool.map(lambda start: image_index(ids.slice(start, step), images), range(0, raw.num_rows, step)))
+    return image_index_column(raw, images, np.concatenate(index) if index else None)
+
+
 def _scatter(rows: list[np.ndarray], values: list[pa.Array], n: int) -> pa.Array:
     """A string array of ``n`` rows holding ``values[k][j]`` at row ``rows[k][j]``, null elsewhere."""
     where = np.full(n, -1, np.int64)
@@ -265,10 +273,7 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     # the narrow working table: image ids are hashed once here, the filters read the index
     work = raw.select(list(CURATION_COLUMNS))
     work = work.append_column("label", pc.if_else(is_region, raw["text"], pa.scalar(None, pa.string())))
-    step = max(1, -(-n // (os.cpu_count() or 1)))
-    index = list(pool.map(lambda start: image_index(raw.select(["image_id"]).slice(start, step), ctx.images),
-                          range(0, n, step)))
-    work = work.append_column(IMAGE_INDEX, image_index_column(raw, ctx.images, np.concatenate(index) if index else None))
+    work = work.append_column(IMAGE_INDEX, _image_index_column(raw, ctx.images, pool))
     gidx = np.arange(n)
     into = np.full(n, -1, np.int64)
     agrees = np.zeros(n, bool)
