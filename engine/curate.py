@@ -80,23 +80,32 @@ def conform(table: pa.Table | None, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _lists(owner: np.ndarray, values: pa.Array | pa.ChunkedArray, m: int, distinct: bool) -> pa.ListArray:
+def _lists(owner: np.ndarray, values: pa.Array | pa.ChunkedArray | tuple[np.ndarray, list], m: int,
+           distinct: bool) -> pa.ListArray:
     """One string list per owner ``0..m-1`` from ``values[i]`` owned by ``owner[i]``.
 
+    ``values``: strings, or ``(codes, names)`` meaning ``names[codes[i]]`` (no re-encoding).
     Plain lists keep the given order; ``distinct`` lists hold each value once, sorted."""
-    if isinstance(values, pa.ChunkedArray):
+    if isinstance(values, tuple):
+        codes, names = values
+        values = pa.array(names, pa.string()).take(pa.array(codes)) if not distinct else None
+    elif isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
-    if distinct and len(values):
-        codes, names = dictionary(values)
+    if distinct and values is not None:
+        codes, names = dictionary(values) if len(values) else (np.zeros(0, np.int64), [])
+    if distinct and len(codes):
         alpha = np.argsort(np.array(names, dtype=object))
         rank = np.empty(len(names), np.int64)
         rank[alpha] = np.arange(len(names))
         key = unique(owner.astype(np.int64) * len(names) + rank[codes])
         owner, values = key // len(names), pa.array(names, pa.string()).take(pa.array(alpha[key % len(names)]))
+    elif distinct:
+        owner, values = owner[:0], pa.array([], pa.string())
     else:
         order = np.argsort(owner, kind="stable")
         owner, values = owner[order], values.take(pa.array(order))
-    offsets = np.searchsorted(owner, np.arange(m + 1)).astype(np.int32)
+    offsets = np.zeros(m + 1, np.int32)
+    np.cumsum(np.bincount(owner, minlength=m), out=offsets[1:])
     return pa.ListArray.from_arrays(pa.array(offsets), values.cast(pa.string()))
 
 
@@ -116,9 +125,12 @@ def _agreement(work: pa.Table, gidx: np.ndarray, raw: pa.Table, into: np.ndarray
     rows = np.flatnonzero(absorbed & (position[root] >= 0))
     absorbed_ids = _lists(position[root[rows]], raw["annotation_id"].take(pa.array(rows)), m, distinct=False)
     seen = np.concatenate([gidx, rows[agrees[rows]]])
-    tags = pc.binary_join_element_wise(raw["source"].take(pa.array(seen)),
-                                       raw["source_version"].take(pa.array(seen)), "@")
-    seen_by = _lists(position[root[seen]], tags, m, distinct=True)
+    source, sources = dictionary(raw["source"])  # tags are built for the distinct pairs only
+    version, versions = dictionary(raw["source_version"])
+    pair = source[seen] * len(versions) + version[seen]
+    pairs = unique(pair)
+    tags = [f"{sources[p // len(versions)]}@{versions[p % len(versions)]}" for p in pairs]
+    seen_by = _lists(position[root[seen]], (np.searchsorted(pairs, pair), tags), m, distinct=True)
     out = work.append_column("absorbed_ids", absorbed_ids).append_column("seen_by", seen_by)
     return out.append_column("agreement", pc.list_value_length(seen_by).cast(pa.int32()))
 
