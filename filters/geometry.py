@@ -90,6 +90,7 @@ def geometry_filter(table: pa.Table, config: GeometryConfig, ctx: FilterContext)
     drop = np.zeros(n, bool)
     checks: list[tuple[np.ndarray, str]] = []  # lowest priority first: the last failing check names the reason
     replace = {}
+    out = fill = np.zeros(0, np.int64)  # boxes clipped, boxes filled from their quad
     q = np.flatnonzero(has_quad)
     if len(q):
         quads = geo.quads_from_arrow(table["quad"].take(pa.array(q)))
@@ -118,7 +119,7 @@ def geometry_filter(table: pa.Table, config: GeometryConfig, ctx: FilterContext)
         out = np.flatnonzero(((xs < 0) | (xs > w_lim[:, None]) | (ys < 0) | (ys > h_lim[:, None])).any(axis=1))
         if len(out):
             boxes[out] = geo.clip_boxes(boxes[out], w_lim[out], h_lim[out])
-    if (config.clip and len(out)) or (len(q) and len(fill)):
+    if len(out) or len(fill):
         replace["bbox"] = geo.boxes_to_arrow(boxes)
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     area = geo.box_area(boxes)
