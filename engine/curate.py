@@ -84,23 +84,20 @@ def _lists(owner: np.ndarray, values: pa.Array | pa.ChunkedArray | tuple[np.ndar
            distinct: bool) -> pa.ListArray:
     """One string list per owner ``0..m-1`` from ``values[i]`` owned by ``owner[i]``.
 
-    ``values``: strings, or ``(codes, names)`` meaning ``names[codes[i]]`` (no re-encoding).
-    Plain lists keep the given order; ``distinct`` lists hold each value once, sorted."""
-    if isinstance(values, tuple):
-        codes, names = values
-        values = pa.array(names, pa.string()).take(pa.array(codes)) if not distinct else None
-    elif isinstance(values, pa.ChunkedArray):
+    Plain lists keep the given order; ``distinct`` lists hold each value once, sorted, and
+    also take ``values`` as ``(codes, names)`` meaning ``names[codes[i]]`` (no re-encoding)."""
+    if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
-    if distinct and values is not None:
-        codes, names = dictionary(values) if len(values) else (np.zeros(0, np.int64), [])
-    if distinct and len(codes):
-        alpha = np.argsort(np.array(names, dtype=object))
-        rank = np.empty(len(names), np.int64)
-        rank[alpha] = np.arange(len(names))
-        key = unique(owner.astype(np.int64) * len(names) + rank[codes])
-        owner, values = key // len(names), pa.array(names, pa.string()).take(pa.array(alpha[key % len(names)]))
-    elif distinct:
-        owner, values = owner[:0], pa.array([], pa.string())
+    if distinct:
+        codes, names = values if isinstance(values, tuple) else dictionary(values)
+        if len(codes):
+            alpha = np.argsort(np.array(names, dtype=object))
+            rank = np.empty(len(names), np.int64)
+            rank[alpha] = np.arange(len(names))
+            key = unique(owner.astype(np.int64) * len(names) + rank[codes])
+            owner, values = key // len(names), pa.array(names, pa.string()).take(pa.array(alpha[key % len(names)]))
+        else:
+            owner, values = owner[:0], pa.array([], pa.string())
     else:
         order = np.argsort(owner, kind="stable")
         owner, values = owner[order], values.take(pa.array(order))
@@ -383,14 +380,10 @@ def _remove_stale(folder: Path, written: list[Path]) -> None:
         stale.unlink()
 
 
-def write_parts(table: pa.Table, folder: Path, rows_per_part: int) -> list[Path]:
-    """Write ``table`` as ``folder/part-00000.parquet``... atomically; remove stale parts."""
-    return write_datasets([(table, folder)], rows_per_part)[0]
-
-
 def write_datasets(datasets: list[tuple[pa.Table, Path]], rows_per_part: int) -> list[list[Path]]:
-    """:func:`write_parts` for several (table, folder) at once, parts written on one thread per
-    core (Parquet encoding and compression release the GIL). Returns the paths per folder."""
+    """Write each ``table`` as ``folder/part-00000.parquet``... atomically and remove the
+    folder's stale parts; parts are written on one thread per core (Parquet encoding and
+    compression release the GIL). Returns the paths per folder."""
     jobs = [_part_jobs(table, folder, rows_per_part) for table, folder in datasets]
     flat = [job for per_folder in jobs for job in per_folder]
     with ThreadPoolExecutor(max_workers=max(1, min(len(flat), os.cpu_count() or 1))) as pool:
