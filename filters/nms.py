@@ -1,11 +1,10 @@
 """Non-maximum suppression of regions: class-aware within a source, then across sources.
 
 ``greedy_nms`` is exact greedy NMS (torchvision semantics: a box is suppressed by a kept,
-higher-scored box of its group whose IoU is strictly above the threshold), vectorised:
-candidate pairs are generated only inside groups (in bounded chunks), the overlapping
-pairs form a DAG from higher to lower score, and decisions propagate over it level by
-level (a box with no kept stronger neighbour is kept; one with a kept stronger neighbour is
-suppressed by the strongest such one). Ties in score are broken by the ``tiebreak`` order.
+higher-scored box of its group whose IoU is strictly above the threshold): rows are
+radix-sorted by group once and compiled kernels (:mod:`filters.kernels`) sort each group by
+score and suppress inside it, so the work is linear in the rows plus the pairs inside groups.
+Ties in score are broken by the ``tiebreak`` order.
 
 Scope of the region rules: ``kind == region`` rows without ``parent_id`` that have a box and
 a ``region_type`` in ``region_types``. Groups are (image, [source], region_type, label) with
@@ -29,10 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from filters.base import (
-    FilterContext, FilterResult, dictionary, equals, group_codes, image_keys, unique, normalized_codes, register_filter,
+    FilterContext, FilterResult, dictionary, equals, group_codes, image_keys, normalized_codes, register_filter,
     reason_where, valid,
 )
-from storage.geometry import boxes_from_arrow, pairwise_iou
+from filters.kernels import greedy_in_groups, sort_groups_by_score, stable_argsort
+from storage.geometry import boxes_from_arrow
 
 CALIBRATIONS = ("rank", "weight", "raw")
 PAIR_BUDGET = 2_000_000  # candidate pairs held in memory at once (a memory bound, not a threshold)
@@ -82,14 +82,24 @@ def pairs_in_groups(groups: np.ndarray, budget: int = PAIR_BUDGET) -> Iterator[t
         lo = hi
 
 
-def _tie_keys(rows: np.ndarray, n: int, tiebreak: np.ndarray | Callable[[np.ndarray], np.ndarray] | None) -> np.ndarray:
-    """Int64 keys (length ``n``, set at ``rows``) ordering equal scores: lower goes first."""
-    keys = np.zeros(n, np.int64)
-    if tiebreak is None:
-        keys[rows] = rows  # input order
-    else:
-        keys[rows] = tiebreak(rows) if callable(tiebreak) else np.asarray(tiebreak)[rows]
-    return keys
+def group_starts(sorted_groups: np.ndarray) -> np.ndarray:
+    """Int64 start positions of the runs of equal values in ``sorted_groups``, plus ``n``."""
+    n = len(sorted_groups)
+    return np.r_[np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]]), n].astype(np.int64)
+
+
+def over_groups(kernel: Callable[..., None], starts: np.ndarray, workers: int, *args) -> None:
+    """Run ``kernel(*args, first, last)`` over the groups ``[first, last)`` of ``starts``, split
+    into ``workers`` contiguous ranges of about equal row counts on threads (the kernels
+    release the GIL; below :data:`PARALLEL_MIN_ROWS` rows, on this thread)."""
+    groups = len(starts) - 1
+    if workers <= 1 or starts[-1] < PARALLEL_MIN_ROWS:
+        kernel(*args, 0, groups)
+        return
+    cuts = np.unique(np.searchsorted(starts, np.linspace(0, starts[-1], workers + 1)[1:-1]))
+    bounds = [0, *(int(c) for c in cuts if 0 < c < groups), groups]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda k: kernel(*args, bounds[k], bounds[k + 1]), range(len(bounds) - 1)))
 
 
 def greedy_nms(
@@ -99,97 +109,33 @@ def greedy_nms(
     """Greedy NMS per group. Returns ``keep`` (bool ``(n,)``) and ``suppressor`` (int64 ``(n,)``:
     index of the kept box that suppressed each dropped box, -1 for kept ones).
 
-    ``tiebreak`` orders equal scores of a group (lower first; default: input order): an array
-    per row, or a callable given the indices of tied rows that returns keys ordering them.
+    ``groups``: integer group code per row. ``tiebreak`` orders equal scores of a group (lower
+    first; default: input order): an array per row, or a callable given the indices of the
+    tied rows only that returns keys ordering them.
 
-    Only the group codes are sorted: the overlapping pairs (IoU > ``threshold``) of a group
-    are oriented from the stronger box (higher score, then lower tiebreak key) to the weaker,
-    and greedy order matters only along those edges. Groups are independent, so from
-    :data:`PARALLEL_MIN_ROWS` boxes on they are split by group code over ``workers`` threads
-    (default: one per core; numpy's sorts and gathers release the GIL)."""
+    The rows are radix-sorted by group once; compiled kernels (:mod:`filters.kernels`) sort
+    each group by score and suppress in it. Groups are independent, so from
+    :data:`PARALLEL_MIN_ROWS` boxes on they are split over ``workers`` threads (default: one
+    per core)."""
     n = len(boxes)
-    scores = np.asarray(scores, np.float64)
-    workers = (os.cpu_count() or 1) if workers is None else workers
-    if workers > 1 and n >= PARALLEL_MIN_ROWS:
-        return _greedy_nms_parallel(boxes, scores, np.asarray(groups), threshold, tiebreak, workers)
-    order = np.argsort(groups)  # the edges do not depend on the order inside a group
-    sorted_boxes = np.take(boxes, order, axis=0)  # np.take: ~4x faster than boxes[order] on (n, 4)
-    src, dst = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    for i, j in pairs_in_groups(groups[order]):
-        hit = pairwise_iou(np.take(sorted_boxes, i, axis=0), np.take(sorted_boxes, j, axis=0)) > threshold
-        src.append(order[i[hit]])
-        dst.append(order[j[hit]])
-    a, b = np.concatenate(src), np.concatenate(dst)
-    tied = scores[a] == scores[b]
-    swap = scores[b] > scores[a]
-    if tied.any():
-        keys = _tie_keys(unique(np.concatenate([a[tied], b[tied]])), n, tiebreak)
-        swap |= tied & (keys[b] < keys[a])
-    ei, ej = np.where(swap, b, a), np.where(swap, a, b)  # stronger -> weaker
     keep = np.ones(n, bool)
     suppressor = np.full(n, -1, np.int64)
-    if len(ei) == 0:
+    if n == 0:
         return keep, suppressor
-    nodes = unique(np.concatenate([ei, ej]))  # boxes without an overlapping neighbour are kept
-    m = len(nodes)
-    local = np.empty(n, np.int64)
-    local[nodes] = np.arange(m)
-    li, lj = local[ei], local[ej]
-    status = np.zeros(m, np.int8)  # 0 undecided, 1 kept, 2 suppressed (over the nodes)
-    status[np.bincount(lj, minlength=m) == 0] = 1
-    live_i, live_j = li, lj
-    while len(live_j):  # level by level: kept if no kept stronger neighbour remains possible
-        state = status[live_i]
-        kept_in = np.bincount(live_j[state == 1], minlength=m) > 0
-        undecided_in = np.bincount(live_j[state == 0], minlength=m)
-        open_ = status == 0
-        status[open_ & kept_in] = 2
-        status[open_ & ~kept_in & (undecided_in == 0)] = 1
-        still = status[live_j] == 0
-        live_i, live_j = live_i[still], live_j[still]
-    keep[nodes] = status == 1
-    hit = (status[li] == 1) & (status[lj] == 2)
-    si, sj = ei[hit], ej[hit]
-    if len(sj):  # each suppressed box: its strongest kept neighbour (the first greedy reached)
-        by = np.argsort(sj, kind="stable")
-        si, sj = si[by], sj[by]
-        starts = np.flatnonzero(np.r_[True, sj[1:] != sj[:-1]])
-        runs = np.diff(np.r_[starts, len(sj)])
-        score = scores[si]
-        top = score == np.repeat(np.maximum.reduceat(score, starts), runs)
-        contested = np.repeat(np.add.reduceat(top, starts) > 1, runs)
-        pick = top & ~contested  # exactly one per uncontested suppressed box
-        suppressor[sj[pick]] = si[pick]
-        if contested.any():  # equal best scores: the tiebreak picks, among those rows only
-            rows = np.flatnonzero(top & contested)
-            keys = _tie_keys(unique(si[rows]), n, tiebreak)
-            rows = rows[np.lexsort((keys[si[rows]], sj[rows]))]
-            first = np.r_[True, sj[rows][1:] != sj[rows][:-1]]
-            suppressor[sj[rows][first]] = si[rows][first]
-    return keep, suppressor
-
-
-def _greedy_nms_parallel(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, threshold: float,
-                         tiebreak: np.ndarray | Callable[[np.ndarray], np.ndarray] | None,
-                         workers: int) -> tuple[np.ndarray, np.ndarray]:
-    parts = [np.flatnonzero(p) for p in (groups % workers)[None, :] == np.arange(workers)[:, None]]
-
-    def run(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if tiebreak is None:
-            local_tiebreak = None  # rows ascend, so local input order is the global one
-        elif callable(tiebreak):
-            local_tiebreak = lambda local: tiebreak(rows[local])  # noqa: E731
-        else:
-            local_tiebreak = np.asarray(tiebreak)[rows]
-        return greedy_nms(np.take(boxes, rows, axis=0), scores[rows], groups[rows], threshold, local_tiebreak,
-                          workers=1)
-
-    keep = np.ones(len(boxes), bool)
-    suppressor = np.full(len(boxes), -1, np.int64)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for rows, (kept, sup) in zip(parts, pool.map(run, parts)):
-            keep[rows] = kept
-            suppressor[rows] = np.where(sup >= 0, rows[np.maximum(sup, 0)], -1)
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    boxes = np.ascontiguousarray(boxes, np.float64)
+    scores = np.ascontiguousarray(scores, np.float64)
+    groups = np.asarray(groups)
+    order = stable_argsort(groups)  # rows ascend inside a group: ties start in input order
+    starts = group_starts(groups[order])
+    keys = np.arange(n)
+    tied = np.zeros(n, bool)
+    over_groups(sort_groups_by_score, starts, workers, order, starts, scores, keys, tied)
+    if tiebreak is not None and tied.any():
+        rows = np.flatnonzero(tied)
+        keys[rows] = tiebreak(rows) if callable(tiebreak) else np.asarray(tiebreak)[rows]
+        over_groups(sort_groups_by_score, starts, workers, order, starts, scores, keys, tied)
+    over_groups(greedy_in_groups, starts, workers, order, starts, boxes, float(threshold), keep, suppressor)
     return keep, suppressor
 
 
@@ -202,8 +148,9 @@ def calibrate(scores: np.ndarray, sources: pa.Array | pa.ChunkedArray, config: N
         return scores * np.array([config.weights.get(s, 1.0) for s in names])[codes]
     # rank: sort by (source, score); a run of equal scores [a, b) among a source's n rows
     # (positions counted from the source's first row) gets the percentile (a + b) / (2 n)
-    by_score = np.argsort(scores, kind="stable")  # then a stable sort on the few source codes
-    order = by_score[np.argsort(codes[by_score].astype(np.int32), kind="stable")]  # = lexsort((scores, codes))
+    by_score = np.argsort(scores)  # equal scores end up adjacent, in any order (they share a rank)
+    narrow = np.int16 if len(names) < 2**15 else np.int64  # numpy radix-sorts 16-bit keys
+    order = by_score[np.argsort(codes[by_score].astype(narrow), kind="stable")]  # (source, score) order
     c, v = codes[order], scores[order]
     n = len(v)
     source_start = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])

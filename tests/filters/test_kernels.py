@@ -1,0 +1,20 @@
+"""The compiled curation kernels against numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from filters.kernels import stable_argsort
+
+
+@pytest.mark.parametrize("low, high", [(0, 3), (-50, 50), (0, 70_000), (-(2**40), 2**40), (0, 2**62)])
+def test_stable_argsort_equals_numpy_stable_argsort(low, high):
+    keys = np.random.default_rng(high % 97).integers(low, high, 5_000)
+    assert stable_argsort(keys).tolist() == np.argsort(keys, kind="stable").tolist()
+
+
+def test_stable_argsort_edge_cases():
+    assert stable_argsort(np.zeros(0, np.int64)).tolist() == []
+    assert stable_argsort(np.full(7, 5)).tolist() == list(range(7))  # equal keys keep input order
+    assert stable_argsort(np.array([3, 1, 2], np.int32)).tolist() == [1, 2, 0]
