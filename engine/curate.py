@@ -54,6 +54,7 @@ from filters.base import (
     CURATION_COLUMNS, IMAGE_INDEX, FilterContext, dictionary, filter_spec, group_codes, image_index, image_index_column,
     normalized_codes, reason_where, unique, valid,
 )
+from filters.kernels import stable_argsort
 from filters.nms import pairs_in_groups
 from storage.atomic import write_parquet_atomic, write_text_atomic
 from storage.geometry import boxes_from_arrow, pairwise_iou
@@ -98,8 +99,8 @@ def _lists(owner: np.ndarray, values: pa.Array | pa.ChunkedArray | tuple[np.ndar
             owner, values = key // len(names), pa.array(names, pa.string()).take(pa.array(alpha[key % len(names)]))
         else:
             owner, values = owner[:0], pa.array([], pa.string())
-    else:
-        order = np.argsort(owner, kind="stable")
+    elif len(owner) and (owner[1:] < owner[:-1]).any():  # plain lists: order by owner (stable)
+        order = stable_argsort(owner)
         owner, values = owner[order], values.take(pa.array(order))
     offsets = np.zeros(m + 1, np.int32)
     np.cumsum(np.bincount(owner, minlength=m), out=offsets[1:])
@@ -120,6 +121,7 @@ def _agreement(work: pa.Table, gidx: np.ndarray, raw: pa.Table, into: np.ndarray
     position = np.full(n, -1, np.int64)  # survivor -> its row in work
     position[gidx] = np.arange(m)
     rows = np.flatnonzero(absorbed & (position[root] >= 0))
+    rows = rows[stable_argsort(position[root[rows]])]  # by owner, so the ids are taken once, in list order
     absorbed_ids = _lists(position[root[rows]], raw["annotation_id"].take(pa.array(rows)), m, distinct=False)
     seen = np.concatenate([gidx, rows[agrees[rows]]])
     source, sources = dictionary(raw["source"])  # tags are built for the distinct pairs only

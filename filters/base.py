@@ -234,6 +234,23 @@ def reason_where(drop: np.ndarray, reason: str | pa.Array | Callable[[np.ndarray
     return pc.replace_with_mask(base.cast(pa.string()), pa.array(np.asarray(drop, bool)), values.cast(pa.string()))
 
 
+def reason_from_codes(codes: np.ndarray, texts: dict[int, str]) -> pa.Array:
+    """A string array holding ``texts[code]`` where ``codes > 0`` and null where 0: for rules
+    that give each row the code of its failing check (built as a dictionary array, so the
+    texts are copied once per dropped row, not once per check)."""
+    codes = np.asarray(codes)
+    dropped = codes > 0
+    if not dropped.any():
+        return pa.nulls(len(codes), pa.string())
+    if missing := set(unique(codes[dropped]).tolist()) - set(texts):
+        raise ValueError(f"reason codes without a text: {sorted(missing)}")
+    keys = sorted(texts)
+    lookup = np.zeros(max(keys) + 1, np.int32)
+    lookup[keys] = np.arange(len(keys))
+    indices = pa.array(lookup[np.where(dropped, codes, 0)], mask=~dropped)
+    return pa.DictionaryArray.from_arrays(indices, pa.array([texts[k] for k in keys], pa.string())).cast(pa.string())
+
+
 def _one_text_where(drop: np.ndarray, text: str) -> pa.Array:
     """A string array holding ``text`` where ``drop``, null elsewhere, built from its buffers
     (Arrow's ``replace_with_mask`` copies strings one by one: ~20x slower)."""

@@ -19,7 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from filters.base import FilterContext, FilterResult, image_index, reason_where, register_filter, to_numpy, valid
+from filters.base import (
+    FilterContext, FilterResult, image_index, reason_from_codes, reason_where, register_filter, to_numpy, valid,
+)
+from filters.kernels import (
+    BOX_ELONGATED, BOX_INVERTED, BOX_NON_FINITE, BOX_OUTSIDE, BOX_SMALL, BOX_THIN, check_boxes,
+)
 from storage import geometry as geo
 
 
@@ -87,10 +92,9 @@ def geometry_filter(table: pa.Table, config: GeometryConfig, ctx: FilterContext)
     boxes = geo.boxes_from_arrow(table["bbox"])
     w_lim = np.where(known, width, np.inf)  # unknown size: no clipping (the image rule drops them)
     h_lim = np.where(known, height, np.inf)
-    drop = np.zeros(n, bool)
     checks: list[tuple[np.ndarray, str]] = []  # lowest priority first: the last failing check names the reason
     replace = {}
-    out = fill = np.zeros(0, np.int64)  # boxes clipped, boxes filled from their quad
+    fill = np.zeros(0, np.int64)  # boxes filled from their quad
     q = np.flatnonzero(has_quad)
     if len(q):
         quads = geo.quads_from_arrow(table["quad"].take(pa.array(q)))
@@ -111,38 +115,22 @@ def geometry_filter(table: pa.Table, config: GeometryConfig, ctx: FilterContext)
                    (masks[1], f"degenerate quad (area below {config.min_quad_area} px^2)"),
                    (masks[0], "non-finite quad")]
         has_box = has_box | has_quad
-    box_bad_value = has_box & ~np.isfinite(boxes).all(axis=1)
-    inverted = has_box & ~box_bad_value & ~((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
-    area_before = geo.box_area(boxes)
-    if config.clip:  # only rows reaching outside the image change (NaN compares false)
-        xs, ys = boxes[:, 0::2], boxes[:, 1::2]
-        out = np.flatnonzero(((xs < 0) | (xs > w_lim[:, None]) | (ys < 0) | (ys > h_lim[:, None])).any(axis=1))
-        if len(out):
-            boxes[out] = geo.clip_boxes(boxes[out], w_lim[out], h_lim[out])
-    if len(out) or len(fill):
+    code = np.empty(n, np.int8)  # the first failing box check (kernels.BOX_*), 0 = passed
+    clipped = np.empty(n, bool)
+    check_boxes(boxes, has_box, w_lim, h_lim, config.clip, float(config.min_side), float(config.min_area),
+                float(config.max_aspect_ratio), float(config.min_inside_fraction), code, clipped)
+    if clipped.any() or len(fill):
         replace["bbox"] = geo.boxes_to_arrow(boxes)
-    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    area = geo.box_area(boxes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        inside = np.where(area_before > 0, area / np.where(area_before > 0, area_before, 1), 0)
-        aspect = np.maximum(w / h, h / w)
-    ok_box = has_box & ~(box_bad_value | inverted)
-    outside = ok_box & ~(inside >= config.min_inside_fraction)
-    ok_box &= ~outside
-    thin = ok_box & ~(np.minimum(w, h) >= config.min_side)
-    small = ok_box & ~thin & ~(area >= config.min_area)
-    elongated = ok_box & ~(thin | small) & ~(aspect <= config.max_aspect_ratio)
-    checks = [
-        (elongated, f"aspect ratio above {config.max_aspect_ratio}"),
-        (small, f"area below {config.min_area} px^2"),
-        (thin, f"side below {config.min_side} px"),
-        (outside, f"less than {config.min_inside_fraction} of the box inside the image"),
-        (inverted, "inverted box (x1 <= x0 or y1 <= y0)"),
-        (box_bad_value, "non-finite box"),
-        *checks,
-    ]
-    reason = pa.nulls(n, pa.string())
-    for mask, text in checks:
-        reason = reason_where(mask, text, reason)
-        drop |= mask
-    return FilterResult(keep=~drop, reason=reason, judged=judged, replace=replace)
+    texts = {
+        BOX_NON_FINITE: "non-finite box",
+        BOX_INVERTED: "inverted box (x1 <= x0 or y1 <= y0)",
+        BOX_OUTSIDE: f"less than {config.min_inside_fraction} of the box inside the image",
+        BOX_THIN: f"side below {config.min_side} px",
+        BOX_SMALL: f"area below {config.min_area} px^2",
+        BOX_ELONGATED: f"aspect ratio above {config.max_aspect_ratio}",
+    }
+    for mask, text in checks:  # quad checks outrank the box checks
+        code[mask] = len(texts) + 1
+        texts[len(texts) + 1] = text
+    drop = code > 0
+    return FilterResult(keep=~drop, reason=reason_from_codes(code, texts), judged=judged, replace=replace)

@@ -123,3 +123,46 @@ def greedy_in_groups(order: np.ndarray, starts: np.ndarray, boxes: np.ndarray, t
                 if keep[other] and _iou(boxes, row, other) > threshold:
                     keep[other] = False
                     suppressor[other] = row
+
+
+#: outcome codes of :func:`check_boxes`, highest priority first (0 = kept)
+BOX_NON_FINITE, BOX_INVERTED, BOX_OUTSIDE, BOX_THIN, BOX_SMALL, BOX_ELONGATED = range(1, 7)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def check_boxes(boxes: np.ndarray, has_box: np.ndarray, width: np.ndarray, height: np.ndarray, clip: bool,
+                min_side: float, min_area: float, max_aspect_ratio: float, min_inside_fraction: float,
+                code: np.ndarray, changed: np.ndarray) -> None:  # pragma: no cover - compiled
+    """The geometry rule's box checks in one pass: ``code[i]`` is the first failing check of
+    row ``i`` (``BOX_*``, 0 when it passes or has no box); with ``clip`` the boxes reaching
+    outside ``[0, width[i]] x [0, height[i]]`` are clipped in place and ``changed[i]`` set.
+    Sizes are measured after clipping; the inside fraction is clipped / unclipped area."""
+    for i in range(len(boxes)):
+        code[i] = 0
+        changed[i] = False
+        if not has_box[i]:
+            continue
+        x0, y0, x1, y1 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
+        if not (np.isfinite(x0) and np.isfinite(y0) and np.isfinite(x1) and np.isfinite(y1)):
+            code[i] = BOX_NON_FINITE
+            continue
+        if not (x1 > x0 and y1 > y0):
+            code[i] = BOX_INVERTED
+            continue
+        before = (x1 - x0) * (y1 - y0)
+        w_lim, h_lim = width[i], height[i]
+        if clip and (x0 < 0 or x1 < 0 or x0 > w_lim or x1 > w_lim or y0 < 0 or y1 < 0 or y0 > h_lim or y1 > h_lim):
+            x0, x1 = min(max(x0, 0.0), w_lim), min(max(x1, 0.0), w_lim)
+            y0, y1 = min(max(y0, 0.0), h_lim), min(max(y1, 0.0), h_lim)
+            boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3] = x0, y0, x1, y1
+            changed[i] = True
+        w, h = x1 - x0, y1 - y0
+        area = max(w, 0.0) * max(h, 0.0)
+        if not area / before >= min_inside_fraction:
+            code[i] = BOX_OUTSIDE
+        elif not min(w, h) >= min_side:
+            code[i] = BOX_THIN
+        elif not area >= min_area:
+            code[i] = BOX_SMALL
+        elif not max(w / h, h / w) <= max_aspect_ratio:
+            code[i] = BOX_ELONGATED

@@ -125,3 +125,49 @@ def test_reason_where_builds_the_same_strings_every_way():
     layered = reason_where(np.array([False, True, True, False, False]), "second", fast)
     assert layered.to_pylist() == ["too small ✓", "second", "second", "too small ✓", None]
     assert reason_where(np.zeros(3, bool), "x").null_count == 3
+
+
+def _reference_box(box, width, height, config):
+    """The geometry rule for one box, in plain Python: (reason word or None, clipped box)."""
+    x0, y0, x1, y1 = box
+    if not all(np.isfinite(v) for v in box):
+        return "non-finite", box
+    if not (x1 > x0 and y1 > y0):
+        return "inverted", box
+    before = (x1 - x0) * (y1 - y0)
+    x0, x1 = (min(max(v, 0.0), width) for v in (x0, x1))
+    y0, y1 = (min(max(v, 0.0), height) for v in (y0, y1))
+    w, h = x1 - x0, y1 - y0
+    if not w * h / before >= config.min_inside_fraction:
+        return "inside", [x0, y0, x1, y1]
+    if not min(w, h) >= config.min_side:
+        return "side", [x0, y0, x1, y1]
+    if not w * h >= config.min_area:
+        return "area", [x0, y0, x1, y1]
+    if not max(w / h, h / w) <= config.max_aspect_ratio:
+        return "aspect", [x0, y0, x1, y1]
+    return None, [x0, y0, x1, y1]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_box_checks_match_a_per_row_reference(seed):
+    rng = np.random.default_rng(seed)
+    n = 400
+    sizes = [("a", 100, 80), ("b", 640, 480)]
+    corner = rng.uniform(-60, 650, (n, 2)).round(rng.integers(0, 2))  # whole pixels make exact edge cases
+    extent = rng.choice([0.0, 1.0, 2.0, 3.0, 8.0, 60.0, 300.0], size=(n, 2)) * rng.choice([1, 1, 1, -1], size=(n, 2))
+    boxes = np.concatenate([corner, corner + extent], axis=1)
+    boxes[rng.random(n) < 0.05, rng.integers(0, 4)] = np.nan
+    image = rng.choice(["a", "b", "unknown"], n, p=[0.45, 0.45, 0.1])
+    config = GeometryConfig(min_side=float(rng.choice([0.0, 2.0])), max_aspect_ratio=float(rng.choice([1.0, 20.0])))
+    rows = [region(str(i), [float(v) for v in b]) for i, b in zip(image, boxes)]
+    res = geometry_filter(table(rows), config, FilterContext(images=images(*sizes)))
+    limits = {name: (w, h) for name, w, h in sizes}
+    clipped = res.replace["bbox"].to_pylist() if "bbox" in res.replace else [list(b) for b in boxes]
+    for i, (box, name) in enumerate(zip(boxes.tolist(), image)):
+        width, height = limits.get(name, (np.inf, np.inf))
+        word, expected = _reference_box(np.float32(box).astype(float).tolist(), width, height, config)
+        reason = res.reason[i].as_py()
+        assert (reason is None) == (word is None) and (word is None or word in reason), (box, name, reason, word)
+        if word is None:
+            assert np.allclose(clipped[i], expected), (box, clipped[i], expected)
