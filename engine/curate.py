@@ -51,15 +51,15 @@ import pyarrow.compute as pc
 from engine.curation_config import CurationConfig
 from engine.text_metrics import metrics_function
 from filters.base import (
-    CURATION_COLUMNS, IMAGE_INDEX, FilterContext, dictionary, filter_spec, group_codes, image_index, image_index_column,
-    normalized_codes, reason_where, unique, valid,
+    CATEGORICAL_COLUMNS, CURATION_COLUMNS, IMAGE_INDEX, FilterContext, dictionary, filter_spec, group_codes,
+    image_index, image_index_column, normalized_codes, reason_where, unique, valid,
 )
 from filters.kernels import stable_argsort
 from filters.nms import pairs_in_groups
 from storage.atomic import write_parquet_atomic, write_text_atomic
 from storage.geometry import boxes_from_arrow, pairwise_iou
 from storage.layout import DataRoot
-from storage.decisions import build_trails, judged_counts
+from storage.decisions import build_trails, judged_counts, value_counts
 from storage.schema import ANNOTATIONS, CURATED
 
 IMAGE_SIZES = pa.schema([pa.field("image_id", pa.string()), pa.field("width", pa.int32()), pa.field("height", pa.int32())])
@@ -242,13 +242,38 @@ def _image_index_column(raw: pa.Table, images: pa.Table, pool: ThreadPoolExecuto
     return image_index_column(raw, images, np.concatenate(index) if index else None)
 
 
-def _scatter(rows: list[np.ndarray], values: list[pa.Array], n: int) -> pa.Array:
-    """A string array of ``n`` rows holding ``values[k][j]`` at row ``rows[k][j]``, null elsewhere."""
+def _working_table(raw: pa.Table, is_region: pa.ChunkedArray, images: pa.Table, pool: ThreadPoolExecutor) -> pa.Table:
+    """The narrow table the filters see: :data:`CURATION_COLUMNS` with the
+    :data:`CATEGORICAL_COLUMNS` dictionary-encoded, plus ``label`` (a top-level region's raw
+    text) and :data:`IMAGE_INDEX` (image ids hashed once, here)."""
+    encoded = [c for c in CURATION_COLUMNS if c in CATEGORICAL_COLUMNS]
+    columns = dict(zip([*encoded, "text"], pool.map(
+        lambda c: pc.dictionary_encode(raw[c]).combine_chunks(), [*encoded, "text"])))
+    text = columns.pop("text")
+    label = pa.DictionaryArray.from_arrays(
+        pc.if_else(is_region.combine_chunks(), text.indices, pa.scalar(None, text.indices.type)), text.dictionary)
+    work = pa.Table.from_arrays([columns.get(c, raw[c]) for c in CURATION_COLUMNS] + [label],
+                                names=[*CURATION_COLUMNS, "label"])
+    return work.append_column(IMAGE_INDEX, _image_index_column(raw, images, pool))
+
+
+def _scatter(parts: list[tuple[np.ndarray, pa.Array | pa.ChunkedArray, np.ndarray | None]], n: int,
+             encode: bool = False) -> pa.Array | pa.ChunkedArray:
+    """A string column of ``n`` rows, null except where a part ``(rows, values, index)`` puts
+    ``values[index[j]]`` (``values[j]`` when ``index`` is None) at row ``rows[j]``: one take
+    over all parts. ``encode``: a dictionary array (the values repeat, e.g. reasons)."""
     where = np.full(n, -1, np.int64)
-    where[np.concatenate(rows)] = np.arange(sum(len(r) for r in rows))
-    chunks = [c for v in values for c in (v.chunks if isinstance(v, pa.ChunkedArray) else [v]) if len(c)]
-    flat = pa.chunked_array([c.cast(pa.string()) for c in chunks], pa.string()).combine_chunks()
-    return flat.take(pa.array(where, mask=where < 0))
+    chunks, offset = [], 0
+    for rows, values, index in parts:
+        chunks += [c.cast(pa.string()) for c in (values.chunks if isinstance(values, pa.ChunkedArray) else [values])]
+        where[rows] = offset + (np.arange(len(rows)) if index is None else index)
+        offset += len(values)
+    flat = pa.chunked_array([c for c in chunks if len(c)] or [pa.array([], pa.string())], pa.string())
+    at = pa.array(where, mask=where < 0)
+    if encode:
+        encoded = pc.dictionary_encode(flat).combine_chunks()
+        return pa.DictionaryArray.from_arrays(encoded.indices.take(at), encoded.dictionary)
+    return flat.take(at)
 
 
 def curate_tables(
@@ -282,9 +307,7 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     ctx = FilterContext(images=conform(images, IMAGE_SIZES).combine_chunks(), previous=previous,
                         text_metrics=metrics_function(config.text.pipeline, config.text.batch_size))
     # the narrow working table: image ids are hashed once here, the filters read the index
-    work = raw.select(list(CURATION_COLUMNS))
-    work = work.append_column("label", pc.if_else(is_region, raw["text"], pa.scalar(None, pa.string())))
-    work = work.append_column(IMAGE_INDEX, _image_index_column(raw, ctx.images, pool))
+    work = _working_table(raw, is_region, ctx.images, pool)
     gidx = np.arange(n)
     into = np.full(n, -1, np.int64)
     agrees = np.zeros(n, bool)
@@ -312,19 +335,19 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
         + [work["label"]], names=[*ANNOTATIONS.names, "label"])
     curated = conform(_agreement(survivors, gidx, raw, into, agrees), CURATED)
     absorbed = np.flatnonzero(into >= 0)
-    by_rows, by_ids = [absorbed], [raw["annotation_id"].take(pa.array(into[absorbed]))]
+    by = [(absorbed, raw["annotation_id"], into[absorbed])]
     if merging:
         curated, merged, reason, merged_into = merge_with_previous(curated, previous, config)
         judged[gidx] |= 1 << (len(rule_names) - 1)
         dropped_by[gidx[merged]] = len(rule_names) - 1
         drop_rows.append(gidx[merged])
         drop_reasons.append(reason.filter(pa.array(merged)))
-        by_rows.append(gidx[merged])
-        by_ids.append(merged_into)
+        by.append((gidx[merged], merged_into, None))
     elif previous is not None:  # merge off: carry the previous set over unchanged beside the new rows
         curated = pa.concat_tables([previous, curated])
     trails = build_trails(raw["annotation_id"], round_, rule_names, judged, dropped_by,
-                          _scatter(drop_rows, drop_reasons, n), _scatter(by_rows, by_ids, n))
+                          _scatter([(r, v, None) for r, v in zip(drop_rows, drop_reasons)], n, encode=True),
+                          _scatter(by, n))
     return conform(curated, CURATED), trails
 
 
@@ -399,11 +422,6 @@ def write_datasets(datasets: list[tuple[pa.Table, Path]], rows_per_part: int) ->
     return out
 
 
-def _value_counts(values: pa.Array | pa.ChunkedArray) -> dict[str, int]:
-    counts = pc.value_counts(pc.drop_null(values)) if len(values) else pa.array([], pa.struct([]))
-    return {row["values"]: int(row["counts"]) for row in counts.to_pylist()}
-
-
 def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_part: int = 1_000_000) -> dict[str, Any]:
     """Curate round ``round_`` of ``root``: read raw + previous curated + image sizes, write
     ``curated/round=R/part-*.parquet`` and ``decisions/round=R/part-*.parquet`` (decision
@@ -425,7 +443,7 @@ def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
         "dropped_rows": dropped_rows,
         "carried_rows": previous.num_rows if previous is not None else 0,
         "curated_rows": curated.num_rows,
-        "dropped_by_rule": _value_counts(trails["dropped_by"].cast(pa.string())),
+        "dropped_by_rule": value_counts(trails["dropped_by"]),
         "judged_by_rule": judged,
         "decision_rows": sum(judged.values()),
     }

@@ -145,6 +145,11 @@ CURATION_COLUMNS: tuple[str, ...] = (
     "annotation_id", "source", "kind", "granularity", "region_type", "text", "bbox", "quad",
     "parent_id", "span_start", "span_end", "score",
 )
+#: low-cardinality string columns the engine passes dictionary-encoded during curation (so
+#: the working table shrinks by int32 takes and :func:`dictionary` is free): filters compare
+#: them with ``pyarrow.compute`` (``equal``, ``is_in``, ``if_else`` accept both forms) or
+#: through :func:`dictionary`, never with string functions such as ``utf8_lower``
+CATEGORICAL_COLUMNS: tuple[str, ...] = ("source", "kind", "granularity", "region_type", "label")
 
 
 # ------------------------------------------------------------------ vectorised helpers
@@ -267,9 +272,15 @@ def with_prefix(prefix: str, values: pa.Array, suffix: str = "") -> pa.Array:
 
 
 def dictionary(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list]:
-    """Dictionary-encode ``column`` -> (int64 code per row, -1 for null; the distinct values)."""
+    """Dictionary-encode ``column`` -> (int64 code per row, -1 for null; the distinct values).
+
+    A dictionary-typed column gives its own indices and dictionary, which may also hold
+    values no row uses any more (after rows were taken away)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+    if pa.types.is_dictionary(column.type):  # already encoded (combine_chunks unified the dictionaries)
+        codes = pc.fill_null(column.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        return codes, column.dictionary.to_pylist()
     enc = pc.dictionary_encode(column)
     codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     return codes, enc.dictionary.to_pylist()

@@ -35,7 +35,7 @@ def build_trails(ids: pa.Array | pa.ChunkedArray, round_: int, rules: Sequence[s
 
     judged: int64 ``(n,)`` bit mask, bit ``r`` set = rule ``rules[r]`` judged the row (at most
     63 rules). dropped_by: int ``(n,)`` index into ``rules`` of the rule that dropped the row,
-    -1 if none. reason: ``n`` strings, set exactly where ``dropped_by >= 0``. absorbed_by:
+    -1 if none. reason: ``n`` strings (plain or dictionary), set exactly where ``dropped_by >= 0``. absorbed_by:
     ``n`` ids (null where no row absorbed it). Rows sharing a mask share one dictionary entry
     for ``rules``, so building costs a few passes over ``n`` integers.
     """
@@ -56,19 +56,37 @@ def build_trails(ids: pa.Array | pa.ChunkedArray, round_: int, rules: Sequence[s
     names = pa.array(list(rules), pa.string())
     dropped = pa.DictionaryArray.from_arrays(pa.array(dropped_by.astype(np.int32), mask=dropped_by < 0), names)
     absorbed_by = pa.nulls(n, pa.string()) if absorbed_by is None else absorbed_by
+    if not pa.types.is_dictionary(reason.type):
+        reason = reason.cast(pa.string()).dictionary_encode()
     return pa.Table.from_arrays(
         [ids, pa.array(np.full(n, round_, np.int32)), rule_paths, dropped, reason, absorbed_by],
         schema=DECISION_TRAILS)
 
 
+def value_counts(column: pa.Array | pa.ChunkedArray) -> dict[str, int]:
+    """Rows per non-null value of a string or dictionary column (a dictionary column is
+    counted over its indices, without decoding a string per row)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+    if len(column) == 0:
+        return {}
+    if pa.types.is_dictionary(column.type):
+        indices = pc.drop_null(column.indices).to_numpy(zero_copy_only=False)
+        counts = np.bincount(indices, minlength=len(column.dictionary))
+        out: dict[str, int] = {}
+        for value, count in zip(column.dictionary.to_pylist(), counts.tolist()):
+            if count:
+                out[value] = out.get(value, 0) + count
+        return out
+    return {row["values"]: int(row["counts"]) for row in pc.value_counts(pc.drop_null(column)).to_pylist()}
+
+
 def judged_counts(trails: pa.Table) -> dict[str, int]:
     """How many rows each rule judged (counted over the distinct rule paths, not per row)."""
     counts: dict[str, int] = {}
-    if trails.num_rows == 0:
-        return counts
-    for row in pc.value_counts(trails["rules"].cast(pa.string())).to_pylist():
-        for rule in filter(None, row["values"].split(RULE_SEPARATOR)):
-            counts[rule] = counts.get(rule, 0) + int(row["counts"])
+    for path, rows in value_counts(trails["rules"]).items():
+        for rule in filter(None, path.split(RULE_SEPARATOR)):
+            counts[rule] = counts.get(rule, 0) + rows
     return counts
 
 
@@ -82,7 +100,7 @@ def expand_trails(trails: pa.Table) -> pa.Table:
     dropped_by = trails["dropped_by"].cast(pa.string()).take(owner)
     dropped = pc.fill_null(pc.equal(rule, dropped_by), False)
     null = pa.scalar(None, pa.string())
-    reason = pc.if_else(dropped, trails["reason"].take(owner), null)
+    reason = pc.if_else(dropped, trails["reason"].take(owner).cast(pa.string()), null)
     absorbed_by = pc.if_else(dropped, trails["absorbed_by"].take(owner), null)
     return pa.Table.from_arrays(
         [trails["annotation_id"].take(owner), trails["round"].take(owner), rule, pc.invert(dropped), reason,

@@ -126,6 +126,7 @@ DECISIONS = pa.schema(
 # form without repeating the 32-character id once per rule (5x fewer rows to write and scan).
 # Reasons are texts without ids (few distinct values); the absorbing row's id is its own column.
 RULE_NAME = pa.dictionary(pa.int32(), pa.string())  # rule names repeat: stored as codes
+REASON_TEXT = pa.dictionary(pa.int32(), pa.string())  # id-free reasons repeat: stored as codes too
 RULE_SEPARATOR = ","
 DECISION_TRAILS = pa.schema(
     [
@@ -133,7 +134,7 @@ DECISION_TRAILS = pa.schema(
         pa.field("round", pa.int32(), nullable=False),
         pa.field("rules", RULE_NAME, nullable=False),  # judged by, in order, joined by RULE_SEPARATOR
         pa.field("dropped_by", RULE_NAME),  # null when the row survived every rule
-        pa.field("reason", pa.string()),  # why dropped_by dropped it; null when it survived
+        pa.field("reason", REASON_TEXT),  # why dropped_by dropped it; null when it survived
         pa.field("absorbed_by", pa.string()),  # id of the row it went into (NMS, region text, merge)
     ]
 )
