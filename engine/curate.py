@@ -47,6 +47,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from engine.curation_config import CurationConfig
 from engine.text_metrics import metrics_function
@@ -353,14 +354,20 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
 
 # ------------------------------------------------------------------------------------ I/O
 def read_parquet_files(files: list[str], schema: pa.Schema) -> pa.Table:
-    """Read Parquet ``files`` as one table of ``schema`` through DuckDB (multi-threaded; it
-    also reads files written before ``bbox``/``quad`` became variable lists, which pyarrow 25
-    cannot: apache/arrow#35692). :func:`conform` casts to ``schema``."""
+    """Read Parquet ``files`` as one table of ``schema``, rows in file order.
+
+    pyarrow's dataset scanner reads them on every core (missing nullable columns come back
+    null); files it cannot cast, such as those written before ``bbox``/``quad`` became
+    variable lists (apache/arrow#35692), are read through DuckDB instead. :func:`conform`
+    casts to ``schema``."""
     if not files:
         return schema.empty_table()
-    with duckdb.connect() as con:
-        table = con.sql("select * from read_parquet(?, union_by_name = true, hive_partitioning = false)",
-                        params=[files]).to_arrow_table()
+    try:
+        table = ds.dataset(files, schema=schema, format="parquet").to_table()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        with duckdb.connect() as con:
+            table = con.sql("select * from read_parquet(?, union_by_name = true, hive_partitioning = false)",
+                            params=[files]).to_arrow_table()
     return conform(table, schema)
 
 

@@ -224,3 +224,30 @@ def test_unknown_images_still_group_apart_without_the_image_rule():
     curated, decisions = curate_long(table(rows), None, IMAGES_OK, config, 0)
     assert sorted(curated["annotation_id"].to_pylist()) == sorted(r["annotation_id"] for r in rows[:2])
     assert [r["rule"] for r in decisions.to_pylist() if not r["kept"]] == ["nms_source"]
+
+
+def test_raw_shards_of_older_layouts_are_read_in_file_order(tmp_path):
+    """A shard with ``bbox`` as a fixed-size list (written before boxes became variable
+    lists; pyarrow cannot cast it) and one lacking the nullable ``quad`` column are read
+    with the current shards, rows in file order."""
+    from engine.curate import read_parquet_files
+    from storage.schema import ANNOTATIONS
+
+    rows = [region("img", [i, i, i + 10, i + 10], score=0.5 + i / 100) for i in range(6)]
+    current = table(rows[:2])
+    fixed = table(rows[2:4])
+    fixed = fixed.set_column(fixed.schema.get_field_index("bbox"), "bbox",
+                             fixed["bbox"].cast(pa.list_(pa.float32(), 4)))
+    no_quad = table(rows[4:]).drop_columns(["quad"])
+    files = []
+    for name, t in [("a", current), ("b", no_quad), ("c", fixed)]:
+        pq.write_table(t, tmp_path / f"{name}.parquet")
+        files.append(str(tmp_path / f"{name}.parquet"))
+    for chosen in (files[:2], files):  # pyarrow's scanner reads the first set; the fixed-size list needs DuckDB
+        got = read_parquet_files(chosen, ANNOTATIONS)
+        assert got.schema == ANNOTATIONS
+        expected = [r["annotation_id"] for r in rows[:2] + rows[4:] + (rows[2:4] if len(chosen) == 3 else [])]
+        assert got["annotation_id"].to_pylist() == expected
+        assert got["quad"].null_count == got.num_rows
+        boxes = {r["annotation_id"]: r["bbox"] for r in rows}
+        assert got["bbox"].to_pylist() == [boxes[i] for i in expected]
