@@ -108,8 +108,10 @@ def _lists(owner: np.ndarray, values: pa.Array | pa.ChunkedArray | tuple[np.ndar
     return pa.ListArray.from_arrays(pa.array(offsets), values.cast(pa.string()))
 
 
-def _agreement(work: pa.Table, gidx: np.ndarray, raw: pa.Table, into: np.ndarray, agrees: np.ndarray) -> pa.Table:
-    """Add absorbed_ids / seen_by / agreement to the survivors ``work`` (raw positions ``gidx``)."""
+def _agreement(work: pa.Table, gidx: np.ndarray, raw: pa.Table, into: np.ndarray, agrees: np.ndarray,
+               producer: tuple[np.ndarray, list[str]]) -> pa.Table:
+    """Add absorbed_ids / seen_by / agreement to the survivors ``work`` (raw positions ``gidx``);
+    ``producer``: the ``source@source_version`` tag code of every raw row and the tags."""
     n, m = raw.num_rows, len(gidx)
     root = np.arange(n)
     absorbed = into >= 0
@@ -125,12 +127,8 @@ def _agreement(work: pa.Table, gidx: np.ndarray, raw: pa.Table, into: np.ndarray
     rows = rows[stable_argsort(position[root[rows]])]  # by owner, so the ids are taken once, in list order
     absorbed_ids = _lists(position[root[rows]], raw["annotation_id"].take(pa.array(rows)), m, distinct=False)
     seen = np.concatenate([gidx, rows[agrees[rows]]])
-    source, sources = dictionary(raw["source"])  # tags are built for the distinct pairs only
-    version, versions = dictionary(raw["source_version"])
-    pair = source[seen] * len(versions) + version[seen]
-    pairs = unique(pair)
-    tags = [f"{sources[p // len(versions)]}@{versions[p % len(versions)]}" for p in pairs]
-    seen_by = _lists(position[root[seen]], (np.searchsorted(pairs, pair), tags), m, distinct=True)
+    codes, tags = producer
+    seen_by = _lists(position[root[seen]], (codes[seen], tags), m, distinct=True)
     out = work.append_column("absorbed_ids", absorbed_ids).append_column("seen_by", seen_by)
     return out.append_column("agreement", pc.list_value_length(seen_by).cast(pa.int32()))
 
@@ -243,19 +241,29 @@ def _image_index_column(raw: pa.Table, images: pa.Table, pool: ThreadPoolExecuto
     return image_index_column(raw, images, np.concatenate(index) if index else None)
 
 
-def _working_table(raw: pa.Table, is_region: pa.ChunkedArray, images: pa.Table, pool: ThreadPoolExecutor) -> pa.Table:
+def _working_table(raw: pa.Table, is_region: pa.ChunkedArray, images: pa.Table, pool: ThreadPoolExecutor
+                   ) -> tuple[pa.Table, tuple[np.ndarray, list[str]]]:
     """The narrow table the filters see: :data:`CURATION_COLUMNS` with the
     :data:`CATEGORICAL_COLUMNS` dictionary-encoded, plus ``label`` (a top-level region's raw
-    text) and :data:`IMAGE_INDEX` (image ids hashed once, here)."""
+    text) and :data:`IMAGE_INDEX` (image ids hashed once, here); and the producer of every
+    row (code per row, distinct ``source@source_version`` tags) for the agreement lists."""
     encoded = [c for c in CURATION_COLUMNS if c in CATEGORICAL_COLUMNS]
-    columns = dict(zip([*encoded, "text"], pool.map(
-        lambda c: pc.dictionary_encode(raw[c]).combine_chunks(), [*encoded, "text"])))
-    text = columns.pop("text")
+    extra = ["text", "source_version"]
+    columns = dict(zip([*encoded, *extra], pool.map(
+        lambda c: pc.dictionary_encode(raw[c]).combine_chunks(), [*encoded, *extra])))
+    text, version = columns.pop("text"), columns.pop("source_version")
     label = pa.DictionaryArray.from_arrays(
         pc.if_else(is_region.combine_chunks(), text.indices, pa.scalar(None, text.indices.type)), text.dictionary)
     work = pa.Table.from_arrays([columns.get(c, raw[c]) for c in CURATION_COLUMNS] + [label],
                                 names=[*CURATION_COLUMNS, "label"])
-    return work.append_column(IMAGE_INDEX, _image_index_column(raw, images, pool))
+    (source, sources), (version, versions) = dictionary(columns["source"]), dictionary(version)
+    pair = source * len(versions) + version
+    pairs = np.flatnonzero(np.bincount(pair, minlength=1))  # tags are built for the distinct pairs only
+    code_of = np.zeros(len(sources) * len(versions) or 1, np.int64)
+    code_of[pairs] = np.arange(len(pairs))
+    tags = [f"{sources[p // len(versions)]}@{versions[p % len(versions)]}" for p in pairs]
+    producer = (code_of[pair], tags)
+    return work.append_column(IMAGE_INDEX, _image_index_column(raw, images, pool)), producer
 
 
 def _scatter(parts: list[tuple[np.ndarray, pa.Array | pa.ChunkedArray, np.ndarray | None]], n: int,
@@ -308,7 +316,7 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     ctx = FilterContext(images=conform(images, IMAGE_SIZES).combine_chunks(), previous=previous,
                         text_metrics=metrics_function(config.text.pipeline, config.text.batch_size))
     # the narrow working table: image ids are hashed once here, the filters read the index
-    work = _working_table(raw, is_region, ctx.images, pool)
+    work, producer = _working_table(raw, is_region, ctx.images, pool)
     gidx = np.arange(n)
     into = np.full(n, -1, np.int64)
     agrees = np.zeros(n, bool)
@@ -334,7 +342,7 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     survivors = pa.Table.from_arrays(
         [work[c] if c in work.column_names else rest[c] for c in ANNOTATIONS.names]
         + [work["label"]], names=[*ANNOTATIONS.names, "label"])
-    curated = conform(_agreement(survivors, gidx, raw, into, agrees), CURATED)
+    curated = conform(_agreement(survivors, gidx, raw, into, agrees, producer), CURATED)
     absorbed = np.flatnonzero(into >= 0)
     by = [(absorbed, raw["annotation_id"], into[absorbed])]
     if merging:

@@ -205,7 +205,21 @@ def valid(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 def equals(column: pa.Array | pa.ChunkedArray, value: Any) -> np.ndarray:
     """Bool mask of rows equal to ``value`` (null -> False)."""
-    return to_numpy(pc.equal(column, value), False).astype(bool) if len(column) else np.zeros(0, bool)
+    return is_in(column, [value])
+
+
+def is_in(column: pa.Array | pa.ChunkedArray, values: Sequence[Any]) -> np.ndarray:
+    """Bool mask of rows whose value is one of ``values`` (null -> False). A dictionary column
+    is tested once per dictionary entry, not once per row."""
+    if len(column) == 0:
+        return np.zeros(0, bool)
+    if pa.types.is_dictionary(column.type):
+        codes, distinct = dictionary(column)
+        wanted = set(values)
+        hit = np.array([v in wanted for v in distinct] + [False], bool)  # the last entry serves code -1 (null)
+        return hit[codes]
+    value_set = pa.array(list(values), column.type) if len(values) else pa.array([], column.type)
+    return to_numpy(pc.is_in(column, value_set=value_set), False).astype(bool)
 
 
 def reason_where(drop: np.ndarray, reason: str | pa.Array | Callable[[np.ndarray], pa.Array],

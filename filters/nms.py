@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from filters.base import (
-    FilterContext, FilterResult, dictionary, equals, group_codes, image_keys, normalized_codes, register_filter,
-    reason_where, valid,
+    FilterContext, FilterResult, dictionary, equals, group_codes, image_keys, is_in, normalized_codes,
+    register_filter, reason_where, valid,
 )
 from filters.kernels import greedy_in_groups, sort_groups_by_score, stable_argsort
 from storage.geometry import boxes_from_arrow
@@ -194,9 +194,8 @@ def region_scope(table: pa.Table, config: NmsConfig) -> np.ndarray:
     """Top-level region rows with a box and a configured region_type."""
     if table.num_rows == 0:
         return np.zeros(0, bool)
-    types = pc.is_in(table["region_type"], value_set=pa.array(list(config.region_types), pa.string()))
     return (equals(table["kind"], "region") & ~valid(table["parent_id"]) & valid(table["bbox"])
-            & pc.fill_null(types, False).to_numpy(zero_copy_only=False))
+            & is_in(table["region_type"], config.region_types))
 
 
 def _keys(config: NmsConfig, ctx: FilterContext, *extra: str) -> Callable[[pa.Table, np.ndarray], list]:

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from filters.base import FilterContext, FilterResult, reason_where, register_filter, valid, with_prefix
+from filters.base import FilterContext, FilterResult, is_in, reason_where, register_filter, valid, with_prefix
 
 from storage.schema import GRANULARITIES, KINDS
 
@@ -56,11 +56,10 @@ def text_scope(table: pa.Table, config: TextComplexityConfig) -> np.ndarray:
     """Rows this rule judges (see module docstring)."""
     if table.num_rows == 0:
         return np.zeros(0, bool)
-    scope = pc.is_in(table["kind"], value_set=pa.array(list(config.kinds), pa.string()))
+    scope = is_in(table["kind"], config.kinds)
     if config.granularities:
-        scope = pc.and_(scope, pc.is_in(table["granularity"], value_set=pa.array(list(config.granularities))))
-    mask = pc.fill_null(scope, False).to_numpy(zero_copy_only=False)
-    return mask & ~valid(table["parent_id"]) & valid(table["text"])
+        scope &= is_in(table["granularity"], config.granularities)
+    return scope & ~valid(table["parent_id"]) & valid(table["text"])
 
 
 @register_filter("text_complexity", section="text")

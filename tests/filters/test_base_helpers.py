@@ -1,0 +1,44 @@
+"""filters.base helpers give the same answers on plain and dictionary-encoded columns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from filters.base import dictionary, equals, group_codes, is_in, reason_from_codes
+
+
+def _both(values):
+    plain = pa.chunked_array([pa.array(values[:3], pa.string()), pa.array(values[3:], pa.string())])
+    encoded = pa.chunked_array([pa.array(values[:3], pa.string()).dictionary_encode(),
+                                pa.array(values[3:], pa.string()).dictionary_encode()])
+    return plain, encoded.take(pa.array(np.arange(len(values))))  # a take keeps dictionary entries no row uses
+
+
+VALUES = ["region", None, "caption", "phrase", "region", None, "Region"]
+
+
+@pytest.mark.parametrize("wanted", [["region"], ["region", "phrase"], [], ["absent"]])
+def test_is_in_and_equals_agree_on_plain_and_dictionary_columns(wanted):
+    plain, encoded = _both(VALUES)
+    expected = [v in wanted for v in VALUES]  # null is never in the set
+    assert is_in(plain, wanted).tolist() == expected == is_in(encoded, wanted).tolist()
+    if len(wanted) == 1:
+        assert equals(plain, wanted[0]).tolist() == expected == equals(encoded, wanted[0]).tolist()
+
+
+def test_dictionary_codes_group_the_same_rows_either_way():
+    plain, encoded = _both(VALUES)
+    (a, names_a), (b, names_b) = dictionary(plain), dictionary(encoded)
+    assert [names_a[c] if c >= 0 else None for c in a] == VALUES == [names_b[c] if c >= 0 else None for c in b]
+    x, y = group_codes(plain), group_codes(encoded)  # the same partition of the rows (numbering may differ)
+    assert (np.equal.outer(x, x) == np.equal.outer(y, y)).all() and len(set(x.tolist())) == 5
+
+
+def test_reason_from_codes():
+    out = reason_from_codes(np.array([0, 2, 1, 0, 2], np.int8), {1: "one", 2: "two ✓"})
+    assert out.type == pa.string() and out.to_pylist() == [None, "two ✓", "one", None, "two ✓"]
+    assert reason_from_codes(np.zeros(3, np.int8), {1: "x"}).null_count == 3
+    with pytest.raises(ValueError, match="without a text"):
+        reason_from_codes(np.array([3]), {1: "x"})
