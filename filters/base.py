@@ -8,7 +8,9 @@ family's module), ``ctx`` a :class:`FilterContext` with the tables it may look t
 It returns, per row of ``table``: whether the row is kept, the reason when it is not, and
 optionally whether the rule judged the row at all, which surviving row absorbed it and
 replacement column values. Filters never loop in Python over rows; they use numpy,
-``pyarrow.compute`` or DuckDB.
+``pyarrow.compute``, DuckDB or the compiled kernels of :mod:`filters.kernels`. During
+curation the :data:`CATEGORICAL_COLUMNS` arrive dictionary-encoded; :func:`dictionary`,
+:func:`equals` and :func:`is_in` accept both forms.
 
 ``@register_filter("name", section="family")`` registers a function; ``section`` names the
 field of the curation config that holds its settings.
