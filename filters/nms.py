@@ -31,7 +31,7 @@ from filters.base import (
     FilterContext, FilterResult, dictionary, equals, group_codes, image_keys, is_in, normalized_codes,
     register_filter, reason_where, valid,
 )
-from filters.kernels import greedy_in_groups, sort_groups_by_score, stable_argsort
+from filters.kernels import greedy_in_groups, rank_percentiles, sort_groups_by_score, stable_argsort
 from storage.geometry import boxes_from_arrow
 
 CALIBRATIONS = ("rank", "weight", "raw")
@@ -151,16 +151,8 @@ def calibrate(scores: np.ndarray, sources: pa.Array | pa.ChunkedArray, config: N
     by_score = np.argsort(scores)  # equal scores end up adjacent, in any order (they share a rank)
     narrow = np.int16 if len(names) < 2**15 else np.int64  # numpy radix-sorts 16-bit keys
     order = by_score[np.argsort(codes[by_score].astype(narrow), kind="stable")]  # (source, score) order
-    c, v = codes[order], scores[order]
-    n = len(v)
-    source_start = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
-    source_size = np.diff(np.r_[source_start, n])
-    run_start = np.flatnonzero(np.r_[True, (c[1:] != c[:-1]) | (v[1:] != v[:-1])])
-    run_end = np.r_[run_start[1:], n]
-    src_of_run = np.searchsorted(source_start, run_start, side="right") - 1
-    pct = (run_start + run_end - 2 * source_start[src_of_run]) / (2.0 * source_size[src_of_run])
-    out = np.empty(n, np.float64)
-    out[order] = np.repeat(pct, run_end - run_start)
+    out = np.empty(len(scores), np.float64)
+    rank_percentiles(order, codes, np.ascontiguousarray(scores, np.float64), out)
     return out
 
 

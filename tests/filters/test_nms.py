@@ -144,6 +144,21 @@ def test_calibrate_rank_is_a_percentile_per_source():
     assert np.allclose(out[:3], [1 / 6, 3 / 6, 5 / 6])
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_calibrate_rank_matches_a_counting_reference_with_ties(seed):
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    n = 300
+    scores = rng.integers(0, 12, n) / 4  # many ties
+    sources = rng.choice(["a", "b", "c"], n)
+    out = calibrate(scores, pa.array(sources), NmsConfig(calibration="rank"))
+    for i in range(n):
+        same = scores[sources == sources[i]]
+        below, equal = (same < scores[i]).sum(), (same == scores[i]).sum()
+        assert out[i] == pytest.approx((2 * below + equal) / (2 * len(same)))
+
+
 def test_scope_empty_and_single_row():
     cfg = NmsConfig()
     assert len(nms_within_source(table([]), cfg, FilterContext()).keep) == 0
