@@ -15,7 +15,9 @@ last line, the ratio curation time / scan time for the scan named by ``--scan``:
 
 The scans are timed warm (best of 3) and curation as the best of ``--repeat`` runs, after
 warming pyarrow's numpy conversion (a one-time ~0.4 s lazy import on the first ``pa.array``
-call of a process). Peak RSS covers every curation run.
+call of a process); the first run also loads (or, on a fresh checkout, compiles: ~12 s) the
+numba kernels of ``filters/kernels.py``, so it is printed but rarely the best. Peak RSS
+covers every curation run.
 
     .venv/bin/python bench/curate.py --rows 200000 --images 20000
 """
