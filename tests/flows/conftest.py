@@ -23,7 +23,14 @@ def prefect_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-home")
     os.environ["PREFECT_HOME"] = str(home)
     os.environ.pop("PREFECT_API_URL", None)
-    return home
+    yield home
+    # stop the ephemeral API servers now, while pytest's streams are open: Prefect stops them
+    # at exit otherwise, and its "Stopping temporary server" log then hits a closed stream
+    # (PrefectHQ/prefect#16626)
+    from prefect.server.api.server import SubprocessASGIServer
+
+    for server in list(SubprocessASGIServer._instances.values()):
+        server.stop()
 
 
 @pytest.fixture(scope="session")
