@@ -113,18 +113,6 @@ def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return pairwise_iou(a[ia], b[ib]).reshape(n, m)
 
 
-def clip_boxes(boxes: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:
-    """Clip ``(n, 4)`` boxes to ``[0, width] x [0, height]`` given per row (``(n,)`` each)."""
-    out = boxes.copy()
-    w = np.asarray(width, dtype=np.float64)
-    h = np.asarray(height, dtype=np.float64)
-    out[:, 0] = np.clip(out[:, 0], 0, w)
-    out[:, 2] = np.clip(out[:, 2], 0, w)
-    out[:, 1] = np.clip(out[:, 1], 0, h)
-    out[:, 3] = np.clip(out[:, 3], 0, h)
-    return out
-
-
 def clip_quads(quads: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:
     """Clip every point of ``(n, 8)`` quads to ``[0, width] x [0, height]`` per row."""
     out = quads.copy()
