@@ -1,10 +1,12 @@
-"""Numba-compiled loops of curation that numpy cannot express without quadratic memory or
-repeated sorts: a stable radix argsort of integer keys and greedy NMS inside sorted groups.
+"""Numba-compiled loops of curation, for work that numpy does only with quadratic memory,
+repeated sorts or a dozen temporaries per row: a stable radix argsort of integer keys,
+greedy NMS inside sorted groups, the geometry rule's box checks in one pass and per-source
+percentile ranks.
 
-Compiled on first use and cached beside this file (``__pycache__``; numba skips the cache
-with a warning where that folder is read-only). Every kernel releases the GIL (``nogil``), so
-callers split independent work over threads. Boxes are ``(n, 4)`` float64
-``[x0, y0, x1, y1]`` in pixels.
+Compiled on first use (about 12 s for all of them) and cached beside this file in
+``__pycache__`` (numba's user-wide cache, ``NUMBA_CACHE_DIR``, where that folder is
+read-only). Every kernel releases the GIL (``nogil``), so callers split independent work
+over threads. Boxes are ``(n, 4)`` float64 ``[x0, y0, x1, y1]`` in pixels.
 """
 
 from __future__ import annotations
