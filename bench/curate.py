@@ -13,7 +13,7 @@ last line, the ratio curation time / scan time for the scan named by ``--scan``:
 * ``full``: aggregates over the ids, labels, boxes and scores (5 of the 18 columns);
 * ``plain``: ``count(*), sum(score)`` (DuckDB answers it mostly from Parquet metadata).
 
-The scans are timed warm (best of 3) and curation as the best of ``--repeat`` runs, after
+The scans are timed warm (best of 5: this VM's timings vary by 20 % and a noisy scan would flatter the ratio) and curation as the best of ``--repeat`` runs, after
 warming pyarrow's numpy conversion (a one-time ~0.4 s lazy import on the first ``pa.array``
 call of a process); the first run also loads (or, on a fresh checkout, compiles: ~12 s) the
 numba kernels of ``filters/kernels.py``, so it is printed but rarely the best. Peak RSS
@@ -104,7 +104,7 @@ def generate(root: DataRoot, rows: int, images: int, seed: int = 0, shard_rows: 
     pq.write_table(conform(img, IMAGES), root.images_part("bench"))
 
 
-def scan_seconds(root: DataRoot, query: str, repeat: int = 3) -> float:
+def scan_seconds(root: DataRoot, query: str, repeat: int = 5) -> float:
     import duckdb
 
     files = sorted(str(p) for p in root.annotations(0).glob("source=*/shard=*.parquet"))
@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--images", type=int, default=200_000)
     parser.add_argument("--scan", choices=sorted(SCANS), default="all")
-    parser.add_argument("--repeat", type=int, default=2, help="curation runs; the best counts (scans: best of 3)")
+    parser.add_argument("--repeat", type=int, default=2, help="curation runs; the best counts (scans: best of 5)")
     parser.add_argument("--root", type=Path, help="data root to (re)use; default a temp folder")
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -40,9 +40,9 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import duckdb
 import numpy as np
@@ -287,22 +287,25 @@ def _scatter(parts: list[tuple[np.ndarray, pa.Array | pa.ChunkedArray, np.ndarra
 
 
 def curate_tables(
-    raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int
+    raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int,
+    on_curated: Callable[[pa.Table], None] | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Curate the raw annotations of round ``round_`` -> (curated :data:`CURATED`, decision
     trails :data:`DECISION_TRAILS`, one row per raw row; ``expand_trails`` gives the long form).
 
     ``images``: ``image_id, width, height`` of the images with status ok (upright pixels).
-    ``previous``: the curated table of round ``round_ - 1`` or None.
+    ``previous``: the curated table of round ``round_ - 1`` or None. ``on_curated``: called
+    with the curated table as soon as it is final and its rows are accounted for (new rows +
+    dropped rows = raw rows), before the trails are built (``curate_round`` starts writing it).
     The working table shrinks with ``take`` (Arrow's ``filter`` is ~3x slower on the string
     and list columns); every rule's outcome is kept as numpy masks over the raw rows.
     """
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return _curate(raw, previous, images, config, round_, pool)
+        return _curate(raw, previous, images, config, round_, pool, on_curated)
 
 
 def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int,
-            pool: ThreadPoolExecutor) -> tuple[pa.Table, pa.Table]:
+            pool: ThreadPoolExecutor, on_curated: Callable[[pa.Table], None] | None) -> tuple[pa.Table, pa.Table]:
     raw = conform(raw, ANNOTATIONS)
     previous = conform(previous, CURATED) if previous is not None else None
     n = raw.num_rows
@@ -355,10 +358,17 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
         by.append((gidx[merged], merged_into, None))
     elif previous is not None:  # merge off: carry the previous set over unchanged beside the new rows
         curated = pa.concat_tables([previous, curated])
+    curated = conform(curated, CURATED)
+    new_rows = int(pc.sum(pc.equal(curated["round"], round_)).as_py() or 0) if curated.num_rows else 0
+    dropped_rows = int((dropped_by >= 0).sum())
+    if new_rows + dropped_rows != n:
+        raise RuntimeError(f"curation lost rows: {new_rows} kept + {dropped_rows} dropped != {n} input")
+    if on_curated is not None:
+        on_curated(curated)
     trails = build_trails(raw["annotation_id"], round_, rule_names, judged, dropped_by,
                           _scatter([(r, v, None) for r, v in zip(drop_rows, drop_reasons)], n, encode=True),
                           _scatter(by, n))
-    return conform(curated, CURATED), trails
+    return curated, trails
 
 
 # ------------------------------------------------------------------------------------ I/O
@@ -448,9 +458,17 @@ def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
     started = time.perf_counter()
     raw = read_raw(root, round_)
     previous = read_curated(root, round_ - 1)
-    curated, trails = curate_tables(raw, previous, read_image_sizes(root), config, round_)
+    with ThreadPoolExecutor(max_workers=1) as writer:  # the curated set is written while the trails are built
+        curated_job: list[Future] = []
+
+        def write_curated(table: pa.Table) -> None:
+            curated_job.append(writer.submit(write_datasets, [(table, root.curated(round_))], rows_per_part))
+
+        curated, trails = curate_tables(raw, previous, read_image_sizes(root), config, round_, write_curated)
+        (decision_parts,) = write_datasets([(trails, root.decisions(round_))], rows_per_part)
+        (curated_parts,) = curated_job[0].result()
     dropped_rows = trails.num_rows - trails["dropped_by"].null_count
-    new_rows = int(pc.sum(pc.equal(curated["round"], round_)).as_py() or 0) if curated.num_rows else 0
+    new_rows = raw.num_rows - dropped_rows  # curate_tables checked that every raw row is accounted for
     judged = judged_counts(trails)
     summary = {
         "round": round_,
@@ -463,10 +481,6 @@ def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
         "judged_by_rule": judged,
         "decision_rows": sum(judged.values()),
     }
-    if new_rows + dropped_rows != raw.num_rows:
-        raise RuntimeError(f"curation lost rows: {new_rows} kept + {dropped_rows} dropped != {raw.num_rows} input")
-    decision_parts, curated_parts = write_datasets(
-        [(trails, root.decisions(round_)), (curated, root.curated(round_))], rows_per_part)
     summary["decision_parts"], summary["curated_parts"] = len(decision_parts), len(curated_parts)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     write_text_atomic(json.dumps(summary, indent=2), root.curated(round_) / "_summary.json")
