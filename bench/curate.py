@@ -13,11 +13,12 @@ last line, the ratio curation time / scan time for the scan named by ``--scan``:
 * ``full``: aggregates over the ids, labels, boxes and scores (5 of the 18 columns);
 * ``plain``: ``count(*), sum(score)`` (DuckDB answers it mostly from Parquet metadata).
 
-The scans are timed warm (best of 5: this VM's timings vary by 20 % and a noisy scan would flatter the ratio) and curation as the best of ``--repeat`` runs, after
-warming pyarrow's numpy conversion (a one-time ~0.4 s lazy import on the first ``pa.array``
-call of a process); the first run also loads (or, on a fresh checkout, compiles: ~12 s) the
-numba kernels of ``filters/kernels.py``, so it is printed but rarely the best. Peak RSS
-covers every curation run.
+The scans are timed warm (best of 5: timings here vary by 20 %, and a slow scan would
+flatter the ratio) and curation as the best of ``--repeat`` runs, after warming pyarrow's
+numpy conversion (a one-time ~0.4 s lazy import on the first ``pa.array`` call of a
+process); the first run also loads (or, on a fresh checkout, compiles: ~12 s) the numba
+kernels of ``filters/kernels.py``, so it is printed but rarely the best. Peak RSS covers
+every curation run. Run it without ``OMP_NUM_THREADS=1``: Arrow sizes its thread pool by it.
 
     .venv/bin/python bench/curate.py --rows 200000 --images 20000
 """
