@@ -42,7 +42,7 @@ import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import duckdb
 import numpy as np
@@ -64,23 +64,32 @@ from storage.layout import DataRoot
 from storage.decisions import build_trails, judged_counts, value_counts
 from storage.schema import ANNOTATIONS, CURATED
 
+#: low-cardinality raw columns read dictionary-encoded (no string per row is built for them)
+RAW_DICTIONARY_COLUMNS: tuple[str, ...] = ("source", "source_version", "kind", "granularity", "region_type")
 IMAGE_SIZES = pa.schema([pa.field("image_id", pa.string()), pa.field("width", pa.int32()), pa.field("height", pa.int32())])
 MERGE_RULE = "merge"
 
 
-def conform(table: pa.Table | None, schema: pa.Schema) -> pa.Table:
-    """``table`` with exactly ``schema``'s columns (missing nullable ones as nulls), cast."""
+def conform(table: pa.Table | None, schema: pa.Schema, keep_dictionaries: bool = False) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns (missing nullable ones as nulls), cast.
+
+    ``keep_dictionaries``: a dictionary-encoded column whose values have the field's type
+    stays encoded (the field's type in the result says so) instead of being decoded."""
     if table is None:
         return schema.empty_table()
-    columns = []
+    columns, fields = [], []
     for f in schema:
         if f.name in table.column_names:
-            columns.append(table[f.name].cast(f.type))
+            column = table[f.name]
+            if keep_dictionaries and pa.types.is_dictionary(column.type) and column.type.value_type == f.type:
+                f = f.with_type(column.type)
+            columns.append(column.cast(f.type))
         elif f.nullable:
             columns.append(pa.nulls(table.num_rows, f.type))
         else:
             raise ValueError(f"table lacks the required column {f.name!r}")
-    return pa.Table.from_arrays(columns, schema=schema)
+        fields.append(f)
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=schema.metadata))
 
 
 def _lists(owner: np.ndarray, values: pa.Array | pa.ChunkedArray | tuple[np.ndarray, list], m: int,
@@ -242,6 +251,13 @@ def _image_index_column(raw: pa.Table, images: pa.Table, pool: ThreadPoolExecuto
     return image_index_column(raw, images, np.concatenate(index) if index else None)
 
 
+def _encoded(column: pa.ChunkedArray) -> pa.DictionaryArray:
+    """``column`` as one dictionary array (an encoded column only unifies its chunks' dictionaries)."""
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    return column.combine_chunks() if column.num_chunks else pa.array([], column.type.value_type).dictionary_encode()
+
+
 def _working_table(raw: pa.Table, is_region: pa.ChunkedArray, images: pa.Table, pool: ThreadPoolExecutor
                    ) -> tuple[pa.Table, tuple[np.ndarray, list[str]]]:
     """The narrow table the filters see: :data:`CURATION_COLUMNS` with the
@@ -250,8 +266,7 @@ def _working_table(raw: pa.Table, is_region: pa.ChunkedArray, images: pa.Table, 
     row (code per row, distinct ``source@source_version`` tags) for the agreement lists."""
     encoded = [c for c in CURATION_COLUMNS if c in CATEGORICAL_COLUMNS]
     extra = ["text", "source_version"]
-    columns = dict(zip([*encoded, *extra], pool.map(
-        lambda c: pc.dictionary_encode(raw[c]).combine_chunks(), [*encoded, *extra])))
+    columns = dict(zip([*encoded, *extra], pool.map(lambda c: _encoded(raw[c]), [*encoded, *extra])))
     text, version = columns.pop("text"), columns.pop("source_version")
     label = pa.DictionaryArray.from_arrays(
         pc.if_else(is_region.combine_chunks(), text.indices, pa.scalar(None, text.indices.type)), text.dictionary)
@@ -306,7 +321,7 @@ def curate_tables(
 
 def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int,
             pool: ThreadPoolExecutor, on_curated: Callable[[pa.Table], None] | None) -> tuple[pa.Table, pa.Table]:
-    raw = conform(raw, ANNOTATIONS)
+    raw = conform(raw, ANNOTATIONS, keep_dictionaries=True)
     previous = conform(previous, CURATED) if previous is not None else None
     n = raw.num_rows
     merging = previous is not None and config.merge.enabled
@@ -372,28 +387,33 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
 
 
 # ------------------------------------------------------------------------------------ I/O
-def read_parquet_files(files: list[str], schema: pa.Schema) -> pa.Table:
+def read_parquet_files(files: list[str], schema: pa.Schema, dictionary_columns: Sequence[str] = ()) -> pa.Table:
     """Read Parquet ``files`` as one table of ``schema``, rows in file order.
 
     pyarrow's dataset scanner reads them on every core (missing nullable columns come back
-    null); files it cannot cast, such as those written before ``bbox``/``quad`` became
-    variable lists (apache/arrow#35692), are read through DuckDB instead. :func:`conform`
-    casts to ``schema``."""
+    null); ``dictionary_columns`` (low-cardinality strings) come back dictionary-encoded
+    straight from the files' dictionary pages. Files it cannot cast, such as those written
+    before ``bbox``/``quad`` became variable lists (apache/arrow#35692), are read through
+    DuckDB instead. :func:`conform` casts to ``schema`` (keeping the dictionaries)."""
+    dictionary_type = pa.dictionary(pa.int32(), pa.string())
+    read_schema = pa.schema([f.with_type(dictionary_type) if f.name in dictionary_columns else f for f in schema])
     if not files:
-        return schema.empty_table()
+        return read_schema.empty_table()
+    options = ds.ParquetReadOptions(dictionary_columns=list(dictionary_columns))
     try:
-        table = ds.dataset(files, schema=schema, format="parquet").to_table()
+        table = ds.dataset(files, schema=read_schema, format=ds.ParquetFileFormat(read_options=options)).to_table()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         with duckdb.connect() as con:
             table = con.sql("select * from read_parquet(?, union_by_name = true, hive_partitioning = false)",
                             params=[files]).to_arrow_table()
-    return conform(table, schema)
+    return conform(table, read_schema)
 
 
 def read_raw(root: DataRoot, round_: int) -> pa.Table:
-    """Every raw annotation shard of the round (all sources) as one table."""
+    """Every raw annotation shard of the round (all sources) as one table; the columns of
+    :data:`RAW_DICTIONARY_COLUMNS` are dictionary-encoded."""
     files = sorted(str(p) for p in root.annotations(round_).glob("source=*/shard=*.parquet"))
-    return read_parquet_files(files, ANNOTATIONS)
+    return read_parquet_files(files, ANNOTATIONS, RAW_DICTIONARY_COLUMNS)
 
 
 def read_curated(root: DataRoot, round_: int) -> pa.Table | None:

@@ -251,3 +251,8 @@ def test_raw_shards_of_older_layouts_are_read_in_file_order(tmp_path):
         assert got["quad"].null_count == got.num_rows
         boxes = {r["annotation_id"]: r["bbox"] for r in rows}
         assert got["bbox"].to_pylist() == [boxes[i] for i in expected]
+        encoded = read_parquet_files(chosen, ANNOTATIONS, ("source", "kind"))  # as read_raw reads them
+        assert pa.types.is_dictionary(encoded.schema.field("kind").type)
+        assert encoded["kind"].to_pylist() == got["kind"].to_pylist() == ["region"] * len(expected)
+        assert encoded["source"].to_pylist() == got["source"].to_pylist()
+        assert encoded.drop_columns(["source", "kind"]).equals(got.drop_columns(["source", "kind"]))
