@@ -39,7 +39,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.curate import conform, curate_round  # noqa: E402
+from engine.curate import curate_round  # noqa: E402
+from engine.curation_io import conform  # noqa: E402
 from engine.curation_config import CurationConfig  # noqa: E402
 from storage.layout import DataRoot  # noqa: E402
 from storage.schema import ANNOTATIONS, IMAGES  # noqa: E402

@@ -41,16 +41,16 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from engine.curation_config import CurationConfig
+from engine.curation_io import (
+    IMAGE_SIZES, conform, read_curated, read_image_sizes, read_raw, write_datasets,
+)
 from engine.text_metrics import metrics_function
 from filters.base import (
     CATEGORICAL_COLUMNS, CURATION_COLUMNS, IMAGE_INDEX, FilterContext, dictionary, filter_spec, group_codes,
@@ -58,38 +58,13 @@ from filters.base import (
 )
 from filters.kernels import stable_argsort
 from filters.nms import pairs_in_groups
-from storage.atomic import write_parquet_atomic, write_text_atomic
+from storage.atomic import write_text_atomic
 from storage.geometry import boxes_from_arrow, pairwise_iou
 from storage.layout import DataRoot
 from storage.decisions import build_trails, judged_counts, value_counts
 from storage.schema import ANNOTATIONS, CURATED
 
-#: low-cardinality raw columns read dictionary-encoded (no string per row is built for them)
-RAW_DICTIONARY_COLUMNS: tuple[str, ...] = ("source", "source_version", "kind", "granularity", "region_type")
-IMAGE_SIZES = pa.schema([pa.field("image_id", pa.string()), pa.field("width", pa.int32()), pa.field("height", pa.int32())])
 MERGE_RULE = "merge"
-
-
-def conform(table: pa.Table | None, schema: pa.Schema, keep_dictionaries: bool = False) -> pa.Table:
-    """``table`` with exactly ``schema``'s columns (missing nullable ones as nulls), cast.
-
-    ``keep_dictionaries``: a dictionary-encoded column whose values have the field's type
-    stays encoded (the field's type in the result says so) instead of being decoded."""
-    if table is None:
-        return schema.empty_table()
-    columns, fields = [], []
-    for f in schema:
-        if f.name in table.column_names:
-            column = table[f.name]
-            if keep_dictionaries and pa.types.is_dictionary(column.type) and column.type.value_type == f.type:
-                f = f.with_type(column.type)
-            columns.append(column.cast(f.type))
-        elif f.nullable:
-            columns.append(pa.nulls(table.num_rows, f.type))
-        else:
-            raise ValueError(f"table lacks the required column {f.name!r}")
-        fields.append(f)
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=schema.metadata))
 
 
 def _lists(owner: np.ndarray, values: pa.Array | pa.ChunkedArray | tuple[np.ndarray, list], m: int,
@@ -384,88 +359,6 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
                           _scatter([(r, v, None) for r, v in zip(drop_rows, drop_reasons)], n, encode=True),
                           _scatter(by, n))
     return curated, trails
-
-
-# ------------------------------------------------------------------------------------ I/O
-def read_parquet_files(files: list[str], schema: pa.Schema, dictionary_columns: Sequence[str] = ()) -> pa.Table:
-    """Read Parquet ``files`` as one table of ``schema``, rows in file order.
-
-    pyarrow's dataset scanner reads them on every core (missing nullable columns come back
-    null); ``dictionary_columns`` (low-cardinality strings) come back dictionary-encoded
-    straight from the files' dictionary pages. Files it cannot cast, such as those written
-    before ``bbox``/``quad`` became variable lists (apache/arrow#35692), are read through
-    DuckDB instead. :func:`conform` casts to ``schema`` (keeping the dictionaries)."""
-    dictionary_type = pa.dictionary(pa.int32(), pa.string())
-    read_schema = pa.schema([f.with_type(dictionary_type) if f.name in dictionary_columns else f for f in schema])
-    if not files:
-        return read_schema.empty_table()
-    options = ds.ParquetReadOptions(dictionary_columns=list(dictionary_columns))
-    try:
-        table = ds.dataset(files, schema=read_schema, format=ds.ParquetFileFormat(read_options=options)).to_table()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        with duckdb.connect() as con:
-            table = con.sql("select * from read_parquet(?, union_by_name = true, hive_partitioning = false)",
-                            params=[files]).to_arrow_table()
-    return conform(table, read_schema)
-
-
-def read_raw(root: DataRoot, round_: int) -> pa.Table:
-    """Every raw annotation shard of the round (all sources) as one table; the columns of
-    :data:`RAW_DICTIONARY_COLUMNS` are dictionary-encoded."""
-    files = sorted(str(p) for p in root.annotations(round_).glob("source=*/shard=*.parquet"))
-    return read_parquet_files(files, ANNOTATIONS, RAW_DICTIONARY_COLUMNS)
-
-
-def read_curated(root: DataRoot, round_: int) -> pa.Table | None:
-    """The curated set of ``round_``, or None when that round was never curated."""
-    files = sorted(str(p) for p in root.curated(round_).glob("part-*.parquet")) if round_ >= 0 else []
-    return read_parquet_files(files, CURATED) if files else None
-
-
-def read_image_sizes(root: DataRoot) -> pa.Table:
-    """``image_id, width, height`` of the ingested images with status ok (DuckDB scan)."""
-    files = sorted(str(p) for p in root.images.glob("part-*.parquet"))
-    if not files:
-        return IMAGE_SIZES.empty_table()
-    with duckdb.connect() as con:
-        table = con.sql(
-            """select image_id, any_value(width) as width, any_value(height) as height
-               from read_parquet(?) where status = 'ok' and image_id is not null group by image_id""",
-            params=[files],
-        ).to_arrow_table()
-    return conform(table, IMAGE_SIZES)
-
-
-PARALLEL_PART_ROWS = 250_000  # a table above this is written as at least one part per core
-
-
-def _part_jobs(table: pa.Table, folder: Path, rows_per_part: int) -> list[tuple[pa.Table, Path]]:
-    if table.num_rows > PARALLEL_PART_ROWS:  # so every core encodes a part
-        rows_per_part = min(rows_per_part, max(PARALLEL_PART_ROWS, -(-table.num_rows // (os.cpu_count() or 1))))
-    count = max(1, -(-table.num_rows // rows_per_part))
-    return [(table.slice(k * rows_per_part, rows_per_part), folder / f"part-{k:05d}.parquet") for k in range(count)]
-
-
-def _remove_stale(folder: Path, written: list[Path]) -> None:
-    for stale in set(folder.glob("part-*.parquet")) - set(written):
-        stale.unlink()
-
-
-def write_datasets(datasets: list[tuple[pa.Table, Path]], rows_per_part: int) -> list[list[Path]]:
-    """Write each ``table`` as ``folder/part-00000.parquet``... atomically and remove the
-    folder's stale parts; parts are written on one thread per core (Parquet encoding and
-    compression release the GIL). Returns the paths per folder."""
-    jobs = [_part_jobs(table, folder, rows_per_part) for table, folder in datasets]
-    flat = [job for per_folder in jobs for job in per_folder]
-    with ThreadPoolExecutor(max_workers=max(1, min(len(flat), os.cpu_count() or 1))) as pool:
-        done = list(pool.map(lambda job: write_parquet_atomic(*job), flat))
-    out, k = [], 0
-    for (_, folder), per_folder in zip(datasets, jobs):
-        written = done[k:k + len(per_folder)]
-        k += len(per_folder)
-        _remove_stale(folder, written)
-        out.append(written)
-    return out
 
 
 def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_part: int = 1_000_000) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def _write(stage: Path, rel: str, data: bytes) -> None:
 
 
 def _read_round(catalog: Catalog, round_: int) -> tuple[pa.Table, dict[str, Any]]:
-    from engine.curate import conform
+    from engine.curation_io import conform
 
     table = catalog.con.sql("select * exclude (curated_round) from curated where curated_round = ? "
                             "order by image_id, kind, annotation_id", params=[round_]).to_arrow_table()

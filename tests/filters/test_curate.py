@@ -230,7 +230,7 @@ def test_raw_shards_of_older_layouts_are_read_in_file_order(tmp_path):
     """A shard with ``bbox`` as a fixed-size list (written before boxes became variable
     lists; pyarrow cannot cast it) and one lacking the nullable ``quad`` column are read
     with the current shards, rows in file order."""
-    from engine.curate import read_parquet_files
+    from engine.curation_io import read_parquet_files
     from storage.schema import ANNOTATIONS
 
     rows = [region("img", [i, i, i + 10, i + 10], score=0.5 + i / 100) for i in range(6)]
