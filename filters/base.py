@@ -220,8 +220,7 @@ def is_in(column: pa.Array | pa.ChunkedArray, values: Sequence[Any]) -> np.ndarr
         wanted = set(values)
         hit = np.array([v in wanted for v in distinct] + [False], bool)  # the last entry serves code -1 (null)
         return hit[codes]
-    value_set = pa.array(list(values), column.type) if len(values) else pa.array([], column.type)
-    return to_numpy(pc.is_in(column, value_set=value_set), False).astype(bool)
+    return to_numpy(pc.is_in(column, value_set=pa.array(list(values), column.type)), False).astype(bool)
 
 
 def reason_where(drop: np.ndarray, reason: str | pa.Array | Callable[[np.ndarray], pa.Array],

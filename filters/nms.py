@@ -65,8 +65,8 @@ def pairs_in_groups(groups: np.ndarray, budget: int = PAIR_BUDGET) -> Iterator[t
     n = len(groups)
     if n < 2:
         return
-    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
-    ends = np.r_[starts[1:], n]
+    bounds = group_starts(groups)
+    starts, ends = bounds[:-1], bounds[1:]
     later = np.repeat(ends, ends - starts) - np.arange(n) - 1  # partners after each position
     cum = np.cumsum(later)
     lo = 0
