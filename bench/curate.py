@@ -26,6 +26,7 @@ every curation run. Run it without ``OMP_NUM_THREADS=1``: Arrow sizes its thread
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import subprocess
 import sys
@@ -48,6 +49,10 @@ from storage.schema import ANNOTATIONS, IMAGES  # noqa: E402
 SOURCES = ("detector", "florence2", "grounding")
 LABELS = np.array([f"class_{i}" for i in range(20)], dtype=object)
 WIDTH, HEIGHT = 640, 480
+#: how rows are laid out in the shard files: ``shards`` as ``fld annotate`` writes them (one file
+#: per source and image shard, each image's rows together, images in shard order); ``random``
+#: 250k-row files per source with rows in random image order (the worst case for locality)
+LAYOUTS = ("shards", "random")
 SCANS = {
     "all": "select * from read_parquet(?, hive_partitioning = false)",
     "plain": "select count(*), sum(score) from read_parquet(?, hive_partitioning = false)",
@@ -65,7 +70,19 @@ def hex_ids(rng: np.random.Generator, n: int, chars: int) -> pa.StringArray:
     return pa.StringArray.from_buffers(n, offsets, pa.py_buffer(data))
 
 
-def generate(root: DataRoot, rows: int, images: int, seed: int = 0, shard_rows: int = 250_000) -> None:
+def shard_rows(rows: np.ndarray, image: np.ndarray, layout: str, images_per_shard: int,
+               rows_per_file: int = 250_000) -> list[np.ndarray]:
+    """One source's ``rows`` split into shard files (see ``LAYOUTS``)."""
+    if layout == "random":
+        return [rows[k:k + rows_per_file] for k in range(0, len(rows), rows_per_file)]
+    rows = rows[np.argsort(image[rows], kind="stable")]  # image order inside each shard, as annotated
+    shard = image[rows] // images_per_shard
+    bounds = np.searchsorted(shard, np.arange(int(image.max()) // images_per_shard + 2))
+    return [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def generate(root: DataRoot, rows: int, images: int, layout: str = "shards", images_per_shard: int = 10_000,
+             seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     image_ids = hex_ids(rng, images, 64)
     image = rng.integers(0, images, rows)
@@ -80,9 +97,7 @@ def generate(root: DataRoot, rows: int, images: int, seed: int = 0, shard_rows: 
     label = pa.array(LABELS[(image * 7 + obj) % len(LABELS)], pa.string())
     created = pa.scalar(0, pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us", tz="UTC"))
     for s, name in enumerate(SOURCES):
-        rows_s = np.flatnonzero(source == s)
-        for k, start in enumerate(range(0, len(rows_s), shard_rows)):
-            take = rows_s[start:start + shard_rows]
+        for k, take in enumerate(shard_rows(np.flatnonzero(source == s), image, layout, images_per_shard)):
             m = len(take)
             t = pa.table({
                 "annotation_id": hex_ids(rng, m, 32), "image_id": image_ids.take(pa.array(image[take])),
@@ -124,21 +139,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--images", type=int, default=200_000)
+    parser.add_argument("--layout", choices=LAYOUTS, default="shards",
+                        help="row order in the shard files (default: as fld annotate writes them)")
+    parser.add_argument("--images-per-shard", type=int, default=10_000, help="images per shard file (layout shards)")
     parser.add_argument("--scan", choices=sorted(SCANS), default="all")
     parser.add_argument("--repeat", type=int, default=2, help="curation runs; the best counts (scans: best of 5)")
     parser.add_argument("--root", type=Path, help="data root to (re)use; default a temp folder")
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    params = {"rows": args.rows, "images": args.images, "layout": args.layout,
+              "images_per_shard": args.images_per_shard}
     if args.generate_only:
-        generate(DataRoot(args.root), args.rows, args.images)
+        generate(DataRoot(args.root), args.rows, args.images, args.layout, args.images_per_shard)
+        (args.root / "bench.json").write_text(json.dumps(params))
         return
     with tempfile.TemporaryDirectory(prefix="fld-bench-") as tmp:
         root = DataRoot(args.root or Path(tmp) / "data")
+        marker = root.path / "bench.json"
         if not root.annotations(0).exists():
             started = time.perf_counter()
             subprocess.run([sys.executable, __file__, "--generate-only", "--root", str(root.path),
-                            "--rows", str(args.rows), "--images", str(args.images)], check=True)
-            print(f"generated {args.rows} rows over {args.images} images in {time.perf_counter() - started:.1f} s")
+                            *(f"--{k.replace('_', '-')}={v}" for k, v in params.items())], check=True)
+            print(f"generated {args.rows} rows over {args.images} images ({args.layout} layout) "
+                  f"in {time.perf_counter() - started:.1f} s")
+        elif not marker.exists() or json.loads(marker.read_text()) != params:
+            found = json.loads(marker.read_text()) if marker.exists() else "unknown parameters"
+            sys.exit(f"--root {root.path} holds data generated with {found}, not {params}: "
+                     "pass the same options or a new --root")
         pa.array(np.zeros(1))  # warm-up: pyarrow's first numpy conversion imports lazily
         runs = []
         for _ in range(args.repeat):  # curate_round rewrites the same round: runs are identical

@@ -54,7 +54,7 @@ from engine.curation_io import (
 from engine.text_metrics import metrics_function
 from filters.base import (
     CATEGORICAL_COLUMNS, CURATION_COLUMNS, IMAGE_INDEX, FilterContext, dictionary, filter_spec, group_codes,
-    image_index, image_index_column, normalized_codes, reason_where, unique, valid,
+    image_index_column, normalized_codes, reason_where, unique, valid,
 )
 from filters.kernels import stable_argsort
 from filters.nms import pairs_in_groups
@@ -218,14 +218,6 @@ def take_parallel(table: pa.Table, indices: np.ndarray, pool: ThreadPoolExecutor
     return pa.Table.from_arrays(columns, schema=table.schema)
 
 
-def _image_index_column(raw: pa.Table, images: pa.Table, pool: ThreadPoolExecutor) -> pa.Array:
-    """:func:`filters.base.image_index_column`, the id lookups split over ``pool``'s threads."""
-    ids = raw.select(["image_id"])
-    step = max(1, -(-raw.num_rows // (os.cpu_count() or 1)))
-    index = list(pool.map(lambda start: image_index(ids.slice(start, step), images), range(0, raw.num_rows, step)))
-    return image_index_column(raw, images, np.concatenate(index) if index else None)
-
-
 def _encoded(column: pa.ChunkedArray) -> pa.DictionaryArray:
     """``column`` as one dictionary array (an encoded column only unifies its chunks' dictionaries)."""
     if not pa.types.is_dictionary(column.type):
@@ -254,14 +246,14 @@ def _working_table(raw: pa.Table, is_region: pa.ChunkedArray, images: pa.Table, 
     code_of[pairs] = np.arange(len(pairs))
     tags = [f"{sources[p // len(versions)]}@{versions[p % len(versions)]}" for p in pairs]
     producer = (code_of[pair], tags)
-    return work.append_column(IMAGE_INDEX, _image_index_column(raw, images, pool)), producer
+    return work.append_column(IMAGE_INDEX, image_index_column(raw, images)), producer
 
 
-def _scatter(parts: list[tuple[np.ndarray, pa.Array | pa.ChunkedArray, np.ndarray | None]], n: int,
-             encode: bool = False) -> pa.Array | pa.ChunkedArray:
+def _scatter(parts: list[tuple[np.ndarray, pa.Array | pa.ChunkedArray, np.ndarray | None]], n: int
+             ) -> pa.Array | pa.ChunkedArray:
     """A string column of ``n`` rows, null except where a part ``(rows, values, index)`` puts
     ``values[index[j]]`` (``values[j]`` when ``index`` is None) at row ``rows[j]``: one take
-    over all parts. ``encode``: a dictionary array (the values repeat, e.g. reasons)."""
+    over all parts."""
     where = np.full(n, -1, np.int64)
     chunks, offset = [], 0
     for rows, values, index in parts:
@@ -269,11 +261,27 @@ def _scatter(parts: list[tuple[np.ndarray, pa.Array | pa.ChunkedArray, np.ndarra
         where[rows] = offset + (np.arange(len(rows)) if index is None else index)
         offset += len(values)
     flat = pa.chunked_array([c for c in chunks if len(c)] or [pa.array([], pa.string())], pa.string())
-    at = pa.array(where, mask=where < 0)
-    if encode:
-        encoded = pc.dictionary_encode(flat).combine_chunks()
-        return pa.DictionaryArray.from_arrays(encoded.indices.take(at), encoded.dictionary)
-    return flat.take(at)
+    return flat.take(pa.array(where, mask=where < 0))
+
+
+def _scatter_reasons(parts: list[tuple[np.ndarray, pa.Array]], n: int) -> pa.DictionaryArray:
+    """The reason column of ``n`` rows, null except where a part ``(rows, reasons)`` puts
+    ``reasons[j]`` at row ``rows[j]``; dictionary-encoded from the parts' own dictionaries
+    (filters give one-text reasons as dictionaries), so no text is hashed per row."""
+    codes = np.full(n, -1, np.int64)
+    texts, offset = [], 0
+    for rows, reasons in parts:
+        reasons = reasons.combine_chunks() if isinstance(reasons, pa.ChunkedArray) else reasons
+        encoded = reasons if pa.types.is_dictionary(reasons.type) else pc.dictionary_encode(reasons.cast(pa.string()))
+        index = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        codes[rows] = np.where(index >= 0, index + offset, -1)
+        texts.append(encoded.dictionary.cast(pa.string()))
+        offset += len(encoded.dictionary)
+    distinct = pc.dictionary_encode(pa.concat_arrays(texts) if texts else pa.array([], pa.string()))
+    remap = distinct.indices.to_numpy(zero_copy_only=False).astype(np.int32)  # the same text of two rules: one entry
+    indices = pa.array(np.where(codes >= 0, remap[np.maximum(codes, 0)] if len(remap) else 0, 0).astype(np.int32),
+                       mask=codes < 0)
+    return pa.DictionaryArray.from_arrays(indices, distinct.dictionary)
 
 
 def curate_tables(
@@ -356,7 +364,7 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     if on_curated is not None:
         on_curated(curated)
     trails = build_trails(raw["annotation_id"], round_, rule_names, judged, dropped_by,
-                          _scatter([(r, v, None) for r, v in zip(drop_rows, drop_reasons)], n, encode=True),
+                          _scatter_reasons(list(zip(drop_rows, drop_reasons)), n),
                           _scatter(by, n))
     return curated, trails
 
@@ -369,15 +377,16 @@ def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
     import json
 
     started = time.perf_counter()
-    raw = read_raw(root, round_)
-    previous = read_curated(root, round_ - 1)
     with ThreadPoolExecutor(max_workers=1) as writer:  # the curated set is written while the trails are built
+        image_sizes = writer.submit(read_image_sizes, root)  # DuckDB reads them while pyarrow reads the shards
+        raw = read_raw(root, round_)
+        previous = read_curated(root, round_ - 1)
         curated_job: list[Future] = []
 
         def write_curated(table: pa.Table) -> None:
             curated_job.append(writer.submit(write_datasets, [(table, root.curated(round_))], rows_per_part))
 
-        curated, trails = curate_tables(raw, previous, read_image_sizes(root), config, round_, write_curated)
+        curated, trails = curate_tables(raw, previous, image_sizes.result(), config, round_, write_curated)
         (decision_parts,) = write_datasets([(trails, root.decisions(round_))], rows_per_part)
         (curated_parts,) = curated_job[0].result()
     dropped_rows = trails.num_rows - trails["dropped_by"].null_count

@@ -26,6 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from filters.string_index import index_in
+
 #: modules whose ``@register_filter`` decorators run on first lookup
 BUILTIN_MODULES: tuple[str, ...] = (
     "filters.confidence",
@@ -52,11 +54,15 @@ class FilterContext:
     text_metrics: Callable[[Sequence[str]], pa.Table] | None = None
 
 
+REASON_TYPE = pa.dictionary(pa.int32(), pa.string())  #: the type of dictionary-encoded reasons
+
+
 @dataclass
 class FilterResult:
     """Per-row outcome of one filter over a table of ``n`` rows.
 
-    keep: bool ``(n,)``. reason: string per row, null where kept (list, numpy or Arrow).
+    keep: bool ``(n,)``. reason: string per row, null where kept (list, numpy or Arrow; kept
+    dictionary-encoded when given so, e.g. by :func:`reason_where`).
     judged: bool ``(n,)`` rows the rule looked at (None = all); unjudged rows must be kept.
     absorbed_by: int64 ``(n,)`` row index (in the same table) of the survivor that absorbed a
     dropped row, -1 otherwise. agrees: whether absorption counts as another source agreeing
@@ -79,7 +85,7 @@ class FilterResult:
             reason = pa.array(list(reason), pa.string())
         if isinstance(reason, pa.ChunkedArray):
             reason = reason.combine_chunks()
-        self.reason = reason.cast(pa.string())
+        self.reason = reason.cast(REASON_TYPE if pa.types.is_dictionary(reason.type) else pa.string())
         self.judged = np.ones(n, bool) if self.judged is None else np.asarray(self.judged, bool)
         if self.absorbed_by is not None:
             self.absorbed_by = np.asarray(self.absorbed_by, dtype=np.int64)
@@ -168,9 +174,7 @@ def image_index(table: pa.Table, images: pa.Table | None) -> np.ndarray:
         return to_numpy(table[IMAGE_INDEX], -1).astype(np.int64)
     if images is None or table.num_rows == 0:
         return np.full(table.num_rows, -1, np.int64)
-    ids = images["image_id"]
-    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
-    return to_numpy(pc.index_in(table["image_id"], value_set=ids), -1).astype(np.int64)
+    return index_in(table["image_id"], images["image_id"])
 
 
 def image_index_column(table: pa.Table, images: pa.Table | None, index: np.ndarray | None = None) -> pa.Array:
@@ -225,7 +229,8 @@ def is_in(column: pa.Array | pa.ChunkedArray, values: Sequence[Any]) -> np.ndarr
 
 def reason_where(drop: np.ndarray, reason: str | pa.Array | Callable[[np.ndarray], pa.Array],
                  base: pa.Array | None = None) -> pa.Array:
-    """``reason`` where ``drop`` else ``base`` (default null): a string array per row.
+    """``reason`` where ``drop`` else ``base`` (default null): a string array per row (a
+    dictionary array when ``reason`` is one text and there is no ``base``).
 
     ``reason`` is one text, a per-row array, or a callable given the indices of the dropped
     rows that returns their texts (so per-row texts are built only for those rows). Calling it
@@ -255,9 +260,8 @@ def reason_where(drop: np.ndarray, reason: str | pa.Array | Callable[[np.ndarray
 
 
 def reason_from_codes(codes: np.ndarray, texts: dict[int, str]) -> pa.Array:
-    """A string array holding ``texts[code]`` where ``codes > 0`` and null where 0: for rules
-    that give each row the code of its failing check (built as a dictionary array, so the
-    texts are copied once per dropped row, not once per check)."""
+    """``texts[code]`` where ``codes > 0`` and null where 0, as a dictionary array: for rules
+    that give each row the code of its failing check."""
     codes = np.asarray(codes)
     dropped = codes > 0
     if not dropped.any():
@@ -268,17 +272,14 @@ def reason_from_codes(codes: np.ndarray, texts: dict[int, str]) -> pa.Array:
     lookup = np.zeros(max(keys) + 1, np.int32)
     lookup[keys] = np.arange(len(keys))
     indices = pa.array(lookup[np.where(dropped, codes, 0)], mask=~dropped)
-    return pa.DictionaryArray.from_arrays(indices, pa.array([texts[k] for k in keys], pa.string())).cast(pa.string())
+    return pa.DictionaryArray.from_arrays(indices, pa.array([texts[k] for k in keys], pa.string()))
 
 
-def _one_text_where(drop: np.ndarray, text: str) -> pa.Array:
-    """A string array holding ``text`` where ``drop``, null elsewhere, built from its buffers
-    (Arrow's ``replace_with_mask`` copies strings one by one: ~20x slower)."""
-    data = text.encode("utf-8")
-    offsets = np.zeros(len(drop) + 1, np.int32)
-    np.cumsum(drop * np.int32(len(data)), out=offsets[1:])
-    return pa.StringArray.from_buffers(len(drop), pa.py_buffer(offsets), pa.py_buffer(data * int(drop.sum())),
-                                       pa.array(drop).buffers()[1], int((~drop).sum()))
+def _one_text_where(drop: np.ndarray, text: str) -> pa.DictionaryArray:
+    """``text`` where ``drop``, null elsewhere, as a dictionary array of one entry (no string
+    is copied per row, and the engine gathers reasons without hashing them)."""
+    indices = pa.array(np.zeros(len(drop), np.int32), mask=~drop)
+    return pa.DictionaryArray.from_arrays(indices, pa.array([text], pa.string()))
 
 
 def with_prefix(prefix: str, values: pa.Array, suffix: str = "") -> pa.Array:
