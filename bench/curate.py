@@ -34,11 +34,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import engine  # noqa: E402,F401 (first, as in ``fld``: it sets the allocator default before pyarrow loads)
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
 from engine.curate import curate_round  # noqa: E402
 from engine.curation_io import conform  # noqa: E402

@@ -102,6 +102,14 @@ class FilterResult:
             raise ValueError("FilterResult.reason must be set exactly on the dropped rows")
 
 
+    @classmethod
+    def keep_all(cls, judged: np.ndarray) -> "FilterResult":
+        """Every row kept (no reasons): for a rule whose scope ``judged`` holds no row to drop,
+        or none at all (rules return it early instead of building empty work)."""
+        judged = np.asarray(judged, bool)
+        return cls(keep=np.ones(len(judged), bool), reason=pa.nulls(len(judged), pa.string()), judged=judged)
+
+
 FilterFn = Callable[[pa.Table, Any, FilterContext], FilterResult]
 
 

@@ -83,6 +83,8 @@ def _captions(table: pa.Table, ctx: FilterContext) -> pa.Table:
 def phrase_parent_filter(table: pa.Table, config: PhraseConfig, ctx: FilterContext) -> FilterResult:
     """Drop phrases whose parent caption is missing or was dropped."""
     scope = _phrases(table)
+    if not scope.any():
+        return FilterResult.keep_all(scope)
     found = valid(pc.index_in(table["parent_id"], value_set=_captions(table, ctx)["annotation_id"].combine_chunks()))
     drop = scope & ~found
     return FilterResult(keep=~drop, reason=reason_where(drop, "parent caption missing or dropped"), judged=scope)
@@ -93,7 +95,7 @@ def phrase_span_filter(table: pa.Table, config: PhraseConfig, ctx: FilterContext
     """Drop phrases whose span does not lie inside the parent caption or does not match its text."""
     n, scope = table.num_rows, _phrases(table)
     if not scope.any():
-        return FilterResult(np.ones(n, bool), pa.nulls(n, pa.string()), judged=scope)
+        return FilterResult.keep_all(scope)
     captions = _captions(table, ctx)
     idx = pc.index_in(table["parent_id"], value_set=captions["annotation_id"].combine_chunks())
     check = pa.table({
@@ -137,7 +139,7 @@ def phrase_blacklist_filter(table: pa.Table, config: PhraseConfig, ctx: FilterCo
     """Drop phrases that are pronouns or abstract nouns (``blacklist``), or empty."""
     scope = _phrases(table)
     if not scope.any():
-        return FilterResult(np.ones(len(scope), bool), pa.nulls(len(scope), pa.string()), judged=scope)
+        return FilterResult.keep_all(scope)
     norm = normalized_phrase(table, config)
     listed = to_numpy(pc.is_in(norm, value_set=pa.array([w.strip().lower() for w in config.blacklist])), False)
     empty = to_numpy(pc.equal(pc.utf8_length(norm), 0), True).astype(bool)
@@ -151,6 +153,8 @@ def phrase_blacklist_filter(table: pa.Table, config: PhraseConfig, ctx: FilterCo
 def phrase_confidence_filter(table: pa.Table, config: PhraseConfig, ctx: FilterContext) -> FilterResult:
     """Drop phrases with ``score < min_score``."""
     scope = _phrases(table)
+    if not scope.any():
+        return FilterResult.keep_all(scope)
     score = to_numpy(table["score"], np.nan).astype(np.float64) if table.num_rows else np.zeros(0)
     low = scope & valid(table["score"]) & ~(score >= config.min_score)
     return FilterResult(keep=~low, reason=reason_where(low, f"phrase score below {config.min_score}"), judged=scope)
@@ -160,6 +164,8 @@ def phrase_confidence_filter(table: pa.Table, config: PhraseConfig, ctx: FilterC
 def phrase_nms_filter(table: pa.Table, config: PhraseConfig, ctx: FilterContext) -> FilterResult:
     """Greedy NMS among boxes of the same phrase text (per image, per parent caption)."""
     scope = _phrases(table) & valid(table["bbox"])
+    if not scope.any():
+        return FilterResult.keep_all(scope)
 
     def keys(sub: pa.Table, rows: np.ndarray) -> list:
         text = normalized_codes(sub["text"], lambda values: normalize_phrases(values, config))

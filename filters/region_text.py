@@ -47,7 +47,7 @@ def region_text_filter(table: pa.Table, config: RegionTextConfig, ctx: FilterCon
     n = table.num_rows
     scope = valid(table["parent_id"]) & ~equals(table["kind"], "phrase") if n else np.zeros(0, bool)
     if not scope.any():
-        return FilterResult(np.ones(n, bool), pa.nulls(n, pa.string()), judged=scope)
+        return FilterResult.keep_all(scope)
     is_region = equals(table["kind"], "region") & ~valid(table["parent_id"])
     region_rows = np.flatnonzero(is_region)
     pos = pc.index_in(table["parent_id"], value_set=table["annotation_id"].take(pa.array(region_rows)))

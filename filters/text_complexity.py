@@ -65,10 +65,9 @@ def text_scope(table: pa.Table, config: TextComplexityConfig) -> np.ndarray:
 @register_filter("text_complexity", section="text")
 def text_complexity_filter(table: pa.Table, config: TextComplexityConfig, ctx: FilterContext) -> FilterResult:
     """Drop texts with excessive objects or below the minimum object/action complexity."""
-    n = table.num_rows
     scope = text_scope(table, config)
     if not scope.any():
-        return FilterResult(np.ones(n, bool), pa.nulls(n, pa.string()), judged=scope)
+        return FilterResult.keep_all(scope)
     if ctx.text_metrics is None:
         raise ValueError("the text_complexity filter needs FilterContext.text_metrics (a texts -> metrics callable)")
     texts = table["text"].filter(pa.array(scope))
