@@ -15,36 +15,41 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
-def _chunk_to_numpy(chunk: pa.Array, width: int) -> np.ndarray:
-    """One list chunk as ``(len, width)`` float64; nulls and rows of another length -> NaN.
+def _chunk_into(chunk: pa.Array, out: np.ndarray) -> None:
+    """Write one list chunk into ``out`` (``(len, width)`` float64); nulls and rows of another
+    length -> NaN.
 
-    Reads the list offsets and the flat child values directly (no per-row filtering): a
-    chunk whose rows all hold ``width`` values is one reshape."""
-    n = len(chunk)
+    Reads the list offsets and the flat child values directly (no per-row filtering, no
+    intermediate copies): a chunk whose rows all hold ``width`` values is one strided copy."""
+    n, width = out.shape
     if isinstance(chunk, pa.FixedSizeListArray) or not isinstance(chunk, (pa.ListArray, pa.LargeListArray)):
-        out = np.full((n, width), np.nan, dtype=np.float64)
+        out[:] = np.nan
         good = pc.fill_null(pc.equal(pc.list_value_length(chunk), width), False).to_numpy(zero_copy_only=False)
         if good.any():
             flat = pc.list_flatten(chunk.filter(pa.array(good))).to_numpy(zero_copy_only=False)
-            out[good] = flat.astype(np.float64).reshape(-1, width)
-        return out
-    offsets = chunk.offsets.to_numpy().astype(np.int64)
+            out[good] = flat.reshape(-1, width)
+        return
+    offsets = chunk.offsets.to_numpy()
     values = chunk.values.to_numpy(zero_copy_only=False)
     lengths = np.diff(offsets)
+    if not chunk.null_count and (lengths == width).all():
+        out[:] = values[offsets[0]:offsets[-1]].reshape(n, width)
+        return
     good = lengths == width
     if chunk.null_count:
         good &= chunk.is_valid().to_numpy(zero_copy_only=False)
-    if good.all() and n and offsets[-1] - offsets[0] == n * width:
-        return values[offsets[0]:offsets[-1]].astype(np.float64).reshape(n, width)
-    out = np.full((n, width), np.nan, dtype=np.float64)
-    out[good] = values[offsets[:-1][good, None] + np.arange(width)]
-    return out
+    out[:] = np.nan
+    out[good] = values[offsets[:-1][good].astype(np.int64)[:, None] + np.arange(width)]
 
 
 def _list_to_numpy(column: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray:
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    parts = [_chunk_to_numpy(c, width) for c in chunks if len(c)]
-    return np.concatenate(parts) if parts else np.full((0, width), np.nan, dtype=np.float64)
+    out = np.empty((len(column), width), dtype=np.float64)
+    start = 0
+    for chunk in chunks:
+        _chunk_into(chunk, out[start:start + len(chunk)])
+        start += len(chunk)
+    return out
 
 
 def boxes_from_arrow(column: pa.Array | pa.ChunkedArray) -> np.ndarray:

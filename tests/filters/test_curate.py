@@ -256,3 +256,17 @@ def test_raw_shards_of_older_layouts_are_read_in_file_order(tmp_path):
         assert encoded["kind"].to_pylist() == got["kind"].to_pylist() == ["region"] * len(expected)
         assert encoded["source"].to_pylist() == got["source"].to_pylist()
         assert encoded.drop_columns(["source", "kind"]).equals(got.drop_columns(["source", "kind"]))
+
+
+def test_scattered_reasons_share_one_dictionary_whatever_form_the_parts_come_in():
+    import numpy as np
+
+    from engine.curate import _scatter_reasons
+
+    one_text = pa.DictionaryArray.from_arrays(pa.array([0, 0], pa.int32()), pa.array(["too small", "unused"]))
+    plain = pa.array(["score below 0.3", "too small", "score below 0.3"])  # "too small" again, from another rule
+    out = _scatter_reasons([(np.array([4, 1]), one_text), (np.array([0, 5, 2]), plain)], 7)
+    assert pa.types.is_dictionary(out.type)
+    assert out.to_pylist() == ["score below 0.3", "too small", "score below 0.3", None, "too small", "too small", None]
+    assert len(set(out.dictionary.to_pylist())) == len(out.dictionary)  # one entry per distinct text
+    assert _scatter_reasons([], 3).to_pylist() == [None, None, None]
