@@ -148,7 +148,9 @@ def calibrate(scores: np.ndarray, sources: pa.Array | pa.ChunkedArray, config: N
         return scores * np.array([config.weights.get(s, 1.0) for s in names])[codes]
     # rank: sort by (source, score); a run of equal scores [a, b) among a source's n rows
     # (positions counted from the source's first row) gets the percentile (a + b) / (2 n)
-    by_score = np.argsort(scores)  # equal scores end up adjacent, in any order (they share a rank)
+    narrow_scores = scores.astype(np.float32)  # Parquet scores are float32: sorting those is ~2.5x faster
+    key = narrow_scores if np.array_equal(narrow_scores, scores, equal_nan=True) else scores
+    by_score = np.argsort(key)  # equal scores end up adjacent, in any order (they share a rank)
     narrow = np.int16 if len(names) < 2**15 else np.int64  # numpy radix-sorts 16-bit keys
     order = by_score[np.argsort(codes[by_score].astype(narrow), kind="stable")]  # (source, score) order
     out = np.empty(len(scores), np.float64)
