@@ -56,7 +56,7 @@ from filters.base import (
     CATEGORICAL_COLUMNS, CURATION_COLUMNS, IMAGE_INDEX, FilterContext, dictionary, filter_spec, group_codes,
     image_index_column, normalized_codes, reason_where, unique, valid,
 )
-from filters.kernels import stable_argsort
+from filters.kernels import owner_bit_sets, stable_argsort
 from filters.nms import pairs_in_groups
 from storage.atomic import write_text_atomic
 from storage.geometry import boxes_from_arrow, pairwise_iou
@@ -77,6 +77,13 @@ def _lists(owner: np.ndarray, values: pa.Array | pa.ChunkedArray | tuple[np.ndar
         values = values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
     if distinct:
         codes, names = values if isinstance(values, tuple) else dictionary(values)
+        if 0 < len(names) <= 64:  # one bit per name: sets without sorting
+            alpha = np.argsort(np.array(names, dtype=object))
+            rank = np.empty(len(names), np.int64)
+            rank[alpha] = np.arange(len(names))
+            present = codes >= 0  # a null value joins no set
+            offsets, picks = owner_bit_sets(np.asarray(owner, np.int64)[present], rank[codes[present]], m)
+            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(names, pa.string()).take(pa.array(alpha[picks])))
         if len(codes):
             alpha = np.argsort(np.array(names, dtype=object))
             rank = np.empty(len(names), np.int64)

@@ -193,3 +193,30 @@ def rank_percentiles(order: np.ndarray, codes: np.ndarray, scores: np.ndarray,
                 out[order[k]] = pct
             run = stop
         first = end
+
+
+@numba.njit(cache=True, nogil=True)
+def owner_bit_sets(owner: np.ndarray, bit: np.ndarray, m: int) -> tuple:  # pragma: no cover - compiled
+    """Distinct small values per owner: ``bit[i]`` (0..63) joins the set of ``owner[i]``
+    (0..m-1). Returns int32 list ``offsets`` (``m + 1``) and the ``values`` of every owner's
+    set, ascending: a bit mask per owner, so no sort is needed."""
+    masks = np.zeros(m, np.uint64)
+    for i in range(len(owner)):
+        masks[owner[i]] |= np.uint64(1) << np.uint64(bit[i])
+    offsets = np.zeros(m + 1, np.int32)
+    for k in range(m):
+        mask, count = masks[k], 0
+        while mask:
+            mask &= mask - np.uint64(1)
+            count += 1
+        offsets[k + 1] = offsets[k] + count
+    values = np.empty(offsets[m], np.int32)
+    for k in range(m):
+        mask, at, value = masks[k], offsets[k], 0
+        while mask:
+            if mask & np.uint64(1):
+                values[at] = value
+                at += 1
+            mask >>= np.uint64(1)
+            value += 1
+    return offsets, values

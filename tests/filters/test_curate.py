@@ -270,3 +270,17 @@ def test_scattered_reasons_share_one_dictionary_whatever_form_the_parts_come_in(
     assert out.to_pylist() == ["score below 0.3", "too small", "score below 0.3", None, "too small", "too small", None]
     assert len(set(out.dictionary.to_pylist())) == len(out.dictionary)  # one entry per distinct text
     assert _scatter_reasons([], 3).to_pylist() == [None, None, None]
+
+
+@pytest.mark.parametrize("names", [5, 70])  # up to 64 names: bit sets; more: the sort path
+def test_distinct_lists_hold_each_owners_values_once_sorted(names):
+    import numpy as np
+
+    from engine.curate import _lists
+
+    rng = np.random.default_rng(names)
+    tags = [f"tag{k:03d}@v" for k in rng.permutation(names)]
+    owner, codes, m = rng.integers(0, 40, 600), rng.integers(0, names, 600), 45  # owners 40..44 get nothing
+    out = _lists(owner, (codes, tags), m, distinct=True).to_pylist()
+    expected = [sorted({tags[c] for o, c in zip(owner, codes) if o == k}) for k in range(m)]
+    assert out == expected and out[44] == []
