@@ -4,6 +4,10 @@ Generates ``--rows`` region annotations over ``--images`` images (about 4 object
 image, each seen by several sources with jittered boxes, so NMS has work to do), written as
 Parquet shards ``annotations/round=0/source=S/shard=K.parquet`` plus ``images/part-bench.parquet``
 in a temp data root (generation runs in a child process so it does not count in peak RSS).
+``--layout shards`` (default) writes the files as ``fld annotate`` does: one per source and
+image shard of ``--images-per-shard`` images, each image's rows together; ``--layout random``
+puts every source's rows in random image order (250k rows per file), the worst case for
+memory locality. A ``--root`` is reused only with the options it was generated with.
 Then it times ``curate_round`` (read + filters + NMS + agreement + writing curated and
 decisions) and DuckDB scans of the same shards, and prints rows/s, peak RSS and, as the
 last line, the ratio curation time / scan time for the scan named by ``--scan``:
@@ -21,6 +25,7 @@ kernels of ``filters/kernels.py``, so it is printed but rarely the best. Peak RS
 every curation run. Run it without ``OMP_NUM_THREADS=1``: Arrow sizes its thread pool by it.
 
     .venv/bin/python bench/curate.py --rows 200000 --images 20000
+    .venv/bin/python bench/curate.py --root /tmp/bench-random --layout random
 """
 
 from __future__ import annotations
