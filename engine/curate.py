@@ -347,20 +347,21 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
         if drop.any():
             survivors = np.flatnonzero(res.keep)
             work, gidx = take_parallel(work, survivors, pool), gidx[survivors]
+    absorbed = np.flatnonzero(into >= 0)  # the absorbers' ids are gathered for the trails beside the agreement
+    absorber_ids = pool.submit(_scatter, [(absorbed, raw["annotation_id"], into[absorbed])], n)
     rest = take_parallel(raw.select([c for c in ANNOTATIONS.names if c not in work.column_names]), gidx, pool)
     survivors = pa.Table.from_arrays(
         [work[c] if c in work.column_names else rest[c] for c in ANNOTATIONS.names]
         + [work["label"]], names=[*ANNOTATIONS.names, "label"])
     curated = conform(_agreement(survivors, gidx, raw, into, agrees, producer), CURATED)
-    absorbed = np.flatnonzero(into >= 0)
-    by = [(absorbed, raw["annotation_id"], into[absorbed])]
+    merged_into: list[tuple[np.ndarray, pa.Array, None]] = []
     if merging:
-        curated, merged, reason, merged_into = merge_with_previous(curated, previous, config)
+        curated, merged, reason, into_previous = merge_with_previous(curated, previous, config)
         judged[gidx] |= 1 << (len(rule_names) - 1)
         dropped_by[gidx[merged]] = len(rule_names) - 1
         drop_rows.append(gidx[merged])
         drop_reasons.append(reason.filter(pa.array(merged)))
-        by.append((gidx[merged], merged_into, None))
+        merged_into.append((gidx[merged], into_previous, None))
     elif previous is not None:  # merge off: carry the previous set over unchanged beside the new rows
         curated = pa.concat_tables([previous, curated])
     curated = conform(curated, CURATED)
@@ -370,9 +371,11 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
         raise RuntimeError(f"curation lost rows: {new_rows} kept + {dropped_rows} dropped != {n} input")
     if on_curated is not None:
         on_curated(curated)
+    absorbed_by = absorber_ids.result()
+    if merged_into:  # rows merged into the previous round's (never also absorbed by a rule)
+        absorbed_by = pc.coalesce(absorbed_by, _scatter(merged_into, n))
     trails = build_trails(raw["annotation_id"], round_, rule_names, judged, dropped_by,
-                          _scatter_reasons(list(zip(drop_rows, drop_reasons)), n),
-                          _scatter(by, n))
+                          _scatter_reasons(list(zip(drop_rows, drop_reasons)), n), absorbed_by)
     return curated, trails
 
 

@@ -157,6 +157,11 @@ def test_merge_across_rounds_raises_agreement_instead_of_duplicating():
     assert by_id[round1[2]["annotation_id"]]["round"] == 1
     merges = [r for r in decisions.to_pylist() if r["rule"] == "merge"]
     assert sorted(r["kept"] for r in merges) == [False] * 3 + [True]
+    into = {r["absorbed_by"] for r in merges if not r["kept"]}  # each merged row names the previous row it went into
+    assert into == {dog0["annotation_id"], cap0["annotation_id"], round0[3]["annotation_id"]}
+    suppressed = [r for r in decisions.to_pylist() if r["rule"].startswith("nms") and not r["kept"]]
+    assert [r["absorbed_by"] for r in suppressed] == [r["annotation_id"] for r in round1[:2]
+                                                      if r["annotation_id"] != suppressed[0]["annotation_id"]]
     plain = {"rules": list(config.rules), "nms": {"calibration": "raw"}}  # florence2 (0.9) wins in round 1
     strict = CurationConfig.from_dict({**plain, "merge": {"iou_threshold": 0.99}})  # its IoU with dog0 is 0.95
     assert curate_tables(raw1, previous, IMAGES_OK, strict, 1)[0].num_rows == previous.num_rows + 2
