@@ -77,17 +77,14 @@ def _lists(owner: np.ndarray, values: pa.Array | pa.ChunkedArray | tuple[np.ndar
         values = values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
     if distinct:
         codes, names = values if isinstance(values, tuple) else dictionary(values)
+        alpha = np.argsort(np.array(names, dtype=object))  # names in sorted order; rank: a name's place there
+        rank = np.empty(len(names), np.int64)
+        rank[alpha] = np.arange(len(names))
         if 0 < len(names) <= 64:  # one bit per name: sets without sorting
-            alpha = np.argsort(np.array(names, dtype=object))
-            rank = np.empty(len(names), np.int64)
-            rank[alpha] = np.arange(len(names))
             present = codes >= 0  # a null value joins no set
             offsets, picks = owner_bit_sets(np.asarray(owner, np.int64)[present], rank[codes[present]], m)
             return pa.ListArray.from_arrays(pa.array(offsets), pa.array(names, pa.string()).take(pa.array(alpha[picks])))
         if len(codes):
-            alpha = np.argsort(np.array(names, dtype=object))
-            rank = np.empty(len(names), np.int64)
-            rank[alpha] = np.arange(len(names))
             key = unique(owner.astype(np.int64) * len(names) + rank[codes])
             owner, values = key // len(names), pa.array(names, pa.string()).take(pa.array(alpha[key % len(names)]))
         else:

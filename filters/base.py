@@ -101,7 +101,6 @@ class FilterResult:
         if (has_reason == self.keep).any():
             raise ValueError("FilterResult.reason must be set exactly on the dropped rows")
 
-
     @classmethod
     def keep_all(cls, judged: np.ndarray) -> "FilterResult":
         """Every row kept (no reasons): for a rule whose scope ``judged`` holds no row to drop,
@@ -185,11 +184,10 @@ def image_index(table: pa.Table, images: pa.Table | None) -> np.ndarray:
     return index_in(table["image_id"], images["image_id"])
 
 
-def image_index_column(table: pa.Table, images: pa.Table | None, index: np.ndarray | None = None) -> pa.Array:
+def image_index_column(table: pa.Table, images: pa.Table | None) -> pa.Array:
     """The :data:`IMAGE_INDEX` column for ``table`` (which has ``image_id``): unknown images
-    get distinct negative codes so they still group apart. ``index``: ``image_index(table,
-    images)`` when the caller computed it already (e.g. in parallel slices)."""
-    index = image_index(table, images) if index is None else np.array(index, np.int64)
+    get distinct negative codes so they still group apart."""
+    index = image_index(table, images)
     unknown = np.flatnonzero(index < 0)
     if len(unknown):
         codes, _ = dictionary(table["image_id"].take(pa.array(unknown)))
