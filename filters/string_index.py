@@ -98,19 +98,26 @@ def _probe(offsets: np.ndarray, data: np.ndarray, valid: np.ndarray, hashes: np.
     Block by block: hash the rows, find each one's first slot of equal hash, touch those
     values' bytes (independent loads the CPU overlaps), then compare; a row whose candidate
     differs probes on, comparing every slot of equal hash. Random loads one after another
-    cost ~300 ns each here, so the passes are split to keep many in flight."""
+    cost ~300 ns each here, so the passes are split to keep many in flight. A row equal to
+    the row before it (annotator shards hold each image's rows together) copies its answer."""
     mask = np.uint64(len(slots) - 1)
     n = len(offsets) - 1
     row_hash = np.empty(BLOCK_ROWS, np.uint64)
+    repeat = np.zeros(BLOCK_ROWS, np.bool_)
     total = np.uint8(0)
     for start in range(0, n, BLOCK_ROWS):
         stop = min(start + BLOCK_ROWS, n)
         for i in range(start, stop):
-            row_hash[i - start] = _hash(data, offsets[i], offsets[i + 1])
+            repeat[i - start] = (i > 0 and valid[i] and valid[i - 1]
+                                 and _same(data, offsets[i], offsets[i + 1], data, offsets[i - 1], offsets[i]))
+            if not repeat[i - start]:
+                row_hash[i - start] = _hash(data, offsets[i], offsets[i + 1])
         for i in range(start, stop):
+            out[i] = -1
+            if repeat[i - start]:
+                continue
             h = row_hash[i - start]
             s = h & mask
-            out[i] = -1
             while slots[s] >= 0:
                 if hashes[s] == h:
                     out[i] = slots[s]
@@ -124,7 +131,9 @@ def _probe(offsets: np.ndarray, data: np.ndarray, valid: np.ndarray, hashes: np.
         for i in range(start, stop):
             lo, hi = offsets[i], offsets[i + 1]
             j = out[i]
-            if not valid[i]:
+            if repeat[i - start]:
+                out[i] = out[i - 1]
+            elif not valid[i]:
                 out[i] = -1
             elif j >= 0 and not _same(data, lo, hi, value_data, value_offsets[j], value_offsets[j + 1]):
                 h = row_hash[i - start]  # a hash collision: probe on with byte comparisons
