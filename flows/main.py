@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
-# Prefect's local server would send a telemetry heartbeat (a network call this tool must not
-# make, and on start-up it races the server's own SQLite writes: "database is locked").
-# Users who want it can set the variable themselves.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-from engine.cli import load_commands  # noqa: E402 (after the environment default above)
-from engine.cli import main as engine_main  # noqa: E402
+from engine.cli import load_commands  # the package flows/__init__.py set Prefect's defaults first
+from engine.cli import main as engine_main
 
 load_commands()  # the engine's commands first, so `fld --help` lists them first
 importlib.import_module("flows.commands")  # then round, loop, deploy
