@@ -64,23 +64,32 @@ def _same(data: np.ndarray, lo: int, hi: int, other: np.ndarray, olo: int, ohi: 
     return True
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _find_slot(hashes: np.ndarray, slots: np.ndarray, h: np.uint64, data: np.ndarray, lo: int, hi: int,
+               value_offsets: np.ndarray, value_data: np.ndarray) -> int:  # pragma: no cover - compiled
+    """The slot holding the bytes ``data[lo:hi]`` (hash ``h``), or the empty slot where its
+    probe sequence ends: every slot of equal hash on the way has its bytes compared."""
+    mask = np.uint64(len(slots) - 1)
+    s = h & mask
+    while slots[s] >= 0:
+        j = slots[s]
+        if hashes[s] == h and _same(data, lo, hi, value_data, value_offsets[j], value_offsets[j + 1]):
+            break
+        s = (s + np.uint64(1)) & mask
+    return s
+
+
 @numba.njit(cache=True, nogil=True)
 def _build(offsets: np.ndarray, data: np.ndarray, valid: np.ndarray, bits: int) -> tuple:  # pragma: no cover
     """Open-addressing table (``2**bits`` slots: hash, position or -1) of the valid strings;
     a repeated string keeps its first position."""
-    mask = np.uint64((1 << bits) - 1)
     hashes = np.zeros(1 << bits, np.uint64)
     slots = np.full(1 << bits, -1, np.int64)
     for j in range(len(offsets) - 1):
         if not valid[j]:
             continue
         h = _hash(data, offsets[j], offsets[j + 1])
-        s = h & mask
-        while slots[s] >= 0:
-            other = slots[s]
-            if hashes[s] == h and _same(data, offsets[j], offsets[j + 1], data, offsets[other], offsets[other + 1]):
-                break
-            s = (s + np.uint64(1)) & mask
+        s = _find_slot(hashes, slots, h, data, offsets[j], offsets[j + 1], offsets, data)
         if slots[s] < 0:
             hashes[s] = h
             slots[s] = j
@@ -110,11 +119,11 @@ def _probe(offsets: np.ndarray, data: np.ndarray, valid: np.ndarray, hashes: np.
         for i in range(start, stop):
             repeat[i - start] = (i > 0 and valid[i] and valid[i - 1]
                                  and _same(data, offsets[i], offsets[i + 1], data, offsets[i - 1], offsets[i]))
-            if not repeat[i - start]:
+            if valid[i] and not repeat[i - start]:
                 row_hash[i - start] = _hash(data, offsets[i], offsets[i + 1])
         for i in range(start, stop):
             out[i] = -1
-            if repeat[i - start]:
+            if repeat[i - start] or not valid[i]:
                 continue
             h = row_hash[i - start]
             s = h & mask
@@ -133,18 +142,9 @@ def _probe(offsets: np.ndarray, data: np.ndarray, valid: np.ndarray, hashes: np.
             j = out[i]
             if repeat[i - start]:
                 out[i] = out[i - 1]
-            elif not valid[i]:
-                out[i] = -1
             elif j >= 0 and not _same(data, lo, hi, value_data, value_offsets[j], value_offsets[j + 1]):
-                h = row_hash[i - start]  # a hash collision: probe on with byte comparisons
-                s = h & mask
-                out[i] = -1
-                while slots[s] >= 0:
-                    j = slots[s]
-                    if hashes[s] == h and _same(data, lo, hi, value_data, value_offsets[j], value_offsets[j + 1]):
-                        out[i] = j
-                        break
-                    s = (s + np.uint64(1)) & mask
+                # a hash collision: probe on with byte comparisons (an empty slot holds -1)
+                out[i] = slots[_find_slot(hashes, slots, row_hash[i - start], data, lo, hi, value_offsets, value_data)]
         total ^= touched
     return total  # returned so the touching loads are not optimised away
 
