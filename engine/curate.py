@@ -48,12 +48,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.curation_config import CurationConfig
+from engine.rule_runner import partition_count, run_rules, take_table
 from engine.curation_io import (
     IMAGE_SIZES, conform, read_curated, read_image_sizes, read_raw, write_datasets,
 )
 from engine.text_metrics import metrics_function
 from filters.base import (
-    CATEGORICAL_COLUMNS, CURATION_COLUMNS, IMAGE_INDEX, FilterContext, dictionary, filter_spec, group_codes,
+    CATEGORICAL_COLUMNS, CURATION_COLUMNS, IMAGE_INDEX, FilterContext, dictionary, group_codes,
     image_index_column, normalized_codes, reason_where, unique, valid,
 )
 from filters.kernels import owner_bit_sets, stable_argsort
@@ -214,14 +215,6 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig
     return curated, merged, reason, into
 
 
-def take_parallel(table: pa.Table, indices: np.ndarray, pool: ThreadPoolExecutor) -> pa.Table:
-    """``table.take(indices)`` with the columns taken on ``pool``'s threads (Arrow's take
-    releases the GIL, so the working table shrinks on every core)."""
-    index = pa.array(indices)
-    columns = list(pool.map(lambda column: column.take(index), table.columns))
-    return pa.Table.from_arrays(columns, schema=table.schema)
-
-
 def _encoded(column: pa.ChunkedArray) -> pa.DictionaryArray:
     """``column`` as one dictionary array (an encoded column only unifies its chunks' dictionaries)."""
     if not pa.types.is_dictionary(column.type):
@@ -290,7 +283,7 @@ def _scatter_reasons(parts: list[tuple[np.ndarray, pa.Array]], n: int) -> pa.Dic
 
 def curate_tables(
     raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int,
-    on_curated: Callable[[pa.Table], None] | None = None,
+    on_curated: Callable[[pa.Table], None] | None = None, partitions: int | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Curate the raw annotations of round ``round_`` -> (curated :data:`CURATED`, decision
     trails :data:`DECISION_TRAILS`, one row per raw row; ``expand_trails`` gives the long form).
@@ -299,54 +292,38 @@ def curate_tables(
     ``previous``: the curated table of round ``round_ - 1`` or None. ``on_curated``: called
     with the curated table as soon as it is final and its rows are accounted for (new rows +
     dropped rows = raw rows), before the trails are built (``curate_round`` starts writing it).
-    The working table shrinks with ``take`` (Arrow's ``filter`` is ~3x slower on the string
-    and list columns); every rule's outcome is kept as numpy masks over the raw rows.
+    ``partitions``: image partitions the rules run in side by side (default: one per core,
+    at least ``engine.rule_runner.PARTITION_MIN_ROWS`` rows each); the result is the same
+    for any count. The working table shrinks with ``take`` (Arrow's ``filter`` is ~3x slower
+    on the string and list columns); every rule's outcome is kept as numpy arrays over the raw rows.
     """
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return _curate(raw, previous, images, config, round_, pool, on_curated)
+    workers = os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        count = partition_count(raw.num_rows, workers) if partitions is None else partitions
+        return _curate(raw, previous, images, config, round_, pool, on_curated, count)
 
 
 def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int,
-            pool: ThreadPoolExecutor, on_curated: Callable[[pa.Table], None] | None) -> tuple[pa.Table, pa.Table]:
+            pool: ThreadPoolExecutor, on_curated: Callable[[pa.Table], None] | None, partitions: int
+            ) -> tuple[pa.Table, pa.Table]:
     raw = conform(raw, ANNOTATIONS, keep_dictionaries=True)
     previous = conform(previous, CURATED) if previous is not None else None
     n = raw.num_rows
     merging = previous is not None and config.merge.enabled
     rule_names = [*config.rules, *([MERGE_RULE] if merging else [])]
-    judged = np.zeros(n, np.int64)  # bit r: rule r judged the row
-    dropped_by = np.full(n, -1, np.int16)
-    drop_rows: list[np.ndarray] = [np.zeros(0, np.int64)]
-    drop_reasons: list[pa.Array] = [pa.array([], pa.string())]
 
     is_region = pc.and_(pc.equal(raw["kind"], "region"), pc.is_null(raw["parent_id"]))
     ctx = FilterContext(images=conform(images, IMAGE_SIZES).combine_chunks(), previous=previous,
                         text_metrics=metrics_function(config.text.pipeline, config.text.batch_size))
     # the narrow working table: image ids are hashed once here, the filters read the index
     work, producer = _working_table(raw, is_region, ctx.images, pool)
-    gidx = np.arange(n)
-    into = np.full(n, -1, np.int64)
-    agrees = np.zeros(n, bool)
-    for r, rule in enumerate(config.rules):
-        res = filter_spec(rule).fn(work, config.section(rule), ctx)
-        judged[gidx[res.judged]] |= 1 << r
-        drop = ~res.keep
-        if drop.any():
-            dropped_by[gidx[drop]] = r
-            drop_rows.append(gidx[drop])
-            drop_reasons.append(res.reason.filter(pa.array(drop)))
-        for column, values in res.replace.items():
-            i = work.schema.get_field_index(column)
-            work = work.set_column(i, column, values.cast(work.schema.field(column).type))
-        if res.absorbed_by is not None:
-            hit = drop & (res.absorbed_by >= 0)
-            into[gidx[hit]] = gidx[res.absorbed_by[hit]]
-            agrees[gidx[hit]] = res.agrees
-        if drop.any():
-            survivors = np.flatnonzero(res.keep)
-            work, gidx = take_parallel(work, survivors, pool), gidx[survivors]
+    index = work[IMAGE_INDEX].to_numpy()
+    work, gidx, outcomes = run_rules(work, config.rules, config, ctx, index, pool, partitions)
+    judged, dropped_by, into, agrees = outcomes.judged, outcomes.dropped_by, outcomes.into, outcomes.agrees
+    drops = [(np.zeros(0, np.int64), pa.array([], pa.string())), *outcomes.drops]
     absorbed = np.flatnonzero(into >= 0)  # the absorbers' ids are gathered for the trails beside the agreement
     absorber_ids = pool.submit(_scatter, [(absorbed, raw["annotation_id"], into[absorbed])], n)
-    rest = take_parallel(raw.select([c for c in ANNOTATIONS.names if c not in work.column_names]), gidx, pool)
+    rest = take_table(raw.select([c for c in ANNOTATIONS.names if c not in work.column_names]), gidx, pool)
     survivors = pa.Table.from_arrays(
         [work[c] if c in work.column_names else rest[c] for c in ANNOTATIONS.names]
         + [work["label"]], names=[*ANNOTATIONS.names, "label"])
@@ -356,8 +333,7 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
         curated, merged, reason, into_previous = merge_with_previous(curated, previous, config)
         judged[gidx] |= 1 << (len(rule_names) - 1)
         dropped_by[gidx[merged]] = len(rule_names) - 1
-        drop_rows.append(gidx[merged])
-        drop_reasons.append(reason.filter(pa.array(merged)))
+        drops.append((gidx[merged], reason.filter(pa.array(merged))))
         merged_into.append((gidx[merged], into_previous, None))
     elif previous is not None:  # merge off: carry the previous set over unchanged beside the new rows
         curated = pa.concat_tables([previous, curated])
@@ -372,7 +348,7 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     if merged_into:  # rows merged into the previous round's (never also absorbed by a rule)
         absorbed_by = pc.coalesce(absorbed_by, _scatter(merged_into, n))
     trails = build_trails(raw["annotation_id"], round_, rule_names, judged, dropped_by,
-                          _scatter_reasons(list(zip(drop_rows, drop_reasons)), n), absorbed_by)
+                          _scatter_reasons(drops, n), absorbed_by)
     return curated, trails
 
 

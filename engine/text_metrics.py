@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -118,9 +119,12 @@ def parse_metrics(texts: Sequence[str], nlp: Any, batch_size: int = 256) -> pa.T
 
 def metrics_function(pipeline: str, batch_size: int = 256) -> Callable[[Sequence[str]], pa.Table]:
     """A ``texts -> metrics table`` callable for ``FilterContext.text_metrics``; the pipeline
-    is loaded on the first call (so curation without captions never needs spaCy)."""
+    is loaded on the first call (so curation without captions never needs spaCy). Calls from
+    several threads (curation partitions) take turns: a spaCy pipeline is not shared."""
+    lock = threading.Lock()
 
     def compute(texts: Sequence[str]) -> pa.Table:
-        return parse_metrics(texts, load_pipeline(pipeline), batch_size)
+        with lock:
+            return parse_metrics(texts, load_pipeline(pipeline), batch_size)
 
     return compute

@@ -13,7 +13,11 @@ curation the :data:`CATEGORICAL_COLUMNS` arrive dictionary-encoded; :func:`dicti
 :func:`equals` and :func:`is_in` accept both forms.
 
 ``@register_filter("name", section="family")`` registers a function; ``section`` names the
-field of the curation config that holds its settings.
+field of the curation config that holds its settings. During curation the engine may split
+the rows into partitions of whole images that run the rules on threads; a rule whose
+decision for a row depends on rows of other images registers a ``prepare`` hook
+``prepare(table, config, ctx) -> state``: the engine calls it with the live rows of every
+partition at once and passes the state as ``ctx.prepared`` to the rule on each partition.
 """
 
 from __future__ import annotations
@@ -47,11 +51,17 @@ class FilterContext:
     previous: the curated table of the previous round (for parents that live there), or None.
     text_metrics: callable ``texts -> Table`` of ``engine.text_metrics.TEXT_METRICS`` rows (one
     per distinct text given), injected by the engine so filters need not import spaCy.
+    workers: threads a filter may use (None: one per core; 1 while the engine runs
+    partitions on threads). prepared: what the rule's ``prepare`` hook computed over the rows
+    of every partition (None when the rule has no hook or is called directly: the rule then
+    prepares over its own table).
     """
 
     images: pa.Table | None = None
     previous: pa.Table | None = None
     text_metrics: Callable[[Sequence[str]], pa.Table] | None = None
+    workers: int | None = None
+    prepared: Any = None
 
 
 REASON_TYPE = pa.dictionary(pa.int32(), pa.string())  #: the type of dictionary-encoded reasons
@@ -110,25 +120,31 @@ class FilterResult:
 
 
 FilterFn = Callable[[pa.Table, Any, FilterContext], FilterResult]
+PrepareFn = Callable[[pa.Table, Any, FilterContext], Any]
 
 
 @dataclass(frozen=True)
 class FilterSpec:
+    """A registered rule: its function, its config section and its optional ``prepare``
+    hook (state computed over the rows of all partitions, see the module docstring)."""
+
     name: str
     fn: FilterFn
     section: str
+    prepare: PrepareFn | None = None
 
 
 _REGISTRY: dict[str, FilterSpec] = {}
 
 
-def register_filter(name: str, *, section: str) -> Callable[[FilterFn], FilterFn]:
-    """Decorator: register ``fn`` as rule ``name`` reading its settings from config ``section``."""
+def register_filter(name: str, *, section: str, prepare: PrepareFn | None = None) -> Callable[[FilterFn], FilterFn]:
+    """Decorator: register ``fn`` as rule ``name`` reading its settings from config
+    ``section``; ``prepare``: the hook for state over every partition's rows (optional)."""
 
     def wrap(fn: FilterFn) -> FilterFn:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"filter {name!r} is already registered by {_REGISTRY[name].fn.__qualname__}")
-        _REGISTRY[name] = FilterSpec(name, fn, section)
+        _REGISTRY[name] = FilterSpec(name, fn, section, prepare)
         return fn
 
     return wrap

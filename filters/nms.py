@@ -31,7 +31,7 @@ from filters.base import (
     FilterContext, FilterResult, dictionary, equals, group_codes, image_keys, is_in, normalized_codes,
     register_filter, reason_where, valid,
 )
-from filters.kernels import greedy_in_groups, rank_percentiles, sort_groups_by_score, stable_argsort
+from filters.kernels import greedy_in_groups, sort_groups_by_score, stable_argsort
 from storage.geometry import boxes_from_arrow
 
 CALIBRATIONS = ("rank", "weight", "raw")
@@ -139,22 +139,53 @@ def greedy_nms(
     return keep, suppressor
 
 
-def calibrate(scores: np.ndarray, sources: pa.Array | pa.ChunkedArray, config: NmsConfig) -> np.ndarray:
-    """Scores made comparable across sources (see module docstring)."""
+def _sort_key(scores: np.ndarray) -> np.ndarray:
+    """``scores`` as float32 when that loses nothing (Parquet scores are float32: sorting and
+    searching those is ~2.5x faster), else as given."""
+    narrow = scores.astype(np.float32)
+    return narrow if np.array_equal(narrow, scores, equal_nan=True) else scores
+
+
+def _by_source(sources: pa.Array | pa.ChunkedArray) -> tuple[list, np.ndarray, np.ndarray]:
+    """Source names (null as None), the rows ordered by source (stable) and the bounds of
+    every source's run in that order (``len(names) + 1``)."""
+    codes, names = dictionary(sources)
+    group = np.where(codes < 0, len(names), codes)
+    order = stable_argsort(group)
+    return [*names, None], order, np.searchsorted(group[order], np.arange(len(names) + 2))
+
+
+def score_reference(scores: np.ndarray, sources: pa.Array | pa.ChunkedArray) -> dict[str | None, np.ndarray]:
+    """Every source's scores, sorted ascending (NaN last): what ``rank`` calibration places a
+    score among. ``nms_cross`` builds it over the rows of every curation partition."""
+    key = _sort_key(np.asarray(scores, np.float64))
+    names, order, bounds = _by_source(sources)
+    return {name: np.sort(key[order[bounds[k]:bounds[k + 1]]]) for k, name in enumerate(names)
+            if bounds[k + 1] > bounds[k]}
+
+
+def calibrate(scores: np.ndarray, sources: pa.Array | pa.ChunkedArray, config: NmsConfig,
+              reference: dict[str | None, np.ndarray] | None = None) -> np.ndarray:
+    """Scores made comparable across sources (see module docstring).
+
+    ``rank``: a score with ``a`` scores of its source's reference below it and ``b`` at or
+    below it gets ``(a + b) / (2 n)`` (ties averaged; NaN scores tie with each other above
+    every number). ``reference``: :func:`score_reference` of the rows the rule judges (default:
+    of ``scores`` themselves); it must hold every source of ``sources``."""
     if config.calibration == "raw" or len(scores) == 0:
         return scores
-    codes, names = dictionary(sources)
     if config.calibration == "weight":
-        return scores * np.array([config.weights.get(s, 1.0) for s in names])[codes]
-    # rank: sort by (source, score); a run of equal scores [a, b) among a source's n rows
-    # (positions counted from the source's first row) gets the percentile (a + b) / (2 n)
-    narrow_scores = scores.astype(np.float32)  # Parquet scores are float32: sorting those is ~2.5x faster
-    key = narrow_scores if np.array_equal(narrow_scores, scores, equal_nan=True) else scores
-    by_score = np.argsort(key)  # equal scores end up adjacent, in any order (they share a rank)
-    narrow = np.int16 if len(names) < 2**15 else np.int64  # numpy radix-sorts 16-bit keys
-    order = by_score[np.argsort(codes[by_score].astype(narrow), kind="stable")]  # (source, score) order
+        codes, names = dictionary(sources)
+        return scores * np.array([config.weights.get(s, 1.0) for s in names] + [1.0])[codes]
+    reference = score_reference(scores, sources) if reference is None else reference
+    key = _sort_key(np.asarray(scores, np.float64))
+    names, order, bounds = _by_source(sources)
     out = np.empty(len(scores), np.float64)
-    rank_percentiles(order, codes, np.ascontiguousarray(scores, np.float64), out)
+    for k, name in enumerate(names):
+        rows = order[bounds[k]:bounds[k + 1]]
+        if len(rows):
+            ref = reference[name]
+            out[rows] = (np.searchsorted(ref, key[rows], "left") + np.searchsorted(ref, key[rows], "right")) / (2.0 * len(ref))
     return out
 
 
@@ -166,9 +197,10 @@ def label_column(table: pa.Table) -> pa.ChunkedArray:
 
 def nms_result(
     table: pa.Table, scope: np.ndarray, keys: Callable[[pa.Table], list], scores: np.ndarray, threshold: float,
-    what: str,
+    what: str, workers: int | None = None,
 ) -> FilterResult:
-    """Run :func:`greedy_nms` over the ``scope`` rows grouped by ``keys(scope rows)``."""
+    """Run :func:`greedy_nms` over the ``scope`` rows grouped by ``keys(scope rows)`` on
+    ``workers`` threads (None: one per core)."""
     n = table.num_rows
     rows = np.flatnonzero(scope)
     keep = np.ones(n, bool)
@@ -176,7 +208,7 @@ def nms_result(
     if len(rows):
         sub = table if len(rows) == n else table.take(pa.array(rows))
         kept, sup = greedy_nms(boxes_from_arrow(sub["bbox"]), scores[rows], group_codes(*keys(sub, rows), dense=False), threshold,
-                               tiebreak=lambda tied: group_codes(sub["annotation_id"].take(pa.array(tied))))
+                               tiebreak=lambda tied: group_codes(sub["annotation_id"].take(pa.array(tied))), workers=workers)
         keep[rows] = kept
         absorbed_by[rows[~kept]] = rows[sup[~kept]]
     # which box suppressed it is ``absorbed_by`` (the decision trails store that row's id)
@@ -208,15 +240,26 @@ def _scores(table: pa.Table) -> np.ndarray:
 def nms_within_source(table: pa.Table, config: NmsConfig, ctx: FilterContext) -> FilterResult:
     """Class-aware NMS among the regions of one source in one image (raw scores)."""
     return nms_result(table, region_scope(table, config), _keys(config, ctx, "source"), _scores(table),
-                      config.iou_within_source, "same source")
+                      config.iou_within_source, "same source", ctx.workers)
 
 
-@register_filter("nms_cross", section="nms")
+def rank_reference(table: pa.Table, config: NmsConfig, ctx: FilterContext) -> dict[str | None, np.ndarray] | None:
+    """``nms_cross``'s prepare hook: the :func:`score_reference` of the rows it judges in
+    ``table`` (the rows of every partition), so ranks do not depend on the partitioning."""
+    if config.calibration != "rank":
+        return None
+    rows = np.flatnonzero(region_scope(table, config))
+    return score_reference(_scores(table)[rows], table["source"].take(pa.array(rows)))
+
+
+@register_filter("nms_cross", section="nms", prepare=rank_reference)
 def nms_across_sources(table: pa.Table, config: NmsConfig, ctx: FilterContext) -> FilterResult:
-    """Class-aware NMS among all sources' regions of an image (calibrated scores)."""
+    """Class-aware NMS among all sources' regions of an image (calibrated scores; the rank
+    reference is ``ctx.prepared`` when the engine prepared it over every partition)."""
     scope = region_scope(table, config)
     scores = np.zeros(table.num_rows)
     rows = np.flatnonzero(scope)
     if len(rows):
-        scores[rows] = calibrate(_scores(table)[rows], table["source"].take(pa.array(rows)), config)
-    return nms_result(table, scope, _keys(config, ctx), scores, config.iou_across_sources, "across sources")
+        scores[rows] = calibrate(_scores(table)[rows], table["source"].take(pa.array(rows)), config, ctx.prepared)
+    return nms_result(table, scope, _keys(config, ctx), scores, config.iou_across_sources, "across sources",
+                      ctx.workers)

@@ -172,4 +172,4 @@ def phrase_nms_filter(table: pa.Table, config: PhraseConfig, ctx: FilterContext)
         image = image_keys(sub, ctx)
         return [image, text, sub["parent_id"]] if config.nms_per_parent else [image, text]
     scores = to_numpy(table["score"], 0.0).astype(np.float64) if table.num_rows else np.zeros(0)
-    return nms_result(table, scope, keys, scores, config.iou_threshold, "same phrase")
+    return nms_result(table, scope, keys, scores, config.iou_threshold, "same phrase", ctx.workers)

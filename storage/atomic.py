@@ -16,6 +16,8 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage.schema import UNIQUE_VALUE_COLUMNS
+
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
@@ -34,9 +36,11 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def write_parquet_atomic(table: pa.Table, final: str | os.PathLike[str], row_group_size: int | None = None) -> Path:
-    """Write ``table`` as Parquet (zstd) to ``final`` atomically; returns ``final``."""
+    """Write ``table`` as Parquet (zstd) to ``final`` atomically; returns ``final``. Columns of
+    ``storage.schema.UNIQUE_VALUE_COLUMNS`` are written without a dictionary attempt."""
+    dictionary = [c for c in table.column_names if c not in UNIQUE_VALUE_COLUMNS]
     with atomic_path(final) as tmp:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size, use_dictionary=dictionary)
     return Path(final)
 
 

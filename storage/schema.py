@@ -105,6 +105,10 @@ PAYLOAD_COLUMNS = (
 
 CURATED = pa.schema(list(ANNOTATIONS) + CURATED_EXTRA)
 
+#: string columns whose values rarely repeat (ids, masks): Parquet writers skip the
+#: dictionary attempt for them (it hashes every value, then falls back to plain pages)
+UNIQUE_VALUE_COLUMNS = frozenset({"annotation_id", "parent_id", "mask_rle", "absorbed_ids", "absorbed_by"})
+
 # -------------------------------------------------------------------------- decisions
 # The contract, one row per (annotation, rule that judged it); the catalog's ``decisions``
 # view and storage.decisions.expand_trails() give it in this long form.

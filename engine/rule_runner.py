@@ -1,0 +1,148 @@
+"""Running the configured curation rules over the working table, in partitions of whole images.
+
+No rule compares rows of different images except through its ``prepare`` hook (see
+:mod:`filters.base`), so the working table is split into partitions of whole images, balanced
+by rows, that run the rules side by side on threads (Arrow, numpy and the compiled kernels
+release the GIL). The rules run in stages: a rule with a ``prepare`` hook starts a stage, and
+its hook first sees the live rows of every partition at once (for ``nms_cross``: the score
+reference of its rank calibration), so outcomes never depend on the partitioning. Every
+rule's outcome is recorded in :class:`RuleOutcomes`, arrays over the raw rows (partitions
+hold disjoint rows, so their threads write disjoint elements).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from filters.base import FilterContext, FilterResult, filter_spec
+from filters.kernels import stable_argsort
+
+#: below this many rows per partition, threads cost more than they save
+PARTITION_MIN_ROWS = 250_000
+
+
+@dataclass
+class RuleOutcomes:
+    """Per raw row: ``judged`` (int64, bit ``r`` set = rule ``r`` judged it), ``dropped_by``
+    (int16 rule index, -1 = kept), ``into`` (raw row of the survivor that absorbed it, -1)
+    and ``agrees`` (its absorption counts as agreement); ``drops``: ``(raw rows, reasons)``
+    per rule that dropped rows, per partition."""
+
+    judged: np.ndarray
+    dropped_by: np.ndarray
+    into: np.ndarray
+    agrees: np.ndarray
+    drops: list[tuple[np.ndarray, pa.Array]] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, n: int) -> "RuleOutcomes":
+        return cls(np.zeros(n, np.int64), np.full(n, -1, np.int16), np.full(n, -1, np.int64), np.zeros(n, bool))
+
+    def record(self, r: int, res: FilterResult, gidx: np.ndarray) -> list[tuple[np.ndarray, pa.Array]]:
+        """Record rule ``r``'s result over the rows at raw positions ``gidx``; returns the drops
+        to append (the caller appends them in partition order)."""
+        self.judged[gidx[res.judged]] |= 1 << r
+        drop = ~res.keep
+        if not drop.any():
+            return []
+        self.dropped_by[gidx[drop]] = r
+        if res.absorbed_by is not None:
+            hit = drop & (res.absorbed_by >= 0)
+            self.into[gidx[hit]] = gidx[res.absorbed_by[hit]]
+            self.agrees[gidx[hit]] = res.agrees
+        return [(gidx[drop], res.reason.filter(pa.array(drop)))]
+
+
+def partition_count(rows: int, workers: int) -> int:
+    """How many partitions ``rows`` rows get on ``workers`` threads (at least
+    :data:`PARTITION_MIN_ROWS` rows each)."""
+    return max(1, min(workers, rows // PARTITION_MIN_ROWS))
+
+
+def image_partitions(image_index: np.ndarray, count: int) -> list[np.ndarray]:
+    """Raw rows split into at most ``count`` ascending sets of whole images with about equal
+    row counts; rows of unknown images (negative index) all land in one set."""
+    n = len(image_index)
+    if count <= 1 or n == 0:
+        return [np.arange(n)]
+    key = np.maximum(image_index, -1) + 1  # 0: every unknown image
+    cumulative = np.cumsum(np.bincount(key))
+    cuts = np.searchsorted(cumulative, np.arange(1, count) * (n / count))  # the key each cut falls after
+    part = np.searchsorted(cuts, key, side="left").astype(np.int64)
+    order = stable_argsort(part)
+    bounds = np.searchsorted(part[order], np.arange(count + 1))
+    return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def _stages(rules: Sequence[str]) -> list[list[tuple[int, str]]]:
+    """The rules (with their index) split before every rule that has a prepare hook."""
+    stages: list[list[tuple[int, str]]] = []
+    for r, rule in enumerate(rules):
+        if not stages or filter_spec(rule).prepare is not None:
+            stages.append([])
+        stages[-1].append((r, rule))
+    return stages
+
+
+def take_table(table: pa.Table, indices: np.ndarray, pool: ThreadPoolExecutor | None) -> pa.Table:
+    """``table.take(indices)``, the columns taken on ``pool``'s threads when given (Arrow's
+    take releases the GIL, so the working table shrinks on every core)."""
+    index = pa.array(indices)
+    columns = list((pool.map if pool is not None else map)(lambda column: column.take(index), table.columns))
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
+def _run_stage(stage: list[tuple[int, str]], table: pa.Table, gidx: np.ndarray, config: Any, ctx: FilterContext,
+               prepared: Any, outcomes: RuleOutcomes, pool: ThreadPoolExecutor | None
+               ) -> tuple[pa.Table, np.ndarray, list[tuple[np.ndarray, pa.Array]]]:
+    drops = []
+    for k, (r, rule) in enumerate(stage):
+        rule_ctx = dataclasses.replace(ctx, prepared=prepared) if k == 0 and prepared is not None else ctx
+        res = filter_spec(rule).fn(table, config.section(rule), rule_ctx)
+        drops += outcomes.record(r, res, gidx)
+        for column, values in res.replace.items():
+            i = table.schema.get_field_index(column)
+            table = table.set_column(i, column, values.cast(table.schema.field(column).type))
+        if not res.keep.all():
+            survivors = np.flatnonzero(res.keep)
+            table, gidx = take_table(table, survivors, pool), gidx[survivors]
+    return table, gidx, drops
+
+
+def run_rules(work: pa.Table, rules: Sequence[str], config: Any, ctx: FilterContext, image_index: np.ndarray,
+              pool: ThreadPoolExecutor, partitions: int) -> tuple[pa.Table, np.ndarray, RuleOutcomes]:
+    """Run ``rules`` (in order, each on the rows still alive) over ``work``, one row per raw
+    row, split into at most ``partitions`` image partitions (``image_index`` per row) on
+    ``pool``. Returns the surviving rows of ``work`` in raw order, their raw positions and
+    the outcomes. ``config.section(rule)`` gives a rule's settings."""
+    n = work.num_rows
+    outcomes = RuleOutcomes.empty(n)
+    parts = image_partitions(image_index, partitions)
+    if len(parts) == 1:  # one partition: the rules use every core themselves
+        states = [(work, parts[0])]
+        part_ctx, inner = ctx, pool
+    else:
+        states = list(pool.map(lambda rows: (take_table(work, rows, None), rows), parts))
+        part_ctx, inner = dataclasses.replace(ctx, workers=1), None
+    for stage in _stages(rules):
+        first = filter_spec(stage[0][1])
+        prepared = None
+        if first.prepare is not None:
+            live = pa.concat_tables([table for table, _ in states]) if len(states) > 1 else states[0][0]
+            prepared = first.prepare(live, config.section(stage[0][1]), ctx)
+        results = list((pool.map if len(states) > 1 else map)(
+            lambda state: _run_stage(stage, state[0], state[1], config, part_ctx, prepared, outcomes, inner), states))
+        states = [(table, gidx) for table, gidx, _ in results]
+        for _, _, drops in results:
+            outcomes.drops += drops
+    if len(states) == 1:
+        return states[0][0], states[0][1], outcomes
+    gidx = np.concatenate([g for _, g in states])
+    order = np.argsort(gidx, kind="stable")  # back to raw order: the curated set does not depend on the partitioning
+    return take_table(pa.concat_tables([t for t, _ in states]), order, pool), gidx[order], outcomes
