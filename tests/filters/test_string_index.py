@@ -61,3 +61,14 @@ def test_a_hash_collision_is_resolved_by_comparing_bytes():
     out = np.empty(2, np.int64)
     _probe(row_offsets, row_data, row_valid, hashes, slots, value_offsets, value_data, out)
     assert out.tolist() == [1, -1]
+
+
+@pytest.mark.parametrize("length", [7, 8, 21, 64])
+def test_strings_differing_in_one_byte_anywhere_are_told_apart(length):
+    """Neighbouring rows equal but for one byte, at every position (word-at-a-time and tail
+    bytes): the run check and the candidate comparison must both see the difference."""
+    base = "x" * length
+    variants = [base[:k] + "y" + base[k + 1:] for k in range(length)]
+    rows = [s for variant in variants for s in (base, variant)]
+    values = pa.array([base, *variants])
+    assert index_in(pa.array(rows), values, workers=1).tolist() == [i for k in range(length) for i in (0, k + 1)]
