@@ -1,7 +1,7 @@
 """Numba-compiled loops of curation, for work that numpy does only with quadratic memory,
 repeated sorts or a dozen temporaries per row: a stable radix argsort of integer keys,
-greedy NMS inside sorted groups, the geometry rule's box checks in one pass and distinct
-small values per owner as bit sets.
+greedy NMS inside sorted groups, the geometry rule's box checks in one pass, percentile
+ranks against a sorted reference and distinct small values per owner as bit sets.
 
 Compiled on first use (about 12 s for all of them) and cached beside this file in
 ``__pycache__`` (numba's user-wide cache, ``NUMBA_CACHE_DIR``, where that folder is
@@ -168,6 +168,31 @@ def check_boxes(boxes: np.ndarray, has_box: np.ndarray, width: np.ndarray, heigh
             code[i] = BOX_SMALL
         elif not max(w / h, h / w) <= max_aspect_ratio:
             code[i] = BOX_ELONGATED
+
+
+@numba.njit(cache=True, nogil=True)
+def ranks_against(reference: np.ndarray, keys: np.ndarray, order: np.ndarray,
+                  out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Percentile ranks of ``keys`` among ``reference`` (sorted ascending, NaN last):
+    ``out[i] = (a + b) / (2 m)`` where ``a`` reference values are below ``keys[i]`` and ``b``
+    at or below it (NaN keys tie with the reference's NaNs, above every number). ``order``
+    lists the keys ascending (NaN last): one merge pass over both, no binary searches."""
+    m = len(reference)
+    a = 0
+    b = 0
+    for k in range(len(order)):
+        q = keys[order[k]]
+        if q != q:  # NaN
+            while a < m and reference[a] == reference[a]:
+                a += 1
+            b = m
+        else:
+            while a < m and reference[a] < q:
+                a += 1
+            b = max(a, b)
+            while b < m and reference[b] <= q:
+                b += 1
+        out[order[k]] = (a + b) / (2.0 * m)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -31,7 +31,7 @@ from filters.base import (
     FilterContext, FilterResult, dictionary, equals, group_codes, image_keys, is_in, normalized_codes,
     register_filter, reason_where, valid,
 )
-from filters.kernels import greedy_in_groups, sort_groups_by_score, stable_argsort
+from filters.kernels import greedy_in_groups, ranks_against, sort_groups_by_score, stable_argsort
 from storage.geometry import boxes_from_arrow
 
 CALIBRATIONS = ("rank", "weight", "raw")
@@ -184,8 +184,10 @@ def calibrate(scores: np.ndarray, sources: pa.Array | pa.ChunkedArray, config: N
     for k, name in enumerate(names):
         rows = order[bounds[k]:bounds[k + 1]]
         if len(rows):
-            ref = reference[name]
-            out[rows] = (np.searchsorted(ref, key[rows], "left") + np.searchsorted(ref, key[rows], "right")) / (2.0 * len(ref))
+            ranks = np.empty(len(rows), np.float64)
+            mine = key[rows]
+            ranks_against(reference[name], mine, np.argsort(mine), ranks)
+            out[rows] = ranks
     return out
 
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from filters.base import FilterContext
-from filters.nms import NmsConfig, calibrate, greedy_nms, nms_across_sources, nms_within_source, pairs_in_groups
+from filters.nms import (
+    NmsConfig, calibrate, greedy_nms, nms_across_sources, nms_within_source, pairs_in_groups, score_reference,
+)
 
 from .tables import random_boxes, region, table
 
@@ -159,6 +161,27 @@ def test_calibrate_rank_matches_a_counting_reference_with_ties(seed, float32_exa
     for i in range(n):
         same = scores[sources == sources[i]]
         below, equal = (same < scores[i]).sum(), (same == scores[i]).sum()
+        assert out[i] == pytest.approx((2 * below + equal) / (2 * len(same)))
+
+
+def test_calibrate_ranks_a_subset_against_a_reference_of_all_rows():
+    """What nms_cross does per curation partition: ranks among every partition's rows."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(5)
+    n = 400
+    scores = rng.integers(0, 9, n) / 8
+    scores[rng.integers(0, n, 6)] = np.nan  # NaN scores tie with each other above every number
+    sources = rng.choice(["a", "b"], n)
+    reference = score_reference(scores, pa.array(sources))
+    part = rng.permutation(n)[:150]
+    out = calibrate(scores[part], pa.array(sources[part]), NmsConfig(calibration="rank"), reference)
+    for i, row in enumerate(part):
+        same = scores[sources == sources[row]]
+        if np.isnan(scores[row]):
+            below, equal = (~np.isnan(same)).sum(), np.isnan(same).sum()
+        else:
+            below, equal = (same < scores[row]).sum(), (same == scores[row]).sum()
         assert out[i] == pytest.approx((2 * below + equal) / (2 * len(same)))
 
 
