@@ -37,10 +37,12 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
 
 def write_parquet_atomic(table: pa.Table, final: str | os.PathLike[str], row_group_size: int | None = None) -> Path:
     """Write ``table`` as Parquet (zstd) to ``final`` atomically; returns ``final``. Columns of
-    ``storage.schema.UNIQUE_VALUE_COLUMNS`` are written without a dictionary attempt."""
+    ``storage.schema.UNIQUE_VALUE_COLUMNS`` are written without a dictionary attempt and
+    without min/max statistics (random ids span the whole range: no reader skips by them)."""
     dictionary = [c for c in table.column_names if c not in UNIQUE_VALUE_COLUMNS]
     with atomic_path(final) as tmp:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size, use_dictionary=dictionary)
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size, use_dictionary=dictionary,
+                       write_statistics=dictionary)
     return Path(final)
 
 

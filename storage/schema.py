@@ -106,7 +106,8 @@ PAYLOAD_COLUMNS = (
 CURATED = pa.schema(list(ANNOTATIONS) + CURATED_EXTRA)
 
 #: string columns whose values rarely repeat (ids, masks): Parquet writers skip the
-#: dictionary attempt for them (it hashes every value, then falls back to plain pages)
+#: dictionary attempt for them (it hashes every value, then falls back to plain pages) and
+#: their min/max statistics
 UNIQUE_VALUE_COLUMNS = frozenset({"annotation_id", "parent_id", "mask_rle", "absorbed_ids", "absorbed_by"})
 
 # -------------------------------------------------------------------------- decisions

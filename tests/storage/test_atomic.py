@@ -40,6 +40,15 @@ def test_completed_write_is_visible_and_readable(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["t.parquet"]
 
 
+def test_unique_value_columns_skip_the_dictionary_and_statistics(tmp_path):
+    table = pa.table({"annotation_id": [f"{i:032x}" for i in range(1000)], "source": ["detector", "ocr"] * 500})
+    path = write_parquet_atomic(table, tmp_path / "t.parquet")
+    assert pq.read_table(path).equals(table)
+    ids, sources = (pq.ParquetFile(path).metadata.row_group(0).column(i) for i in range(2))
+    assert not ids.has_dictionary_page and not ids.is_stats_set
+    assert sources.has_dictionary_page and sources.statistics.min == "detector"
+
+
 def test_block_that_writes_nothing_fails(tmp_path):
     with pytest.raises(FileNotFoundError):
         with atomic_path(tmp_path / "never.txt"):
