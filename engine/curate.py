@@ -57,7 +57,7 @@ from filters.base import (
     CATEGORICAL_COLUMNS, CURATION_COLUMNS, IMAGE_INDEX, FilterContext, dictionary, group_codes,
     image_index_column, normalized_codes, reason_where, unique, valid,
 )
-from filters.kernels import owner_bit_sets, stable_argsort
+from filters.kernels import absorption_lists, owner_bit_sets, stable_argsort
 from filters.nms import pairs_in_groups
 from storage.atomic import write_text_atomic
 from storage.geometry import boxes_from_arrow, pairwise_iou
@@ -102,23 +102,15 @@ def _agreement(work: pa.Table, gidx: np.ndarray, raw: pa.Table, into: np.ndarray
                producer: tuple[np.ndarray, list[str]]) -> pa.Table:
     """Add absorbed_ids / seen_by / agreement to the survivors ``work`` (raw positions ``gidx``);
     ``producer``: the ``source@source_version`` tag code of every raw row and the tags."""
-    n, m = raw.num_rows, len(gidx)
-    root = np.arange(n)
-    absorbed = into >= 0
-    root[absorbed] = into[absorbed]
-    while True:  # pointer jumping: chains (B -> A -> C) resolve to their final survivor
-        nxt = root[root]
-        if np.array_equal(nxt, root):
-            break
-        root = nxt
-    position = np.full(n, -1, np.int64)  # survivor -> its row in work
-    position[gidx] = np.arange(m)
-    rows = np.flatnonzero(absorbed & (position[root] >= 0))
-    rows = rows[stable_argsort(position[root[rows]])]  # by owner, so the ids are taken once, in list order
-    absorbed_ids = _lists(position[root[rows]], raw["annotation_id"].take(pa.array(rows)), m, distinct=False)
-    seen = np.concatenate([gidx, rows[agrees[rows]]])
+    m = len(gidx)
+    owner, offsets, rows = absorption_lists(into, gidx)  # chains (B -> A -> C) end at their survivor
+    ids = raw["annotation_id"].take(pa.array(rows))
+    absorbed_ids = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)),
+                                            ids.combine_chunks().cast(pa.string()) if ids.num_chunks else pa.array([], pa.string()))
+    agreeing = rows[agrees[rows]]
     codes, tags = producer
-    seen_by = _lists(position[root[seen]], (codes[seen], tags), m, distinct=True)
+    seen_by = _lists(np.concatenate([np.arange(m), owner[agreeing]]), (codes[np.concatenate([gidx, agreeing])], tags),
+                     m, distinct=True)
     out = work.append_column("absorbed_ids", absorbed_ids).append_column("seen_by", seen_by)
     return out.append_column("agreement", pc.list_value_length(seen_by).cast(pa.int32()))
 

@@ -1,7 +1,8 @@
 """Numba-compiled loops of curation, for work that numpy does only with quadratic memory,
 repeated sorts or a dozen temporaries per row: a stable radix argsort of integer keys,
 greedy NMS inside sorted groups, the geometry rule's box checks in one pass, percentile
-ranks against a sorted reference and distinct small values per owner as bit sets.
+ranks against a sorted reference, absorption lists and distinct small values per owner as
+bit sets.
 
 Compiled on first use (about 12 s for all of them) and cached beside this file in
 ``__pycache__`` (numba's user-wide cache, ``NUMBA_CACHE_DIR``, where that folder is
@@ -193,6 +194,40 @@ def ranks_against(reference: np.ndarray, keys: np.ndarray, order: np.ndarray,
             while b < m and reference[b] <= q:
                 b += 1
         out[order[k]] = (a + b) / (2.0 * m)
+
+
+@numba.njit(cache=True, nogil=True)
+def absorption_lists(into: np.ndarray, survivors: np.ndarray) -> tuple:  # pragma: no cover - compiled
+    """Who holds every absorbed row at the end of curation. ``into[i]``: the row that absorbed
+    row ``i`` (-1: none); chains (B -> A -> C) are followed to their last row, which holds
+    them when it is one of ``survivors`` (ascending rows). Returns int64 ``owner`` per row
+    (the holder's index in ``survivors``, -1), the list ``offsets`` per survivor (``m + 1``)
+    and the absorbed ``rows`` in list order (each survivor's rows ascending)."""
+    n, m = len(into), len(survivors)
+    position = np.full(n, -1, np.int64)
+    for k in range(m):
+        position[survivors[k]] = k
+    owner = np.full(n, -1, np.int64)
+    counts = np.zeros(m + 1, np.int64)
+    for i in range(n):
+        r = into[i]
+        if r < 0:
+            continue
+        steps = 0
+        while into[r] >= 0 and steps < n:  # absorbers never absorb back: chains end
+            r = into[r]
+            steps += 1
+        owner[i] = position[r]
+        if owner[i] >= 0:
+            counts[owner[i] + 1] += 1
+    offsets = np.cumsum(counts)
+    fill = offsets[:m].copy()
+    rows = np.empty(offsets[m], np.int64)
+    for i in range(n):
+        if owner[i] >= 0:
+            rows[fill[owner[i]]] = i
+            fill[owner[i]] += 1
+    return owner, offsets, rows
 
 
 @numba.njit(cache=True, nogil=True)
