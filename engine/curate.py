@@ -41,6 +41,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -276,6 +277,7 @@ def _scatter_reasons(parts: list[tuple[np.ndarray, pa.Array]], n: int) -> pa.Dic
 def curate_tables(
     raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int,
     on_curated: Callable[[pa.Table], None] | None = None, partitions: int | None = None,
+    on_trails: Callable[[pa.Table], None] | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Curate the raw annotations of round ``round_`` -> (curated :data:`CURATED`, decision
     trails :data:`DECISION_TRAILS`, one row per raw row; ``expand_trails`` gives the long form).
@@ -283,7 +285,9 @@ def curate_tables(
     ``images``: ``image_id, width, height`` of the images with status ok (upright pixels).
     ``previous``: the curated table of round ``round_ - 1`` or None. ``on_curated``: called
     with the curated table as soon as it is final and its rows are accounted for (new rows +
-    dropped rows = raw rows), before the trails are built (``curate_round`` starts writing it).
+    dropped rows = raw rows); ``on_trails``: called (on a worker thread) with the trails as
+    soon as they are final: right after the rules when there is no merge, so ``curate_round``
+    writes them while the curated set is assembled.
     ``partitions``: image partitions the rules run in side by side (default: one per core,
     at least ``engine.rule_runner.PARTITION_MIN_ROWS`` rows each); the result is the same
     for any count. The working table shrinks with ``take`` (Arrow's ``filter`` is ~3x slower
@@ -292,12 +296,12 @@ def curate_tables(
     workers = os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         count = partition_count(raw.num_rows, workers) if partitions is None else partitions
-        return _curate(raw, previous, images, config, round_, pool, on_curated, count)
+        return _curate(raw, previous, images, config, round_, pool, on_curated, on_trails, count)
 
 
 def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int,
-            pool: ThreadPoolExecutor, on_curated: Callable[[pa.Table], None] | None, partitions: int
-            ) -> tuple[pa.Table, pa.Table]:
+            pool: ThreadPoolExecutor, on_curated: Callable[[pa.Table], None] | None,
+            on_trails: Callable[[pa.Table], None] | None, partitions: int) -> tuple[pa.Table, pa.Table]:
     raw = conform(raw, ANNOTATIONS, keep_dictionaries=True)
     previous = conform(previous, CURATED) if previous is not None else None
     n = raw.num_rows
@@ -315,12 +319,26 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     drops = [(np.zeros(0, np.int64), pa.array([], pa.string())), *outcomes.drops]
     absorbed = np.flatnonzero(into >= 0)  # the absorbers' ids are gathered for the trails beside the agreement
     absorber_ids = pool.submit(_scatter, [(absorbed, raw["annotation_id"], into[absorbed])], n)
+    merged_into: list[tuple[np.ndarray, pa.Array, None]] = []
+
+    def finish_trails() -> pa.Table:
+        absorbed_by = absorber_ids.result()
+        if merged_into:  # rows merged into the previous round's (never also absorbed by a rule)
+            absorbed_by = pc.coalesce(absorbed_by, _scatter(merged_into, n))
+        trails = build_trails(raw["annotation_id"], round_, rule_names, judged, dropped_by,
+                              _scatter_reasons(drops, n), absorbed_by)
+        if on_trails is not None:
+            on_trails(trails)
+        return trails
+
+    if not merging:  # the trails are final: built (and written) while the curated set is assembled
+        _check_accounting(len(gidx), dropped_by, n)
+        trails_job = pool.submit(finish_trails)
     rest = take_table(raw.select([c for c in ANNOTATIONS.names if c not in work.column_names]), gidx, pool)
     survivors = pa.Table.from_arrays(
         [work[c] if c in work.column_names else rest[c] for c in ANNOTATIONS.names]
         + [work["label"]], names=[*ANNOTATIONS.names, "label"])
     curated = conform(_agreement(survivors, gidx, raw, into, agrees, producer), CURATED)
-    merged_into: list[tuple[np.ndarray, pa.Array, None]] = []
     if merging:
         curated, merged, reason, into_previous = merge_with_previous(curated, previous, config)
         judged[gidx] |= 1 << (len(rule_names) - 1)
@@ -330,18 +348,18 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     elif previous is not None:  # merge off: carry the previous set over unchanged beside the new rows
         curated = pa.concat_tables([previous, curated])
     curated = conform(curated, CURATED)
-    new_rows = int(pc.sum(pc.equal(curated["round"], round_)).as_py() or 0) if curated.num_rows else 0
+    _check_accounting(int(pc.sum(pc.equal(curated["round"], round_)).as_py() or 0) if curated.num_rows else 0,
+                      dropped_by, n)
+    if on_curated is not None:
+        on_curated(curated)
+    return curated, (trails_job.result() if not merging else finish_trails())
+
+
+def _check_accounting(new_rows: int, dropped_by: np.ndarray, n: int) -> None:
+    """Every raw row is kept as a new row or dropped, never both nor neither."""
     dropped_rows = int((dropped_by >= 0).sum())
     if new_rows + dropped_rows != n:
         raise RuntimeError(f"curation lost rows: {new_rows} kept + {dropped_rows} dropped != {n} input")
-    if on_curated is not None:
-        on_curated(curated)
-    absorbed_by = absorber_ids.result()
-    if merged_into:  # rows merged into the previous round's (never also absorbed by a rule)
-        absorbed_by = pc.coalesce(absorbed_by, _scatter(merged_into, n))
-    trails = build_trails(raw["annotation_id"], round_, rule_names, judged, dropped_by,
-                          _scatter_reasons(drops, n), absorbed_by)
-    return curated, trails
 
 
 def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_part: int = 1_000_000) -> dict[str, Any]:
@@ -352,18 +370,21 @@ def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
     import json
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1) as writer:  # the curated set is written while the trails are built
+    with ThreadPoolExecutor(max_workers=2) as writer:  # both datasets are written while curation goes on
         image_sizes = writer.submit(read_image_sizes, root)  # DuckDB reads them while pyarrow reads the shards
         raw = read_raw(root, round_)
         previous = read_curated(root, round_ - 1)
-        curated_job: list[Future] = []
+        jobs: dict[str, Future] = {}
 
-        def write_curated(table: pa.Table) -> None:
-            curated_job.append(writer.submit(write_datasets, [(table, root.curated(round_))], rows_per_part))
+        def write(name: str, folder: Path) -> Callable[[pa.Table], None]:
+            def submit(table: pa.Table) -> None:
+                jobs[name] = writer.submit(write_datasets, [(table, folder)], rows_per_part)
+            return submit
 
-        curated, trails = curate_tables(raw, previous, image_sizes.result(), config, round_, write_curated)
-        (decision_parts,) = write_datasets([(trails, root.decisions(round_))], rows_per_part)
-        (curated_parts,) = curated_job[0].result()
+        curated, trails = curate_tables(raw, previous, image_sizes.result(), config, round_,
+                                        write("curated", root.curated(round_)),
+                                        on_trails=write("decisions", root.decisions(round_)))
+        (decision_parts,), (curated_parts,) = jobs["decisions"].result(), jobs["curated"].result()
     dropped_rows = trails.num_rows - trails["dropped_by"].null_count
     new_rows = raw.num_rows - dropped_rows  # curate_tables checked that every raw row is accounted for
     judged = judged_counts(trails)
