@@ -21,7 +21,6 @@ import numpy as np
 import pyarrow as pa
 
 from filters.base import FilterContext, FilterResult, filter_spec
-from filters.kernels import stable_argsort
 
 #: below this many rows per partition, threads cost more than they save
 PARTITION_MIN_ROWS = 250_000
@@ -74,10 +73,9 @@ def image_partitions(image_index: np.ndarray, count: int) -> list[np.ndarray]:
     key = np.maximum(image_index, -1) + 1  # 0: every unknown image
     cumulative = np.cumsum(np.bincount(key))
     cuts = np.searchsorted(cumulative, np.arange(1, count) * (n / count))  # the key each cut falls after
-    part = np.searchsorted(cuts, key, side="left").astype(np.int64)
-    order = stable_argsort(part)
-    bounds = np.searchsorted(part[order], np.arange(count + 1))
-    return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    part = np.searchsorted(cuts, np.arange(len(cumulative)), side="left").astype(np.int32)[key]
+    parts = [np.flatnonzero(part == p) for p in range(count)]
+    return [rows for rows in parts if len(rows)]
 
 
 def _stages(rules: Sequence[str]) -> list[list[tuple[int, str]]]:

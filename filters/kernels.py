@@ -46,15 +46,66 @@ def _radix_argsort(keys: np.ndarray, bits: int) -> np.ndarray:  # pragma: no cov
     return order
 
 
+SMALL_BUCKET = 32  # a top-digit bucket up to this size is insertion-sorted, a larger one merge-sorted
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge_sort_bucket(order: np.ndarray, key: np.ndarray, lo: int, hi: int) -> None:  # pragma: no cover
+    local = np.argsort(key[lo:hi], kind="mergesort")
+    order[lo:hi] = order[lo:hi][local]
+    key[lo:hi] = key[lo:hi][local]
+
+
+@numba.njit(cache=True, nogil=True)
+def _top_digit_argsort(keys: np.ndarray, bits: int, top: int) -> np.ndarray:  # pragma: no cover - compiled
+    """Stable argsort of non-negative int64 ``keys`` below ``2**bits``: one counting sort by
+    the ``top`` high bits (buckets about as many as rows, so most hold a few keys), then each
+    bucket sorted by the whole key, stably (insertion sort, or merge sort when large)."""
+    n = len(keys)
+    shift = bits - top
+    buckets = 1 << top
+    starts = np.zeros(buckets + 1, np.int64)
+    for i in range(n):
+        starts[(keys[i] >> shift) + 1] += 1
+    for b in range(buckets):
+        starts[b + 1] += starts[b]
+    fill = starts[:buckets].copy()
+    order = np.empty(n, np.int64)
+    key = np.empty(n, np.int64)
+    for i in range(n):
+        d = keys[i] >> shift
+        at = fill[d]
+        order[at], key[at] = i, keys[i]
+        fill[d] = at + 1
+    for b in range(buckets):
+        lo, hi = starts[b], starts[b + 1]
+        if hi - lo > SMALL_BUCKET:
+            _merge_sort_bucket(order, key, lo, hi)
+            continue
+        for j in range(lo + 1, hi):
+            k, o = key[j], order[j]
+            t = j - 1
+            while t >= lo and key[t] > k:
+                key[t + 1], order[t + 1] = key[t], order[t]
+                t -= 1
+            key[t + 1], order[t + 1] = k, o
+    return order
+
+
 def stable_argsort(keys: np.ndarray) -> np.ndarray:
-    """``np.argsort(keys, kind="stable")`` for integer keys, as an LSD radix sort (linear in
-    ``n`` for each 8 bits of the key range: 2 to 3x faster than numpy on millions of int64)."""
+    """``np.argsort(keys, kind="stable")`` for integer keys: an LSD radix sort for keys up to
+    16 bits wide (one or two linear passes), else one counting sort by the high bits (at
+    most 18: the counts stay in L2) and small sorts inside the buckets: 2 to 3x faster than
+    the LSD passes on the 20 to 30-bit (image, source, label) group codes of NMS."""
     keys = np.asarray(keys)
     if len(keys) == 0:
         return np.zeros(0, np.int64)
     low = int(keys.min())
     shifted = keys.astype(np.int64) - low
-    return _radix_argsort(shifted, max(1, int(shifted.max()).bit_length()))
+    bits = max(1, int(shifted.max()).bit_length())
+    if bits <= 16:
+        return _radix_argsort(shifted, bits)
+    return _top_digit_argsort(shifted, bits, min(bits, 18, max(8, len(keys).bit_length() - 2)))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -14,6 +14,17 @@ def test_stable_argsort_equals_numpy_stable_argsort(low, high):
     assert stable_argsort(keys).tolist() == np.argsort(keys, kind="stable").tolist()
 
 
+@pytest.mark.parametrize("n", [50, 3_000, 200_000])
+def test_stable_argsort_of_wide_keys_with_crowded_buckets(n):
+    """Keys wider than 16 bits take the top-digit path: rows crowd into a few high-bit buckets
+    (merge-sorted) beside sparse ones (insertion-sorted), with many ties."""
+    rng = np.random.default_rng(n)
+    crowded = (rng.integers(0, 3, n) << 24) + rng.integers(0, 40, n)  # 3 buckets, 40 values each
+    spread = rng.integers(0, 2**25, n) // 4 * 4  # sparse buckets with ties
+    for keys in (crowded, spread, np.r_[crowded[: n // 2], spread[: n // 2]]):
+        assert stable_argsort(keys).tolist() == np.argsort(keys, kind="stable").tolist()
+
+
 def test_stable_argsort_edge_cases():
     assert stable_argsort(np.zeros(0, np.int64)).tolist() == []
     assert stable_argsort(np.full(7, 5)).tolist() == list(range(7))  # equal keys keep input order
