@@ -316,12 +316,10 @@ def dictionary(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list]:
     values no row uses any more (after rows were taken away)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
-    if pa.types.is_dictionary(column.type):  # already encoded (combine_chunks unified the dictionaries)
-        codes = pc.fill_null(column.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        return codes, column.dictionary.to_pylist()
-    enc = pc.dictionary_encode(column)
-    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-    return codes, enc.dictionary.to_pylist()
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)  # (an encoded column: combine_chunks unified the dictionaries)
+    indices = pc.fill_null(column.indices, -1) if column.null_count else column.indices
+    return indices.to_numpy(zero_copy_only=False).astype(np.int64), column.dictionary.to_pylist()
 
 
 def normalize_text(column: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -339,7 +337,7 @@ def normalized_codes(column: pa.Array | pa.ChunkedArray,
     if not values:
         return codes
     norm_codes, _ = dictionary(transform(pa.array(values, pa.string())))
-    return np.where(codes >= 0, norm_codes[np.maximum(codes, 0)], -1)
+    return np.r_[norm_codes, -1][codes]  # code -1 (null) picks the appended -1
 
 
 def unique(values: np.ndarray) -> np.ndarray:

@@ -209,8 +209,10 @@ def nms_result(
     absorbed_by = np.full(n, -1, np.int64)
     if len(rows):
         sub = table if len(rows) == n else table.take(pa.array(rows))
-        kept, sup = greedy_nms(boxes_from_arrow(sub["bbox"]), scores[rows], group_codes(*keys(sub, rows), dense=False), threshold,
-                               tiebreak=lambda tied: group_codes(sub["annotation_id"].take(pa.array(tied))), workers=workers)
+        boxes = boxes_from_arrow(sub["bbox"])
+        groups = group_codes(*keys(sub, rows), dense=False)
+        kept, sup = greedy_nms(boxes, scores[rows], groups, threshold, workers=workers,
+                               tiebreak=lambda tied: group_codes(sub["annotation_id"].take(pa.array(tied))))
         keep[rows] = kept
         absorbed_by[rows[~kept]] = rows[sup[~kept]]
     # which box suppressed it is ``absorbed_by`` (the decision trails store that row's id)
