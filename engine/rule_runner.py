@@ -90,9 +90,16 @@ def _stages(rules: Sequence[str]) -> list[list[tuple[int, str]]]:
 
 def take_table(table: pa.Table, indices: np.ndarray, pool: ThreadPoolExecutor | None) -> pa.Table:
     """``table.take(indices)``, the columns taken on ``pool``'s threads when given (Arrow's
-    take releases the GIL, so the working table shrinks on every core)."""
+    take releases the GIL, so the working table shrinks on every core); an all-null column
+    becomes nulls of the new length without a take."""
     index = pa.array(indices)
-    columns = list((pool.map if pool is not None else map)(lambda column: column.take(index), table.columns))
+
+    def take(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
+        if column.null_count == len(column):  # all null (e.g. quads in a round without OCR): nothing to move
+            return pa.nulls(len(index), column.type)
+        return column.take(index)
+
+    columns = list((pool.map if pool is not None else map)(take, table.columns))
     return pa.Table.from_arrays(columns, schema=table.schema)
 
 

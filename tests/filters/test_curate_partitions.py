@@ -94,3 +94,16 @@ def test_stages_start_at_rules_with_a_prepare_hook():
     assert [rule for stage in stages for _, rule in stage] == list(DEFAULT_RULES)
     assert [stage[0][1] for stage in stages[1:]] == ["nms_cross"]
     assert [r for stage in stages for r, _ in stage] == list(range(len(DEFAULT_RULES)))
+
+
+def test_take_table_equals_arrow_take_with_all_null_columns():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine.rule_runner import take_table
+
+    table = pa.table({"a": pa.chunked_array([[1, 2], [3, None]]), "b": pa.nulls(4, pa.list_(pa.float32())),
+                      "c": pa.array([None] * 4, pa.string()).dictionary_encode()})
+    rows = np.array([3, 0, 0, 2])
+    with ThreadPoolExecutor(2) as pool:
+        for p in (None, pool):
+            assert take_table(table, rows, p).equals(table.take(pa.array(rows)))
