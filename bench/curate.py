@@ -44,11 +44,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import engine  # noqa: E402,F401 (first, as in ``fld``: it sets the allocator default before pyarrow loads)
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 
 from engine.curate import curate_round  # noqa: E402
 from engine.curation_io import conform  # noqa: E402
 from engine.curation_config import CurationConfig  # noqa: E402
+from storage.atomic import write_parquet_atomic  # noqa: E402
 from storage.layout import DataRoot  # noqa: E402
 from storage.schema import ANNOTATIONS, IMAGES  # noqa: E402
 
@@ -59,6 +59,10 @@ WIDTH, HEIGHT = 640, 480
 #: per source and image shard, each image's rows together, images in shard order); ``random``
 #: 250k-row files per source with rows in random image order (the worst case for locality)
 LAYOUTS = ("shards", "random")
+#: version of how the shard files are written (2: ``storage.atomic.write_parquet_atomic``, ids
+#: DELTA_LENGTH_BYTE_ARRAY-encoded, as ``fld annotate`` writes them); a root of another
+#: version is generated again
+SHARD_FORMAT = 2
 SCANS = {
     "all": "select * from read_parquet(?, hive_partitioning = false)",
     "plain": "select count(*), sum(score) from read_parquet(?, hive_partitioning = false)",
@@ -116,7 +120,7 @@ def generate(root: DataRoot, rows: int, images: int, layout: str = "shards", ima
             })
             path = root.annotation_shard(0, name, f"{k:05d}")
             path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(conform(t, ANNOTATIONS), path, compression="zstd")
+            write_parquet_atomic(conform(t, ANNOTATIONS), path)  # the writer (and encodings) of fld annotate
     root.images.mkdir(parents=True, exist_ok=True)
     img = pa.table({
         "image_id": image_ids, "shard_id": pa.repeat(pa.scalar("bench"), images),
@@ -124,7 +128,7 @@ def generate(root: DataRoot, rows: int, images: int, layout: str = "shards", ima
         "width": pa.array(np.full(images, WIDTH, np.int32)), "height": pa.array(np.full(images, HEIGHT, np.int32)),
         "status": pa.repeat(pa.scalar("ok"), images), "ingested_at": pa.repeat(created, images),
     })
-    pq.write_table(conform(img, IMAGES), root.images_part("bench"))
+    write_parquet_atomic(conform(img, IMAGES), root.images_part("bench"))
 
 
 def scan_seconds(root: DataRoot, query: str, repeat: int = 5) -> float:
@@ -154,7 +158,7 @@ def main() -> None:
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     params = {"rows": args.rows, "images": args.images, "layout": args.layout,
-              "images_per_shard": args.images_per_shard}
+              "images_per_shard": args.images_per_shard, "shard_format": SHARD_FORMAT}
     if args.generate_only:
         generate(DataRoot(args.root), args.rows, args.images, args.layout, args.images_per_shard)
         (args.root / "bench.json").write_text(json.dumps(params))
@@ -165,7 +169,7 @@ def main() -> None:
         if not root.annotations(0).exists():
             started = time.perf_counter()
             subprocess.run([sys.executable, __file__, "--generate-only", "--root", str(root.path),
-                            *(f"--{k.replace('_', '-')}={v}" for k, v in params.items())], check=True)
+                            *(f"--{k.replace('_', '-')}={v}" for k, v in params.items() if k != "shard_format")], check=True)
             print(f"generated {args.rows} rows over {args.images} images ({args.layout} layout) "
                   f"in {time.perf_counter() - started:.1f} s")
         elif not marker.exists() or json.loads(marker.read_text()) != params:

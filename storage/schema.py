@@ -105,9 +105,9 @@ PAYLOAD_COLUMNS = (
 
 CURATED = pa.schema(list(ANNOTATIONS) + CURATED_EXTRA)
 
-#: string columns whose values rarely repeat (ids, masks): Parquet writers skip the
-#: dictionary attempt for them (it hashes every value, then falls back to plain pages) and
-#: their min/max statistics
+#: string columns whose values rarely repeat (ids, masks): ``storage.atomic`` writes them
+#: DELTA_LENGTH_BYTE_ARRAY-encoded, without the dictionary attempt (it hashes every value,
+#: then falls back to plain pages) and without min/max statistics
 UNIQUE_VALUE_COLUMNS = frozenset({"annotation_id", "parent_id", "mask_rle", "absorbed_ids", "absorbed_by"})
 
 # -------------------------------------------------------------------------- decisions

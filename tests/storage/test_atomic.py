@@ -40,13 +40,24 @@ def test_completed_write_is_visible_and_readable(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["t.parquet"]
 
 
-def test_unique_value_columns_skip_the_dictionary_and_statistics(tmp_path):
-    table = pa.table({"annotation_id": [f"{i:032x}" for i in range(1000)], "source": ["detector", "ocr"] * 500})
+def test_unique_value_columns_are_delta_length_encoded_without_dictionary_or_statistics(tmp_path):
+    import duckdb
+
+    ids = [f"{i:032x}" for i in range(1000)]
+    table = pa.table({"annotation_id": ids, "source": ["detector", "ocr"] * 500,
+                      "absorbed_ids": [[i, i] for i in ids], "bbox": [[1.0, 2.0, 3.0, 4.0]] * 1000,
+                      "seen_by": [["detector@v1"]] * 1000})
     path = write_parquet_atomic(table, tmp_path / "t.parquet")
     assert pq.read_table(path).equals(table)
-    ids, sources = (pq.ParquetFile(path).metadata.row_group(0).column(i) for i in range(2))
-    assert not ids.has_dictionary_page and not ids.is_stats_set
-    assert sources.has_dictionary_page and sources.statistics.min == "detector"
+    assert duckdb.sql(f"select count(distinct annotation_id), max(absorbed_ids[2]) from '{path}'").fetchall() == [(1000, ids[-1])]
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    column = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    for unique in ("annotation_id", "absorbed_ids.list.element"):
+        assert "DELTA_LENGTH_BYTE_ARRAY" in column[unique].encodings
+        assert not column[unique].has_dictionary_page and not column[unique].is_stats_set
+    assert not column["bbox.list.element"].has_dictionary_page
+    for repeated in ("source", "seen_by.list.element"):
+        assert column[repeated].has_dictionary_page and column[repeated].is_stats_set
 
 
 def test_block_that_writes_nothing_fails(tmp_path):
