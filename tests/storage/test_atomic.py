@@ -46,7 +46,8 @@ def test_unique_value_columns_are_delta_length_encoded_without_dictionary_or_sta
     ids = [f"{i:032x}" for i in range(1000)]
     table = pa.table({"annotation_id": ids, "source": ["detector", "ocr"] * 500,
                       "absorbed_ids": [[i, i] for i in ids], "bbox": [[1.0, 2.0, 3.0, 4.0]] * 1000,
-                      "seen_by": [["detector@v1"]] * 1000})
+                      "seen_by": [["detector@v1"]] * 1000,
+                      "rule": pa.array(["nms"] * 1000).dictionary_encode()})
     path = write_parquet_atomic(table, tmp_path / "t.parquet")
     assert pq.read_table(path).equals(table)
     assert duckdb.sql(f"select count(distinct annotation_id), max(absorbed_ids[2]) from '{path}'").fetchall() == [(1000, ids[-1])]
@@ -58,6 +59,7 @@ def test_unique_value_columns_are_delta_length_encoded_without_dictionary_or_sta
     assert not column["bbox.list.element"].has_dictionary_page
     for repeated in ("source", "seen_by.list.element"):
         assert column[repeated].has_dictionary_page and column[repeated].is_stats_set
+    assert column["rule"].has_dictionary_page and not column["rule"].is_stats_set
 
 
 def test_block_that_writes_nothing_fails(tmp_path):
