@@ -1,11 +1,12 @@
 """Running the configured curation rules over the working table, in partitions of whole images.
 
-No rule compares rows of different images except through its ``prepare`` hook (see
-:mod:`filters.base`), so the working table is split into partitions of whole images, balanced
-by rows, that run the rules side by side on threads (Arrow, numpy and the compiled kernels
-release the GIL). The rules run in stages: a rule with a ``prepare`` hook starts a stage, and
-its hook first sees the live rows of every partition at once (for ``nms_cross``: the score
-reference of its rank calibration), so outcomes never depend on the partitioning. Every
+No rule compares rows of different images except through its ``prepare`` and ``combine``
+hooks (see :mod:`filters.base`), so the working table is split into partitions of whole
+images, balanced by rows, that run the rules side by side on threads (Arrow, numpy and the
+compiled kernels release the GIL). The rules run in stages: a rule with hooks starts a stage;
+each partition ends the stage before with that rule's ``prepare`` over its live rows, and
+``combine`` joins the parts (for ``nms_cross``: the score reference of its rank
+calibration), so outcomes never depend on the partitioning. Every
 rule's outcome is recorded in :class:`RuleOutcomes`, arrays over the raw rows (partitions
 hold disjoint rows, so their threads write disjoint elements).
 """
@@ -135,16 +136,26 @@ def run_rules(work: pa.Table, rules: Sequence[str], config: Any, ctx: FilterCont
     else:
         states = list(pool.map(lambda rows: (take_table(work, rows, None), rows), parts))
         part_ctx, inner = dataclasses.replace(ctx, workers=1), None
-    for stage in _stages(rules):
+    stages = _stages(rules)
+    spread = pool.map if len(states) > 1 else map
+
+    def prepare(k: int, table: pa.Table) -> Any:
+        """One partition's part of stage ``k``'s state (None past the last stage or without hooks)."""
+        spec = filter_spec(stages[k][0][1]) if k < len(stages) else None
+        return spec.prepare(table, config.section(spec.name), part_ctx) if spec and spec.prepare else None
+
+    def run(k: int, table: pa.Table, gidx: np.ndarray, prepared: Any) -> tuple:
+        table, gidx, drops = _run_stage(stages[k], table, gidx, config, part_ctx, prepared, outcomes, inner)
+        return table, gidx, drops, prepare(k + 1, table)
+
+    parts_of_state = list(spread(lambda state: prepare(0, state[0]), states))
+    for k, stage in enumerate(stages):
         first = filter_spec(stage[0][1])
-        prepared = None
-        if first.prepare is not None:
-            live = pa.concat_tables([table for table, _ in states]) if len(states) > 1 else states[0][0]
-            prepared = first.prepare(live, config.section(stage[0][1]), ctx)
-        results = list((pool.map if len(states) > 1 else map)(
-            lambda state: _run_stage(stage, state[0], state[1], config, part_ctx, prepared, outcomes, inner), states))
-        states = [(table, gidx) for table, gidx, _ in results]
-        for _, _, drops in results:
+        prepared = first.combine(parts_of_state) if first.combine is not None else None
+        results = list(spread(lambda state: run(k, state[0], state[1], prepared), states))
+        states = [(table, gidx) for table, gidx, _, _ in results]
+        parts_of_state = [part for _, _, _, part in results]
+        for _, _, drops, _ in results:
             outcomes.drops += drops
     if len(states) == 1:
         return states[0][0], states[0][1], outcomes

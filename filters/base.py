@@ -16,8 +16,9 @@ curation the :data:`CATEGORICAL_COLUMNS` arrive dictionary-encoded; :func:`dicti
 field of the curation config that holds its settings. During curation the engine may split
 the rows into partitions of whole images that run the rules on threads; a rule whose
 decision for a row depends on rows of other images registers a ``prepare`` hook
-``prepare(table, config, ctx) -> state``: the engine calls it with the live rows of every
-partition at once and passes the state as ``ctx.prepared`` to the rule on each partition.
+``prepare(table, config, ctx) -> part`` and a ``combine(parts) -> state`` hook: the engine
+calls ``prepare`` on the live rows of each partition (on its thread), ``combine`` on the
+parts, and passes the state as ``ctx.prepared`` to the rule on each partition.
 """
 
 from __future__ import annotations
@@ -121,30 +122,36 @@ class FilterResult:
 
 FilterFn = Callable[[pa.Table, Any, FilterContext], FilterResult]
 PrepareFn = Callable[[pa.Table, Any, FilterContext], Any]
+CombineFn = Callable[[list], Any]
 
 
 @dataclass(frozen=True)
 class FilterSpec:
-    """A registered rule: its function, its config section and its optional ``prepare``
-    hook (state computed over the rows of all partitions, see the module docstring)."""
+    """A registered rule: its function, its config section and its optional ``prepare`` and
+    ``combine`` hooks (state computed over the rows of all partitions, see the module docstring)."""
 
     name: str
     fn: FilterFn
     section: str
     prepare: PrepareFn | None = None
+    combine: CombineFn | None = None
 
 
 _REGISTRY: dict[str, FilterSpec] = {}
 
 
-def register_filter(name: str, *, section: str, prepare: PrepareFn | None = None) -> Callable[[FilterFn], FilterFn]:
+def register_filter(name: str, *, section: str, prepare: PrepareFn | None = None,
+                    combine: CombineFn | None = None) -> Callable[[FilterFn], FilterFn]:
     """Decorator: register ``fn`` as rule ``name`` reading its settings from config
-    ``section``; ``prepare``: the hook for state over every partition's rows (optional)."""
+    ``section``; ``prepare`` and ``combine``: the hooks for state over every partition's rows
+    (optional, both or neither)."""
+    if (prepare is None) != (combine is None):
+        raise ValueError(f"filter {name!r} needs both a prepare and a combine hook, or neither")
 
     def wrap(fn: FilterFn) -> FilterFn:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"filter {name!r} is already registered by {_REGISTRY[name].fn.__qualname__}")
-        _REGISTRY[name] = FilterSpec(name, fn, section, prepare)
+        _REGISTRY[name] = FilterSpec(name, fn, section, prepare, combine)
         return fn
 
     return wrap

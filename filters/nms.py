@@ -249,14 +249,24 @@ def nms_within_source(table: pa.Table, config: NmsConfig, ctx: FilterContext) ->
 
 def rank_reference(table: pa.Table, config: NmsConfig, ctx: FilterContext) -> dict[str | None, np.ndarray] | None:
     """``nms_cross``'s prepare hook: the :func:`score_reference` of the rows it judges in
-    ``table`` (the rows of every partition), so ranks do not depend on the partitioning."""
+    ``table`` (one partition's), None unless calibrating by rank."""
     if config.calibration != "rank":
         return None
     rows = np.flatnonzero(region_scope(table, config))
     return score_reference(_scores(table)[rows], table["source"].take(pa.array(rows)))
 
 
-@register_filter("nms_cross", section="nms", prepare=rank_reference)
+def merge_references(parts: list[dict[str | None, np.ndarray] | None]) -> dict[str | None, np.ndarray] | None:
+    """``nms_cross``'s combine hook: the partitions' references merged per source, so ranks
+    do not depend on the partitioning."""
+    if not parts or parts[0] is None:
+        return None
+    names = {name for part in parts for name in part}
+    return {name: np.sort(np.concatenate([part[name] for part in parts if name in part]), kind="stable")
+            for name in names}
+
+
+@register_filter("nms_cross", section="nms", prepare=rank_reference, combine=merge_references)
 def nms_across_sources(table: pa.Table, config: NmsConfig, ctx: FilterContext) -> FilterResult:
     """Class-aware NMS among all sources' regions of an image (calibrated scores; the rank
     reference is ``ctx.prepared`` when the engine prepared it over every partition)."""

@@ -107,3 +107,10 @@ def test_take_table_equals_arrow_take_with_all_null_columns():
     with ThreadPoolExecutor(2) as pool:
         for p in (None, pool):
             assert take_table(table, rows, p).equals(table.take(pa.array(rows)))
+
+
+def test_a_prepare_hook_needs_a_combine_hook():
+    from filters.base import register_filter
+
+    with pytest.raises(ValueError, match="both a prepare and a combine"):
+        register_filter("half_hooked", section="nms", prepare=lambda table, config, ctx: None)
