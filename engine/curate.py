@@ -285,7 +285,8 @@ def curate_tables(
     ``images``: ``image_id, width, height`` of the images with status ok (upright pixels).
     ``previous``: the curated table of round ``round_ - 1`` or None. ``on_curated``: called
     with the curated table as soon as it is final and its rows are accounted for (new rows +
-    dropped rows = raw rows); ``on_trails``: called (on a worker thread) with the trails as
+    dropped rows = raw rows), its low-cardinality columns possibly still dictionary-encoded
+    (values as in :data:`CURATED`: it is the table to write); ``on_trails``: called (on a worker thread) with the trails as
     soon as they are final: right after the rules when there is no merge, so ``curate_round``
     writes them while the curated set is assembled.
     ``partitions``: image partitions the rules run in side by side (default: one per core,
@@ -338,7 +339,10 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     survivors = pa.Table.from_arrays(
         [work[c] if c in work.column_names else rest[c] for c in ANNOTATIONS.names]
         + [work["label"]], names=[*ANNOTATIONS.names, "label"])
-    curated = conform(_agreement(survivors, gidx, raw, into, agrees, producer), CURATED)
+    # without a previous set the low-cardinality columns stay dictionary-encoded for the writer
+    # (Parquet takes the dictionaries as they are; readers get strings: the type is string)
+    curated = conform(_agreement(survivors, gidx, raw, into, agrees, producer), CURATED,
+                      keep_dictionaries=previous is None)
     if merging:
         curated, merged, reason, into_previous = merge_with_previous(curated, previous, config)
         judged[gidx] |= 1 << (len(rule_names) - 1)
@@ -347,12 +351,11 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
         merged_into.append((gidx[merged], into_previous, None))
     elif previous is not None:  # merge off: carry the previous set over unchanged beside the new rows
         curated = pa.concat_tables([previous, curated])
-    curated = conform(curated, CURATED)
     _check_accounting(int(pc.sum(pc.equal(curated["round"], round_)).as_py() or 0) if curated.num_rows else 0,
                       dropped_by, n)
     if on_curated is not None:
         on_curated(curated)
-    return curated, (trails_job.result() if not merging else finish_trails())
+    return conform(curated, CURATED), (trails_job.result() if not merging else finish_trails())
 
 
 def _check_accounting(new_rows: int, dropped_by: np.ndarray, n: int) -> None:

@@ -205,6 +205,10 @@ def test_curate_round_reads_and_writes_the_data_root(tmp_path):
                            region("b", [1, 1, 20, 20]), region("c", [1, 1, 2, 2])])
     s0 = curate_round(root, 0, config, rows_per_part=1)
     assert (s0["input_rows"], s0["kept_new_rows"], s0["dropped_rows"]) == (4, 1, 3)
+    from engine.curation_io import read_curated, read_image_sizes, read_raw  # written with dictionary-encoded columns, read as CURATED
+    assert read_curated(root, 0).to_pylist() == curate_tables(
+        read_raw(root, 0), None, read_image_sizes(root), config, 0)[0].to_pylist()
+    assert read_curated(root, 0).schema == CURATED
     assert s0["dropped_by_rule"] == {"image": 1, "geometry": 1, "nms_cross": 1}
     assert s0["curated_parts"] == 1 and s0["decision_parts"] == s0["input_rows"]  # one trail per raw row
     _write_round(root, 1, [annotation_row(image_id="a", round_=1, source="florence2", source_version="f1",
