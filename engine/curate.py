@@ -254,6 +254,17 @@ def _scatter(parts: list[tuple[np.ndarray, pa.Array | pa.ChunkedArray, np.ndarra
     return flat.take(pa.array(where, mask=where < 0))
 
 
+def _image_ids(index: np.ndarray, images: pa.Table, raw_ids: pa.ChunkedArray, rows: np.ndarray) -> pa.ChunkedArray:
+    """The image ids of the raw ``rows`` whose :data:`IMAGE_INDEX` is ``index``: gathered from
+    the (small, cache-resident) images table where known, from the raw rows otherwise."""
+    known = index >= 0
+    if known.all():
+        return pa.chunked_array([images["image_id"].take(pa.array(index))], pa.string())
+    unknown = np.flatnonzero(~known)
+    return _scatter([(np.flatnonzero(known), images["image_id"], index[known]), (unknown, raw_ids, rows[unknown])],
+                    len(index))
+
+
 def _scatter_reasons(parts: list[tuple[np.ndarray, pa.Array]], n: int) -> pa.DictionaryArray:
     """The reason column of ``n`` rows, null except where a part ``(rows, reasons)`` puts
     ``reasons[j]`` at row ``rows[j]``; dictionary-encoded from the parts' own dictionaries
@@ -335,7 +346,9 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     if not merging:  # the trails are final: built (and written) while the curated set is assembled
         _check_accounting(len(gidx), dropped_by, n)
         trails_job = pool.submit(finish_trails)
-    rest = take_table(raw.select([c for c in ANNOTATIONS.names if c not in work.column_names]), gidx, pool)
+    rest = take_table(raw.select([c for c in ANNOTATIONS.names if c not in work.column_names and c != "image_id"]),
+                      gidx, pool)
+    rest = rest.append_column("image_id", _image_ids(work[IMAGE_INDEX].to_numpy(), ctx.images, raw["image_id"], gidx))
     survivors = pa.Table.from_arrays(
         [work[c] if c in work.column_names else rest[c] for c in ANNOTATIONS.names]
         + [work["label"]], names=[*ANNOTATIONS.names, "label"])

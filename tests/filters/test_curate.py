@@ -232,6 +232,10 @@ def test_unknown_images_still_group_apart_without_the_image_rule():
             region("x2", [11, 10, 50, 50], score=0.7)]  # x1, x2: not in IMAGES_OK
     curated, decisions = curate_long(table(rows), None, IMAGES_OK, config, 0)
     assert sorted(curated["annotation_id"].to_pylist()) == sorted(r["annotation_id"] for r in rows[:2])
+    by_id = {r["annotation_id"]: r["image_id"] for r in curated.to_pylist()}  # unknown images keep their ids
+    assert [by_id[r["annotation_id"]] for r in rows[:2]] == ["x1", "x2"]
+    mixed, _ = curate_long(table([*rows, region("a", [5, 5, 30, 30], score=0.9)]), None, IMAGES_OK, config, 0)
+    assert sorted(mixed["image_id"].to_pylist()) == ["a", "x1", "x2"]
     assert [r["rule"] for r in decisions.to_pylist() if not r["kept"]] == ["nms_source"]
 
 
