@@ -259,7 +259,7 @@ def _image_ids(index: np.ndarray, images: pa.Table, raw_ids: pa.ChunkedArray, ro
     the (small, cache-resident) images table where known, from the raw rows otherwise."""
     known = index >= 0
     if known.all():
-        return pa.chunked_array([images["image_id"].take(pa.array(index))], pa.string())
+        return images["image_id"].take(pa.array(index))
     unknown = np.flatnonzero(~known)
     return _scatter([(np.flatnonzero(known), images["image_id"], index[known]), (unknown, raw_ids, rows[unknown])],
                     len(index))
