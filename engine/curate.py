@@ -288,7 +288,7 @@ def _scatter_reasons(parts: list[tuple[np.ndarray, pa.Array]], n: int) -> pa.Dic
 def curate_tables(
     raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int,
     on_curated: Callable[[pa.Table], None] | None = None, partitions: int | None = None,
-    on_trails: Callable[[pa.Table], None] | None = None,
+    on_trails: Callable[[pa.Table], None] | None = None, decoded: bool = True,
 ) -> tuple[pa.Table, pa.Table]:
     """Curate the raw annotations of round ``round_`` -> (curated :data:`CURATED`, decision
     trails :data:`DECISION_TRAILS`, one row per raw row; ``expand_trails`` gives the long form).
@@ -299,7 +299,9 @@ def curate_tables(
     dropped rows = raw rows), its low-cardinality columns possibly still dictionary-encoded
     (values as in :data:`CURATED`: it is the table to write); ``on_trails``: called (on a worker thread) with the trails as
     soon as they are final: right after the rules when there is no merge, so ``curate_round``
-    writes them while the curated set is assembled.
+    writes them while the curated set is assembled. ``decoded=False``: the returned curated
+    table may keep low-cardinality columns dictionary-encoded (values as in :data:`CURATED`;
+    for callers that only write or count it).
     ``partitions``: image partitions the rules run in side by side (default: one per core,
     at least ``engine.rule_runner.PARTITION_MIN_ROWS`` rows each); the result is the same
     for any count. The working table shrinks with ``take`` (Arrow's ``filter`` is ~3x slower
@@ -308,7 +310,8 @@ def curate_tables(
     workers = os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         count = partition_count(raw.num_rows, workers) if partitions is None else partitions
-        return _curate(raw, previous, images, config, round_, pool, on_curated, on_trails, count)
+        curated, trails = _curate(raw, previous, images, config, round_, pool, on_curated, on_trails, count)
+        return (conform(curated, CURATED) if decoded else curated), trails
 
 
 def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int,
@@ -368,7 +371,7 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
                       dropped_by, n)
     if on_curated is not None:
         on_curated(curated)
-    return conform(curated, CURATED), (trails_job.result() if not merging else finish_trails())
+    return curated, (trails_job.result() if not merging else finish_trails())
 
 
 def _check_accounting(new_rows: int, dropped_by: np.ndarray, n: int) -> None:
@@ -399,7 +402,7 @@ def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
 
         curated, trails = curate_tables(raw, previous, image_sizes.result(), config, round_,
                                         write("curated", root.curated(round_)),
-                                        on_trails=write("decisions", root.decisions(round_)))
+                                        on_trails=write("decisions", root.decisions(round_)), decoded=False)
         (decision_parts,), (curated_parts,) = jobs["decisions"].result(), jobs["curated"].result()
     dropped_rows = trails.num_rows - trails["dropped_by"].null_count
     new_rows = raw.num_rows - dropped_rows  # curate_tables checked that every raw row is accounted for
