@@ -61,7 +61,7 @@ from filters.base import (
 from filters.kernels import absorption_lists, owner_bit_sets, stable_argsort
 from filters.nms import pairs_in_groups
 from storage.atomic import write_text_atomic
-from storage.geometry import boxes_from_arrow, pairwise_iou
+from storage.geometry import as_fixed_size, boxes_from_arrow, pairwise_iou
 from storage.layout import DataRoot
 from storage.decisions import build_trails, judged_counts, value_counts
 from storage.schema import ANNOTATIONS, CURATED
@@ -227,7 +227,8 @@ def _working_table(raw: pa.Table, is_region: pa.ChunkedArray, images: pa.Table, 
     text, version = columns.pop("text"), columns.pop("source_version")
     label = pa.DictionaryArray.from_arrays(
         pc.if_else(is_region.combine_chunks(), text.indices, pa.scalar(None, text.indices.type)), text.dictionary)
-    work = pa.Table.from_arrays([columns.get(c, raw[c]) for c in CURATION_COLUMNS] + [label],
+    geometry = {"bbox": as_fixed_size(raw["bbox"], 4), "quad": as_fixed_size(raw["quad"], 8)}
+    work = pa.Table.from_arrays([columns.get(c, geometry.get(c, raw[c])) for c in CURATION_COLUMNS] + [label],
                                 names=[*CURATION_COLUMNS, "label"])
     (source, sources), (version, versions) = dictionary(columns["source"]), dictionary(version)
     pair = source * len(versions) + version

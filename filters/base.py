@@ -10,7 +10,9 @@ optionally whether the rule judged the row at all, which surviving row absorbed 
 replacement column values. Filters never loop in Python over rows; they use numpy,
 ``pyarrow.compute``, DuckDB or the compiled kernels of :mod:`filters.kernels`. During
 curation the :data:`CATEGORICAL_COLUMNS` arrive dictionary-encoded; :func:`dictionary`,
-:func:`equals` and :func:`is_in` accept both forms.
+:func:`equals` and :func:`is_in` accept both forms. ``bbox`` and ``quad`` may arrive as
+fixed-size lists (``storage.geometry.as_fixed_size``): read them with
+``storage.geometry.boxes_from_arrow`` / ``quads_from_arrow``, which take both.
 
 ``@register_filter("name", section="family")`` registers a function; ``section`` names the
 field of the curation config that holds its settings. During curation the engine may split

@@ -22,6 +22,11 @@ def _chunk_into(chunk: pa.Array, out: np.ndarray) -> None:
     Reads the list offsets and the flat child values directly (no per-row filtering, no
     intermediate copies): a chunk whose rows all hold ``width`` values is one strided copy."""
     n, width = out.shape
+    if isinstance(chunk, pa.FixedSizeListArray) and chunk.type.list_size == width:  # one reshaped view
+        out[:] = chunk.values.slice(chunk.offset * width, n * width).to_numpy(zero_copy_only=False).reshape(n, width)
+        if chunk.null_count:
+            out[~chunk.is_valid().to_numpy(zero_copy_only=False)] = np.nan
+        return
     if isinstance(chunk, pa.FixedSizeListArray) or not isinstance(chunk, (pa.ListArray, pa.LargeListArray)):
         out[:] = np.nan
         good = pc.fill_null(pc.equal(pc.list_value_length(chunk), width), False).to_numpy(zero_copy_only=False)
@@ -50,6 +55,18 @@ def _list_to_numpy(column: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray
         _chunk_into(chunk, out[start:start + len(chunk)])
         start += len(chunk)
     return out
+
+
+def as_fixed_size(column: pa.Array | pa.ChunkedArray, width: int) -> pa.Array | pa.ChunkedArray:
+    """A ``list<float>`` geometry column as ``fixed_size_list<float>[width]`` when every
+    non-null row holds exactly ``width`` values (a take then moves no offsets and
+    :func:`boxes_from_arrow` reads it as one view), else unchanged."""
+    if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)) or len(column) == 0:
+        return column
+    lengths = pc.min_max(pc.list_value_length(column))
+    if column.null_count < len(column) and not lengths["min"].as_py() == lengths["max"].as_py() == width:
+        return column
+    return column.cast(pa.list_(column.type.value_type, width))
 
 
 def boxes_from_arrow(column: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -62,6 +62,20 @@ def test_list_decoding_matches_a_per_row_reference_on_sliced_chunked_columns():
             assert np.array_equal(box, expected, equal_nan=True)
     assert geo.boxes_from_arrow(pa.chunked_array([], pa.list_(pa.float32()))).shape == (0, 4)
 
+
+def test_as_fixed_size_converts_regular_columns_only_and_reads_back_the_same():
+    rows = [[1.0, 2.0, 3.0, 4.0], None, [5.0, 6.0, 7.0, 8.0], [0.5, None, 2.0, 3.0]]
+    column = pa.chunked_array([pa.array(rows[:3], pa.list_(pa.float32())), pa.array(rows[3:], pa.list_(pa.float32()))])
+    fixed = geo.as_fixed_size(column, 4)
+    assert fixed.type == pa.list_(pa.float32(), 4) and fixed.to_pylist() == rows
+    sliced = fixed.combine_chunks().slice(1)  # a view with an offset: nulls and null values read as NaN
+    assert np.array_equal(geo.boxes_from_arrow(sliced), geo.boxes_from_arrow(column)[1:], equal_nan=True)
+    assert np.isnan(geo.boxes_from_arrow(fixed)[1]).all()
+    ragged = pa.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0]], pa.list_(pa.float32()))
+    assert geo.as_fixed_size(ragged, 4) is ragged  # a wrong length keeps the variable list (read as NaN)
+    nulls = pa.nulls(3, pa.list_(pa.float32()))
+    assert geo.as_fixed_size(nulls, 8).type == pa.list_(pa.float32(), 8)
+
 def _ocr(image, quad, text="hello", bbox=None):
     return annotation_row(image_id=image, round_=0, source="ocr", source_version="ocr-v1", kind="region",
                           region_type="ocr", text=text, quad=[float(v) for v in quad], bbox=bbox, score=0.9)
