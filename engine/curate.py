@@ -29,9 +29,11 @@ that absorbed it; ``expand_trails`` and the catalog's ``decisions`` view give th
 
 The working table the filters see is narrow (``filters.base.CURATION_COLUMNS`` plus
 ``label`` and ``image_index``, so the 64-character image ids are hashed once and never
-copied), with the low-cardinality ``CATEGORICAL_COLUMNS`` dictionary-encoded; it shrinks
-with column-parallel ``take``s, and the wide columns are taken from the raw table once, for
-the survivors. Known limits: a region-text candidate whose parent region lives only in the
+copied), with the low-cardinality ``CATEGORICAL_COLUMNS`` dictionary-encoded and boxes as
+fixed-size lists; ``engine.rule_runner`` runs the rules over it in image partitions on
+threads (the result does not depend on their number), and the wide columns are taken from
+the raw table once, for the survivors. Without a merge the trails are final once the rules
+ran: they are built and written on workers while the curated set is assembled. Known limits: a region-text candidate whose parent region lives only in the
 previous curated set is dropped as an orphan, and a merged region keeps the previous
 row's text even when the new row brought a matched description.
 """
