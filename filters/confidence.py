@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from filters.base import FilterContext, dictionary, FilterResult, reason_where, register_filter, valid, with_prefix
+from filters.base import FilterContext, FilterResult, dictionary, reason_from_codes, register_filter, valid
 
 NULL_SCORE_POLICIES = ("keep", "drop")
 
@@ -47,12 +47,16 @@ def confidence_filter(table: pa.Table, config: ConfidenceConfig, ctx: FilterCont
     if n == 0:
         return FilterResult(np.ones(0, bool), [])
     codes, sources = dictionary(table["source"])
-    per_source = np.array([config.threshold_of(s) for s in sources], dtype=np.float64)
+    per_source = np.array([config.threshold_of(s) for s in [*sources, None]], dtype=np.float64)  # code -1: null
     threshold = per_source[codes]
     has_score = valid(table["score"])
     score = pc.fill_null(table["score"], np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
     low = has_score & ~(score >= threshold)  # NaN scores count as low
     missing = ~has_score & (config.null_score == "drop")
-    reason = reason_where(low, lambda rows: with_prefix("score below ", pa.array(threshold[rows]), " for its source"))
-    reason = reason_where(missing, "no score (confidence.null_score = drop)", reason)
-    return FilterResult(keep=~(low | missing), reason=reason)
+    # one reason text per source threshold (formatted as Arrow casts the number), given as codes
+    texts = {k + 1: f"score below {t} for its source"
+             for k, t in enumerate(pa.array(per_source).cast(pa.string()).to_pylist())}
+    texts[len(per_source) + 1] = "no score (confidence.null_score = drop)"
+    code = np.where(low, np.where(codes < 0, len(per_source) - 1, codes) + 1, 0)
+    code[missing] = len(per_source) + 1
+    return FilterResult(keep=~(low | missing), reason=reason_from_codes(code, texts))

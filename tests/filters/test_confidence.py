@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from filters.base import FilterContext
@@ -34,6 +35,10 @@ def test_threshold_per_source(config):
     assert all((reason is None) == keep for reason, keep in zip(reasons, expected))
     if config.null_score == "drop":
         assert "no score" in reasons[-1]
+    for row, reason in zip(rows, reasons):  # each dropped row names its own source's threshold
+        if reason is not None and row.get("score") is not None:
+            threshold = pa.array([config.threshold_of(row["source"])]).cast(pa.string())[0].as_py()
+            assert reason == f"score below {threshold} for its source"
 
 
 def test_changing_the_config_changes_the_result():
