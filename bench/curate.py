@@ -168,8 +168,8 @@ def main() -> None:
         marker = root.path / "bench.json"
         if not root.annotations(0).exists():
             started = time.perf_counter()
-            subprocess.run([sys.executable, __file__, "--generate-only", "--root", str(root.path),
-                            *(f"--{k.replace('_', '-')}={v}" for k, v in params.items() if k != "shard_format")], check=True)
+            options = [f"--{k.replace('_', '-')}={v}" for k, v in params.items() if k != "shard_format"]
+            subprocess.run([sys.executable, __file__, "--generate-only", "--root", str(root.path), *options], check=True)
             print(f"generated {args.rows} rows over {args.images} images ({args.layout} layout) "
                   f"in {time.perf_counter() - started:.1f} s")
         elif not marker.exists() or json.loads(marker.read_text()) != params:

@@ -33,9 +33,11 @@ copied), with the low-cardinality ``CATEGORICAL_COLUMNS`` dictionary-encoded and
 fixed-size lists; ``engine.rule_runner`` runs the rules over it in image partitions on
 threads (the result does not depend on their number), and the wide columns are taken from
 the raw table once, for the survivors. Without a merge the trails are final once the rules
-ran: they are built and written on workers while the curated set is assembled. Known limits: a region-text candidate whose parent region lives only in the
-previous curated set is dropped as an orphan, and a merged region keeps the previous
-row's text even when the new row brought a matched description.
+ran: they are built and written on workers while the curated set is assembled.
+
+Known limits: a region-text candidate whose parent region lives only in the previous
+curated set is dropped as an orphan, and a merged region keeps the previous row's text even
+when the new row brought a matched description.
 """
 
 from __future__ import annotations
@@ -108,8 +110,8 @@ def _agreement(work: pa.Table, gidx: np.ndarray, raw: pa.Table, into: np.ndarray
     m = len(gidx)
     owner, offsets, rows = absorption_lists(into, gidx)  # chains (B -> A -> C) end at their survivor
     ids = raw["annotation_id"].take(pa.array(rows))
-    absorbed_ids = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)),
-                                            ids.combine_chunks().cast(pa.string()) if ids.num_chunks else pa.array([], pa.string()))
+    ids = ids.combine_chunks().cast(pa.string()) if ids.num_chunks else pa.array([], pa.string())
+    absorbed_ids = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), ids)
     agreeing = rows[agrees[rows]]
     codes, tags = producer
     seen_by = _lists(np.concatenate([np.arange(m), owner[agreeing]]), (codes[np.concatenate([gidx, agreeing])], tags),
@@ -300,9 +302,9 @@ def curate_tables(
     ``previous``: the curated table of round ``round_ - 1`` or None. ``on_curated``: called
     with the curated table as soon as it is final and its rows are accounted for (new rows +
     dropped rows = raw rows), its low-cardinality columns possibly still dictionary-encoded
-    (values as in :data:`CURATED`: it is the table to write); ``on_trails``: called (on a worker thread) with the trails as
-    soon as they are final: right after the rules when there is no merge, so ``curate_round``
-    writes them while the curated set is assembled. ``decoded=False``: the returned curated
+    (values as in :data:`CURATED`: it is the table to write); ``on_trails``: called (on a
+    worker thread) with the trails as soon as they are final: right after the rules when there
+    is no merge, so ``curate_round`` writes them while the curated set is assembled. ``decoded=False``: the returned curated
     table may keep low-cardinality columns dictionary-encoded (values as in :data:`CURATED`;
     for callers that only write or count it).
     ``partitions``: image partitions the rules run in side by side (default: one per core,

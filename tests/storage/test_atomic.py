@@ -50,7 +50,8 @@ def test_unique_value_columns_are_delta_length_encoded_without_dictionary_or_sta
                       "rule": pa.array(["nms"] * 1000).dictionary_encode()})
     path = write_parquet_atomic(table, tmp_path / "t.parquet")
     assert pq.read_table(path).equals(table)
-    assert duckdb.sql(f"select count(distinct annotation_id), max(absorbed_ids[2]) from '{path}'").fetchall() == [(1000, ids[-1])]
+    query = f"select count(distinct annotation_id), max(absorbed_ids[2]) from '{path}'"
+    assert duckdb.sql(query).fetchall() == [(1000, ids[-1])]
     meta = pq.ParquetFile(path).metadata.row_group(0)
     column = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
     for unique in ("annotation_id", "absorbed_ids.list.element"):
