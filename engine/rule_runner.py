@@ -6,9 +6,9 @@ images, balanced by rows, that run the rules side by side on threads (Arrow, num
 compiled kernels release the GIL). The rules run in stages: a rule with hooks starts a stage;
 each partition ends the stage before with that rule's ``prepare`` over its live rows, and
 ``combine`` joins the parts (for ``nms_cross``: the score reference of its rank
-calibration), so outcomes never depend on the partitioning. Every
-rule's outcome is recorded in :class:`RuleOutcomes`, arrays over the raw rows (partitions
-hold disjoint rows, so their threads write disjoint elements).
+calibration), so outcomes never depend on the partitioning. Every rule's outcome is recorded
+in :class:`RuleOutcomes`, arrays over the raw rows (partitions hold disjoint rows, so their
+threads write disjoint elements).
 """
 
 from __future__ import annotations

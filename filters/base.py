@@ -55,9 +55,9 @@ class FilterContext:
     text_metrics: callable ``texts -> Table`` of ``engine.text_metrics.TEXT_METRICS`` rows (one
     per distinct text given), injected by the engine so filters need not import spaCy.
     workers: threads a filter may use (None: one per core; 1 while the engine runs
-    partitions on threads). prepared: what the rule's ``prepare`` hook computed over the rows
-    of every partition (None when the rule has no hook or is called directly: the rule then
-    prepares over its own table).
+    partitions on threads). prepared: what the rule's ``combine`` hook made of every
+    partition's ``prepare`` (None when the rule has no hooks or is called directly: the rule
+    then prepares over its own table).
     """
 
     images: pa.Table | None = None

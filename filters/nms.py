@@ -146,22 +146,25 @@ def _sort_key(scores: np.ndarray) -> np.ndarray:
     return narrow if np.array_equal(narrow, scores, equal_nan=True) else scores
 
 
-def _by_source(sources: pa.Array | pa.ChunkedArray) -> tuple[list, np.ndarray, np.ndarray]:
-    """Source names (null as None), the rows ordered by source (stable) and the bounds of
-    every source's run in that order (``len(names) + 1``)."""
+def _source_rows(sources: pa.Array | pa.ChunkedArray) -> list[tuple[str | None, np.ndarray]]:
+    """``(source name, its rows)`` for every source present (null as None), from one stable
+    sort of the source codes."""
     codes, names = dictionary(sources)
     group = np.where(codes < 0, len(names), codes)
     order = stable_argsort(group)
-    return [*names, None], order, np.searchsorted(group[order], np.arange(len(names) + 2))
+    bounds = np.searchsorted(group[order], np.arange(len(names) + 2))
+    return [(name, order[bounds[k]:bounds[k + 1]]) for k, name in enumerate([*names, None])
+            if bounds[k + 1] > bounds[k]]
+
+
+def _reference(key: np.ndarray, by_source: list[tuple[str | None, np.ndarray]]) -> dict[str | None, np.ndarray]:
+    return {name: np.sort(key[rows]) for name, rows in by_source}
 
 
 def score_reference(scores: np.ndarray, sources: pa.Array | pa.ChunkedArray) -> dict[str | None, np.ndarray]:
     """Every source's scores, sorted ascending (NaN last): what ``rank`` calibration places a
     score among. ``nms_cross`` builds it over the rows of every curation partition."""
-    key = _sort_key(np.asarray(scores, np.float64))
-    names, order, bounds = _by_source(sources)
-    return {name: np.sort(key[order[bounds[k]:bounds[k + 1]]]) for k, name in enumerate(names)
-            if bounds[k + 1] > bounds[k]}
+    return _reference(_sort_key(np.asarray(scores, np.float64)), _source_rows(sources))
 
 
 def calibrate(scores: np.ndarray, sources: pa.Array | pa.ChunkedArray, config: NmsConfig,
@@ -177,17 +180,15 @@ def calibrate(scores: np.ndarray, sources: pa.Array | pa.ChunkedArray, config: N
     if config.calibration == "weight":
         codes, names = dictionary(sources)
         return scores * np.array([config.weights.get(s, 1.0) for s in names] + [1.0])[codes]
-    reference = score_reference(scores, sources) if reference is None else reference
     key = _sort_key(np.asarray(scores, np.float64))
-    names, order, bounds = _by_source(sources)
+    by_source = _source_rows(sources)
+    reference = _reference(key, by_source) if reference is None else reference
     out = np.empty(len(scores), np.float64)
-    for k, name in enumerate(names):
-        rows = order[bounds[k]:bounds[k + 1]]
-        if len(rows):
-            ranks = np.empty(len(rows), np.float64)
-            mine = key[rows]
-            ranks_against(reference[name], mine, np.argsort(mine), ranks)
-            out[rows] = ranks
+    for name, rows in by_source:
+        ranks = np.empty(len(rows), np.float64)
+        mine = key[rows]
+        ranks_against(reference[name], mine, np.argsort(mine), ranks)
+        out[rows] = ranks
     return out
 
 

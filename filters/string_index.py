@@ -2,9 +2,10 @@
 ``index_in(column, values)`` gives, per row, the position of its string in ``values``.
 
 Arrow's ``index_in`` re-hashes every row byte by byte and compares through its memo table; here
-compiled kernels hash 16 bytes per step (two independent 64-bit lanes of unaligned word loads, murmur3's finaliser),
-build an open-addressing table of the values' positions once and probe it, comparing the bytes
-of every candidate, so the answer is exact whatever the hashes collide on. Rows are hashed
+compiled kernels hash 16 bytes per step (two independent 64-bit lanes fed by unaligned word
+loads, murmur3's finaliser), build an open-addressing table of the values' positions once and
+probe it, comparing the bytes of every candidate (a word at a time), so the answer is exact
+whatever the hashes collide on. Rows are hashed
 and probed in chunks on one thread per core (the kernels release the GIL).
 """
 
