@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from filters.base import FilterContext, FilterResult, filter_spec
+from filters.kernels import record_outcome
 
 #: below this many rows per partition, threads cost more than they save
 PARTITION_MIN_ROWS = 250_000
@@ -47,16 +48,12 @@ class RuleOutcomes:
     def record(self, r: int, res: FilterResult, gidx: np.ndarray) -> list[tuple[np.ndarray, pa.Array]]:
         """Record rule ``r``'s result over the rows at raw positions ``gidx``; returns the drops
         to append (the caller appends them in partition order)."""
-        self.judged[gidx[res.judged]] |= 1 << r
-        drop = ~res.keep
-        if not drop.any():
+        absorbed_by = res.absorbed_by if res.absorbed_by is not None else np.zeros(0, np.int64)
+        dropped = record_outcome(np.asarray(gidx, np.int64), res.judged, res.keep, absorbed_by, np.int64(1 << r), r,
+                                 res.agrees, self.judged, self.dropped_by, self.into, self.agrees)
+        if not len(dropped):
             return []
-        self.dropped_by[gidx[drop]] = r
-        if res.absorbed_by is not None:
-            hit = drop & (res.absorbed_by >= 0)
-            self.into[gidx[hit]] = gidx[res.absorbed_by[hit]]
-            self.agrees[gidx[hit]] = res.agrees
-        return [(gidx[drop], res.reason.filter(pa.array(drop)))]
+        return [(dropped, res.reason.filter(pa.array(~res.keep)))]
 
 
 def partition_count(rows: int, workers: int) -> int:
@@ -97,6 +94,8 @@ def take_table(table: pa.Table, indices: np.ndarray, pool: ThreadPoolExecutor | 
 
     def take(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
         if column.null_count == len(column):  # all null (e.g. quads in a round without OCR): nothing to move
+            if len(index) <= len(column):  # a slice: no zeroed child values (8 floats a row for quads) to allocate
+                return column.slice(0, len(index))
             return pa.nulls(len(index), column.type)
         return column.take(index)
 

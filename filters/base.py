@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from filters.string_index import index_in
+from storage.arrow_masks import valid_mask
 
 #: modules whose ``@register_filter`` decorators run on first lookup
 BUILTIN_MODULES: tuple[str, ...] = (
@@ -110,8 +111,7 @@ class FilterResult:
                 raise ValueError(f"FilterResult.replace[{name!r}] has {len(arr)} rows, keep has {n}")
         if (~self.keep & ~self.judged).any():
             raise ValueError("FilterResult drops rows it did not judge")
-        has_reason = self.reason.is_valid().to_numpy(zero_copy_only=False) if n else np.zeros(0, bool)
-        if (has_reason == self.keep).any():
+        if (valid(self.reason) == self.keep).any():
             raise ValueError("FilterResult.reason must be set exactly on the dropped rows")
 
     @classmethod
@@ -236,8 +236,8 @@ def to_numpy(column: pa.Array | pa.ChunkedArray, fill: Any) -> np.ndarray:
 
 
 def valid(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Bool mask of the non-null rows."""
-    return pc.is_valid(column).to_numpy(zero_copy_only=False) if len(column) else np.zeros(0, bool)
+    """Bool mask of the non-null rows (read from the validity bitmaps)."""
+    return valid_mask(column)
 
 
 def equals(column: pa.Array | pa.ChunkedArray, value: Any) -> np.ndarray:

@@ -119,8 +119,10 @@ def geometry_filter(table: pa.Table, config: GeometryConfig, ctx: FilterContext)
     clipped = np.empty(n, bool)
     check_boxes(boxes, has_box, w_lim, h_lim, config.clip, float(config.min_side), float(config.min_area),
                 float(config.max_aspect_ratio), float(config.min_inside_fraction), code, clipped)
-    if clipped.any() or len(fill):
+    if len(fill):
         replace["bbox"] = geo.boxes_to_arrow(boxes)
+    elif clipped.any():
+        replace["bbox"] = geo.with_boxes_replaced(table["bbox"], boxes, np.flatnonzero(clipped))
     texts = {
         BOX_NON_FINITE: "non-finite box",
         BOX_INVERTED: "inverted box (x1 <= x0 or y1 <= y0)",

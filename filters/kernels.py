@@ -306,3 +306,36 @@ def owner_bit_sets(owner: np.ndarray, bit: np.ndarray, m: int) -> tuple:  # prag
             mask >>= np.uint64(1)
             value += 1
     return offsets, values
+
+
+@numba.njit(cache=True, nogil=True)
+def record_outcome(rows: np.ndarray, judged: np.ndarray, keep: np.ndarray, absorbed_by: np.ndarray, bit: np.int64,
+                   rule: int, agrees: bool, judged_bits: np.ndarray, dropped_by: np.ndarray, into: np.ndarray,
+                   agreeing: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """One rule's outcome over the rows at raw positions ``rows`` written into the per-raw-row
+    arrays in one pass: ``judged_bits |= bit`` where ``judged``; where not ``keep``:
+    ``dropped_by = rule`` and, when ``absorbed_by`` (local row, -1; empty = none given) names a
+    row, ``into`` = its raw position and ``agreeing = agrees``. Returns the raw positions of
+    the dropped rows, ascending as ``rows``."""
+    dropped = 0
+    for i in range(len(rows)):
+        if judged[i]:
+            judged_bits[rows[i]] |= bit
+        if not keep[i]:
+            dropped += 1
+    out = np.empty(dropped, np.int64)
+    if dropped == 0:
+        return out
+    given = len(absorbed_by) > 0
+    at = 0
+    for i in range(len(rows)):
+        if keep[i]:
+            continue
+        g = rows[i]
+        out[at] = g
+        at += 1
+        dropped_by[g] = rule
+        if given and absorbed_by[i] >= 0:
+            into[g] = rows[absorbed_by[i]]
+            agreeing[g] = agrees
+    return out

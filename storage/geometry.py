@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from storage.arrow_masks import valid_mask
+
 
 def _chunk_into(chunk: pa.Array, out: np.ndarray) -> None:
     """Write one list chunk into ``out`` (``(len, width)`` float64); nulls and rows of another
@@ -25,7 +27,7 @@ def _chunk_into(chunk: pa.Array, out: np.ndarray) -> None:
     if isinstance(chunk, pa.FixedSizeListArray) and chunk.type.list_size == width:  # one reshaped view
         out[:] = chunk.values.slice(chunk.offset * width, n * width).to_numpy(zero_copy_only=False).reshape(n, width)
         if chunk.null_count:
-            out[~chunk.is_valid().to_numpy(zero_copy_only=False)] = np.nan
+            out[~valid_mask(chunk)] = np.nan
         return
     if isinstance(chunk, pa.FixedSizeListArray) or not isinstance(chunk, (pa.ListArray, pa.LargeListArray)):
         out[:] = np.nan
@@ -42,7 +44,7 @@ def _chunk_into(chunk: pa.Array, out: np.ndarray) -> None:
         return
     good = lengths == width
     if chunk.null_count:
-        good &= chunk.is_valid().to_numpy(zero_copy_only=False)
+        good &= valid_mask(chunk)
     out[:] = np.nan
     out[good] = values[offsets[:-1][good].astype(np.int64)[:, None] + np.arange(width)]
 
@@ -60,13 +62,27 @@ def _list_to_numpy(column: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray
 def as_fixed_size(column: pa.Array | pa.ChunkedArray, width: int) -> pa.Array | pa.ChunkedArray:
     """A ``list<float>`` geometry column as ``fixed_size_list<float>[width]`` when every
     non-null row holds exactly ``width`` values (a take then moves no offsets and
-    :func:`boxes_from_arrow` reads it as one view), else unchanged."""
-    if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)) or len(column) == 0:
-        return column
+    :func:`boxes_from_arrow` reads it as one view), else (also when all null) unchanged."""
+    if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)) or column.null_count == len(column):
+        return column  # all null (quads without OCR): a fixed-size list would allocate ``width`` zeroed values a row
     lengths = pc.min_max(pc.list_value_length(column))
-    if column.null_count < len(column) and not lengths["min"].as_py() == lengths["max"].as_py() == width:
+    if not lengths["min"].as_py() == lengths["max"].as_py() == width:
         return column
     return column.cast(pa.list_(column.type.value_type, width))
+
+
+def with_boxes_replaced(column: pa.Array | pa.ChunkedArray, boxes: np.ndarray, rows: np.ndarray) -> pa.Array:
+    """``column`` with the boxes at ``rows`` set to ``boxes[rows]`` (``boxes``: ``(n, 4)``, the
+    whole column's). A ``fixed_size_list<float32>[4]`` column (as during curation) is patched
+    in a copy of its values, its nulls kept; another column is rebuilt by :func:`boxes_to_arrow`."""
+    chunk = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not (isinstance(chunk, pa.FixedSizeListArray) and chunk.type.list_size == 4
+            and pa.types.is_float32(chunk.type.value_type)) or len(chunk) == 0:
+        return boxes_to_arrow(boxes)
+    values = chunk.values.slice(chunk.offset * 4, len(chunk) * 4).to_numpy(zero_copy_only=False).reshape(-1, 4).copy()
+    values[rows] = boxes[rows]
+    mask = pa.array(~valid_mask(chunk)) if chunk.null_count else None
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), 4, mask=mask)
 
 
 def boxes_from_arrow(column: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from filters.base import dictionary, equals, group_codes, is_in, reason_from_codes
+from filters.base import dictionary, equals, group_codes, is_in, reason_from_codes, valid
 
 
 def _both(values):
@@ -42,3 +42,17 @@ def test_reason_from_codes():
     assert reason_from_codes(np.zeros(3, np.int8), {1: "x"}).null_count == 3
     with pytest.raises(ValueError, match="without a text"):
         reason_from_codes(np.array([3]), {1: "x"})
+
+
+@pytest.mark.parametrize("offset", [0, 3, 8, 13])
+def test_valid_reads_the_bitmaps_of_sliced_chunks(offset):
+    rng = np.random.default_rng(offset)
+    values = [None if rng.random() < 0.4 else float(i) for i in range(61)]
+    chunks = [pa.array(values, pa.float32()).slice(offset, 37), pa.nulls(5, pa.float32()),
+              pa.array([1.0, 2.0], pa.float32())]
+    assert valid(pa.chunked_array(chunks)).tolist() == [v is not None for c in chunks for v in c.to_pylist()]
+    encoded = pa.array(values, pa.float32()).dictionary_encode().slice(offset)
+    assert valid(encoded).tolist() == [v is not None for v in values[offset:]]
+    boxes = pa.array([[1.0, 2.0, 3.0, 4.0], None, None] * 9, pa.list_(pa.float32())).slice(offset % 7)
+    assert valid(boxes).tolist() == [v is not None for v in boxes.to_pylist()]
+    assert valid(pa.chunked_array([], pa.float32())).tolist() == []

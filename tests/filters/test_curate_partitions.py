@@ -106,10 +106,10 @@ def test_take_table_equals_arrow_take_with_all_null_columns():
 
     table = pa.table({"a": pa.chunked_array([[1, 2], [3, None]]), "b": pa.nulls(4, pa.list_(pa.float32())),
                       "c": pa.array([None] * 4, pa.string()).dictionary_encode()})
-    rows = np.array([3, 0, 0, 2])
     with ThreadPoolExecutor(2) as pool:
-        for p in (None, pool):
-            assert take_table(table, rows, p).equals(table.take(pa.array(rows)))
+        for rows in (np.array([3, 0, 2]), np.array([3, 0, 0, 2, 1, 1])):  # fewer rows (a slice), more (new nulls)
+            for p in (None, pool):
+                assert take_table(table, rows, p).equals(table.take(pa.array(rows)))
 
 
 def test_a_prepare_hook_needs_a_combine_hook():

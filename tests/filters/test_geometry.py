@@ -74,7 +74,26 @@ def test_as_fixed_size_converts_regular_columns_only_and_reads_back_the_same():
     ragged = pa.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0]], pa.list_(pa.float32()))
     assert geo.as_fixed_size(ragged, 4) is ragged  # a wrong length keeps the variable list (read as NaN)
     nulls = pa.nulls(3, pa.list_(pa.float32()))
-    assert geo.as_fixed_size(nulls, 8).type == pa.list_(pa.float32(), 8)
+    assert geo.as_fixed_size(nulls, 8) is nulls  # all null: no values to allocate
+
+
+def test_clipped_boxes_patch_a_fixed_size_column_and_keep_its_nulls():
+    ctx = FilterContext(images=images(("img", 100, 80)))
+    rows = [region("img", [10, 10, 50, 50]), caption("img", "a dog"), region("img", [-10, 60, 40, 90]),
+            region("img", [20, 20, 60, 95]), region("img", [1, 1, 30, 30])]
+    plain = table(rows)
+    for offset in (0, 1):
+        sub = plain.slice(offset)
+        fixed = sub.set_column(sub.schema.get_field_index("bbox"), "bbox", geo.as_fixed_size(sub["bbox"], 4))
+        res_plain = geometry_filter(sub, GeometryConfig(), ctx)
+        res_fixed = geometry_filter(fixed, GeometryConfig(), ctx)
+        patched = res_fixed.replace["bbox"]
+        assert patched.type == pa.list_(pa.float32(), 4)
+        assert patched.to_pylist() == res_plain.replace["bbox"].to_pylist()
+        boxes = patched.to_pylist()
+        assert boxes[2 - offset] == [0, 60, 40, 80] and boxes[3 - offset] == [20, 20, 60, 80]
+        assert res_fixed.keep.tolist() == res_plain.keep.tolist()
+
 
 def _ocr(image, quad, text="hello", bbox=None):
     return annotation_row(image_id=image, round_=0, source="ocr", source_version="ocr-v1", kind="region",

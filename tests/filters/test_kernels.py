@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from filters.kernels import stable_argsort
+from filters.kernels import record_outcome, stable_argsort
 
 
 @pytest.mark.parametrize("low, high", [(0, 3), (-50, 50), (0, 70_000), (-(2**40), 2**40), (0, 2**62)])
@@ -29,3 +29,26 @@ def test_stable_argsort_edge_cases():
     assert stable_argsort(np.zeros(0, np.int64)).tolist() == []
     assert stable_argsort(np.full(7, 5)).tolist() == list(range(7))  # equal keys keep input order
     assert stable_argsort(np.array([3, 1, 2], np.int32)).tolist() == [1, 2, 0]
+
+
+@pytest.mark.parametrize("with_absorbers", [True, False])
+def test_record_outcome_matches_the_numpy_bookkeeping(with_absorbers):
+    rng = np.random.default_rng(4)
+    n, rule = 500, 3
+    rows = np.sort(rng.choice(n, 200, replace=False))
+    judged = rng.random(200) < 0.7
+    keep = ~(judged & (rng.random(200) < 0.5))
+    absorbed_by = np.where(~keep & (rng.random(200) < 0.6), rng.integers(0, 200, 200), -1) if with_absorbers \
+        else np.zeros(0, np.int64)
+    state = [np.full(n, 1, np.int64), np.full(n, -1, np.int16), np.full(n, -1, np.int64), np.zeros(n, bool)]
+    expected = [a.copy() for a in state]
+    expected[0][rows[judged]] |= 1 << rule
+    expected[1][rows[~keep]] = rule
+    if with_absorbers:
+        hit = ~keep & (absorbed_by >= 0)
+        expected[2][rows[hit]] = rows[absorbed_by[hit]]
+        expected[3][rows[hit]] = True
+    dropped = record_outcome(rows, judged, keep, absorbed_by, np.int64(1 << rule), rule, True, *state)
+    assert dropped.tolist() == rows[~keep].tolist()
+    for got, want in zip(state, expected):
+        assert got.tolist() == want.tolist()
