@@ -227,11 +227,13 @@ def _working_table(raw: pa.Table, is_region: pa.ChunkedArray, images: pa.Table, 
     row (code per row, distinct ``source@source_version`` tags) for the agreement lists."""
     encoded = [c for c in CURATION_COLUMNS if c in CATEGORICAL_COLUMNS]
     extra = ["text", "source_version"]
-    columns = dict(zip([*encoded, *extra], pool.map(lambda c: _encoded(raw[c]), [*encoded, *extra])))
+    jobs = {c: pool.submit(_encoded, raw[c]) for c in [*encoded, *extra]}  # on workers while this thread
+    geometry = {"bbox": as_fixed_size(raw["bbox"], 4), "quad": as_fixed_size(raw["quad"], 8)}
+    index = image_index_column(raw, images)  # converts the boxes and hashes the image ids
+    columns = {c: job.result() for c, job in jobs.items()}
     text, version = columns.pop("text"), columns.pop("source_version")
     label = pa.DictionaryArray.from_arrays(
         pc.if_else(is_region.combine_chunks(), text.indices, pa.scalar(None, text.indices.type)), text.dictionary)
-    geometry = {"bbox": as_fixed_size(raw["bbox"], 4), "quad": as_fixed_size(raw["quad"], 8)}
     work = pa.Table.from_arrays([columns.get(c, geometry.get(c, raw[c])) for c in CURATION_COLUMNS] + [label],
                                 names=[*CURATION_COLUMNS, "label"])
     (source, sources), (version, versions) = dictionary(columns["source"]), dictionary(version)
@@ -241,7 +243,7 @@ def _working_table(raw: pa.Table, is_region: pa.ChunkedArray, images: pa.Table, 
     code_of[pairs] = np.arange(len(pairs))
     tags = [f"{sources[p // len(versions)]}@{versions[p % len(versions)]}" for p in pairs]
     producer = (code_of[pair], tags)
-    return work.append_column(IMAGE_INDEX, image_index_column(raw, images)), producer
+    return work.append_column(IMAGE_INDEX, index), producer
 
 
 def _scatter(parts: list[tuple[np.ndarray, pa.Array | pa.ChunkedArray, np.ndarray | None]], n: int
@@ -323,6 +325,10 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
             pool: ThreadPoolExecutor, on_curated: Callable[[pa.Table], None] | None,
             on_trails: Callable[[pa.Table], None] | None, partitions: int) -> tuple[pa.Table, pa.Table]:
     raw = conform(raw, ANNOTATIONS, keep_dictionaries=True)
+    # the ids are gathered three times (survivors, absorbed rows, absorbers): from one chunk,
+    # not from one per file
+    ids = raw["annotation_id"].combine_chunks()
+    raw = raw.set_column(raw.schema.get_field_index("annotation_id"), "annotation_id", ids)
     previous = conform(previous, CURATED) if previous is not None else None
     n = raw.num_rows
     merging = previous is not None and config.merge.enabled

@@ -193,6 +193,24 @@ def _write_round(root: DataRoot, round_: int, rows: list[dict]) -> None:
         pq.write_table(table(part), path)
 
 
+def test_image_sizes_hold_each_ok_image_once_with_its_first_row(tmp_path):
+    from engine.curation_io import read_image_sizes
+
+    root = DataRoot(tmp_path / "data").ensure()
+    root.images.mkdir()
+    assert read_image_sizes(root).num_rows == 0
+    rows = [("a", 100, 80, "ok"), ("b", 10, 10, "error"), ("c", 50, 40, "ok"), ("a", 100, 80, "ok"),
+            (None, 5, 5, "ok"), ("b", 30, 20, "ok"), ("c", 51, 41, "ok")]
+    for shard, part in (("s0", rows[:4]), ("s1", rows[4:])):
+        pq.write_table(table_from_rows([dict(image_id=i, shard_id=shard, shard="/x", key=str(k), width=w, height=h,
+                                             status=st, ingested_at=utc_now()) for k, (i, w, h, st) in enumerate(part)],
+                                       IMAGES), root.images_part(shard))
+    sizes = read_image_sizes(root)
+    assert sorted(sizes.to_pylist(), key=lambda r: r["image_id"]) == [
+        {"image_id": "a", "width": 100, "height": 80}, {"image_id": "b", "width": 30, "height": 20},
+        {"image_id": "c", "width": 50, "height": 40}]
+
+
 def test_curate_round_reads_and_writes_the_data_root(tmp_path):
     root = DataRoot(tmp_path / "data").ensure()
     root.images.mkdir()
