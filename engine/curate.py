@@ -62,7 +62,7 @@ from filters.base import (
     CATEGORICAL_COLUMNS, CURATION_COLUMNS, IMAGE_INDEX, FilterContext, dictionary, group_codes,
     image_index_column, normalized_codes, reason_where, unique, valid,
 )
-from filters.kernels import absorption_lists, owner_bit_sets, stable_argsort
+from filters.kernels import absorption_lists, owner_bit_sets, producer_bit_sets, stable_argsort
 from filters.nms import pairs_in_groups
 from storage.atomic import write_text_atomic
 from storage.geometry import as_fixed_size, boxes_from_arrow, pairwise_iou
@@ -71,6 +71,19 @@ from storage.decisions import build_trails, judged_counts, value_counts
 from storage.schema import ANNOTATIONS, CURATED
 
 MERGE_RULE = "merge"
+
+
+def _alphabetical(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``alpha``: the positions of ``names`` in sorted order; ``rank``: each name's place there."""
+    alpha = np.argsort(np.array(names, dtype=object))
+    rank = np.empty(len(names), np.int64)
+    rank[alpha] = np.arange(len(names))
+    return alpha, rank
+
+
+def _bit_set_list_array(offsets: np.ndarray, picks: np.ndarray, names: list[str], alpha: np.ndarray) -> pa.ListArray:
+    """The string lists of bit sets: ``picks`` are ranks (``alpha`` maps them to ``names``)."""
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(names, pa.string()).take(pa.array(alpha[picks])))
 
 
 def _lists(owner: np.ndarray, values: pa.Array | pa.ChunkedArray | tuple[np.ndarray, list], m: int,
@@ -83,13 +96,11 @@ def _lists(owner: np.ndarray, values: pa.Array | pa.ChunkedArray | tuple[np.ndar
         values = values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
     if distinct:
         codes, names = values if isinstance(values, tuple) else dictionary(values)
-        alpha = np.argsort(np.array(names, dtype=object))  # names in sorted order; rank: a name's place there
-        rank = np.empty(len(names), np.int64)
-        rank[alpha] = np.arange(len(names))
+        alpha, rank = _alphabetical(names)
         if 0 < len(names) <= 64:  # one bit per name: sets without sorting
             present = codes >= 0  # a null value joins no set
-            offsets, picks = owner_bit_sets(np.asarray(owner, np.int64)[present], rank[codes[present]], m)
-            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(names, pa.string()).take(pa.array(alpha[picks])))
+            return _bit_set_list_array(*owner_bit_sets(np.asarray(owner, np.int64)[present], rank[codes[present]], m),
+                                       names, alpha)
         if len(codes):
             key = unique(owner.astype(np.int64) * len(names) + rank[codes])
             owner, values = key // len(names), pa.array(names, pa.string()).take(pa.array(alpha[key % len(names)]))
@@ -112,10 +123,14 @@ def _agreement(work: pa.Table, gidx: np.ndarray, raw: pa.Table, into: np.ndarray
     ids = raw["annotation_id"].take(pa.array(rows))
     ids = ids.combine_chunks().cast(pa.string()) if ids.num_chunks else pa.array([], pa.string())
     absorbed_ids = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), ids)
-    agreeing = rows[agrees[rows]]
     codes, tags = producer
-    seen_by = _lists(np.concatenate([np.arange(m), owner[agreeing]]), (codes[np.concatenate([gidx, agreeing])], tags),
-                     m, distinct=True)
+    if 0 < len(tags) <= 64:  # one bit per producer: the sets in one compiled pass
+        alpha, rank = _alphabetical(tags)
+        seen_by = _bit_set_list_array(*producer_bit_sets(gidx, rows, owner, agrees, codes, rank), tags, alpha)
+    else:
+        agreeing = rows[agrees[rows]]
+        seen_by = _lists(np.concatenate([np.arange(m), owner[agreeing]]),
+                         (codes[np.concatenate([gidx, agreeing])], tags), m, distinct=True)
     out = work.append_column("absorbed_ids", absorbed_ids).append_column("seen_by", seen_by)
     return out.append_column("agreement", pc.list_value_length(seen_by).cast(pa.int32()))
 

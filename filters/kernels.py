@@ -289,6 +289,33 @@ def owner_bit_sets(owner: np.ndarray, bit: np.ndarray, m: int) -> tuple:  # prag
     masks = np.zeros(m, np.uint64)
     for i in range(len(owner)):
         masks[owner[i]] |= np.uint64(1) << np.uint64(bit[i])
+    return _bit_set_lists(masks)
+
+
+@numba.njit(cache=True, nogil=True)
+def producer_bit_sets(survivors: np.ndarray, absorbed: np.ndarray, owner: np.ndarray, agrees: np.ndarray,
+                      codes: np.ndarray, rank: np.ndarray) -> tuple:  # pragma: no cover - compiled
+    """The set of producers of every survivor: its own and those of the rows it absorbed
+    where ``agrees``. ``survivors``: their raw rows; ``absorbed``: raw rows, each held by
+    survivor ``owner[row]``; ``codes[row]``: the producer of a raw row (-1 none), whose bit
+    is ``rank[code]`` (0..63). Returns :func:`owner_bit_sets`' ``(offsets, values)``."""
+    masks = np.zeros(len(survivors), np.uint64)
+    for k in range(len(survivors)):
+        code = codes[survivors[k]]
+        if code >= 0:
+            masks[k] |= np.uint64(1) << np.uint64(rank[code])
+    for j in range(len(absorbed)):
+        row = absorbed[j]
+        code = codes[row]
+        if agrees[row] and code >= 0:
+            masks[owner[row]] |= np.uint64(1) << np.uint64(rank[code])
+    return _bit_set_lists(masks)
+
+
+@numba.njit(cache=True, nogil=True)
+def _bit_set_lists(masks: np.ndarray) -> tuple:  # pragma: no cover - compiled
+    """int32 list ``offsets`` and ascending bit ``values`` of every 64-bit mask."""
+    m = len(masks)
     offsets = np.zeros(m + 1, np.int32)
     for k in range(m):
         mask, count = masks[k], 0

@@ -193,6 +193,23 @@ def _write_round(root: DataRoot, round_: int, rows: list[dict]) -> None:
         pq.write_table(table(part), path)
 
 
+@pytest.mark.parametrize("producers", [3, 70])  # up to 64 producers: bit sets; more: the sorted lists
+def test_seen_by_lists_every_agreeing_producer_once(producers):
+    rows = []
+    for k in range(producers):
+        for copy in range(2):  # two versions per source, the second a duplicate of the same checkpoint
+            rows.append(region("a", [10, 10, 50 + copy, 50], source=f"s{k:02d}", score=0.5 + k / 200 + copy / 1000))
+    rows.append(region("a", [60, 60, 90, 75], source="s00", score=0.4))  # a box nobody else saw
+    rules = tuple(r for r in DEFAULT_RULES if r not in ("text_complexity",))
+    curated, _ = curate_tables(table(rows), None, IMAGES_OK, CurationConfig(rules=rules), 0)
+    by_box = {tuple(r["bbox"]): r for r in curated.to_pylist()}
+    assert len(by_box) == 2
+    shared = next(r for box, r in by_box.items() if box[0] == 10)
+    assert shared["seen_by"] == sorted(f"s{k:02d}@s{k:02d}-v1" for k in range(producers))
+    assert shared["agreement"] == producers and len(shared["absorbed_ids"]) == 2 * producers - 1
+    assert by_box[(60, 60, 90, 75)]["seen_by"] == ["s00@s00-v1"]
+
+
 def test_image_sizes_hold_each_ok_image_once_with_its_first_row(tmp_path):
     from engine.curation_io import read_image_sizes
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from filters.kernels import record_outcome, stable_argsort
+from filters.kernels import producer_bit_sets, record_outcome, stable_argsort
 
 
 @pytest.mark.parametrize("low, high", [(0, 3), (-50, 50), (0, 70_000), (-(2**40), 2**40), (0, 2**62)])
@@ -52,3 +52,24 @@ def test_record_outcome_matches_the_numpy_bookkeeping(with_absorbers):
     assert dropped.tolist() == rows[~keep].tolist()
     for got, want in zip(state, expected):
         assert got.tolist() == want.tolist()
+
+
+def test_producer_bit_sets_equal_the_sets_built_from_concatenated_owners():
+    rng = np.random.default_rng(9)
+    n, names = 400, 7
+    codes = rng.integers(-1, names, n)  # -1: a row without a producer joins no set
+    rank = rng.permutation(names)
+    survivors = np.sort(rng.choice(n, 60, replace=False))
+    absorbed = np.setdiff1d(np.arange(n), survivors)[rng.random(n - 60) < 0.7]
+    owner = np.full(n, -1, np.int64)
+    owner[absorbed] = rng.integers(0, 60, len(absorbed))
+    agrees = rng.random(n) < 0.5
+    offsets, values = producer_bit_sets(survivors, absorbed, owner, agrees, codes, rank)
+    expected = [set() for _ in survivors]
+    for k, row in enumerate(survivors):
+        if codes[row] >= 0:
+            expected[k].add(rank[codes[row]])
+    for row in absorbed:
+        if agrees[row] and codes[row] >= 0:
+            expected[owner[row]].add(rank[codes[row]])
+    assert [values[offsets[k]:offsets[k + 1]].tolist() for k in range(60)] == [sorted(e) for e in expected]
