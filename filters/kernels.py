@@ -366,3 +366,29 @@ def record_outcome(rows: np.ndarray, judged: np.ndarray, keep: np.ndarray, absor
             into[g] = rows[absorbed_by[i]]
             agreeing[g] = agrees
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def merge_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """Two ascending float arrays (NaN last) merged into one ascending array (NaN last), in one
+    pass; on ties ``a``'s values come first (a stable sort of ``a`` then ``b``)."""
+    out = np.empty(len(a) + len(b), a.dtype)
+    i, j, k = 0, 0, 0
+    while i < len(a) and j < len(b):
+        x, y = a[i], b[j]
+        if y < x or (x != x and y == y):  # b's value first only when strictly smaller (NaN above all)
+            out[k] = y
+            j += 1
+        else:
+            out[k] = x
+            i += 1
+        k += 1
+    while i < len(a):
+        out[k] = a[i]
+        i += 1
+        k += 1
+    while j < len(b):
+        out[k] = b[j]
+        j += 1
+        k += 1
+    return out

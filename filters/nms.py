@@ -18,6 +18,7 @@ Suppressed rows are absorbed by their suppressor, which gains their sources as a
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from filters.base import (
     FilterContext, FilterResult, dictionary, equals, group_codes, image_keys, is_in, normalized_codes,
     register_filter, reason_where, valid,
 )
-from filters.kernels import greedy_in_groups, ranks_against, sort_groups_by_score, stable_argsort
+from filters.kernels import greedy_in_groups, merge_sorted, ranks_against, sort_groups_by_score, stable_argsort
 from storage.geometry import boxes_from_arrow
 
 CALIBRATIONS = ("rank", "weight", "raw")
@@ -263,8 +264,13 @@ def merge_references(parts: list[dict[str | None, np.ndarray] | None]) -> dict[s
     if not parts or parts[0] is None:
         return None
     names = {name for part in parts for name in part}
-    return {name: np.sort(np.concatenate([part[name] for part in parts if name in part]), kind="stable")
-            for name in names}
+    return {name: functools.reduce(_merge_two, [part[name] for part in parts if name in part]) for name in names}
+
+
+def _merge_two(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype != b.dtype:
+        a, b = a.astype(np.float64), b.astype(np.float64)
+    return merge_sorted(a, b)
 
 
 @register_filter("nms_cross", section="nms", prepare=rank_reference, combine=merge_references)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from filters.kernels import producer_bit_sets, record_outcome, stable_argsort
+from filters.kernels import merge_sorted, producer_bit_sets, record_outcome, stable_argsort
 
 
 @pytest.mark.parametrize("low, high", [(0, 3), (-50, 50), (0, 70_000), (-(2**40), 2**40), (0, 2**62)])
@@ -73,3 +73,14 @@ def test_producer_bit_sets_equal_the_sets_built_from_concatenated_owners():
         if agrees[row] and codes[row] >= 0:
             expected[owner[row]].add(rank[codes[row]])
     assert [values[offsets[k]:offsets[k + 1]].tolist() for k in range(60)] == [sorted(e) for e in expected]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_merge_sorted_equals_a_stable_sort_of_both(dtype):
+    rng = np.random.default_rng(5)
+    for n, m in [(0, 0), (0, 5), (7, 0), (300, 200)]:
+        a = np.sort(np.where(rng.random(n) < 0.1, np.nan, rng.integers(0, 20, n)).astype(dtype))
+        b = np.sort(np.where(rng.random(m) < 0.1, np.nan, rng.integers(0, 20, m)).astype(dtype))
+        merged = merge_sorted(a, b)
+        assert merged.dtype == dtype
+        assert np.array_equal(merged, np.sort(np.concatenate([a, b]), kind="stable"), equal_nan=True)
