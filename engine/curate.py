@@ -249,6 +249,7 @@ def _working_table(raw: pa.Table, is_region: pa.ChunkedArray, images: pa.Table, 
     text, version = columns.pop("text"), columns.pop("source_version")
     label = pa.DictionaryArray.from_arrays(
         pc.if_else(is_region.combine_chunks(), text.indices, pa.scalar(None, text.indices.type)), text.dictionary)
+    geometry["text"] = text
     work = pa.Table.from_arrays([columns.get(c, geometry.get(c, raw[c])) for c in CURATION_COLUMNS] + [label],
                                 names=[*CURATION_COLUMNS, "label"])
     (source, sources), (version, versions) = dictionary(columns["source"]), dictionary(version)
@@ -385,6 +386,7 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     # (Parquet takes the dictionaries as they are; readers get strings: the type is string)
     curated = conform(_agreement(survivors, gidx, raw, into, agrees, producer), CURATED,
                       keep_dictionaries=previous is None)
+    curated = _small_dictionaries(curated) if previous is None else curated
     if merging:
         curated, merged, reason, into_previous = merge_with_previous(curated, previous, config)
         judged[gidx] |= 1 << (len(rule_names) - 1)
@@ -398,6 +400,22 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     if on_curated is not None:
         on_curated(curated)
     return curated, (trails_job.result() if not merging else finish_trails())
+
+
+#: a dictionary whose values take more bytes than Parquet's dictionary page (1 MiB by
+#: default) makes the writer fall back to plain pages at thrice the cost: decode it first
+LARGE_DICTIONARY_BYTES = 1 << 20
+
+
+def _small_dictionaries(table: pa.Table) -> pa.Table:
+    """``table`` with every dictionary column whose dictionary (all entries, used or not:
+    e.g. the texts of dropped captions) exceeds :data:`LARGE_DICTIONARY_BYTES` decoded."""
+    for i, field in enumerate(table.schema):
+        column = table.column(i)
+        if pa.types.is_dictionary(field.type) and column.num_chunks and \
+                sum(chunk.dictionary.nbytes for chunk in column.chunks) > LARGE_DICTIONARY_BYTES:
+            table = table.set_column(i, field.name, column.cast(field.type.value_type))
+    return table
 
 
 def _check_accounting(new_rows: int, dropped_by: np.ndarray, n: int) -> None:

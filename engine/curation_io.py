@@ -19,8 +19,10 @@ from storage.atomic import write_parquet_atomic
 from storage.layout import DataRoot
 from storage.schema import ANNOTATIONS, CURATED
 
-#: low-cardinality raw columns read dictionary-encoded (no string per row is built for them)
-RAW_DICTIONARY_COLUMNS: tuple[str, ...] = ("source", "source_version", "kind", "granularity", "region_type")
+#: raw columns read dictionary-encoded (no string per row is built for them): the
+#: low-cardinality ones, and ``text``, which curation encodes anyway (class labels repeat; a
+#: file whose captions did not repeat is encoded by the reader, at the cost of that encode)
+RAW_DICTIONARY_COLUMNS: tuple[str, ...] = ("source", "source_version", "kind", "granularity", "region_type", "text")
 IMAGE_SIZES = pa.schema([pa.field("image_id", pa.string()), pa.field("width", pa.int32()), pa.field("height", pa.int32())])
 
 
