@@ -29,8 +29,8 @@ that absorbed it; ``expand_trails`` and the catalog's ``decisions`` view give th
 
 The working table the filters see is narrow (``filters.base.CURATION_COLUMNS`` plus
 ``label`` and ``image_index``, so the 64-character image ids are hashed once and never
-copied), with the low-cardinality ``CATEGORICAL_COLUMNS`` dictionary-encoded and boxes as
-fixed-size lists; ``engine.rule_runner`` runs the rules over it in image partitions on
+copied), with the low-cardinality ``CATEGORICAL_COLUMNS`` and ``text`` dictionary-encoded
+and boxes as fixed-size lists; ``engine.rule_runner`` runs the rules over it in image partitions on
 threads (the result does not depend on their number), and the wide columns are taken from
 the raw table once, for the survivors. Without a merge the trails are final once the rules
 ran: they are built and written on workers while the curated set is assembled.

@@ -9,9 +9,11 @@ It returns, per row of ``table``: whether the row is kept, the reason when it is
 optionally whether the rule judged the row at all, which surviving row absorbed it and
 replacement column values. Filters never loop in Python over rows; they use numpy,
 ``pyarrow.compute``, DuckDB or the compiled kernels of :mod:`filters.kernels`. During
-curation the :data:`CATEGORICAL_COLUMNS` arrive dictionary-encoded; :func:`dictionary`,
-:func:`equals` and :func:`is_in` accept both forms. ``bbox`` and ``quad`` may arrive as
-fixed-size lists (``storage.geometry.as_fixed_size``): read them with
+curation the :data:`CATEGORICAL_COLUMNS` and ``text`` arrive dictionary-encoded;
+:func:`dictionary`, :func:`equals`, :func:`is_in`, ``pyarrow.compute``'s ``take``,
+``filter``, ``unique`` and ``index_in`` and DuckDB accept both forms (string functions go
+through :func:`dictionary`'s distinct values or :func:`normalized_codes`). ``bbox`` and
+``quad`` may arrive as fixed-size lists (``storage.geometry.as_fixed_size``): read them with
 ``storage.geometry.boxes_from_arrow`` / ``quads_from_arrow``, which take both.
 
 ``@register_filter("name", section="family")`` registers a function; ``section`` names the

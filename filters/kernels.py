@@ -1,8 +1,9 @@
 """Numba-compiled loops of curation, for work that numpy does only with quadratic memory,
 repeated sorts or a dozen temporaries per row: a stable radix argsort of integer keys,
 greedy NMS inside sorted groups, the geometry rule's box checks in one pass, percentile
-ranks against a sorted reference, absorption lists and distinct small values per owner as
-bit sets.
+ranks against a sorted reference and the merge of two references, absorption lists,
+distinct small values per owner as bit sets (the producers of every survivor among them)
+and one rule's outcome recorded over the raw rows.
 
 Compiled on first use (about 12 s for all of them) and cached beside this file in
 ``__pycache__`` (numba's user-wide cache, ``NUMBA_CACHE_DIR``, where that folder is
