@@ -59,7 +59,7 @@ from engine.curation_io import (
 )
 from engine.text_metrics import metrics_function
 from filters.base import (
-    CATEGORICAL_COLUMNS, CURATION_COLUMNS, IMAGE_INDEX, FilterContext, dictionary, group_codes,
+    CATEGORICAL_COLUMNS, CURATION_COLUMNS, IMAGE_INDEX, FilterContext, dictionary, equals, group_codes,
     image_index_column, normalized_codes, reason_where, unique, valid,
 )
 from filters.kernels import absorption_lists, owner_bit_sets, producer_bit_sets, stable_argsort
@@ -234,7 +234,7 @@ def _encoded(column: pa.ChunkedArray) -> pa.DictionaryArray:
     return column.combine_chunks() if column.num_chunks else pa.array([], column.type.value_type).dictionary_encode()
 
 
-def _working_table(raw: pa.Table, is_region: pa.ChunkedArray, images: pa.Table, pool: ThreadPoolExecutor
+def _working_table(raw: pa.Table, images: pa.Table, pool: ThreadPoolExecutor
                    ) -> tuple[pa.Table, tuple[np.ndarray, list[str]]]:
     """The narrow table the filters see: :data:`CURATION_COLUMNS` with the
     :data:`CATEGORICAL_COLUMNS` dictionary-encoded, plus ``label`` (a top-level region's raw
@@ -247,8 +247,9 @@ def _working_table(raw: pa.Table, is_region: pa.ChunkedArray, images: pa.Table, 
     index = image_index_column(raw, images)  # converts the boxes and hashes the image ids
     columns = {c: job.result() for c, job in jobs.items()}
     text, version = columns.pop("text"), columns.pop("source_version")
-    label = pa.DictionaryArray.from_arrays(
-        pc.if_else(is_region.combine_chunks(), text.indices, pa.scalar(None, text.indices.type)), text.dictionary)
+    is_label = equals(columns["kind"], "region") & ~valid(raw["parent_id"]) & valid(text)  # a top-level region's text
+    codes = (pc.fill_null(text.indices, 0) if text.null_count else text.indices).to_numpy(zero_copy_only=False)
+    label = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32(), mask=~is_label), text.dictionary)
     geometry["text"] = text
     work = pa.Table.from_arrays([columns.get(c, geometry.get(c, raw[c])) for c in CURATION_COLUMNS] + [label],
                                 names=[*CURATION_COLUMNS, "label"])
@@ -350,11 +351,10 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     merging = previous is not None and config.merge.enabled
     rule_names = [*config.rules, *([MERGE_RULE] if merging else [])]
 
-    is_region = pc.and_(pc.equal(raw["kind"], "region"), pc.is_null(raw["parent_id"]))
     ctx = FilterContext(images=conform(images, IMAGE_SIZES).combine_chunks(), previous=previous,
                         text_metrics=metrics_function(config.text.pipeline, config.text.batch_size))
     # the narrow working table: image ids are hashed once here, the filters read the index
-    work, producer = _working_table(raw, is_region, ctx.images, pool)
+    work, producer = _working_table(raw, ctx.images, pool)
     index = work[IMAGE_INDEX].to_numpy()
     work, gidx, outcomes = run_rules(work, config.rules, config, ctx, index, pool, partitions)
     judged, dropped_by, into, agrees = outcomes.judged, outcomes.dropped_by, outcomes.into, outcomes.agrees
