@@ -126,7 +126,10 @@ def _agreement(work: pa.Table, gidx: np.ndarray, raw: pa.Table, into: np.ndarray
     codes, tags = producer
     if 0 < len(tags) <= 64:  # one bit per producer: the sets in one compiled pass
         alpha, rank = _alphabetical(tags)
-        seen_by = _bit_set_list_array(*producer_bit_sets(gidx, rows, owner, agrees, codes, rank), tags, alpha)
+        offsets, picks = producer_bit_sets(gidx, rows, owner, agrees, codes, rank)
+        # the tags as codes: no string per list value is built, and Parquet takes the codes
+        tag_codes = pa.DictionaryArray.from_arrays(pa.array(alpha[picks].astype(np.int32)), pa.array(tags, pa.string()))
+        seen_by = pa.ListArray.from_arrays(pa.array(offsets), tag_codes)
     else:
         agreeing = rows[agrees[rows]]
         seen_by = _lists(np.concatenate([np.arange(m), owner[agreeing]]),

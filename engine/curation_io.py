@@ -26,18 +26,28 @@ RAW_DICTIONARY_COLUMNS: tuple[str, ...] = ("source", "source_version", "kind", "
 IMAGE_SIZES = pa.schema([pa.field("image_id", pa.string()), pa.field("width", pa.int32()), pa.field("height", pa.int32())])
 
 
+def _encoded_form_of(kind: pa.DataType, wanted: pa.DataType) -> bool:
+    """Whether ``kind`` is ``wanted`` with its values (top level or a list's) dictionary-encoded."""
+    if pa.types.is_dictionary(kind):
+        return kind.value_type == wanted
+    if pa.types.is_list(kind) and pa.types.is_list(wanted):
+        return _encoded_form_of(kind.value_type, wanted.value_type)
+    return False
+
+
 def conform(table: pa.Table | None, schema: pa.Schema, keep_dictionaries: bool = False) -> pa.Table:
     """``table`` with exactly ``schema``'s columns (missing nullable ones as nulls), cast.
 
-    ``keep_dictionaries``: a dictionary-encoded column whose values have the field's type
-    stays encoded (the field's type in the result says so) instead of being decoded."""
+    ``keep_dictionaries``: a dictionary-encoded column whose values have the field's type,
+    or a list column of such values, stays encoded (the field's type in the result says so)
+    instead of being decoded."""
     if table is None:
         return schema.empty_table()
     columns, fields = [], []
     for f in schema:
         if f.name in table.column_names:
             column = table[f.name]
-            if keep_dictionaries and pa.types.is_dictionary(column.type) and column.type.value_type == f.type:
+            if keep_dictionaries and _encoded_form_of(column.type, f.type):
                 f = f.with_type(column.type)
             columns.append(column.cast(f.type))
         elif f.nullable:

@@ -347,3 +347,20 @@ def test_large_dictionaries_are_decoded_before_the_curated_write():
     assert _small_dictionaries(small)["text"].type == pa.string()
     labels = pa.table({"text": pa.array(["dog", "cat"] * 1000).dictionary_encode()})
     assert _small_dictionaries(labels).equals(labels)
+
+
+def test_conform_keeps_top_level_and_list_value_dictionaries_only_when_asked():
+    from engine.curation_io import conform
+
+    tags = pa.ListArray.from_arrays(pa.array([0, 1, 3]), pa.array(["a", "b", "a"]).dictionary_encode())
+    schema = pa.schema([pa.field("seen_by", pa.list_(pa.string())), pa.field("kind", pa.string()),
+                        pa.field("ids", pa.list_(pa.string()))])
+    table_ = pa.table({"seen_by": tags, "kind": pa.array(["x", "y"]).dictionary_encode(),
+                       "ids": pa.array([["p"], ["q", "r"]])})
+    kept = conform(table_, schema, keep_dictionaries=True)
+    assert pa.types.is_dictionary(kept.schema.field("seen_by").type.value_type)
+    assert pa.types.is_dictionary(kept.schema.field("kind").type)
+    assert kept.schema.field("ids").type == pa.list_(pa.string())
+    decoded = conform(table_, schema)
+    assert decoded.schema == schema and decoded.to_pylist() == kept.to_pylist() == [
+        {"seen_by": ["a"], "kind": "x", "ids": ["p"]}, {"seen_by": ["b", "a"], "kind": "y", "ids": ["q", "r"]}]
