@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Sequence
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from filters.string_index import index_in
 from storage.atomic import write_parquet_atomic
 from storage.layout import DataRoot
 from storage.schema import ANNOTATIONS, CURATED
@@ -94,10 +92,10 @@ def read_curated(root: DataRoot, round_: int) -> pa.Table | None:
 
 
 def read_image_sizes(root: DataRoot) -> pa.Table:
-    """``image_id, width, height`` of the ingested images with status ok (DuckDB scan), one
-    row per image id: an id ingested twice (the same bytes in two shards) keeps its first row.
-    Duplicates are found by one hash lookup of the ids among themselves, cheaper than a
-    GROUP BY over the 64-character ids."""
+    """``image_id, width, height`` of the ingested images with status ok (DuckDB scan, in
+    file order). An id listed twice (the same bytes ingested from two shards) keeps both
+    rows: curation looks ids up by their first row (``filters.string_index.index_in``), so
+    no GROUP BY over the 64-character ids is paid for here."""
     files = sorted(str(p) for p in root.images.glob("part-*.parquet"))
     if not files:
         return IMAGE_SIZES.empty_table()
@@ -106,10 +104,7 @@ def read_image_sizes(root: DataRoot) -> pa.Table:
             "select image_id, width, height from read_parquet(?) where status = 'ok' and image_id is not null",
             params=[files],
         ).to_arrow_table()
-    table = conform(table, IMAGE_SIZES).combine_chunks()
-    first = index_in(table["image_id"], table["image_id"])
-    repeated = first != np.arange(table.num_rows)
-    return table.filter(pa.array(~repeated)) if repeated.any() else table
+    return conform(table, IMAGE_SIZES)
 
 
 PARALLEL_PART_ROWS = 250_000  # a table above this is written as at least one part per core

@@ -210,8 +210,9 @@ def test_seen_by_lists_every_agreeing_producer_once(producers):
     assert by_box[(60, 60, 90, 75)]["seen_by"] == ["s00@s00-v1"]
 
 
-def test_image_sizes_hold_each_ok_image_once_with_its_first_row(tmp_path):
+def test_image_sizes_list_ok_images_and_a_repeated_id_is_looked_up_at_its_first_row(tmp_path):
     from engine.curation_io import read_image_sizes
+    from filters.base import image_index
 
     root = DataRoot(tmp_path / "data").ensure()
     root.images.mkdir()
@@ -223,9 +224,14 @@ def test_image_sizes_hold_each_ok_image_once_with_its_first_row(tmp_path):
                                              status=st, ingested_at=utc_now()) for k, (i, w, h, st) in enumerate(part)],
                                        IMAGES), root.images_part(shard))
     sizes = read_image_sizes(root)
-    assert sorted(sizes.to_pylist(), key=lambda r: r["image_id"]) == [
-        {"image_id": "a", "width": 100, "height": 80}, {"image_id": "b", "width": 30, "height": 20},
-        {"image_id": "c", "width": 50, "height": 40}]
+    assert sizes.to_pylist() == [{"image_id": i, "width": w, "height": h} for i, w, h, st in rows
+                                 if st == "ok" and i is not None]
+    found = image_index(pa.table({"image_id": ["c", "b", "a", "z"]}), sizes)
+    assert [sizes["width"][int(k)].as_py() if k >= 0 else None for k in found] == [50, 30, 100, None]
+    # the repeated "c" (51 x 41) is never used: curation sees the first row's size
+    curated, _ = curate_tables(table([region("c", [45, 35, 51, 41], score=0.9)]), None, sizes,
+                               CurationConfig(rules=("image", "geometry")), 0)
+    assert curated["bbox"].to_pylist() == [[45, 35, 50, 40]]
 
 
 def test_curate_round_reads_and_writes_the_data_root(tmp_path):
