@@ -362,16 +362,14 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     work, gidx, outcomes = run_rules(work, config.rules, config, ctx, index, pool, partitions)
     judged, dropped_by, into, agrees = outcomes.judged, outcomes.dropped_by, outcomes.into, outcomes.agrees
     drops = [(np.zeros(0, np.int64), pa.array([], pa.string())), *outcomes.drops]
-    absorbed = np.flatnonzero(into >= 0)  # the absorbers' ids are gathered for the trails beside the agreement
-    absorber_ids = pool.submit(_scatter, [(absorbed, raw["annotation_id"], into[absorbed])], n)
-    merged_into: list[tuple[np.ndarray, pa.Array, None]] = []
+    absorbed = np.flatnonzero(into >= 0)
+    # ids of the rows that absorbed others; rows merged into the previous round's (never also
+    # absorbed by a rule) are added after the merge
+    absorbers: list[tuple[np.ndarray, pa.Array, np.ndarray | None]] = [(absorbed, raw["annotation_id"], into[absorbed])]
 
-    def finish_trails() -> pa.Table:
-        absorbed_by = absorber_ids.result()
-        if merged_into:  # rows merged into the previous round's (never also absorbed by a rule)
-            absorbed_by = pc.coalesce(absorbed_by, _scatter(merged_into, n))
+    def finish_trails() -> pa.Table:  # one job: a worker never waits here on another worker's result
         trails = build_trails(raw["annotation_id"], round_, rule_names, judged, dropped_by,
-                              _scatter_reasons(drops, n), absorbed_by)
+                              _scatter_reasons(drops, n), _scatter(absorbers, n))
         if on_trails is not None:
             on_trails(trails)
         return trails
@@ -379,8 +377,9 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     if not merging:  # the trails are final: built (and written) while the curated set is assembled
         _check_accounting(len(gidx), dropped_by, n)
         trails_job = pool.submit(finish_trails)
+    # a few narrow columns: taken here (the workers are busy with the trails)
     rest = take_table(raw.select([c for c in ANNOTATIONS.names if c not in work.column_names and c != "image_id"]),
-                      gidx, pool)
+                      gidx, None)
     rest = rest.append_column("image_id", _image_ids(work[IMAGE_INDEX].to_numpy(), ctx.images, raw["image_id"], gidx))
     survivors = pa.Table.from_arrays(
         [work[c] if c in work.column_names else rest[c] for c in ANNOTATIONS.names]
@@ -395,7 +394,7 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
         judged[gidx] |= 1 << (len(rule_names) - 1)
         dropped_by[gidx[merged]] = len(rule_names) - 1
         drops.append((gidx[merged], reason.filter(pa.array(merged))))
-        merged_into.append((gidx[merged], into_previous, None))
+        absorbers.append((gidx[merged], into_previous, None))
     elif previous is not None:  # merge off: carry the previous set over unchanged beside the new rows
         curated = pa.concat_tables([previous, curated])
     _check_accounting(int(pc.sum(pc.equal(curated["round"], round_)).as_py() or 0) if curated.num_rows else 0,
