@@ -30,9 +30,9 @@ that absorbed it; ``expand_trails`` and the catalog's ``decisions`` view give th
 The working table the filters see is narrow (``filters.base.CURATION_COLUMNS`` plus
 ``label`` and ``image_index``, so the 64-character image ids are hashed once and never
 copied), with the low-cardinality ``CATEGORICAL_COLUMNS`` and ``text`` dictionary-encoded
-and boxes as fixed-size lists; ``engine.rule_runner`` runs the rules over it in image partitions on
-threads (the result does not depend on their number), and the wide columns are taken from
-the raw table once, for the survivors. Without a merge the trails are final once the rules
+and boxes as fixed-size lists; ``engine.rule_runner`` runs the rules over it in image
+partitions on threads (the result does not depend on their number), and the wide columns
+are taken from the raw table once, for the survivors. Without a merge the trails are final once the rules
 ran: they are built and written on workers while the curated set is assembled.
 
 Known limits: a region-text candidate whose parent region lives only in the previous
@@ -81,11 +81,6 @@ def _alphabetical(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return alpha, rank
 
 
-def _bit_set_list_array(offsets: np.ndarray, picks: np.ndarray, names: list[str], alpha: np.ndarray) -> pa.ListArray:
-    """The string lists of bit sets: ``picks`` are ranks (``alpha`` maps them to ``names``)."""
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(names, pa.string()).take(pa.array(alpha[picks])))
-
-
 def _lists(owner: np.ndarray, values: pa.Array | pa.ChunkedArray | tuple[np.ndarray, list], m: int,
            distinct: bool) -> pa.ListArray:
     """One string list per owner ``0..m-1`` from ``values[i]`` owned by ``owner[i]``.
@@ -99,8 +94,8 @@ def _lists(owner: np.ndarray, values: pa.Array | pa.ChunkedArray | tuple[np.ndar
         alpha, rank = _alphabetical(names)
         if 0 < len(names) <= 64:  # one bit per name: sets without sorting
             present = codes >= 0  # a null value joins no set
-            return _bit_set_list_array(*owner_bit_sets(np.asarray(owner, np.int64)[present], rank[codes[present]], m),
-                                       names, alpha)
+            offsets, picks = owner_bit_sets(np.asarray(owner, np.int64)[present], rank[codes[present]], m)
+            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(names, pa.string()).take(pa.array(alpha[picks])))
         if len(codes):
             key = unique(owner.astype(np.int64) * len(names) + rank[codes])
             owner, values = key // len(names), pa.array(names, pa.string()).take(pa.array(alpha[key % len(names)]))
@@ -240,7 +235,7 @@ def _encoded(column: pa.ChunkedArray) -> pa.DictionaryArray:
 def _working_table(raw: pa.Table, images: pa.Table, pool: ThreadPoolExecutor
                    ) -> tuple[pa.Table, tuple[np.ndarray, list[str]]]:
     """The narrow table the filters see: :data:`CURATION_COLUMNS` with the
-    :data:`CATEGORICAL_COLUMNS` dictionary-encoded, plus ``label`` (a top-level region's raw
+    :data:`CATEGORICAL_COLUMNS` and ``text`` dictionary-encoded, plus ``label`` (a top-level region's raw
     text) and :data:`IMAGE_INDEX` (image ids hashed once, here); and the producer of every
     row (code per row, distinct ``source@source_version`` tags) for the agreement lists."""
     encoded = [c for c in CURATION_COLUMNS if c in CATEGORICAL_COLUMNS]
@@ -365,7 +360,8 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     absorbed = np.flatnonzero(into >= 0)
     # ids of the rows that absorbed others; rows merged into the previous round's (never also
     # absorbed by a rule) are added after the merge
-    absorbers: list[tuple[np.ndarray, pa.Array, np.ndarray | None]] = [(absorbed, raw["annotation_id"], into[absorbed])]
+    absorbers: list[tuple[np.ndarray, pa.Array, np.ndarray | None]] = [
+        (absorbed, raw["annotation_id"], into[absorbed])]
 
     def finish_trails() -> pa.Table:  # one job: a worker never waits here on another worker's result
         trails = build_trails(raw["annotation_id"], round_, rule_names, judged, dropped_by,
@@ -377,7 +373,7 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     if not merging:  # the trails are final: built (and written) while the curated set is assembled
         _check_accounting(len(gidx), dropped_by, n)
         trails_job = pool.submit(finish_trails)
-    # a few narrow columns: taken here (the workers are busy with the trails)
+    # a few cheap narrow columns: taken on this thread, not queued behind the trails job
     rest = take_table(raw.select([c for c in ANNOTATIONS.names if c not in work.column_names and c != "image_id"]),
                       gidx, None)
     rest = rest.append_column("image_id", _image_ids(work[IMAGE_INDEX].to_numpy(), ctx.images, raw["image_id"], gidx))
