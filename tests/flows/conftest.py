@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,19 @@ def write_config(path: Path, sample: Path, max_steps: int = 6, save_every: int =
 
 
 def fld_process(*args: str) -> subprocess.Popen:
+    """``fld`` in a subprocess, in a session of its own, so :func:`kill_run` can kill it
+    together with the Prefect API server it starts."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "flows.main", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def kill_run(process: subprocess.Popen) -> None:
+    """SIGKILL an :func:`fld_process` and every process of its session: killed alone, its
+    temporary Prefect API server would outlive the test session (it is a child process that
+    no one stops)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=60)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from flows.release_flow import release_flow
 from flows.round_flow import loop_flow
 from storage.catalog import Catalog
 from storage.layout import DataRoot
-from tests.flows.conftest import fld_process, write_config
+from tests.flows.conftest import fld_process, kill_run, write_config
 
 
 def _table(folder: Path) -> list[tuple]:
@@ -73,15 +72,13 @@ def test_round_killed_in_annotate_and_in_train_resumes_to_the_same_tables(tmp_pa
     root = DataRoot(tmp_path / "killed")
     victim = fld_process("round", "--root", str(root.path), "--config", str(config))
     assert _wait_for(lambda: root.annotations(0).exists() and len(read_markers(root, 0)) >= 1, victim)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=60)
+    kill_run(victim)
     assert len(read_markers(root, 0)) < 9, "killed after annotation finished: the test would prove nothing"
 
     victim = fld_process("round", "--root", str(root.path), "--config", str(config))
     checkpoints = root.model(0) / "checkpoints"
     assert _wait_for(lambda: checkpoints.exists() and any(checkpoints.glob("step-*")), victim)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=60)
+    kill_run(victim)
     assert not (root.model(0) / "train_summary.json").exists(), "training had finished before the kill"
 
     resumed = fld_process("round", "--root", str(root.path), "--config", str(config))
@@ -106,8 +103,7 @@ def test_second_concurrent_round_is_refused(tmp_path, tiny_sample):
         err = second.stderr.read()
         assert "another round is running on this data root" in err and f"pid {first.pid}" in err
     finally:
-        first.kill()
-        first.wait(timeout=60)
+        kill_run(first)
 
 
 def test_bad_config_key_is_named(tmp_path, tiny_sample):
