@@ -32,8 +32,8 @@ The working table the filters see is narrow (``filters.base.CURATION_COLUMNS`` p
 copied), with the low-cardinality ``CATEGORICAL_COLUMNS`` and ``text`` dictionary-encoded
 and boxes as fixed-size lists; ``engine.rule_runner`` runs the rules over it in image
 partitions on threads (the result does not depend on their number), and the wide columns
-are taken from the raw table once, for the survivors. Without a merge the trails are final once the rules
-ran: they are built and written on workers while the curated set is assembled.
+are taken from the raw table once, for the survivors. Without a merge the trails are final
+once the rules ran: they are built and written on workers while the curated set is assembled.
 
 Known limits: a region-text candidate whose parent region lives only in the previous
 curated set is dropped as an orphan, and a merged region keeps the previous row's text even
@@ -235,21 +235,21 @@ def _encoded(column: pa.ChunkedArray) -> pa.DictionaryArray:
 def _working_table(raw: pa.Table, images: pa.Table, pool: ThreadPoolExecutor
                    ) -> tuple[pa.Table, tuple[np.ndarray, list[str]]]:
     """The narrow table the filters see: :data:`CURATION_COLUMNS` with the
-    :data:`CATEGORICAL_COLUMNS` and ``text`` dictionary-encoded, plus ``label`` (a top-level region's raw
-    text) and :data:`IMAGE_INDEX` (image ids hashed once, here); and the producer of every
-    row (code per row, distinct ``source@source_version`` tags) for the agreement lists."""
+    :data:`CATEGORICAL_COLUMNS` and ``text`` dictionary-encoded, plus ``label`` (a top-level
+    region's raw text) and :data:`IMAGE_INDEX` (image ids hashed once, here); and the producer
+    of every row (code per row, distinct ``source@source_version`` tags) for the agreement lists."""
     encoded = [c for c in CURATION_COLUMNS if c in CATEGORICAL_COLUMNS]
     extra = ["text", "source_version"]
     jobs = {c: pool.submit(_encoded, raw[c]) for c in [*encoded, *extra]}  # on workers while this thread
-    geometry = {"bbox": as_fixed_size(raw["bbox"], 4), "quad": as_fixed_size(raw["quad"], 8)}
+    built = {"bbox": as_fixed_size(raw["bbox"], 4), "quad": as_fixed_size(raw["quad"], 8)}
     index = image_index_column(raw, images)  # converts the boxes and hashes the image ids
     columns = {c: job.result() for c, job in jobs.items()}
     text, version = columns.pop("text"), columns.pop("source_version")
     is_label = equals(columns["kind"], "region") & ~valid(raw["parent_id"]) & valid(text)  # a top-level region's text
     codes = (pc.fill_null(text.indices, 0) if text.null_count else text.indices).to_numpy(zero_copy_only=False)
     label = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32(), mask=~is_label), text.dictionary)
-    geometry["text"] = text
-    work = pa.Table.from_arrays([columns.get(c, geometry.get(c, raw[c])) for c in CURATION_COLUMNS] + [label],
+    built["text"] = text
+    work = pa.Table.from_arrays([columns.get(c, built.get(c, raw[c])) for c in CURATION_COLUMNS] + [label],
                                 names=[*CURATION_COLUMNS, "label"])
     (source, sources), (version, versions) = dictionary(columns["source"]), dictionary(version)
     pair = source * len(versions) + version
@@ -321,9 +321,9 @@ def curate_tables(
     dropped rows = raw rows), its low-cardinality columns possibly still dictionary-encoded
     (values as in :data:`CURATED`: it is the table to write); ``on_trails``: called (on a
     worker thread) with the trails as soon as they are final: right after the rules when there
-    is no merge, so ``curate_round`` writes them while the curated set is assembled. ``decoded=False``: the returned curated
-    table may keep low-cardinality columns dictionary-encoded (values as in :data:`CURATED`;
-    for callers that only write or count it).
+    is no merge, so ``curate_round`` writes them while the curated set is assembled.
+    ``decoded=False``: the returned curated table may keep low-cardinality columns
+    dictionary-encoded (values as in :data:`CURATED`; for callers that only write or count it).
     ``partitions``: image partitions the rules run in side by side (default: one per core,
     at least ``engine.rule_runner.PARTITION_MIN_ROWS`` rows each); the result is the same
     for any count. The working table shrinks with ``take`` (Arrow's ``filter`` is ~3x slower
@@ -384,7 +384,6 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     # (Parquet takes the dictionaries as they are; readers get strings: the type is string)
     curated = conform(_agreement(survivors, gidx, raw, into, agrees, producer), CURATED,
                       keep_dictionaries=previous is None)
-    curated = _small_dictionaries(curated) if previous is None else curated
     if merging:
         curated, merged, reason, into_previous = merge_with_previous(curated, previous, config)
         judged[gidx] |= 1 << (len(rule_names) - 1)
@@ -398,22 +397,6 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     if on_curated is not None:
         on_curated(curated)
     return curated, (trails_job.result() if not merging else finish_trails())
-
-
-#: a dictionary whose values take more bytes than Parquet's dictionary page (1 MiB by
-#: default) makes the writer fall back to plain pages at thrice the cost: decode it first
-LARGE_DICTIONARY_BYTES = 1 << 20
-
-
-def _small_dictionaries(table: pa.Table) -> pa.Table:
-    """``table`` with every dictionary column whose dictionary (all entries, used or not:
-    e.g. the texts of dropped captions) exceeds :data:`LARGE_DICTIONARY_BYTES` decoded."""
-    for i, field in enumerate(table.schema):
-        column = table.column(i)
-        if pa.types.is_dictionary(field.type) and column.num_chunks and \
-                sum(chunk.dictionary.nbytes for chunk in column.chunks) > LARGE_DICTIONARY_BYTES:
-            table = table.set_column(i, field.name, column.cast(field.type.value_type))
-    return table
 
 
 def _check_accounting(new_rows: int, dropped_by: np.ndarray, n: int) -> None:

@@ -22,6 +22,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from storage.arrow_masks import valid_mask
+
 PARALLEL_MIN_ROWS = 100_000  # below this, threads cost more than they save
 _M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
 
@@ -173,9 +175,7 @@ def _buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     _, offsets_buffer, data_buffer = array.buffers()
     offsets = np.frombuffer(offsets_buffer, width, len(array) + 1, array.offset * np.dtype(width).itemsize)
     data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
-    valid = (pc.is_valid(array).to_numpy(zero_copy_only=False) if array.null_count
-             else np.ones(len(array), bool))
-    return offsets, data, valid
+    return offsets, data, valid_mask(array)
 
 
 def _plain_chunks(column: pa.Array | pa.ChunkedArray, rows_per_chunk: int) -> list[pa.Array]:

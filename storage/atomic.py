@@ -46,6 +46,22 @@ def _leaves(field: pa.Field, prefix: str = "") -> list[tuple[str, pa.DataType]]:
     return [(path, kind)]
 
 
+#: an Arrow dictionary whose values take more bytes than Parquet's dictionary page (1 MiB by
+#: default) makes the writer fall back to plain pages at thrice the cost: it is decoded first
+LARGE_DICTIONARY_BYTES = 1 << 20
+
+
+def small_dictionaries(table: pa.Table) -> pa.Table:
+    """``table`` with every dictionary column whose dictionary (all entries, used or not:
+    e.g. the texts of dropped captions) exceeds :data:`LARGE_DICTIONARY_BYTES` decoded."""
+    for i, field in enumerate(table.schema):
+        column = table.column(i)
+        if pa.types.is_dictionary(field.type) and column.num_chunks and \
+                sum(chunk.dictionary.nbytes for chunk in column.chunks) > LARGE_DICTIONARY_BYTES:
+            table = table.set_column(i, field.name, column.cast(field.type.value_type))
+    return table
+
+
 def write_parquet_atomic(table: pa.Table, final: str | os.PathLike[str], row_group_size: int | None = None) -> Path:
     """Write ``table`` as Parquet (zstd) to ``final`` atomically; returns ``final``.
 
@@ -56,7 +72,9 @@ def write_parquet_atomic(table: pa.Table, final: str | os.PathLike[str], row_gro
     the whole range, so their statistics would let no reader skip anything). Float values
     get no dictionary attempt either (they rarely repeat), Arrow dictionary columns (a few
     distinct codes, e.g. rule names) no statistics (40 % of their write); everything else
-    gets both."""
+    gets both. Arrow dictionaries too large for one dictionary page are decoded first
+    (:func:`small_dictionaries`)."""
+    table = small_dictionaries(table)
     unique, dictionary, statistics = {}, [], []
     for field in table.schema:
         for path, kind in _leaves(field):

@@ -340,21 +340,6 @@ def test_distinct_lists_hold_each_owners_values_once_sorted(names):
     assert out == expected and out[44] == []
 
 
-def test_large_dictionaries_are_decoded_before_the_curated_write():
-    from engine.curate import LARGE_DICTIONARY_BYTES, _small_dictionaries
-
-    unique = pa.array([f"caption {k} " + "x" * 64 for k in range(LARGE_DICTIONARY_BYTES // 64)]).dictionary_encode()
-    table_ = pa.table({"text": unique, "kind": pa.array(["caption"] * len(unique)).dictionary_encode(),
-                       "round": pa.array([0] * len(unique), pa.int32())})
-    out = _small_dictionaries(table_)
-    assert out["text"].type == pa.string() and out["text"].to_pylist() == unique.to_pylist()
-    assert pa.types.is_dictionary(out["kind"].type) and out["round"].type == pa.int32()
-    small = table_.slice(0, 10)  # a slice keeps the whole dictionary: its size, not the rows', decides
-    assert _small_dictionaries(small)["text"].type == pa.string()
-    labels = pa.table({"text": pa.array(["dog", "cat"] * 1000).dictionary_encode()})
-    assert _small_dictionaries(labels).equals(labels)
-
-
 def test_conform_keeps_top_level_and_list_value_dictionaries_only_when_asked():
     from engine.curation_io import conform
 

@@ -6,7 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from storage.atomic import atomic_path, write_parquet_atomic, write_text_atomic
+from storage.atomic import (
+    LARGE_DICTIONARY_BYTES, atomic_path, small_dictionaries, write_parquet_atomic, write_text_atomic,
+)
 
 
 class Boom(Exception):
@@ -68,3 +70,16 @@ def test_block_that_writes_nothing_fails(tmp_path):
         with atomic_path(tmp_path / "never.txt"):
             pass
     assert not (tmp_path / "never.txt").exists()
+
+
+def test_large_dictionaries_are_decoded_before_the_write():
+    unique = pa.array([f"caption {k} " + "x" * 64 for k in range(LARGE_DICTIONARY_BYTES // 64)]).dictionary_encode()
+    table_ = pa.table({"text": unique, "kind": pa.array(["caption"] * len(unique)).dictionary_encode(),
+                       "round": pa.array([0] * len(unique), pa.int32())})
+    out = small_dictionaries(table_)
+    assert out["text"].type == pa.string() and out["text"].to_pylist() == unique.to_pylist()
+    assert pa.types.is_dictionary(out["kind"].type) and out["round"].type == pa.int32()
+    small = table_.slice(0, 10)  # a slice keeps the whole dictionary: its size, not the rows', decides
+    assert small_dictionaries(small)["text"].type == pa.string()
+    labels = pa.table({"text": pa.array(["dog", "cat"] * 1000).dictionary_encode()})
+    assert small_dictionaries(labels).equals(labels)
