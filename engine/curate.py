@@ -24,8 +24,10 @@ best IoU wins); a new phrase whose parent caption merged points at the previous 
 Invariant: new rows in the curated set + dropped rows = raw rows of the round.
 
 Decisions are returned and written as trails (``storage.decisions``): one row per raw row
-with the rules that judged it, the rule that dropped it, the reason and the id of the row
-that absorbed it; ``expand_trails`` and the catalog's ``decisions`` view give the long form.
+with the rules that judged it, the rule that dropped it, the reason and a reference to the
+row that absorbed it (its position among the round's raw rows, or the id of the previous
+round's curated row a merge put it into); ``expand_trails`` and the catalog's ``decisions``
+view give the long form, with the absorbing row's id.
 
 The working table the filters see is narrow (``filters.base.CURATION_COLUMNS`` plus
 ``label`` and ``image_index``, so the 64-character image ids are hashed once and never
@@ -357,15 +359,12 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     work, gidx, outcomes = run_rules(work, config.rules, config, ctx, index, pool, partitions)
     judged, dropped_by, into, agrees = outcomes.judged, outcomes.dropped_by, outcomes.into, outcomes.agrees
     drops = [(np.zeros(0, np.int64), pa.array([], pa.string())), *outcomes.drops]
-    absorbed = np.flatnonzero(into >= 0)
-    # ids of the rows that absorbed others; rows merged into the previous round's (never also
-    # absorbed by a rule) are added after the merge
-    absorbers: list[tuple[np.ndarray, pa.Array, np.ndarray | None]] = [
-        (absorbed, raw["annotation_id"], into[absorbed])]
+    # rows merged into the previous round's (never also absorbed by a rule): set by the merge
+    merged_into: list[tuple[np.ndarray, pa.Array, np.ndarray | None]] = []
 
     def finish_trails() -> pa.Table:  # one job: a worker never waits here on another worker's result
         trails = build_trails(raw["annotation_id"], round_, rule_names, judged, dropped_by,
-                              _scatter_reasons(drops, n), _scatter(absorbers, n))
+                              _scatter_reasons(drops, n), into, _scatter(merged_into, n) if merged_into else None)
         if on_trails is not None:
             on_trails(trails)
         return trails
@@ -389,7 +388,7 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
         judged[gidx] |= 1 << (len(rule_names) - 1)
         dropped_by[gidx[merged]] = len(rule_names) - 1
         drops.append((gidx[merged], reason.filter(pa.array(merged))))
-        absorbers.append((gidx[merged], into_previous, None))
+        merged_into.append((gidx[merged], into_previous, None))
     elif previous is not None:  # merge off: carry the previous set over unchanged beside the new rows
         curated = pa.concat_tables([previous, curated])
     _check_accounting(int(pc.sum(pc.equal(curated["round"], round_)).as_py() or 0) if curated.num_rows else 0,

@@ -119,8 +119,9 @@ class Catalog:
     def _create_tables(self) -> None:
         for name, (table_schema, key) in TABLES.items():
             self._create_from_schema(name, table_schema, key)
-        for dataset in DATASETS:
-            self._create_from_schema(f"_empty_{dataset.name}", dataset.schema, ())
+        for dataset in DATASETS:  # remade on every open: they follow the schemas of this version
+            empty = dataset.schema.empty_table()  # noqa: F841 (read by DuckDB's replacement scan)
+            self.con.execute(f"create or replace table _empty_{dataset.name} as select * from empty")
 
     def _create_from_schema(self, name: str, table_schema: pa.Schema, key: tuple[str, ...]) -> None:
         exists = self.con.execute(

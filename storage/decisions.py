@@ -1,12 +1,15 @@
 """Curation decisions: the stored trails (one row per annotation) and their long form.
 
-Stored (:data:`storage.schema.DECISION_TRAILS`): ``annotation_id, round, rules, dropped_by,
-reason, absorbed_by``, where ``rules`` names the rules that judged the row in the order they
-ran, joined by ``,``. The contract (:data:`storage.schema.DECISIONS`) is one row per
-(annotation, rule that judged it): ``annotation_id, round, rule, kept, reason, absorbed_by``. Both carry the same facts because a dropped row
-is judged by no later rule: every rule of ``rules`` kept the row except ``dropped_by``.
-:func:`expand_trails` (Arrow) and :data:`DECISIONS_VIEW_SQL` (DuckDB) turn trails into the
-long form; :func:`build_trails` makes trails from per-rule numpy masks.
+Stored (:data:`storage.schema.DECISION_TRAILS`): ``annotation_id, round, row, rules,
+dropped_by, reason, absorbed_row, merged_into``, where ``rules`` names the rules that judged
+the row in the order they ran, joined by ``,``, and the row that absorbed a dropped one is a
+reference: ``absorbed_row`` (the ``row`` of a trail of the same round) or ``merged_into``
+(the id of a previous round's curated row). The contract (:data:`storage.schema.DECISIONS`) is
+one row per (annotation, rule that judged it): ``annotation_id, round, rule, kept, reason,
+absorbed_by``. Both carry the same facts because a dropped row is judged by no later rule:
+every rule of ``rules`` kept the row except ``dropped_by``. :func:`expand_trails` (Arrow) and
+:data:`DECISIONS_VIEW_SQL` (DuckDB) turn trails into the long form, resolving the references
+into ``absorbed_by``; :func:`build_trails` makes trails from per-rule numpy masks.
 """
 
 from __future__ import annotations
@@ -19,25 +22,32 @@ import pyarrow.compute as pc
 
 from storage.schema import DECISION_TRAILS, DECISIONS, RULE_SEPARATOR
 
-#: the long form over a relation named ``decision_trails`` (the catalog's view)
+#: the long form over a relation named ``decision_trails`` (the catalog's view); the
+#: absorbing row's id is looked up (one hash join on round and row) before the rules unnest
 DECISIONS_VIEW_SQL = """
 select annotation_id, round, rule, rule is distinct from dropped_by as kept,
        case when rule = dropped_by then reason end as reason,
        case when rule = dropped_by then absorbed_by end as absorbed_by
-from (select annotation_id, round, unnest(string_split(rules, ',')) as rule, dropped_by, reason, absorbed_by
-      from decision_trails)
+from (select t.annotation_id, t.round, unnest(string_split(t.rules, ',')) as rule, t.dropped_by, t.reason,
+             coalesce(t.merged_into, a.annotation_id) as absorbed_by
+      from decision_trails t
+      left join (select round, row, annotation_id from decision_trails) a
+        on t.absorbed_row is not null and a.round = t.round and a.row = t.absorbed_row)
 """
 
 
 def build_trails(ids: pa.Array | pa.ChunkedArray, round_: int, rules: Sequence[str], judged: np.ndarray,
-                 dropped_by: np.ndarray, reason: pa.Array, absorbed_by: pa.Array | None = None) -> pa.Table:
-    """Trails of ``n`` rows.
+                 dropped_by: np.ndarray, reason: pa.Array, absorbed_row: np.ndarray | None = None,
+                 merged_into: pa.Array | pa.ChunkedArray | None = None) -> pa.Table:
+    """Trails of ``n`` rows, the round's raw rows in order (``row`` = position).
 
     judged: int64 ``(n,)`` bit mask, bit ``r`` set = rule ``rules[r]`` judged the row (at most
     63 rules). dropped_by: int ``(n,)`` index into ``rules`` of the rule that dropped the row,
-    -1 if none. reason: ``n`` strings (plain or dictionary), set exactly where ``dropped_by >= 0``. absorbed_by:
-    ``n`` ids (null where no row absorbed it). Rows sharing a mask share one dictionary entry
-    for ``rules``, so building costs a few passes over ``n`` integers.
+    -1 if none. reason: ``n`` strings (plain or dictionary), set exactly where
+    ``dropped_by >= 0``. absorbed_row: int ``(n,)`` position of the row that absorbed it, -1
+    where none did (None: none anywhere). merged_into: ``n`` ids of previous curated rows,
+    null where not merged (None: all null). Rows sharing a mask share one dictionary entry for
+    ``rules``, so building costs a few passes over ``n`` integers.
     """
     n = len(ids)
     if len(rules) > 63:
@@ -55,12 +65,19 @@ def build_trails(ids: pa.Array | pa.ChunkedArray, round_: int, rules: Sequence[s
     rule_paths = pa.DictionaryArray.from_arrays(pa.array(mask_code.astype(np.int32)), pa.array(paths, pa.string()))
     names = pa.array(list(rules), pa.string())
     dropped = pa.DictionaryArray.from_arrays(pa.array(dropped_by.astype(np.int32), mask=dropped_by < 0), names)
-    absorbed_by = pa.nulls(n, pa.string()) if absorbed_by is None else absorbed_by
+    if absorbed_row is None:
+        absorbed = pa.nulls(n, pa.int32())
+    else:
+        absorbed_row = np.asarray(absorbed_row)
+        if len(absorbed_row) != n or (absorbed_row >= n).any():
+            raise ValueError(f"absorbed_row must hold {n} positions below {n} (-1: none)")
+        absorbed = pa.array(absorbed_row.astype(np.int32), mask=absorbed_row < 0)
+    merged_into = pa.nulls(n, pa.string()) if merged_into is None else merged_into
     if not pa.types.is_dictionary(reason.type):
         reason = reason.cast(pa.string()).dictionary_encode()
     return pa.Table.from_arrays(
-        [ids, pa.array(np.full(n, round_, np.int32)), rule_paths, dropped, reason, absorbed_by],
-        schema=DECISION_TRAILS)
+        [ids, pa.array(np.full(n, round_, np.int32)), pa.array(np.arange(n, dtype=np.int32)), rule_paths, dropped,
+         reason, absorbed, merged_into], schema=DECISION_TRAILS)
 
 
 def value_counts(column: pa.Array | pa.ChunkedArray) -> dict[str, int]:
@@ -90,8 +107,22 @@ def judged_counts(trails: pa.Table) -> dict[str, int]:
     return counts
 
 
+def absorbed_ids(trails: pa.Table) -> pa.ChunkedArray:
+    """Per trail: the id of the row that absorbed it (``merged_into``, else the id of the trail
+    of the same round whose ``row`` is ``absorbed_row``), null where none did."""
+    rows = pc.cast(trails["absorbed_row"], pa.int64())
+    key = pc.add(pc.multiply(pc.cast(trails["round"], pa.int64()), 1 << 32), pc.cast(trails["row"], pa.int64()))
+    target = pc.add(pc.multiply(pc.cast(trails["round"], pa.int64()), 1 << 32), rows)
+    found = pc.index_in(target, value_set=key.combine_chunks())
+    ids = trails["annotation_id"].take(found)
+    if found.null_count != rows.null_count:
+        raise ValueError(f"{found.null_count - rows.null_count} trails name an absorbed_row absent from their round")
+    return pc.coalesce(trails["merged_into"], ids)
+
+
 def expand_trails(trails: pa.Table) -> pa.Table:
-    """The long form (:data:`DECISIONS`) of ``trails``: one row per (annotation, rule)."""
+    """The long form (:data:`DECISIONS`) of ``trails`` (every trail of each round they hold,
+    so ``absorbed_row`` references resolve): one row per (annotation, rule)."""
     if trails.num_rows == 0:
         return DECISIONS.empty_table()
     rules = pc.split_pattern(trails["rules"].cast(pa.string()).combine_chunks(), RULE_SEPARATOR)
@@ -101,7 +132,7 @@ def expand_trails(trails: pa.Table) -> pa.Table:
     dropped = pc.fill_null(pc.equal(rule, dropped_by), False)
     null = pa.scalar(None, pa.string())
     reason = pc.if_else(dropped, trails["reason"].take(owner).cast(pa.string()), null)
-    absorbed_by = pc.if_else(dropped, trails["absorbed_by"].take(owner), null)
+    absorbed_by = pc.if_else(dropped, absorbed_ids(trails).take(owner), null)
     return pa.Table.from_arrays(
         [trails["annotation_id"].take(owner), trails["round"].take(owner), rule, pc.invert(dropped), reason,
          absorbed_by], schema=DECISIONS)

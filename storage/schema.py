@@ -105,10 +105,13 @@ PAYLOAD_COLUMNS = (
 
 CURATED = pa.schema(list(ANNOTATIONS) + CURATED_EXTRA)
 
-#: string columns whose values rarely repeat (ids, masks): ``storage.atomic`` writes them
-#: DELTA_LENGTH_BYTE_ARRAY-encoded, without the dictionary attempt (it hashes every value,
-#: then falls back to plain pages) and without min/max statistics
-UNIQUE_VALUE_COLUMNS = frozenset({"annotation_id", "parent_id", "mask_rle", "absorbed_ids", "absorbed_by"})
+#: columns whose values rarely repeat: ``storage.atomic`` writes them without the dictionary
+#: attempt (it hashes every value, then falls back to plain pages) and without min/max
+#: statistics; strings (ids, masks) DELTA_LENGTH_BYTE_ARRAY-encoded, integers (row
+#: positions) DELTA_BINARY_PACKED
+UNIQUE_VALUE_COLUMNS = frozenset({
+    "annotation_id", "parent_id", "mask_rle", "absorbed_ids", "absorbed_by", "merged_into", "row", "absorbed_row",
+})
 
 # -------------------------------------------------------------------------- decisions
 # The contract, one row per (annotation, rule that judged it); the catalog's ``decisions``
@@ -129,7 +132,10 @@ DECISIONS = pa.schema(
 # dropped row is judged by no later rule, so a row is kept by every rule of ``rules`` except
 # ``dropped_by`` (the last one, when set), and ``reason`` is that rule's reason. It is the long
 # form without repeating the 32-character id once per rule (5x fewer rows to write and scan).
-# Reasons are texts without ids (few distinct values); the absorbing row's id is its own column.
+# Reasons are texts without ids (few distinct values). The row that absorbed a dropped one is
+# referenced, not copied: by its ``row`` when it is a row of the same round (NMS, region text),
+# by its id (``merged_into``) when it is a previous round's curated row (merge); the long form
+# resolves both into ``absorbed_by``. The trails then hold each id once (a third fewer id bytes).
 RULE_NAME = pa.dictionary(pa.int32(), pa.string())  # rule names repeat: stored as codes
 REASON_TEXT = pa.dictionary(pa.int32(), pa.string())  # id-free reasons repeat: stored as codes too
 RULE_SEPARATOR = ","
@@ -137,10 +143,12 @@ DECISION_TRAILS = pa.schema(
     [
         pa.field("annotation_id", pa.string(), nullable=False),
         pa.field("round", pa.int32(), nullable=False),
+        pa.field("row", pa.int32(), nullable=False),  # 0-based position among the round's raw rows
         pa.field("rules", RULE_NAME, nullable=False),  # judged by, in order, joined by RULE_SEPARATOR
         pa.field("dropped_by", RULE_NAME),  # null when the row survived every rule
         pa.field("reason", REASON_TEXT),  # why dropped_by dropped it; null when it survived
-        pa.field("absorbed_by", pa.string()),  # id of the row it went into (NMS, region text, merge)
+        pa.field("absorbed_row", pa.int32()),  # ``row`` of the same round's row it went into (NMS, region text)
+        pa.field("merged_into", pa.string()),  # id of the previous round's curated row it went into (merge)
     ]
 )
 
