@@ -66,6 +66,7 @@ from filters.base import (
 )
 from filters.kernels import absorption_lists, owner_bit_sets, producer_bit_sets, stable_argsort
 from filters.nms import pairs_in_groups
+from storage.arrow_masks import with_nulls
 from storage.atomic import write_text_atomic
 from storage.geometry import as_fixed_size, boxes_from_arrow, pairwise_iou
 from storage.layout import DataRoot
@@ -249,7 +250,7 @@ def _working_table(raw: pa.Table, images: pa.Table, pool: ThreadPoolExecutor
     text, version = columns.pop("text"), columns.pop("source_version")
     is_label = equals(columns["kind"], "region") & ~valid(raw["parent_id"]) & valid(text)  # a top-level region's text
     codes = (pc.fill_null(text.indices, 0) if text.null_count else text.indices).to_numpy(zero_copy_only=False)
-    label = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32(), mask=~is_label), text.dictionary)
+    label = pa.DictionaryArray.from_arrays(with_nulls(codes.astype(np.int32, copy=False), ~is_label), text.dictionary)
     built["text"] = text
     work = pa.Table.from_arrays([columns.get(c, built.get(c, raw[c])) for c in CURATION_COLUMNS] + [label],
                                 names=[*CURATION_COLUMNS, "label"])
@@ -275,7 +276,7 @@ def _scatter(parts: list[tuple[np.ndarray, pa.Array | pa.ChunkedArray, np.ndarra
         where[rows] = offset + (np.arange(len(rows)) if index is None else index)
         offset += len(values)
     flat = pa.chunked_array([c for c in chunks if len(c)] or [pa.array([], pa.string())], pa.string())
-    return flat.take(pa.array(where, mask=where < 0))
+    return flat.take(with_nulls(where, where < 0))
 
 
 def _image_ids(index: np.ndarray, images: pa.Table, raw_ids: pa.ChunkedArray, rows: np.ndarray) -> pa.ChunkedArray:
@@ -306,7 +307,7 @@ def _scatter_reasons(parts: list[tuple[np.ndarray, pa.Array]], n: int) -> pa.Dic
     remap = distinct.indices.to_numpy(zero_copy_only=False).astype(np.int32)  # the same text of two rules: one entry
     if not np.array_equal(remap, np.arange(len(remap))):
         codes = np.r_[remap, np.int32(-1)][codes]  # code -1 picks the appended -1
-    return pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), distinct.dictionary)
+    return pa.DictionaryArray.from_arrays(with_nulls(codes, codes < 0), distinct.dictionary)
 
 
 def curate_tables(

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from filters.string_index import index_in
-from storage.arrow_masks import valid_mask
+from storage.arrow_masks import valid_mask, with_nulls
 
 #: modules whose ``@register_filter`` decorators run on first lookup
 BUILTIN_MODULES: tuple[str, ...] = (
@@ -304,14 +304,14 @@ def reason_from_codes(codes: np.ndarray, texts: dict[int, str]) -> pa.Array:
     keys = sorted(texts)
     lookup = np.zeros(max(keys) + 1, np.int32)
     lookup[keys] = np.arange(len(keys))
-    indices = pa.array(lookup[np.where(dropped, codes, 0)], mask=~dropped)
+    indices = with_nulls(lookup[np.where(dropped, codes, 0)], ~dropped)
     return pa.DictionaryArray.from_arrays(indices, pa.array([texts[k] for k in keys], pa.string()))
 
 
 def _one_text_where(drop: np.ndarray, text: str) -> pa.DictionaryArray:
     """``text`` where ``drop``, null elsewhere, as a dictionary array of one entry (no string
     is copied per row, and the engine gathers reasons without hashing them)."""
-    indices = pa.array(np.zeros(len(drop), np.int32), mask=~drop)
+    indices = with_nulls(np.zeros(len(drop), np.int32), ~drop)
     return pa.DictionaryArray.from_arrays(indices, pa.array([text], pa.string()))
 
 

@@ -29,6 +29,7 @@ from filters.base import (
     to_numpy, valid,
 )
 from filters.nms import nms_result
+from storage.arrow_masks import with_nulls
 
 PRONOUNS = (
     "i", "me", "my", "mine", "you", "your", "yours", "he", "him", "his", "she", "her", "hers", "it", "its",
@@ -131,7 +132,7 @@ def normalized_phrase(table: pa.Table, config: PhraseConfig) -> pa.Array:
     """:func:`normalize_phrases` of the table's ``text``, computed once per distinct text."""
     codes, values = dictionary(table["text"])
     norm = normalize_phrases(pa.array(values, pa.string()), config)
-    return norm.take(pa.array(codes, mask=codes < 0)) if len(codes) else pa.array([], pa.string())
+    return norm.take(with_nulls(codes, codes < 0)) if len(codes) else pa.array([], pa.string())
 
 
 @register_filter("phrase_blacklist", section="phrase")

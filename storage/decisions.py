@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from storage.arrow_masks import with_nulls
 from storage.schema import DECISION_TRAILS, DECISIONS, RULE_SEPARATOR
 
 #: the long form over a relation named ``decision_trails`` (the catalog's view); the
@@ -64,14 +65,14 @@ def build_trails(ids: pa.Array | pa.ChunkedArray, round_: int, rules: Sequence[s
     paths = [RULE_SEPARATOR.join(r for k, r in enumerate(rules) if int(mask) >> k & 1) for mask in masks]
     rule_paths = pa.DictionaryArray.from_arrays(pa.array(mask_code.astype(np.int32)), pa.array(paths, pa.string()))
     names = pa.array(list(rules), pa.string())
-    dropped = pa.DictionaryArray.from_arrays(pa.array(dropped_by.astype(np.int32), mask=dropped_by < 0), names)
+    dropped = pa.DictionaryArray.from_arrays(with_nulls(dropped_by.astype(np.int32), dropped_by < 0), names)
     if absorbed_row is None:
         absorbed = pa.nulls(n, pa.int32())
     else:
         absorbed_row = np.asarray(absorbed_row)
         if len(absorbed_row) != n or (absorbed_row >= n).any():
             raise ValueError(f"absorbed_row must hold {n} positions below {n} (-1: none)")
-        absorbed = pa.array(absorbed_row.astype(np.int32), mask=absorbed_row < 0)
+        absorbed = with_nulls(absorbed_row.astype(np.int32), absorbed_row < 0)
     merged_into = pa.nulls(n, pa.string()) if merged_into is None else merged_into
     if not pa.types.is_dictionary(reason.type):
         reason = reason.cast(pa.string()).dictionary_encode()

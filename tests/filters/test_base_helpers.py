@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 
 from filters.base import dictionary, equals, group_codes, is_in, reason_from_codes, valid
+from storage.arrow_masks import with_nulls
 
 
 def _both(values):
@@ -56,3 +57,24 @@ def test_valid_reads_the_bitmaps_of_sliced_chunks(offset):
     boxes = pa.array([[1.0, 2.0, 3.0, 4.0], None, None] * 9, pa.list_(pa.float32())).slice(offset % 7)
     assert valid(boxes).tolist() == [v is not None for v in boxes.to_pylist()]
     assert valid(pa.chunked_array([], pa.float32())).tolist() == []
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint16, np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 1003])
+def test_with_nulls_equals_pyarrows_masked_conversion(dtype, n):
+    rng = np.random.default_rng(n)
+    values = rng.integers(-50, 50, n).astype(dtype) if np.dtype(dtype).kind != "u" else rng.integers(0, 50, n).astype(dtype)
+    for null in (rng.random(n) < 0.3, np.zeros(n, bool), np.ones(n, bool)):
+        out = with_nulls(values, null)
+        expected = pa.array(values, mask=null)
+        assert out.equals(expected) and out.null_count == int(null.sum()) and out.type == expected.type
+        out.validate(full=True)
+    strided = np.arange(2 * n, dtype=dtype)[::2]  # not contiguous: copied, not misread
+    assert with_nulls(strided, np.zeros(n, bool)).to_pylist() == strided.tolist()
+
+
+def test_with_nulls_refuses_what_it_cannot_wrap():
+    with pytest.raises(ValueError, match="numeric"):
+        with_nulls(np.array([True, False]), np.array([False, True]))
+    with pytest.raises(ValueError, match="shape"):
+        with_nulls(np.arange(3), np.zeros(2, bool))
