@@ -18,7 +18,8 @@ last line, the ratio curation time / scan time for the scan named by ``--scan``:
 * ``plain``: ``count(*), sum(score)`` (DuckDB answers it mostly from Parquet metadata).
 
 The scans are timed warm (best of 5: timings here vary by 20 %, and a slow scan would
-flatter the ratio) and curation as the best of ``--repeat`` runs, after warming pyarrow's
+flatter the ratio) and curation as the best of ``--repeat`` runs (default 5, as the
+scans; the ratio is then of two best-of-5 timings), after warming pyarrow's
 numpy conversion (a one-time ~0.4 s lazy import on the first ``pa.array`` call of a
 process); the first run also loads (or, on a fresh checkout, compiles: ~12 s) the numba
 kernels of ``filters/kernels.py``, so it is printed but rarely the best. Peak RSS covers
@@ -153,7 +154,8 @@ def main() -> None:
                         help="row order in the shard files (default: as fld annotate writes them)")
     parser.add_argument("--images-per-shard", type=int, default=10_000, help="images per shard file (layout shards)")
     parser.add_argument("--scan", choices=sorted(SCANS), default="all")
-    parser.add_argument("--repeat", type=int, default=2, help="curation runs; the best counts (scans: best of 5)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="curation runs; the best counts (default 5, as the scans' best of 5)")
     parser.add_argument("--root", type=Path, help="data root to (re)use; default a temp folder")
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
