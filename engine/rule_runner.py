@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from filters.base import FilterContext, FilterResult, filter_spec
 from filters.kernels import record_outcome
@@ -89,7 +90,13 @@ def _stages(rules: Sequence[str]) -> list[list[tuple[int, str]]]:
 def take_table(table: pa.Table, indices: np.ndarray, pool: ThreadPoolExecutor | None) -> pa.Table:
     """``table.take(indices)``, the columns taken on ``pool``'s threads when given (Arrow's
     take releases the GIL, so the working table shrinks on every core); an all-null column
-    becomes nulls of the new length without a take."""
+    becomes nulls of the new length without a take. The indices are bounds-checked once here,
+    not once per column by Arrow."""
+    indices = np.asarray(indices)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"take_table needs integer indices, got {indices.dtype}")
+    if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= table.num_rows):
+        raise IndexError(f"take_table: indices outside [0, {table.num_rows})")
     index = pa.array(indices)
 
     def take(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
@@ -97,7 +104,7 @@ def take_table(table: pa.Table, indices: np.ndarray, pool: ThreadPoolExecutor | 
             if len(index) <= len(column):  # a slice: no zeroed child values (8 floats a row for quads) to allocate
                 return column.slice(0, len(index))
             return pa.nulls(len(index), column.type)
-        return column.take(index)
+        return pc.take(column, index, boundscheck=False)
 
     columns = list((pool.map if pool is not None else map)(take, table.columns))
     return pa.Table.from_arrays(columns, schema=table.schema)

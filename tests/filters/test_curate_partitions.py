@@ -110,6 +110,11 @@ def test_take_table_equals_arrow_take_with_all_null_columns():
         for rows in (np.array([3, 0, 2]), np.array([3, 0, 0, 2, 1, 1])):  # fewer rows (a slice), more (new nulls)
             for p in (None, pool):
                 assert take_table(table, rows, p).equals(table.take(pa.array(rows)))
+        for bad in (np.array([0, 4]), np.array([-1, 2])):  # Arrow checks no bounds here: take_table must
+            with pytest.raises(IndexError, match="outside"):
+                take_table(table, bad, pool)
+    with pytest.raises(TypeError, match="integer"):
+        take_table(table, np.array([0.0]), None)
 
 
 def test_a_prepare_hook_needs_a_combine_hook():
