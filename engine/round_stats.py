@@ -186,9 +186,9 @@ def drop_counts(source: Catalog | DataRoot | str | Path, round_: int) -> list[di
     ``[{"rule", "reason", "count"}]``. Reasons are grouped by their pattern: annotation ids
     become ``<id>``, quoted texts ``'…'`` and a measured value before ``<``/``>`` ``N``."""
     with open_catalog(source) as catalog:
-        rows = catalog.query(
-            f"select rule, {REASON_PATTERN_SQL} as why, count(*) as n from decisions "
-            "where round = ? and not kept group by all order by n desc, rule, why", [int(round_)])
+        rows = catalog.query(  # from the trails: a dropped row's rule and reason are on it (no unnest, no id join)
+            f"select dropped_by as rule, {REASON_PATTERN_SQL} as why, count(*) as n from decision_trails "
+            "where round = ? and dropped_by is not null group by all order by n desc, rule, why", [int(round_)])
     return [{"rule": rule, "reason": why, "count": int(n)} for rule, why, n in rows]
 
 

@@ -105,5 +105,10 @@ def test_drop_counts_add_up_to_the_decisions(report_root):
         totals[d["rule"]] += d["count"]
         assert not re.search(r"[0-9a-f]{16}", d["reason"])  # ids are folded into <id>
     assert dict(totals) == dropped and dropped.get("confidence", 0) > 0
+    with Catalog(root) as catalog:  # the same counts as the long form's dropped rows, reason by reason
+        long = catalog.query("select rule, coalesce(reason, ''), count(*) from decisions where round = 0 and not kept "
+                             "group by all")
+    assert sum(n for _, _, n in long) == sum(totals.values()) and {r for r, _, _ in long} == set(totals)
+    assert len(long) >= len(drops)  # the patterns fold reasons together, never split one
     text = format_round_stats(round_stats(root, 0))
     assert "FLD-5B" in text and "confidence" in text and "235M" in text
