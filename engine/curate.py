@@ -428,21 +428,21 @@ def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
         curated, trails = curate_tables(raw, previous, image_sizes.result(), config, round_,
                                         write("curated", root.curated(round_)),
                                         on_trails=write("decisions", root.decisions(round_)), decoded=False)
+        dropped_rows = trails.num_rows - trails["dropped_by"].null_count  # counted while the parts are written
+        new_rows = raw.num_rows - dropped_rows  # curate_tables checked that every raw row is accounted for
+        judged = judged_counts(trails)
+        summary = {
+            "round": round_,
+            "input_rows": raw.num_rows,
+            "kept_new_rows": new_rows,
+            "dropped_rows": dropped_rows,
+            "carried_rows": previous.num_rows if previous is not None else 0,
+            "curated_rows": curated.num_rows,
+            "dropped_by_rule": value_counts(trails["dropped_by"]),
+            "judged_by_rule": judged,
+            "decision_rows": sum(judged.values()),
+        }
         (decision_parts,), (curated_parts,) = jobs["decisions"].result(), jobs["curated"].result()
-    dropped_rows = trails.num_rows - trails["dropped_by"].null_count
-    new_rows = raw.num_rows - dropped_rows  # curate_tables checked that every raw row is accounted for
-    judged = judged_counts(trails)
-    summary = {
-        "round": round_,
-        "input_rows": raw.num_rows,
-        "kept_new_rows": new_rows,
-        "dropped_rows": dropped_rows,
-        "carried_rows": previous.num_rows if previous is not None else 0,
-        "curated_rows": curated.num_rows,
-        "dropped_by_rule": value_counts(trails["dropped_by"]),
-        "judged_by_rule": judged,
-        "decision_rows": sum(judged.values()),
-    }
     summary["decision_parts"], summary["curated_parts"] = len(decision_parts), len(curated_parts)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     write_text_atomic(json.dumps(summary, indent=2), root.curated(round_) / "_summary.json")
