@@ -217,7 +217,7 @@ def nms_result(
                                tiebreak=lambda tied: group_codes(sub["annotation_id"].take(pa.array(tied))))
         keep[rows] = kept
         absorbed_by[rows[~kept]] = rows[sup[~kept]]
-    # which box suppressed it is ``absorbed_by`` (the decision trails store that row's id)
+    # which box suppressed it is ``absorbed_by`` (the decision trails reference that row by its position)
     reason = reason_where(~keep, f"suppressed by a higher-scored box ({what}, IoU > {threshold})")
     return FilterResult(keep=keep, reason=reason, judged=scope, absorbed_by=absorbed_by, agrees=True)
 
