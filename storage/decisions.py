@@ -108,7 +108,7 @@ def judged_counts(trails: pa.Table) -> dict[str, int]:
     return counts
 
 
-def absorbed_ids(trails: pa.Table) -> pa.ChunkedArray:
+def absorber_ids(trails: pa.Table) -> pa.ChunkedArray:
     """Per trail: the id of the row that absorbed it (``merged_into``, else the id of the trail
     of the same round whose ``row`` is ``absorbed_row``), null where none did."""
     rows = pc.cast(trails["absorbed_row"], pa.int64())
@@ -133,7 +133,7 @@ def expand_trails(trails: pa.Table) -> pa.Table:
     dropped = pc.fill_null(pc.equal(rule, dropped_by), False)
     null = pa.scalar(None, pa.string())
     reason = pc.if_else(dropped, trails["reason"].take(owner).cast(pa.string()), null)
-    absorbed_by = pc.if_else(dropped, absorbed_ids(trails).take(owner), null)
+    absorbed_by = pc.if_else(dropped, absorber_ids(trails).take(owner), null)
     return pa.Table.from_arrays(
         [trails["annotation_id"].take(owner), trails["round"].take(owner), rule, pc.invert(dropped), reason,
          absorbed_by], schema=DECISIONS)
