@@ -68,12 +68,15 @@ TABLES: dict[str, tuple[pa.Schema, tuple[str, ...]]] = {
 
 @dataclass(frozen=True)
 class ParquetDataset:
-    """A Parquet dataset under the root, exposed as a view."""
+    """A Parquet dataset under the root, exposed as a view. Columns of ``schema`` that no file
+    has (files written by an earlier version) read as typed NULLs; ``legacy`` names, per
+    column, the column that held its values in earlier files (read when the column is null)."""
 
     name: str
     glob: str  # relative to the root
     schema: pa.Schema
     extra_sql: str = ""  # extra select-list items (e.g. a column taken from the path)
+    legacy: tuple[tuple[str, str], ...] = ()  # (column, the earlier files' column with its values)
 
 
 DATASETS = (
@@ -81,7 +84,9 @@ DATASETS = (
     ParquetDataset("annotations", "annotations/round=*/source=*/*.parquet", schema.ANNOTATIONS),
     ParquetDataset("curated", "curated/round=*/*.parquet", schema.CURATED,
                    "CAST(regexp_extract(filename, 'round=([0-9]+)', 1) AS INTEGER) AS curated_round"),
-    ParquetDataset("decision_trails", "decisions/round=*/*.parquet", schema.DECISION_TRAILS),
+    # trails written before ``row``/``absorbed_row`` held every absorbing row's id in ``absorbed_by``
+    ParquetDataset("decision_trails", "decisions/round=*/*.parquet", schema.DECISION_TRAILS,
+                   legacy=(("merged_into", "absorbed_by"),)),
     ParquetDataset("errors", "errors/round=*/source=*/*.parquet", schema.ERRORS),
 )
 
@@ -150,20 +155,38 @@ class Catalog:
     def refresh_views(self) -> None:
         """(Re)create one view per Parquet dataset over the files present now."""
         for dataset in DATASETS:
-            files = sorted(self.root.path.glob(dataset.glob))
-            if files:
-                pattern = _sql_string(str(self.root.path / dataset.glob))
-                extra = f", {dataset.extra_sql}" if dataset.extra_sql else ""
-                columns = ", ".join(dataset.schema.names)
-                source = (f"read_parquet({pattern}, union_by_name = true, filename = true, "
-                          f"hive_partitioning = false)")
-                sql = f"select {columns}{extra} from {source}"
-            else:
+            if not any(self.root.path.glob(dataset.glob)):
                 extra = f", {dataset.extra_sql.replace('filename', 'NULL::VARCHAR')}" if dataset.extra_sql else ""
-                sql = f"select *{extra} from _empty_{dataset.name}"
-            self.con.execute(f"create or replace view {dataset.name} as {sql}")
+                self.con.execute(f"create or replace view {dataset.name} as select *{extra} from _empty_{dataset.name}")
+                continue
+            pattern = _sql_string(str(self.root.path / dataset.glob))
+            extra = f", {dataset.extra_sql}" if dataset.extra_sql else ""
+            source = f"read_parquet({pattern}, union_by_name = true, filename = true, hive_partitioning = false)"
+            try:
+                self.con.execute(f"create or replace view {dataset.name} as "
+                                 f"select {self._columns(dataset, source)}{extra} from {source}")
+            except duckdb.BinderException:  # a column no file has (files of an earlier version)
+                self.con.execute(f"create or replace view {dataset.name} as "
+                                 f"select {self._columns(dataset, source, describe=True)}{extra} from {source}")
         for name, sql in DERIVED_VIEWS.items():
             self.con.execute(f"create or replace view {name} as {sql}")
+
+    def _columns(self, dataset: ParquetDataset, source: str, describe: bool = False) -> str:
+        """The select list of ``dataset``'s view over ``source``: its schema's columns and,
+        with ``describe`` (or legacy columns to look for: one more read of the files' footers),
+        typed NULLs for those no file has and legacy columns read where a column is null."""
+        if not (describe or dataset.legacy):
+            return ", ".join(f'"{name}"' for name in dataset.schema.names)
+        present = {row[0] for row in self.con.execute(f"describe select * from {source}").fetchall()}
+        types = {row[0]: row[1] for row in self.con.execute(f"describe _empty_{dataset.name}").fetchall()}
+        legacy = dict(dataset.legacy)
+        items = []
+        for name in dataset.schema.names:
+            expr = f'"{name}"' if name in present else f"NULL::{types[name]}"
+            if legacy.get(name) in present:
+                expr = f'coalesce({expr}, "{legacy[name]}"::{types[name]})'
+            items.append(expr if expr == f'"{name}"' else f'{expr} AS "{name}"')
+        return ", ".join(items)
 
     # ---------------------------------------------------------------------- queries
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:

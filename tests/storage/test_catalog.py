@@ -53,3 +53,14 @@ def test_annotation_view_unions_rounds_and_sources(tmp_path):
     with Catalog(root) as catalog:
         got = catalog.query("select round, source, bbox from annotations order by round")
         assert got == [(0, "ocr", [1.0, 2.0, 3.0, 4.0]), (1, "florence2", [1.0, 2.0, 3.0, 4.0])]
+
+
+def test_a_column_no_file_has_reads_as_null(tmp_path):
+    """Files written before a column was added to the schema still open: the column is NULL."""
+    root = DataRoot(tmp_path)
+    rows = [_image_row(i) for i in range(2)]
+    table = schema.table_from_rows(rows, schema.IMAGES)
+    write_parquet_atomic(table.drop_columns(["key", "ingested_at"]), root.images_part("s1"))
+    with Catalog(root) as catalog:
+        assert catalog.query("select count(*), count(key), count(ingested_at), sum(width) from images") == [(2, 0, 0, 21)]
+        assert catalog.known_image_ids() == {f"{i:064x}" for i in range(2)}

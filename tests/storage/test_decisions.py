@@ -75,3 +75,23 @@ def test_the_catalog_view_resolves_references_across_part_files(tmp_path):
     with Catalog(root) as catalog:
         rows = catalog.query("select round, annotation_id, absorbed_by from decisions where not kept")
     assert {(r, i): a for r, i, a in rows} == EXPECTED
+
+
+def test_the_catalog_reads_trails_written_before_the_references(tmp_path):
+    """An earlier version stored every absorbing id in ``absorbed_by`` and had no ``row``: such
+    a round and a new one are read together, each absorbing id where it was stored."""
+    root = DataRoot(tmp_path)
+    legacy = pa.table({
+        "annotation_id": ["a", "b", "m"], "round": pa.array([0, 0, 0], pa.int32()),
+        "rules": ["confidence,nms", "confidence,nms", "confidence,nms,merge"],
+        "dropped_by": [None, "nms", "merge"], "reason": [None, "suppressed", "merged"],
+        "absorbed_by": [None, "a", "z"]})
+    write_parquet_atomic(legacy, root.decisions(0) / "part-00000.parquet")
+    with Catalog(root) as catalog:  # no file has the new columns yet: they read as NULLs
+        assert catalog.query("select annotation_id, absorbed_by from decisions where not kept order by 1") == [
+            ("b", "a"), ("m", "z")]
+    write_parquet_atomic(_two_rounds().slice(4), root.decisions(1) / "part-00000.parquet")
+    with Catalog(root) as catalog:
+        rows = catalog.query("select round, annotation_id, absorbed_by from decisions where not kept")
+        assert catalog.query("select count(*) from decision_trails where round = 0 and row is null") == [(3,)]
+    assert {(r, i): a for r, i, a in rows} == {(0, "b"): "a", (0, "m"): "z", (1, "f"): "g", (1, "h"): "a"}
