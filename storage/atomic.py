@@ -73,8 +73,8 @@ def write_parquet_atomic(table: pa.Table, final: str | os.PathLike[str], row_gro
     (row positions) are written DELTA_BINARY_PACKED: consecutive positions take ~no bytes.
     Float values get no dictionary attempt either (they rarely repeat), Arrow dictionary
     columns (a few distinct codes, e.g. rule names) no statistics (40 % of their write);
-    everything else gets both. Arrow dictionaries too large for one dictionary page are decoded first
-    (:func:`small_dictionaries`)."""
+    everything else gets both. Arrow dictionaries too large for one dictionary page are
+    decoded first (:func:`small_dictionaries`)."""
     table = small_dictionaries(table)
     unique, dictionary, statistics = {}, [], []
     for field in table.schema:

@@ -33,7 +33,7 @@ from (select t.annotation_id, t.round, unnest(string_split(t.rules, ',')) as rul
              coalesce(t.merged_into, a.annotation_id) as absorbed_by
       from decision_trails t
       left join (select round, row, annotation_id from decision_trails) a
-        on t.absorbed_row is not null and a.round = t.round and a.row = t.absorbed_row)
+        on a.round = t.round and a.row = t.absorbed_row)
 """
 
 
@@ -112,8 +112,8 @@ def absorber_ids(trails: pa.Table) -> pa.ChunkedArray:
     """Per trail: the id of the row that absorbed it (``merged_into``, else the id of the trail
     of the same round whose ``row`` is ``absorbed_row``), null where none did."""
     rows = pc.cast(trails["absorbed_row"], pa.int64())
-    key = pc.add(pc.multiply(pc.cast(trails["round"], pa.int64()), 1 << 32), pc.cast(trails["row"], pa.int64()))
-    target = pc.add(pc.multiply(pc.cast(trails["round"], pa.int64()), 1 << 32), rows)
+    base = pc.multiply(pc.cast(trails["round"], pa.int64()), 1 << 32)  # (round, row) as one int64 key
+    key, target = pc.add(base, pc.cast(trails["row"], pa.int64())), pc.add(base, rows)
     found = pc.index_in(target, value_set=key.combine_chunks())
     ids = trails["annotation_id"].take(found)
     if found.null_count != rows.null_count:
