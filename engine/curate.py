@@ -343,8 +343,8 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
             pool: ThreadPoolExecutor, on_curated: Callable[[pa.Table], None] | None,
             on_trails: Callable[[pa.Table], None] | None, partitions: int) -> tuple[pa.Table, pa.Table]:
     raw = conform(raw, ANNOTATIONS, keep_dictionaries=True)
-    # the ids are gathered three times (survivors, absorbed rows, absorbers): from one chunk,
-    # not from one per file
+    # the ids are gathered by every partition take and for the absorbed rows' lists: from one
+    # chunk, not from one per file (the trails reference absorbers by position, not by id)
     ids = raw["annotation_id"].combine_chunks()
     raw = raw.set_column(raw.schema.get_field_index("annotation_id"), "annotation_id", ids)
     previous = conform(previous, CURATED) if previous is not None else None
