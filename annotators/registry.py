@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from typing import Any, Callable, TypeVar
 
 from annotators.base import Annotator, AnnotatorError
+from storage.plugins import load_plugins
 
 _REGISTRY: dict[str, type[Annotator]] = {}
 A = TypeVar("A", bound=type[Annotator])
 
-#: modules imported on first lookup so their ``@register_annotator`` decorators run
+#: modules imported on every lookup so their ``@register_annotator`` decorators run (then the
+#: user's ``FLD_PLUGINS`` modules, see ``storage.plugins``)
 BUILTIN_MODULES: tuple[str, ...] = (
     "annotators.florence2",
     "annotators.detector",
@@ -22,7 +23,6 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "annotators.region_text_matcher",
     "annotators.caption_composer",
     "annotators.coco_labels",
-    "annotators.bench_annotators",
     "annotators.sidecar_captions",
 )
 
@@ -42,9 +42,8 @@ def register_annotator(name: str) -> Callable[[A], A]:
 
 def _load_builtins() -> None:
     for module in BUILTIN_MODULES:
-        # a module not written yet is skipped; an existing one that fails to import raises
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
+        importlib.import_module(module)
+    load_plugins()
 
 
 def annotator_names() -> list[str]:

@@ -46,9 +46,9 @@ import engine  # noqa: E402,F401 (first, as in ``fld``: it sets the allocator de
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from engine.curate import curate_round  # noqa: E402
-from engine.curation_io import conform  # noqa: E402
-from engine.curation_config import CurationConfig  # noqa: E402
+from engine.curate.curation import curate_round  # noqa: E402
+from engine.curate.parquet_io import conform  # noqa: E402
+from engine.curate.config import CurationConfig  # noqa: E402
 from storage.atomic import write_parquet_atomic  # noqa: E402
 from storage.layout import DataRoot  # noqa: E402
 from storage.schema import ANNOTATIONS, IMAGES  # noqa: E402

@@ -25,7 +25,7 @@ from annotators.florence2_checkpoint import build_checkpoint
 from annotators.florence2_format import task_spec
 from annotators.hf_loading import torch_device_dtype
 from bench.bench_data import ingested_root, write_shards
-from engine.annotate import AnnotateRequest, annotate
+from engine.annotate.plan import AnnotateRequest, annotate
 
 
 def plain_loop(model_dir: Path, shards: list[Path], task: str, max_new_tokens: int, device: str, dtype: str) -> int:

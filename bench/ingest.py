@@ -2,7 +2,7 @@
 
 Generates sample shards, then times (best of ``--repeat``) in this one process:
   baseline  stream every tar member and fully decode each image with Pillow (one thread);
-  ingest    engine.ingest.ingest() into a fresh data root (what `fld ingest` runs): stream,
+  ingest    engine.ingest.shards.ingest() into a fresh data root (what `fld ingest` runs): stream,
             decode-check, hash, dedupe, write Parquet parts and the DuckDB catalog.
 Last line: ingest images/s divided by baseline images/s (goal >= 0.8).
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine.ingest import IngestConfig, ingest
-from engine.sample_data import SampleConfig, write_sample
+from engine.ingest.shards import IngestConfig, ingest
+from engine.demo.sample_data import SampleConfig, write_sample
 from storage.layout import DataRoot
 from storage.readers.base import IMAGE_EXTENSIONS, split_key
 

@@ -24,9 +24,10 @@ from pathlib import Path
 
 from PIL import Image
 
+import tests.fake_annotators  # noqa: F401  (registers the noop annotator)
 from bench.bench_data import ingested_root, write_shards
-from engine.annotate import AnnotateRequest, annotate
-from engine.annotator_handler import configure_decode_memory
+from engine.annotate.plan import AnnotateRequest, annotate
+from engine.annotate.handler import configure_decode_memory
 
 
 def bare_loop(shards: list[Path]) -> int:

@@ -35,7 +35,8 @@ def _warm_worker() -> None:
     """Import what the pipeline's steps import (Beam, the engine, the annotator registry)."""
     import apache_beam  # noqa: F401
 
-    import engine.annotate_pipeline  # noqa: F401
+    import engine.annotate.pipeline  # noqa: F401
+    import tests.fake_annotators  # noqa: F401  (registers dark_patch)
     from annotators.registry import annotator_names
 
     annotator_names()
@@ -45,7 +46,8 @@ def child(root: str, workers: int, repeat: int) -> None:
     """Run one annotation on a fresh local cluster of ``workers`` processes; print JSON."""
     from distributed import Client, LocalCluster
 
-    from engine.annotate import AnnotateRequest, annotate
+    import tests.fake_annotators  # noqa: F401  (registers dark_patch)
+    from engine.annotate.plan import AnnotateRequest, annotate
     from storage.layout import DataRoot
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:

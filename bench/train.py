@@ -1,12 +1,12 @@
 """Benchmark of ``fld train``'s loop against a plain transformers ``Trainer`` on the same
 model and data.
 
-Builds synthetic shards (``engine.sample_data``), ingests them, writes a curated set from
-their ground truth (``tests/retrain/data.py``: what curation keeps with perfect
+Builds synthetic shards (``engine.demo.sample_data``), ingests them, writes a curated set from
+their ground truth (``tests/engine/retrain/data.py``: what curation keeps with perfect
 specialists), builds the Florence-2 examples, then trains the same start checkpoint for
 ``--steps`` optimizer steps twice:
 
-1. :func:`engine.train.train` (streams images from the tar shards, collates on
+1. :func:`engine.retrain.train.train` (streams images from the tar shards, collates on
    ``--threads`` threads ahead of the model, autocast on GPU, own unshifted loss);
 2. ``transformers.Trainer`` over a map-style dataset of the same training examples whose
    image bytes are held in memory (decoded and collated by the processor in the main
@@ -37,11 +37,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from annotators.florence2_checkpoint import build_checkpoint  # noqa: E402
-from engine.train import Collator, precision, train, vocabulary  # noqa: E402
-from engine.training_config import TrainingConfig  # noqa: E402
-from engine.training_set import build_examples  # noqa: E402
+from engine.retrain.train import Collator, precision, train, vocabulary  # noqa: E402
+from engine.retrain.config import TrainingConfig  # noqa: E402
+from engine.retrain.examples import build_examples  # noqa: E402
 from storage.readers import READERS  # noqa: E402
-from tests.retrain.data import curated_rows, make_root, write_curated  # noqa: E402
+from tests.engine.retrain.data import curated_rows, make_root, write_curated  # noqa: E402
 
 
 def trainer_rate(model_dir: Path, examples, config: TrainingConfig, steps: int, out: Path) -> float:

@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Callable
 
-from engine.round_lock import RoundBusy
+from engine.rounds.lock import RoundBusy
 
 # Beam logs these on the root logger at import / run time on every machine without GCP
 # libraries; they say nothing to an fld user.

@@ -17,7 +17,7 @@ Example::
     device = "cuda"
     dtype = "bf16"
 
-    [training]                    # fine-tuning of the current Florence-2 (engine.training_config)
+    [training]                    # fine-tuning of the current Florence-2 (engine.retrain.config)
     base_model = "/models/Florence-2-large"
 
     [runner]
@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from engine.curation_config import CurationConfig
-from engine.training_config import TrainingConfig
+from engine.curate.config import CurationConfig
+from engine.retrain.config import TrainingConfig
 from engine.typed_config import from_plain, to_plain
-from engine.runners import RUNNERS
+from storage.plugins import add_plugins
+from engine.annotate.runners import RUNNERS
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,13 @@ class EngineConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     loop: LoopSection = field(default_factory=LoopSection)
     flow: FlowSection = field(default_factory=FlowSection)
+    #: modules of the user's own annotators and filters, imported before the config is checked
+    #: (added to ``FLD_PLUGINS``, so workers and child processes import them too)
+    plugins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if any(not isinstance(name, str) or not name for name in self.plugins):
+            raise ValueError(f"plugins must be a list of module names, got {list(self.plugins)!r}")
         from annotators.registry import annotator_names
 
         known = annotator_names()
@@ -166,7 +172,12 @@ class EngineConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "EngineConfig":
-        return from_plain(cls, dict(data or {}), "")
+        data = dict(data or {})
+        plugins = data.get("plugins", [])
+        if not isinstance(plugins, (list, tuple)) or any(not isinstance(name, str) for name in plugins):
+            raise ValueError(f"plugins must be a list of module names, got {plugins!r}")
+        add_plugins(list(plugins))  # their annotators and filters register before the sections are checked
+        return from_plain(cls, data, "")
 
     @classmethod
     def load(cls, path: str | Path | None) -> "EngineConfig":

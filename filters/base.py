@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from filters.string_index import index_in
+from engine.curate.string_index import index_in
 from storage.arrow_masks import valid_mask, with_nulls
 
 #: modules whose ``@register_filter`` decorators run on first lookup
@@ -55,7 +55,7 @@ class FilterContext:
 
     images: ``image_id, width, height`` (upright pixels) of the images with status ``ok``.
     previous: the curated table of the previous round (for parents that live there), or None.
-    text_metrics: callable ``texts -> Table`` of ``engine.text_metrics.TEXT_METRICS`` rows (one
+    text_metrics: callable ``texts -> Table`` of ``storage.schema.TEXT_METRICS`` rows (one
     per distinct text given), injected by the engine so filters need not import spaCy.
     workers: threads a filter may use (None: one per core; 1 while the engine runs
     partitions on threads). prepared: what the rule's ``combine`` hook made of every
@@ -181,7 +181,7 @@ def filter_spec(name: str) -> FilterSpec:
         raise KeyError(f"unknown filter {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
 
 
-#: the annotation columns a filter sees during curation (``engine.curate`` leaves out the
+#: the annotation columns a filter sees during curation (``engine.curate.curation`` leaves out the
 #: wide ones no rule reads: ``image_id`` is replaced by :data:`IMAGE_INDEX`)
 CURATION_COLUMNS: tuple[str, ...] = (
     "annotation_id", "source", "kind", "granularity", "region_type", "text", "bbox", "quad",

@@ -3,7 +3,7 @@
 Judged rows: top-level rows (no ``parent_id``) of a kind in ``kinds`` (default captions)
 whose granularity is in ``granularities`` (empty = every granularity) and that have text.
 Measures come from ``ctx.text_metrics`` (the engine parses each distinct text once with the
-spaCy pipeline named in ``pipeline``; see ``engine.text_metrics`` for the definitions):
+spaCy pipeline named in ``pipeline``; see ``engine.curate.text_metrics`` for the definitions):
 
 * ``objects > max_objects`` -> dropped (excessive objects);
 * ``object_complexity < min_object_complexity`` -> dropped (a text without nouns has

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from engine.round_report import round_markdown, round_table
+from engine.rounds.summary import round_markdown, round_table
 
 
 def publish_round(result: dict[str, Any]) -> None:

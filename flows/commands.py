@@ -7,7 +7,7 @@ import json
 
 from engine.cli import add_root_argument, command
 from engine.config import EngineConfig
-from engine.round_report import round_markdown
+from engine.rounds.summary import round_markdown
 from storage.layout import DataRoot
 
 
@@ -89,7 +89,7 @@ def declare_demo(parser: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
         import shutil
 
-        from engine.demo import DEMO_TRAINING, demo_round_report, format_demo_report, format_quality_trend, prepare_demo
+        from engine.demo.report import DEMO_TRAINING, demo_round_report, format_demo_report, format_quality_trend, prepare_demo
         from flows.round_flow import loop_flow
 
         root = DataRoot(args.root)

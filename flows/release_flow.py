@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from engine.release import ReleaseConfig, build_release, verify_release
+from engine.release.build import ReleaseConfig, build_release, verify_release
 from storage.layout import DataRoot
 
 

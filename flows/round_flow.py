@@ -1,4 +1,4 @@
-"""The ``round`` and ``loop`` flows: thin Prefect wrappers of ``engine.rounds``."""
+"""The ``round`` and ``loop`` flows: thin Prefect wrappers of ``engine.rounds.loop``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow
 
 from engine.config import EngineConfig
-from engine.rounds import run_loop, run_round
+from engine.rounds.loop import run_loop, run_round
 from flows.artifacts import publish_round
 from flows.tasks import run_step_as_task
 from storage.layout import DataRoot

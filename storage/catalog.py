@@ -25,44 +25,13 @@ from storage import schema
 from storage.decisions import DECISIONS_VIEW_SQL
 from storage.layout import DataRoot
 
-MODELS = pa.schema(
-    [
-        pa.field("round", pa.int32(), nullable=False),
-        pa.field("path", pa.string(), nullable=False),
-        pa.field("version", pa.string()),
-        pa.field("metrics", pa.string()),  # JSON
-        pa.field("promoted", pa.bool_()),
-        pa.field("reason", pa.string()),
-        pa.field("created_at", schema.TIMESTAMP),
-    ]
-)
-RELEASES = pa.schema(
-    [
-        pa.field("name", pa.string(), nullable=False),
-        pa.field("round", pa.int32(), nullable=False),
-        pa.field("path", pa.string(), nullable=False),
-        pa.field("manifest_sha256", pa.string()),
-        pa.field("created_at", schema.TIMESTAMP),
-    ]
-)
-
-ROUND_STEPS = pa.schema(
-    [
-        pa.field("round", pa.int32(), nullable=False),
-        pa.field("step", pa.string(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),  # done
-        pa.field("summary", pa.string()),  # JSON
-        pa.field("finished_at", schema.TIMESTAMP),
-    ]
-)
-
 #: tables stored inside the DuckDB file, with their primary key columns
 TABLES: dict[str, tuple[pa.Schema, tuple[str, ...]]] = {
     "rounds": (schema.ROUNDS, ("round",)),
     "shards": (schema.SHARDS, ("shard_id",)),
-    "models": (MODELS, ("round",)),
-    "releases": (RELEASES, ("name",)),
-    "round_steps": (ROUND_STEPS, ("round", "step")),
+    "models": (schema.MODELS, ("round",)),
+    "releases": (schema.RELEASES, ("name",)),
+    "round_steps": (schema.ROUND_STEP_RECORDS, ("round", "step")),
 }
 
 

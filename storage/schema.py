@@ -193,6 +193,60 @@ SHARDS = pa.schema(
     ]
 )
 
+# ----------------------------------------------------------------------------- catalog tables
+MODELS = pa.schema(
+    [
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("version", pa.string()),
+        pa.field("metrics", pa.string()),  # JSON
+        pa.field("promoted", pa.bool_()),
+        pa.field("reason", pa.string()),
+        pa.field("created_at", TIMESTAMP),
+    ]
+)
+RELEASES = pa.schema(
+    [
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("manifest_sha256", pa.string()),
+        pa.field("created_at", TIMESTAMP),
+    ]
+)
+
+ROUND_STEP_RECORDS = pa.schema(
+    [
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("step", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # done
+        pa.field("summary", pa.string()),  # JSON
+        pa.field("finished_at", TIMESTAMP),
+    ]
+)
+
+# ----------------------------------------------------------------------------- curation inputs
+#: ``image_id, width, height`` (upright pixels) of the ingested images curation checks against
+IMAGE_SIZES = pa.schema([pa.field("image_id", pa.string()), pa.field("width", pa.int32()), pa.field("height", pa.int32())])
+
+#: the paper's Table 3 measures of one text (spaCy dependency parse)
+TEXT_METRICS = pa.schema(
+    [
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("objects", pa.int32(), nullable=False),
+        pa.field("attributes", pa.int32(), nullable=False),
+        pa.field("actions", pa.int32(), nullable=False),
+        pa.field("proper_nouns", pa.int32(), nullable=False),
+        pa.field("object_complexity", pa.float32(), nullable=False),
+        pa.field("action_complexity", pa.float32(), nullable=False),
+    ]
+)
+# ----------------------------------------------------------------------------- releases
+#: ``images/index.parquet`` of a release: one row per image and where its bytes are
+RELEASE_IMAGE_INDEX = pa.schema([pa.field("image_id", pa.string()), pa.field("width", pa.int32()), pa.field("height", pa.int32()),
+                   pa.field("format", pa.string()), pa.field("num_bytes", pa.int64()), pa.field("member", pa.string()),
+                   pa.field("source_shard", pa.string()), pa.field("source_key", pa.string())])
+
 TABLES: dict[str, pa.Schema] = {
     "images": IMAGES,
     "annotations": ANNOTATIONS,

@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from engine.annotate import AnnotateRequest, annotate
+from engine.annotate.plan import AnnotateRequest, annotate
 from engine.cli import UsageError, accept_pass_through, add_root_argument, command
 from engine.config import EngineConfig
-from engine.runners import RUNNERS
+from engine.annotate.runners import RUNNERS
 from storage.decode import DecodeLimits
 from storage.layout import DataRoot
 
 EPILOG = """
 Annotator settings come from the config's [annotators.NAME] tables; an annotator that needs
-none (ocr, noop, dark_patch) runs without a config. Any option not listed above is passed to
+none (ocr, sidecar_captions) runs without a config; your own annotators register from the
+modules named in FLD_PLUGINS. Any option not listed above is passed to
 Beam as a pipeline option, e.g.:
   fld annotate --round 0 --annotator ocr --runner dask --dask_client_address=tcp://10.0.0.5:8786
   fld annotate --round 0 --annotator ocr --runner flink --flink_master=localhost:8081 --environment_type=LOOPBACK

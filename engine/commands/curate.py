@@ -7,7 +7,7 @@ import json
 
 from engine.cli import UsageError, add_root_argument, command
 from engine.config import EngineConfig
-from engine.curate import curate_round
+from engine.curate.curation import curate_round
 from storage.catalog import Catalog
 from storage.layout import DataRoot
 

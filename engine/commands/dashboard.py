@@ -80,7 +80,7 @@ def declare_dashboard(parser: argparse.ArgumentParser):
     parser.add_argument("--pipeline", help="spaCy pipeline for Table 3 (default: the round's configured one)")
 
     def run(args: argparse.Namespace) -> int:
-        from engine.dashboard import DashboardConfig, build_dashboard
+        from engine.report.dashboard import DashboardConfig, build_dashboard
 
         root = DataRoot(args.root)
         if not root.catalog.exists():

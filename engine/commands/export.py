@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from engine.cli import UsageError, add_root_argument, command
-from engine.training_set import build_examples, write_jsonl
+from engine.retrain.examples import build_examples, write_jsonl
 from storage.layout import DataRoot
 
 

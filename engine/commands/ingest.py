@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from engine.cli import UsageError, add_root_argument, command
-from engine.ingest import IngestConfig, ingest
+from engine.ingest.shards import IngestConfig, ingest
 from storage.layout import DataRoot
 from storage.readers import SourceError
 

@@ -10,7 +10,7 @@ from storage.layout import DataRoot
 
 
 def _build(args: argparse.Namespace) -> int:
-    from engine.release import ReleaseConfig, build_release
+    from engine.release.build import ReleaseConfig, build_release
 
     if args.round < 0:
         raise UsageError(f"--round must be >= 0, got {args.round}")
@@ -26,7 +26,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from engine.release import verify_release
+    from engine.release.build import verify_release
 
     problems = verify_release(DataRoot(args.root), args.release)
     for problem in problems:

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from engine.cli import command
-from engine.sample_data import SampleConfig, write_sample
+from engine.demo.sample_data import SampleConfig, write_sample
 
 
 @command("sample", help="write synthetic image shards (shapes and words) with COCO ground truth")

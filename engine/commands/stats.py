@@ -6,8 +6,8 @@ import argparse
 import json
 
 from engine.cli import UsageError, add_root_argument, command
-from engine.image_stats import format_image_stats, image_stats
-from engine.round_stats import format_round_stats, round_stats
+from engine.ingest.image_stats import format_image_stats, image_stats
+from engine.report.stats import format_round_stats, round_stats
 from storage.catalog import Catalog
 from storage.layout import DataRoot
 

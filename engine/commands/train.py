@@ -9,7 +9,7 @@ import sys
 
 from engine.cli import UsageError, add_root_argument, command
 from engine.config import EngineConfig
-from engine.training_config import TrainingConfig
+from engine.retrain.config import TrainingConfig
 from engine.typed_config import to_plain
 from storage.layout import DataRoot
 
@@ -42,7 +42,7 @@ def declare(parser: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
         from transformers.utils import logging as hf_logging
 
-        from engine.promote import retrain_round
+        from engine.retrain.promote import retrain_round
 
         hf_logging.disable_progress_bar()  # "Loading weights" bars for every checkpoint load
         config = load_training_config(args.config, {k: getattr(args, k) for k in OVERRIDES})

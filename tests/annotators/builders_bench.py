@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import tests.fake_annotators  # noqa: F401  (registers noop and dark_patch)
 from annotators.registry import build_annotator
 from tests.annotators.builders import tiny_builder
 

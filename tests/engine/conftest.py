@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.ingest import IngestConfig, ingest
-from engine.sample_data import SampleConfig, write_sample
+from engine.ingest.shards import IngestConfig, ingest
+from engine.demo.sample_data import SampleConfig, write_sample
 from storage.layout import DataRoot
 
 
@@ -28,3 +28,6 @@ def ingested_root(sample_dir, tmp_path) -> DataRoot:
     root = DataRoot(tmp_path / "root")
     ingest(root, [str(shards)], IngestConfig(progress=False))
     return root
+
+
+from tests.engine.report_root import report_root  # noqa: E402,F401  (the two-round root of report and release tests)

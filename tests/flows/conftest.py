@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.sample_data import SampleConfig, write_sample
+from engine.demo.sample_data import SampleConfig, write_sample
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = ["image", "confidence", "geometry", "phrase_parent", "phrase_span", "phrase_blacklist", "phrase_confidence",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from engine.annotate import read_markers
+from engine.annotate.plan import read_markers
 from flows.release_flow import release_flow
 from flows.round_flow import loop_flow
 from storage.catalog import Catalog

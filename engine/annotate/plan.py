@@ -1,0 +1,145 @@
+"""``fld annotate``: plan the (shard, annotator) work of a round and run it on Beam.
+
+Resume and idempotence: a (round, source, shard) whose marker exists is done and skipped; the
+rest is (re)computed and its files replaced atomically. Annotation ids are deterministic, so a
+killed run re-run gives exactly the rows of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from tqdm import tqdm
+
+from annotators.registry import annotator_class
+from engine.annotate.elements import ShardTask
+from engine.annotate.pipeline import build_pipeline
+from engine.annotate.handler import AnnotatorModelHandler
+from engine.annotate.runners import runner_options
+from storage.catalog import Catalog
+from storage.decode import DecodeLimits
+from storage.layout import DataRoot
+
+
+@dataclass
+class AnnotateRequest:
+    """One annotation run: ``annotators`` maps registry names to their settings (config tables).
+
+    ``runner``: a name from ``engine.annotate.runners.RUNNERS``; ``workers``: worker processes for the
+    multi-process runner; ``pipeline_args``: extra Beam flags passed through untouched.
+    ``wave_size``: shards per pipeline run (0: all in one run). Files are written when a
+    run's grouping step completes, so smaller waves make progress durable sooner (a killed
+    run loses at most one wave) at the price of one pipeline start per wave.
+    """
+
+    round: int
+    annotators: Mapping[str, Mapping[str, Any]]
+    runner: str = "direct"
+    workers: int = 2
+    pipeline_args: list[str] = field(default_factory=list)
+    limits: DecodeLimits = DecodeLimits()
+    progress: bool = True
+    wave_size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.round < 0:
+            raise ValueError(f"round must be >= 0, got {self.round}")
+        if not self.annotators:
+            raise ValueError("name at least one annotator")
+        for name in self.annotators:
+            annotator_class(name)  # unknown names raise, listing the known ones
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.wave_size < 0:
+            raise ValueError(f"wave_size must be >= 0, got {self.wave_size}")
+
+
+def plan_tasks(root: DataRoot, round_: int, sources: list[str]) -> list[ShardTask]:
+    """One task per ingested shard that still lacks a marker for some source."""
+    with Catalog(root) as catalog:
+        shards = catalog.query("select shard_id, shard, format from shards where images_ok > 0 order by shard")
+    tasks = []
+    for shard_id, shard, fmt in shards:
+        todo = tuple(s for s in sources if not root.annotation_marker(round_, s, shard_id).exists())
+        if todo:
+            tasks.append(ShardTask(shard_id=shard_id, shard=shard, format=fmt, sources=todo, round=round_))
+    return tasks
+
+
+def read_markers(root: DataRoot, round_: int) -> list[dict[str, Any]]:
+    """The per-(source, shard) summaries of every completed unit of the round."""
+    return [json.loads(p.read_text()) for p in sorted(root.annotations(round_).glob("source=*/_done/*.json"))]
+
+
+class MarkerProgress:
+    """A progress bar fed by the markers workers write (works for every runner)."""
+
+    def __init__(self, root: DataRoot, round_: int, total_units: int, enabled: bool):
+        self.root, self.round = root, round_
+        self.before = {(m["source"], m["shard_id"]) for m in read_markers(root, round_)}
+        self.bar = tqdm(total=total_units, desc="annotate", unit="shard", disable=not enabled, dynamic_ncols=True)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _update(self) -> None:
+        new = [m for m in read_markers(self.root, self.round) if (m["source"], m["shard_id"]) not in self.before]
+        totals: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        for marker in new:
+            totals[marker["source"]].update(images=marker["images"], rows=marker["rows"])
+        if len(new) == self.bar.n and new:
+            return  # nothing finished since the last poll: no redraw (keeps logs short)
+        self.bar.n = len(new)
+        self.bar.set_postfix_str(" ".join(f"{s}: {c['images']} img {c['rows']} rows" for s, c in sorted(totals.items())))
+        self.bar.refresh()
+
+    def _poll(self) -> None:
+        while not self.stop.wait(0.5):
+            self._update()
+
+    def __enter__(self) -> "MarkerProgress":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._update()
+        self.bar.close()
+
+
+def annotate(root: DataRoot, request: AnnotateRequest) -> dict[str, Any]:
+    """Run the round's annotation; returns totals per source over every completed shard."""
+    sources = list(request.annotators)
+    handlers = {name: AnnotatorModelHandler(name, request.annotators[name], request.round, request.limits) for name in sources}
+    needing_context = frozenset(n for n in sources if "annotations" in annotator_class(n).needs)
+    tasks = plan_tasks(root, request.round, sources)
+    units = sum(len(t.sources) for t in tasks)
+    size = request.wave_size or len(tasks) or 1
+    waves = [tasks[i:i + size] for i in range(0, len(tasks), size)]
+    with MarkerProgress(root, request.round, units, request.progress and bool(tasks)):
+        for wave in waves:
+            flags = runner_options(request.runner, request.workers, len(wave), request.pipeline_args)
+            pipeline = beam.Pipeline(options=PipelineOptions(flags))
+            build_pipeline(pipeline, root, wave, handlers, needing_context)
+            result = pipeline.run()
+            try:
+                result.wait_until_finish()
+            finally:
+                client = getattr(result, "client", None)  # the Dask runner's; it never closes it
+                if client is not None:
+                    client.close()
+    with Catalog(root) as catalog:
+        catalog.refresh_views()
+    totals: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for marker in read_markers(root, request.round):
+        if marker["source"] in sources:
+            totals[marker["source"]].update(shards=1, images=marker["images"], rows=marker["rows"],
+                                            errors=marker["errors"])
+    return {"round": request.round, "units_run": units,
+            "sources": {s: dict(totals[s]) for s in sources}}

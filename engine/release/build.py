@@ -1,0 +1,272 @@
+"""Reproducible, immutable dataset releases of a round's curated set: ``ROOT/releases/NAME/``.
+
+Layout of a release (every path relative to its folder)::
+
+    data/curated-00000-of-0000N.parquet   the curated rows (CURATED schema), sorted by
+                                          (image_id, kind, annotation_id), zstd, fixed row groups
+    images/index.parquet                  image_id, width, height, format, num_bytes, member
+                                          (``webdataset/shard-K.tar#ID.ext``), source shard and key
+    webdataset/shard-00000.tar ...        per image: ``ID.ext`` (bytes as ingested; left out in
+                                          ``reference`` mode) and ``ID.json`` (size + curated rows)
+    exports/coco.json                     COCO instances + captions + grounded phrases
+    exports/florence2.jsonl               Florence-2 task / prompt / target examples
+    README.md                             dataset card: Table 2 / 3 beside FLD-5B, drops, sources
+    manifest.json                         sha256 and size of every file above, row counts, source
+                                          rounds, annotators, configs, models, filter settings
+
+Reproducible: no file holds a time, a release name or a temp path, JSON keys are sorted and
+tar members have fixed metadata, so building the same round of the same root twice gives
+byte-identical files. Immutable: a release is built in a hidden staging folder and renamed
+into place; an existing name is refused, files are made read-only, and ``verify`` re-hashes
+every file against the manifest (and the manifest against the catalog's ``releases`` row).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tarfile
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.ingest.image_bytes import image_locations, read_images
+from engine.release.exports import card_markdown, coco_json, dumps, florence2_jsonl, tar_member, webdataset_sample
+from engine.report.stats import markdown_stats, round_stats
+from storage.catalog import Catalog
+from storage.layout import DataRoot
+from storage.schema import CURATED, RELEASE_IMAGE_INDEX, utc_now
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+IMAGE_MODES = ("webdataset", "reference")
+MANIFEST, CARD, FORMAT = "manifest.json", "README.md", "fld-release/1"
+
+
+class ReleaseError(ValueError):
+    """A release cannot be built as asked (name taken, nothing curated, image bytes changed)."""
+
+
+@dataclass(frozen=True)
+class ReleaseConfig:
+    """``rows_per_file`` / ``row_group_size``: Parquet rows per file / per row group;
+    ``images``: ``webdataset`` (bytes copied into tars) or ``reference`` (tars hold only the
+    JSON, the index names the source shard and key); ``images_per_shard``: samples per tar;
+    ``eval_fraction`` / ``seed``: the Florence-2 export's validation split by image id;
+    ``pipeline``: spaCy pipeline for the card's Table 3 (None: the round's configured one)."""
+
+    rows_per_file: int = 100_000
+    row_group_size: int = 10_000
+    images: str = "webdataset"
+    images_per_shard: int = 1000
+    eval_fraction: float = 0.1
+    seed: int = 0
+    pipeline: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("rows_per_file", "row_group_size", "images_per_shard"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"release {name} must be an integer >= 1, got {value!r}")
+        if self.images not in IMAGE_MODES:
+            raise ValueError(f"release images must be one of {IMAGE_MODES}, got {self.images!r}")
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"release eval_fraction must be in [0, 1), got {self.eval_fraction!r}")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write(stage: Path, rel: str, data: bytes) -> None:
+    path = stage / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _read_round(catalog: Catalog, round_: int) -> tuple[pa.Table, dict[str, Any]]:
+    from engine.curate.parquet_io import conform
+
+    table = catalog.con.sql("select * exclude (curated_round) from curated where curated_round = ? "
+                            "order by image_id, kind, annotation_id", params=[round_]).to_arrow_table()
+    if table.num_rows == 0:
+        raise ReleaseError(f"round {round_} has no curated set; run `fld curate --round {round_}` first")
+    config = catalog.query("select config from rounds where round = ?", [round_])
+    models = catalog.query("select round, path, version, promoted, reason from models where round <= ? order by round",
+                           [round_])
+    root = str(catalog.root.path)
+    context = {
+        "round_config": json.loads(config[0][0]) if config and config[0][0] else None,
+        "models": [{"round": int(r), "path": os.path.relpath(p, root) if p.startswith(root) else p, "version": v,
+                    "promoted": bool(pr), "reason": why} for r, p, v, pr, why in models],
+    }
+    return conform(table, CURATED), context
+
+
+def _write_images(stage: Path, locations: dict, rows_by_image: dict, config: ReleaseConfig) -> dict[str, dict]:
+    """Tars of WebDataset samples, in shard-read order; returns image_id -> meta (with member)."""
+    if config.images == "webdataset":
+        stream = read_images(locations)
+    else:
+        stream = ((loc, None) for _, loc in sorted(locations.items(), key=lambda kv: (kv[1].shard, kv[1].key)))
+    metas: dict[str, dict] = {}
+    archive, shard = None, -1
+    try:
+        for n, (location, data) in enumerate(stream):
+            if n // config.images_per_shard != shard:
+                if archive is not None:
+                    archive.close()
+                shard = n // config.images_per_shard
+                (stage / "webdataset").mkdir(parents=True, exist_ok=True)
+                archive = tarfile.open(stage / "webdataset" / f"shard-{shard:05d}.tar", "w", format=tarfile.PAX_FORMAT)
+            meta = {"width": location.width, "height": location.height, "extension": location.extension,
+                    "shard": location.shard, "key": location.key, "format": location.format,
+                    "num_bytes": location.num_bytes}
+            member = f"{location.image_id}.{location.extension}"
+            meta["file_name"] = member
+            meta["member"] = (f"webdataset/shard-{shard:05d}.tar#{member}" if data is not None
+                              else f"{location.shard}#{location.key}")
+            for name, payload in webdataset_sample(location.image_id, meta, rows_by_image[location.image_id], data):
+                tar_member(archive, name, payload)
+            metas[location.image_id] = meta
+    finally:
+        if archive is not None:
+            archive.close()
+    return metas
+
+
+def _write_tables(stage: Path, table: pa.Table, metas: dict[str, dict], config: ReleaseConfig) -> dict[str, int]:
+    counts = {}
+    files = max(1, -(-table.num_rows // config.rows_per_file))
+    for i in range(files):
+        rel = f"data/curated-{i:05d}-of-{files:05d}.parquet"
+        part = table.slice(i * config.rows_per_file, config.rows_per_file)
+        (stage / "data").mkdir(parents=True, exist_ok=True)
+        pq.write_table(part, stage / rel, compression="zstd", row_group_size=config.row_group_size)
+        counts[rel] = part.num_rows
+    index = [{"image_id": i, "width": m["width"], "height": m["height"], "format": m["format"],
+              "num_bytes": m["num_bytes"], "member": m["member"] if config.images == "webdataset" else None,
+              "source_shard": m["shard"], "source_key": m["key"]} for i, m in sorted(metas.items())]
+    (stage / "images").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(index, schema=RELEASE_IMAGE_INDEX), stage / "images/index.parquet", compression="zstd")
+    counts["images/index.parquet"] = len(index)
+    return counts
+
+
+def build_release(root: DataRoot | str | Path, round_: int, name: str,
+                  config: ReleaseConfig = ReleaseConfig()) -> dict[str, Any]:
+    """Build ``ROOT/releases/NAME`` from round ``round_``'s curated set; returns the manifest
+    (plus ``path`` and ``manifest_sha256``). Raises :class:`ReleaseError` if ``name`` exists."""
+    root = root if isinstance(root, DataRoot) else DataRoot(Path(root))
+    if not NAME_PATTERN.fullmatch(name or ""):
+        raise ReleaseError(f"release name {name!r} must match {NAME_PATTERN.pattern}")
+    final = root.release(name)
+    if final.exists():
+        raise ReleaseError(f"release {name!r} already exists at {final}; releases are immutable, choose another name")
+    if not root.catalog.exists():
+        raise ReleaseError(f"no catalog at {root.catalog}")
+    with Catalog(root) as catalog:
+        if catalog.query("select 1 from releases where name = ?", [name]):
+            raise ReleaseError(f"release {name!r} is recorded in the catalog; releases are immutable")
+        table, context = _read_round(catalog, int(round_))
+        ids = sorted(set(table["image_id"].to_pylist()))
+        locations = image_locations(catalog, ids)
+        stats = round_stats(catalog, int(round_), config.pipeline)
+    missing = sorted(set(ids) - set(locations))
+    if missing:
+        raise ReleaseError(f"{len(missing)} curated images are not ingested with status ok, e.g. {missing[0]}")
+    rows = table.to_pylist()
+    rows_by_image: dict[str, list] = {}
+    for row in rows:
+        rows_by_image.setdefault(row["image_id"], []).append(row)
+    stage = final.parent / f".{name}.building-{uuid.uuid4().hex[:8]}"
+    try:
+        stage.mkdir(parents=True)
+        metas = _write_images(stage, locations, rows_by_image, config)
+        counts = _write_tables(stage, table, metas, config)
+        coco = coco_json(rows, metas)
+        _write(stage, "exports/coco.json", coco)
+        counts["exports/coco.json"] = len(json.loads(coco)["annotations"])
+        counts["webdataset"] = len(metas)
+        jsonl, examples = florence2_jsonl(rows, metas, config.eval_fraction, config.seed)
+        _write(stage, "exports/florence2.jsonl", jsonl)
+        counts["exports/florence2.jsonl"] = sum(examples.values())
+        curation = (context["round_config"] or {}).get("curation")
+        manifest: dict[str, Any] = {
+            "format": FORMAT, "round": int(round_),
+            "source_rounds": sorted(set(table["round"].to_pylist())),
+            "row_counts": counts, "rows_by_kind": dict(sorted(_kinds(rows).items())),
+            "examples_by_split_task": examples, "images": len(metas), "image_mode": config.images,
+            "annotators": sorted({f"{r['source']}@{r['source_version']}" for r in rows}),
+            "configs": {"release": asdict(config), "round": context["round_config"]},
+            "filter_settings": curation, "drops": stats["drops"], "model_checkpoints": context["models"],
+        }
+        _write(stage, CARD, card_markdown(int(round_), manifest, stats, markdown_stats(stats)).encode("utf-8"))
+        manifest["files"] = {str(p.relative_to(stage)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                             for p in sorted(stage.rglob("*")) if p.is_file()}
+        _write(stage, MANIFEST, dumps(manifest, indent=1) + b"\n")
+        for path in stage.rglob("*"):
+            if path.is_file():
+                path.chmod(0o444)
+        if final.exists():
+            raise ReleaseError(f"release {name!r} appeared while building; releases are immutable")
+        os.rename(stage, final)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+    digest = sha256_file(final / MANIFEST)
+    with Catalog(root) as catalog:
+        catalog.upsert("releases", [{"name": name, "round": int(round_), "path": str(final),
+                                     "manifest_sha256": digest, "created_at": utc_now()}])
+    return {**manifest, "path": str(final), "manifest_sha256": digest}
+
+
+def _kinds(rows: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for row in rows:
+        key = row["kind"] + (f":{row.get('granularity') or row.get('region_type')}"
+                             if row.get("granularity") or row.get("region_type") else "")
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def verify_release(root: DataRoot | str | Path, name: str) -> list[str]:
+    """Problems found in release ``name`` (empty = verified): a file missing, added, resized or
+    with another sha256 than the manifest says, or a manifest that is not the one recorded."""
+    root = root if isinstance(root, DataRoot) else DataRoot(Path(root))
+    folder = root.release(name)
+    if not (folder / MANIFEST).is_file():
+        raise ReleaseError(f"no release {name!r} at {folder} (no {MANIFEST})")
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (ValueError, KeyError) as exc:
+        return [f"{MANIFEST}: unreadable ({exc.__class__.__name__}: {exc})"]
+    problems = []
+    for rel, expected in sorted(files.items()):
+        path = folder / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+        elif path.stat().st_size != expected["bytes"]:
+            problems.append(f"{rel}: {path.stat().st_size} bytes, manifest says {expected['bytes']}")
+        elif sha256_file(path) != expected["sha256"]:
+            problems.append(f"{rel}: sha256 differs from the manifest")
+    extra = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
+                   and str(p.relative_to(folder)) not in files and p.name != MANIFEST)
+    problems += [f"{rel}: not in the manifest" for rel in extra]
+    if root.catalog.exists():
+        with Catalog(root) as catalog:
+            recorded = catalog.query("select manifest_sha256 from releases where name = ?", [name])
+        if recorded and recorded[0][0] != sha256_file(folder / MANIFEST):
+            problems.append(f"{MANIFEST}: sha256 differs from the one recorded in the catalog")
+    return problems

@@ -1,0 +1,227 @@
+"""The export formats of a release: COCO JSON, Florence-2 JSON lines, WebDataset samples.
+
+All writers are pure functions of the release's sorted curated rows (dicts with the
+``CURATED`` columns, geometry in absolute pixels of the upright image, boxes x0, y0, x1, y1)
+and the images' sizes, and return bytes, so building the same round twice gives the same
+bytes. JSON is written with sorted keys and coordinates rounded to 1/100 pixel.
+
+COCO (``exports/coco.json``): ``images`` sorted by image id (``id`` 1..N, ``file_name`` = the
+WebDataset member ``IMAGEID.ext``, ``fld_image_id``); ``categories``: the object labels
+(``label``, else ``text``) sorted, then ``text`` for OCR regions; ``annotations``: every region
+with a box, ``bbox`` as COCO ``[x, y, w, h]``, ``segmentation`` = the RLE mask
+(``{"size": [h, w], "counts"}``) when there is one, else the polygons, else the box as a
+polygon; ``area`` = mask pixels when masked, else the box area; the region's ``text``,
+``quad`` (OCR), ``score`` and ``fld_annotation_id`` ride along. Captions go to ``captions``
+(COCO captions style plus ``granularity``) and grounded phrases to ``grounded_phrases``
+(caption id, phrase, span, box); pycocotools ignores both keys.
+
+Florence-2 (``exports/florence2.jsonl``): the examples of :mod:`engine.retrain.examples`
+(task, prompt, target per image; split by image id), with ``image`` = the WebDataset member.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import tarfile
+from typing import Any, Iterable, Mapping
+
+from storage.masks import rle_area
+
+Row = dict[str, Any]
+TEXT_CATEGORY = "text"
+
+
+def dumps(value: Any, indent: int | None = None) -> bytes:
+    """Deterministic JSON bytes (sorted keys, UTF-8, no trailing spaces)."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, indent=indent,
+                      separators=(",", ": ") if indent else (",", ":")).encode("utf-8")
+
+
+def _r(values: Iterable[float] | None) -> list[float] | None:
+    return None if values is None else [round(float(v), 2) for v in values]
+
+
+def json_row(row: Row) -> Row:
+    """A curated row made JSON-ready: timestamps as ISO text, coordinates rounded to 1/100 px."""
+    out = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+    for column in ("bbox", "quad"):
+        out[column] = _r(row.get(column))
+    if row.get("polygons") is not None:
+        out["polygons"] = [_r(p) for p in row["polygons"]]
+    if row.get("score") is not None:
+        out["score"] = round(float(row["score"]), 4)
+    return out
+
+
+def _category(row: Row) -> str:
+    if row.get("region_type") == "ocr":
+        return TEXT_CATEGORY
+    return (row.get("label") or row.get("text") or "").strip() or "object"
+
+
+def coco_json(rows: list[Row], images: Mapping[str, Mapping[str, Any]]) -> bytes:
+    """COCO instances (+ captions, grounded phrases) of ``rows``; ``images``: image_id ->
+    ``{"width", "height", "file_name"}``."""
+    image_ids = {image_id: i + 1 for i, image_id in enumerate(sorted(images))}
+    regions = [r for r in rows if r["kind"] == "region" and r.get("bbox") is not None]
+    names = sorted({_category(r) for r in regions if r.get("region_type") != "ocr"})
+    if any(r.get("region_type") == "ocr" for r in regions) and TEXT_CATEGORY not in names:
+        names.append(TEXT_CATEGORY)
+    categories = {name: i + 1 for i, name in enumerate(names)}
+    annotations = []
+    for r in regions:
+        meta = images[r["image_id"]]
+        x0, y0, x1, y1 = (float(v) for v in r["bbox"])
+        ann: Row = {"id": len(annotations) + 1, "image_id": image_ids[r["image_id"]],
+                    "category_id": categories[_category(r)], "bbox": _r([x0, y0, x1 - x0, y1 - y0]), "iscrowd": 0,
+                    "fld_annotation_id": r["annotation_id"], "text": r.get("text")}
+        if r.get("mask_rle"):
+            ann["segmentation"] = {"size": [meta["height"], meta["width"]], "counts": r["mask_rle"]}
+            ann["area"] = rle_area(r["mask_rle"], meta["height"], meta["width"])
+        else:
+            polygons = [p for p in (r.get("polygons") or []) if p is not None and len(p) >= 6]
+            ann["segmentation"] = [_r(p) for p in polygons] or [_r([x0, y0, x1, y0, x1, y1, x0, y1])]
+            ann["area"] = round((x1 - x0) * (y1 - y0), 2)
+        if r.get("quad") is not None:
+            ann["quad"] = _r(r["quad"])
+        if r.get("score") is not None:
+            ann["score"] = round(float(r["score"]), 4)
+        annotations.append(ann)
+    captions, caption_ids = [], {}
+    for r in (r for r in rows if r["kind"] == "caption"):
+        caption_ids[r["annotation_id"]] = len(captions) + 1
+        captions.append({"id": len(captions) + 1, "image_id": image_ids[r["image_id"]], "caption": r.get("text"),
+                         "granularity": r.get("granularity"), "fld_annotation_id": r["annotation_id"]})
+    phrases = [{"id": i + 1, "image_id": image_ids[r["image_id"]], "caption_id": caption_ids.get(r.get("parent_id")),
+                "phrase": r.get("text"), "span": [r.get("span_start"), r.get("span_end")],
+                "bbox": None if r.get("bbox") is None else _r([r["bbox"][0], r["bbox"][1], r["bbox"][2] - r["bbox"][0],
+                                                               r["bbox"][3] - r["bbox"][1]]),
+                "fld_annotation_id": r["annotation_id"]}
+               for i, r in enumerate(r for r in rows if r["kind"] == "phrase")]
+    document = {
+        "info": {"description": "fld-engine release (FLD-5B-style curated annotations)", "version": "1"},
+        "images": [{"id": image_ids[i], "file_name": images[i]["file_name"], "width": images[i]["width"],
+                    "height": images[i]["height"], "fld_image_id": i} for i in sorted(images)],
+        "categories": [{"id": cid, "name": name, "supercategory": "text" if name == TEXT_CATEGORY else "object"}
+                       for name, cid in categories.items()],
+        "annotations": annotations, "captions": captions, "grounded_phrases": phrases,
+    }
+    return dumps(document)
+
+
+def florence2_jsonl(rows: list[Row], images: Mapping[str, Mapping[str, Any]], eval_fraction: float,
+                    seed: int) -> tuple[bytes, dict[str, int]]:
+    """Florence-2 examples (one JSON object per line) and their count per ``split/task``."""
+    from engine.retrain.examples import CURATED_COLUMNS, image_targets, split_of
+
+    by_image: dict[str, list[Row]] = collections.defaultdict(list)
+    for row in rows:
+        by_image[row["image_id"]].append({c: row.get(c) for c in CURATED_COLUMNS})
+    lines, counts = [], collections.Counter()
+    for image_id in sorted(by_image):
+        meta = images[image_id]
+        split = split_of(image_id, eval_fraction, seed)
+        ordered = sorted(by_image[image_id], key=lambda r: r["annotation_id"])
+        for task, prompt, target in image_targets(ordered, meta["width"], meta["height"]):
+            lines.append(dumps({"image_id": image_id, "image": meta["member"], "task": task, "prompt": prompt,
+                                "target": target, "width": meta["width"], "height": meta["height"], "split": split}))
+            counts[f"{split}/{task}"] += 1
+    return b"".join(line + b"\n" for line in lines), dict(sorted(counts.items()))
+
+
+def tar_member(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Add ``name`` with fixed metadata (mtime 0, root owner, mode 644) so tars are reproducible."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = len(data), 0, 0o644, 0, 0, "", ""
+    archive.addfile(info, io.BytesIO(data))
+
+
+def webdataset_sample(image_id: str, meta: Mapping[str, Any], rows: list[Row], data: bytes | None) -> list[tuple[str, bytes]]:
+    """The members of one WebDataset sample (key = image id): the image bytes as ingested (when
+    ``data``) and ``KEY.json`` with the image's size, source (reference mode) and curated rows."""
+    doc = {"image_id": image_id, "width": meta["width"], "height": meta["height"],
+           "annotations": [json_row(r) for r in rows]}
+    if data is None:
+        doc["source"] = {"shard": meta["shard"], "key": meta["key"]}
+    members = [(f"{image_id}.{meta['extension']}", data)] if data is not None else []
+    return members + [(f"{image_id}.json", dumps(doc))]
+
+
+def card_markdown(round_: int, manifest: Mapping[str, Any], stats: Mapping[str, Any], stats_markdown: str) -> str:
+    """The release's dataset card (``README.md``, Hugging Face style YAML header): what it holds,
+    the Table 2 / Table 3 statistics beside FLD-5B, drops per rule, sources and settings."""
+    rows = "\n".join(f"| `{rel}` | {n} |" for rel, n in manifest["row_counts"].items())
+    kinds = "\n".join(f"| {kind} | {n} |" for kind, n in manifest["rows_by_kind"].items())
+    drops = "\n".join(f"| {d['rule']} | {d['reason']} | {d['count']} |" for d in stats["drops"]) or "| - | - | 0 |"
+    models = "\n".join(f"| {m['round']} | `{m['version']}` | {m['promoted']} | {m['reason']} |"
+                       for m in manifest["model_checkpoints"]) or "| - | - | - | - |"
+    annotators = "\n".join(f"- `{a}`" for a in manifest["annotators"])
+    settings = json.dumps(manifest["filter_settings"], indent=1, sort_keys=True)
+    return f"""---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/*.parquet
+---
+# fld-engine dataset release (round {round_})
+
+FLD-5B-style annotations (as in Florence-2) curated by fld-engine: captions (text
+annotations), regions with text (region-text pairs) and grounded phrases (text-phrase-region
+triplets) of {manifest['images']} images, from the curated set of round {round_} (rows first
+produced in rounds {', '.join(str(r) for r in manifest['source_rounds'])}). Geometry is in
+absolute pixels of the upright image; boxes are x0, y0, x1, y1; OCR quads clockwise from the
+top-left; masks are COCO compressed RLE.
+
+## Files
+
+| file | rows (coco.json: region annotations; webdataset: samples) |
+|---|---|
+{rows}
+
+Images: `webdataset/shard-*.tar` (mode `{manifest['image_mode']}`), one sample per image keyed by its
+sha256: the image bytes as ingested and a JSON with its rows. Exports: `exports/coco.json`
+(COCO instances with RLE masks, plus `captions` and `grounded_phrases`) and
+`exports/florence2.jsonl` (task, prompt, target per example). `manifest.json` holds every file's
+sha256; `fld release verify` checks them.
+
+| kind | rows |
+|---|---|
+{kinds}
+
+## Statistics (FLD-5B: Florence-2 paper, Tables 2 and 3)
+
+Tokens are word tokens: runs of letters and digits, split at whitespace and punctuation.
+
+{stats_markdown}
+## Curation drops (round {round_})
+
+| rule | reason | rows |
+|---|---|---|
+{drops}
+
+## Sources
+
+Annotators (`source@version`):
+{annotators}
+
+| model round | version | promoted | reason |
+|---|---|---|---|
+{models}
+
+Filter settings (the round's curation config):
+
+```json
+{settings}
+```
+
+## Loading
+
+```python
+import duckdb; duckdb.sql("select kind, count(*) from 'data/*.parquet' group by kind")
+from datasets import load_dataset; load_dataset("parquet", data_files="data/*.parquet")
+from pycocotools.coco import COCO; COCO("exports/coco.json")
+```
+"""

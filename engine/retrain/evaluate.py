@@ -1,0 +1,187 @@
+"""Evaluate a Florence-2 checkpoint on a round's held-out (validation) examples.
+
+Predictions go through the ``florence2`` annotator's own code path (batched generation,
+the processor's ``post_process_generation``, the same payload mapping); the curated answers
+are the validation targets parsed back by that same parser, so both sides are compared in
+the same pixels (absolute, upright image; boxes x0, y0, x1, y1). Metrics:
+
+- ``val_loss``: token-mean cross-entropy over every validation example (lower is better);
+- ``caption_agreement``: mean unigram F1 (lower-cased words) of generated vs curated captions;
+- ``od_agreement`` / ``ocr_agreement``: F1 of predicted vs curated regions / text lines, a match
+  being the same (normalised) label/text with box IoU >= 0.5 (quads: their enclosing boxes);
+- ``grounding_recall``: share of curated (phrase, box) pairs a prediction of the same phrase
+  covers with IoU >= 0.5;
+- ``box_map`` / ``mask_map``: COCO AP@[.5:.95] (pycocotools ``COCOeval``) of ``<OD>`` boxes and
+  of ``<REGION_TO_SEGMENTATION>`` masks prompted with each predicted box, against a ground-truth
+  COCO file. Images are matched by ``coco_id`` in their sidecar JSON, else by file name (the
+  tar member / file key); labels by category name (case-insensitive); unknown labels are
+  dropped. A detection's score is its sequence's mean token probability.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.retrain.train import mean_loss, precision, stream_examples
+from engine.retrain.config import TrainingConfig
+from engine.retrain.examples import Example
+from storage.atomic import write_text_atomic
+from engine.retrain.coco_eval import coco_detections, coco_image_ids, coco_map  # noqa: F401  (part of this API)
+from storage.geometry import box_iou_matrix
+
+IOU = 0.5
+CAPTION_TASKS = ("CAPTION", "DETAILED_CAPTION", "MORE_DETAILED_CAPTION")
+#: metric -> the tasks whose validation examples it is computed from
+TASK_METRICS = {"caption_agreement": CAPTION_TASKS, "od_agreement": ("OD",),
+                "ocr_agreement": ("OCR_WITH_REGION",), "grounding_recall": ("CAPTION_TO_PHRASE_GROUNDING",)}
+
+
+# ------------------------------------------------------------------------ matching
+def _norm(text: str | None) -> str:
+    return " ".join(re.findall(r"\w+", (text or "").lower()))
+
+
+def word_f1(predicted: str, reference: str) -> float:
+    """Unigram F1 of two texts (multiset of lower-cased words); 1.0 when both are empty."""
+    p, r = collections.Counter(_norm(predicted).split()), collections.Counter(_norm(reference).split())
+    if not p and not r:
+        return 1.0
+    common = sum((p & r).values())
+    return 0.0 if not common else 2 * common / (sum(p.values()) + sum(r.values()))
+
+
+def matched_pairs(predicted: list[tuple[str, list[float]]], reference: list[tuple[str, list[float]]],
+                  iou: float = IOU) -> int:
+    """How many (label, box) references get a distinct prediction of the same normalised label
+    with IoU >= ``iou`` (greedy, best IoU first)."""
+    if not predicted or not reference:
+        return 0
+    ious = box_iou_matrix(np.asarray([b for _, b in predicted], float), np.asarray([b for _, b in reference], float))
+    same = np.array([[_norm(a) == _norm(b) for b, _ in reference] for a, _ in predicted])
+    ious = np.where(same & (ious >= iou), ious, -1.0)
+    hits = 0
+    while ious.size and ious.max() >= 0:
+        i, j = np.unravel_index(int(ious.argmax()), ious.shape)
+        hits, ious[i, :], ious[:, j] = hits + 1, -1.0, -1.0
+    return hits
+
+
+def _pairs(payloads: list[dict[str, Any]]) -> list[tuple[str, list[float]]]:
+    return [(p.get("text", ""), list(p["bbox"])) for p in payloads if p.get("bbox") is not None]
+
+
+# ----------------------------------------------------------------------- generation
+def _annotator(model_dir: Path, config: TrainingConfig) -> Any:
+    from annotators.registry import build_annotator
+
+    device, amp = precision(config)
+    dtype = "fp32" if amp is None else {"torch.bfloat16": "bf16", "torch.float16": "fp16"}[str(amp)]
+    annotator = build_annotator("florence2", model=str(model_dir), device=str(device), dtype=dtype,
+                                batch_size=config.eval_batch_size, max_new_tokens=config.max_new_tokens,
+                                num_beams=config.num_beams)
+    annotator.load()
+    return annotator
+
+
+def _caption_of(example: Example) -> str | None:
+    token = "<CAPTION_TO_PHRASE_GROUNDING>"
+    return example.prompt[len(token):] if example.prompt.startswith(token) else None
+
+
+def run_examples(annotator: Any, items: list[tuple[Example, Any]], prompts: list[str] | None = None) -> list[tuple[list, float | None]]:
+    """``(payloads, score)`` per ``(example, image)``: generate with the example's prompt (or
+    ``prompts``) in batches of ``annotator.batch_size`` and parse the answers."""
+    out = []
+    prompts = prompts or [e.prompt for e, _ in items]
+    for start in range(0, len(items), annotator.batch_size):
+        chunk = items[start:start + annotator.batch_size]
+        texts, scores = annotator._generate(prompts[start:start + len(chunk)], [im for _, im in chunk])
+        for (e, _), text, score in zip(chunk, texts, scores):
+            out.append((annotator.parse_generation(e.task, text, e.width, e.height, _caption_of(e)), score))
+    return out
+
+
+def _decoded(examples: list[Example]) -> list[tuple[Example, Any]]:
+    from storage.decode import decode_rgb
+
+    return [(e, decode_rgb(data)) for e, data in stream_examples(examples, 0, 0, 1)]
+
+
+def agreement_metrics(annotator: Any, examples: list[Example], cap: int = 0) -> dict[str, float]:
+    """The caption / OD / OCR / grounding metrics over validation ``examples`` (``cap`` per task)."""
+    by_task: dict[str, list[Example]] = collections.defaultdict(list)
+    for e in examples:
+        if not cap or len(by_task[e.task]) < cap:
+            by_task[e.task].append(e)
+    metrics: dict[str, float] = {}
+    for metric, tasks in TASK_METRICS.items():
+        items = _decoded([e for t in tasks for e in by_task.get(t, [])])
+        if not items:
+            continue
+        results = run_examples(annotator, items)
+        scores, hits, n_pred, n_ref = [], 0, 0, 0
+        for (e, _), (payloads, _) in zip(items, results):
+            if metric == "caption_agreement":
+                scores.append(word_f1(payloads[0]["text"] if payloads else "", e.target))
+                continue
+            truth = _pairs(annotator.parse_generation(e.task, e.target, e.width, e.height, _caption_of(e)))
+            pred = _pairs(payloads)
+            hits, n_pred, n_ref = hits + matched_pairs(pred, truth), n_pred + len(pred), n_ref + len(truth)
+        if metric == "caption_agreement":
+            metrics[metric] = float(np.mean(scores))
+        elif metric == "grounding_recall":
+            metrics[metric] = hits / n_ref if n_ref else 0.0
+        else:
+            metrics[metric] = 2 * hits / (n_pred + n_ref) if n_pred + n_ref else 0.0
+    return metrics
+
+
+def detection_predictions(annotator: Any, images: list[tuple[Example, Any]]) -> list[dict[str, Any]]:
+    """``<OD>`` on every image, then ``<REGION_TO_SEGMENTATION>`` on every predicted box."""
+    from annotators.florence2_format import task_prompt
+
+    od = [(Example(**{**e.to_json(), "task": "OD", "prompt": "<OD>", "target": ""}), im) for e, im in images]
+    predictions, seg_items, seg_prompts = [], [], []
+    for (e, im), (payloads, score) in zip(od, run_examples(annotator, od)):
+        for p in payloads:
+            predictions.append({"image_id": e.image_id, "label": p["text"], "bbox": p["bbox"], "score": score,
+                                "width": e.width, "height": e.height})
+            prompt = task_prompt("REGION_TO_SEGMENTATION", bbox=p["bbox"], width=e.width, height=e.height)
+            seg_items.append((Example(**{**e.to_json(), "task": "REGION_TO_SEGMENTATION", "prompt": prompt}), im))
+            seg_prompts.append(prompt)
+    for prediction, (payloads, _) in zip(predictions, run_examples(annotator, seg_items, seg_prompts)):
+        if payloads:
+            prediction["mask_rle"] = payloads[0]["mask_rle"]
+    return predictions
+
+
+def evaluate_model(model_dir: Path, examples: list[Example], config: TrainingConfig,
+                   locations: dict[str, dict[str, Any]] | None = None) -> dict[str, float]:
+    """Every metric of the checkpoint in ``model_dir`` on the validation ``examples``."""
+    annotator = _annotator(Path(model_dir), config)
+    device, _ = precision(config)
+    metrics: dict[str, float] = {}
+    loss = mean_loss(annotator._model, annotator._processor, examples, config, device, None)
+    if loss is not None:
+        metrics["val_loss"] = loss
+    metrics.update(agreement_metrics(annotator, examples, config.eval_max_examples))
+    if config.ground_truth and locations is not None:
+        truth = json.loads(Path(config.ground_truth).read_text(encoding="utf-8"))
+        image_map = coco_image_ids(truth, {e.image_id: locations[e.image_id] for e in examples
+                                           if e.image_id in locations})
+        first = {e.image_id: e for e in examples if e.image_id in image_map}
+        chosen = list(first.values())[: config.eval_max_examples or None]
+        detections = coco_detections(detection_predictions(annotator, _decoded(chosen)), truth, image_map)
+        metrics.update(coco_map(truth, detections, [image_map[e.image_id] for e in chosen]))
+    return metrics
+
+
+def write_metrics(model_dir: Path, metrics: dict[str, Any]) -> Path:
+    """``model_dir/metrics.json`` (atomic)."""
+    return write_text_atomic(json.dumps(metrics, indent=2, sort_keys=True), Path(model_dir) / "metrics.json")

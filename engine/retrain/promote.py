@@ -1,0 +1,141 @@
+"""Promotion: the new checkpoint becomes the current model when it beats the current one.
+
+:func:`decide` is pure: with ``promote = "always"`` the new model is promoted; with
+``"better"`` it is promoted when its ``promote_metric`` beats the current model's (direction
+from :data:`engine.retrain.config.METRICS`: lower ``val_loss``, higher mAP / agreement),
+also when the current model has no value for it; a tie keeps the current model. A new model
+without the metric is never promoted by ``"better"``.
+
+:func:`record` writes the decision into the catalog's ``models`` table (one row per round:
+path, version, metrics JSON holding both models' metrics, promoted, reason) and into
+``models/round=R/metrics.json``. The current model is the newest promoted row of an earlier
+round (:func:`engine.retrain.train.current_model`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from engine.retrain.config import METRICS, TrainingConfig
+from storage.layout import DataRoot
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether the new checkpoint is promoted, and why (one line)."""
+
+    promoted: bool
+    reason: str
+
+
+def _value(metrics: Mapping[str, Any] | None, name: str) -> float | None:
+    value = (metrics or {}).get(name)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def decide(new: Mapping[str, Any], current: Mapping[str, Any] | None, metric: str, mode: str = "better") -> Decision:
+    """Promotion decision for a model with metrics ``new`` over one with ``current``."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown promote_metric {metric!r}; known: {', '.join(METRICS)}")
+    if mode not in ("better", "always"):
+        raise ValueError(f"promote must be 'better' or 'always', got {mode!r}")
+    mine, theirs = _value(new, metric), _value(current, metric)
+    shown = f"{metric} {mine if mine is None else round(mine, 6)} vs current {theirs if theirs is None else round(theirs, 6)}"
+    if mode == "always":
+        return Decision(True, f"promote = always ({shown})")
+    if mine is None:
+        return Decision(False, f"the new model has no {metric}; current model kept")
+    if theirs is None:
+        return Decision(True, f"the current model has no {metric} ({shown})")
+    higher = METRICS[metric]
+    better = mine > theirs if higher else mine < theirs
+    word = "higher" if higher else "lower"
+    if better:
+        return Decision(True, f"{shown}: {word} is better")
+    return Decision(False, f"{shown}: not {word}; current model kept")
+
+
+def record(root: DataRoot, round_: int, model_dir: Path, new: Mapping[str, Any], current: Mapping[str, Any] | None,
+           current_path: str | None, decision: Decision, config: TrainingConfig) -> dict[str, Any]:
+    """Write the decision to the catalog and ``metrics.json``; returns what was written."""
+    from annotators.hf_loading import checkpoint_version
+    from engine.retrain.evaluate import write_metrics
+    from storage.catalog import Catalog
+    from storage.schema import utc_now
+
+    payload = {"round": round_, "metric": config.promote_metric, "mode": config.promote,
+               "new": dict(new), "current": dict(current or {}), "current_model": current_path,
+               "promoted": decision.promoted, "reason": decision.reason}
+    write_metrics(model_dir, payload)
+    row = {"round": int(round_), "path": str(Path(model_dir).resolve()), "version": checkpoint_version(model_dir),
+           "metrics": json.dumps(payload, sort_keys=True), "promoted": decision.promoted,
+           "reason": decision.reason, "created_at": utc_now()}
+    with Catalog(root) as catalog:
+        catalog.upsert("models", [row])
+    return payload
+
+
+def train_round(root: DataRoot, round_: int, config: TrainingConfig, log: Any = None,
+                stop_after: int = 0) -> dict[str, Any]:
+    """Build the round's training set (also written as Florence-2 JSONL beside the model) and
+    fine-tune on it; resumes from the last checkpoint, and does nothing once trained."""
+    from dataclasses import asdict
+
+    from engine.retrain.train import train
+    from engine.retrain.examples import build_examples, write_jsonl
+
+    examples, summary = build_examples(root, round_, config.eval_fraction, config.seed, config.tasks)
+    write_jsonl(examples, root.training_set(round_))
+    result = train(root, round_, examples, config, stop_after=stop_after, log=log)
+    return {"round": round_, "examples": summary, "train": asdict(result)}
+
+
+def evaluate_round(root: DataRoot, round_: int, config: TrainingConfig) -> dict[str, Any]:
+    """Evaluate the round's new model and the model it started from on the validation split;
+    the result is also kept in ``models/round=R/evaluation.json`` for :func:`promote_round`."""
+    from engine.retrain.evaluate import evaluate_model
+    from engine.retrain.train import SUMMARY_FILE
+    from engine.retrain.examples import build_examples, image_locations
+    from storage.atomic import write_text_atomic
+
+    model_dir = root.model(round_)
+    start_model = json.loads((model_dir / SUMMARY_FILE).read_text())["start_model"]
+    examples, _ = build_examples(root, round_, config.eval_fraction, config.seed, config.tasks)
+    validation = [e for e in examples if e.split == "validation"]
+    locations = image_locations(root) if config.ground_truth else None
+    new = evaluate_model(model_dir, validation, config, locations) if validation else {}
+    current = evaluate_model(Path(start_model), validation, config, locations) if validation else {}
+    result = {"round": round_, "new": new, "current": current, "current_model": start_model,
+              "validation_examples": len(validation)}
+    write_text_atomic(json.dumps(result, indent=2, sort_keys=True), model_dir / "evaluation.json")
+    return result
+
+
+def promote_round(root: DataRoot, round_: int, config: TrainingConfig) -> dict[str, Any]:
+    """Decide on the evaluated model of the round and record the decision."""
+    model_dir = root.model(round_)
+    evaluation = json.loads((model_dir / "evaluation.json").read_text())
+    decision = decide(evaluation["new"], evaluation["current"], config.promote_metric, config.promote)
+    return record(root, round_, model_dir, evaluation["new"], evaluation["current"], evaluation["current_model"],
+                  decision, config)
+
+
+def retrain_round(root: DataRoot, round_: int, config: TrainingConfig, log: Any = None,
+                  stop_after: int = 0) -> dict[str, Any]:
+    """The retrain steps of a round in one call: train -> evaluate both models -> promote.
+
+    Returns a summary: examples per split/task, the training result, both models' metrics and
+    the decision. When training stops early (``stop_after``) nothing is evaluated or promoted.
+    Re-running after a finished round retrains nothing (the final model is there) and
+    evaluates and decides again.
+    """
+    out = train_round(root, round_, config, log=log, stop_after=stop_after)
+    if not out["train"]["finished"]:
+        return out
+    evaluate_round(root, round_, config)
+    out["promotion"] = promote_round(root, round_, config)
+    return out

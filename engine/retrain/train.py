@@ -1,0 +1,441 @@
+"""Fine-tune the current Florence-2 model on a round's training examples.
+
+Start point (:func:`resolve_start_model`): the newest model promoted by an earlier round (the
+catalog's ``models`` table), else ``training.base_model`` (a checkpoint directory, or ``"tiny"``:
+a random test-size model built once under ``models/base-tiny-<px>``).
+
+Data streams from the image shards (:func:`stream_examples`): shards in a seeded order per
+epoch, each read once front to back by its ``storage.readers`` reader, the wanted keys' bytes
+passed through a seeded shuffle buffer; decoding (``storage.decode.decode_rgb``, upright RGB)
+and collation with the processor run on ``loader_threads`` threads, a few batches ahead.
+
+Optimisation: AdamW (no weight decay on biases and norms), linear warm-up over
+``warmup_ratio`` of the steps then cosine decay to 0, gradient accumulation over
+``grad_accum`` micro-batches (the loss is the token mean over the whole window), gradient
+clipping, autocast bf16/fp16 on the GPU with fp32 master weights (a grad scaler for fp16).
+The loss is :func:`engine.retrain.loss.token_cross_entropy` on the unshifted labels; the
+whole model trains, vision encoder included (freezing it costs region tasks dearly).
+
+Files: ``models/round=R/checkpoints/step-N/`` (safetensors weights, processor, and
+``trainer_state.pt``: optimizer, scheduler, scaler, step, RNG), written to a temp folder and
+renamed; a new run resumes from the newest one and skips the micro-batches already seen, so
+it continues the same trajectory. The final model's files are written to a temp folder and
+renamed into ``models/round=R/`` (weights last); ``train_summary.json`` is written last of all
+and marks the round as trained.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import random
+import shutil
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from engine.retrain.loss import IGNORE_INDEX, decoder_input_ids, labels_from_ids, token_cross_entropy
+from engine.retrain.config import TrainingConfig
+from engine.retrain.examples import Example
+from storage.atomic import write_text_atomic
+from storage.layout import DataRoot
+
+STATE_FILE = "trainer_state.pt"
+SUMMARY_FILE = "train_summary.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+# ----------------------------------------------------------------------- start model
+def current_model(root: DataRoot, round_: int) -> Path | None:
+    """The newest model promoted by a round before ``round_`` that still exists, or None."""
+    from storage.catalog import Catalog
+
+    if not root.catalog.exists():
+        return None
+    with Catalog(root, read_only=True) as catalog:
+        rows = catalog.query("select path from models where promoted and round < ? order by round desc", [round_])
+    return next((Path(p) for (p,) in rows if (Path(p) / WEIGHTS_FILE).exists()), None)
+
+
+def resolve_start_model(root: DataRoot, round_: int, config: TrainingConfig,
+                        vocab_words: Iterable[str] = ()) -> Path:
+    """Checkpoint directory training starts from (see the module docstring)."""
+    from annotators.hf_loading import resolve_model_dir
+
+    promoted = current_model(root, round_)
+    if promoted is not None:
+        return promoted
+    if config.base_model == "tiny":
+        from annotators.florence2_checkpoint import build_checkpoint
+
+        out = root.model(round_).parent / f"base-tiny-{config.tiny_image_size}"
+        if not (out / WEIGHTS_FILE).exists():
+            tmp = out.parent / f".{out.name}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            build_checkpoint(tmp, size="tiny", vocab_words=vocab_words, seed=config.seed,
+                             image_size=config.tiny_image_size)
+            os.replace(tmp, out)
+        return out
+    if not config.base_model:
+        raise ValueError(f"no model to fine-tune for round {round_}: no earlier round promoted one and "
+                         f"training.base_model is not set (a checkpoint directory, or \"tiny\")")
+    return resolve_model_dir(config.base_model, "training.base_model")
+
+
+def vocabulary(examples: Iterable[Example]) -> list[str]:
+    """Words of the targets (for the tokenizer of a freshly built tiny model)."""
+    import re
+
+    return sorted({w for e in examples for w in re.findall(r"[A-Za-z]+", e.target)})
+
+
+def precision(config: TrainingConfig) -> tuple[Any, Any]:
+    """``(torch.device, autocast dtype or None)``: autocast runs on the GPU only."""
+    import torch
+
+    from annotators.hf_loading import torch_device_dtype
+
+    device, _ = torch_device_dtype(config.device, "fp32")
+    if device.type != "cuda" or config.dtype == "fp32":
+        return device, None
+    if config.dtype == "fp16" or (config.dtype == "auto" and not torch.cuda.is_bf16_supported()):
+        return device, torch.float16
+    return device, torch.bfloat16
+
+
+def load_model(model_dir: Path, device: Any) -> tuple[Any, Any]:
+    """``(model in fp32 on device, processor with right padding)`` loaded by path, offline."""
+    from transformers import Florence2ForConditionalGeneration, Florence2Processor
+
+    from annotators.hf_loading import from_pretrained_kwargs
+
+    processor = Florence2Processor.from_pretrained(model_dir, **from_pretrained_kwargs())
+    processor.tokenizer.padding_side = "right"
+    model = Florence2ForConditionalGeneration.from_pretrained(model_dir, dtype="float32", **from_pretrained_kwargs())
+    return model.to(device), processor
+
+
+# ------------------------------------------------------------------------------ data
+def stream_examples(examples: list[Example], seed: int, epoch: int, buffer: int) -> Iterator[tuple[Example, bytes]]:
+    """``(example, image bytes)`` of every example whose image is found, read shard by shard.
+
+    Shard order and the shuffle buffer (``buffer`` items; 1 = file order) are seeded with
+    ``(seed, epoch)``, so an epoch's order is a pure function of its inputs.
+    """
+    from storage.readers import READERS
+
+    rng = random.Random(f"{seed}:{epoch}")
+    wanted: dict[str, dict[str, list[Example]]] = collections.defaultdict(lambda: collections.defaultdict(list))
+    formats: dict[str, str] = {}
+    for e in examples:
+        wanted[e.shard][e.key].append(e)
+        formats[e.shard] = e.shard_format
+    shards = sorted(wanted)
+    rng.shuffle(shards)
+    pool: list[tuple[Example, bytes]] = []
+    for shard in shards:
+        keys = wanted[shard]
+        for record in READERS[formats[shard]](shard).records():
+            if record.key not in keys or record.data is None:
+                continue
+            for e in keys[record.key]:
+                pool.append((e, record.data))
+                if len(pool) >= buffer:
+                    i = rng.randrange(len(pool))
+                    pool[i], pool[-1] = pool[-1], pool[i]
+                    yield pool.pop()
+    rng.shuffle(pool)
+    yield from pool
+
+
+def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@dataclass
+class Collator:
+    """Raw ``(example, bytes)`` batch -> CPU tensors: ``input_ids``, ``attention_mask``,
+    ``pixel_values`` (processor-resized), ``decoder_input_ids``, ``labels`` (batch, length;
+    -100 = pad), ``scored`` (flat indices of the non-pad label positions) and ``targets``
+    (the labels there)."""
+
+    processor: Any
+    max_target_tokens: int = 1024
+
+    def __call__(self, items: list[tuple[Example, bytes]]) -> dict[str, Any]:
+        from storage.decode import decode_rgb
+
+        images = [decode_rgb(data) for _, data in items]
+        inputs = self.processor(text=[e.prompt for e, _ in items], images=images, return_tensors="pt", padding=True)
+        tokenizer = self.processor.tokenizer
+        # truncated here, not by the tokenizer: a fast tokenizer keeps a truncation setting and
+        # would save it with the checkpoint
+        ids = tokenizer([e.target for e, _ in items], return_tensors="pt", padding=True).input_ids
+        ids = ids[:, : self.max_target_tokens]
+        labels = labels_from_ids(ids, tokenizer.pad_token_id)
+        start = tokenizer.eos_token_id  # BART's decoder_start_token_id (</s>), as generation uses
+        scored = (labels.flatten() != IGNORE_INDEX).nonzero().squeeze(1)
+        return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
+                "pixel_values": inputs["pixel_values"], "labels": labels,
+                "decoder_input_ids": decoder_input_ids(labels, start, tokenizer.pad_token_id),
+                "scored": scored, "targets": labels.flatten()[scored]}
+
+
+def prefetched(batches: Iterable[list[Any]], collate: Collator, threads: int) -> Iterator[dict[str, Any]]:
+    """Collated batches in order, up to ``2 * threads`` being decoded ahead on a thread pool."""
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="collate") as pool:
+        pending: collections.deque[Future] = collections.deque()
+        for batch in batches:
+            pending.append(pool.submit(collate, batch))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def batch_loss(model: Any, batch: dict[str, Any], device: Any, amp: Any) -> Any:
+    """Summed token cross-entropy of one collated batch (a 0-d tensor on ``device``).
+
+    Runs the encoder-decoder (``model.model``) and applies ``lm_head`` only at the scored
+    positions (``batch["scored"]``, flat indices of labels != -100, found on the CPU so the
+    GPU never waits): the same logits as ``model(...).logits`` there, without the
+    vocabulary-wide matmul over padding.
+    """
+    import torch
+
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    context = torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
+    with context:
+        hidden = model.model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"],
+                             attention_mask=batch["attention_mask"], decoder_input_ids=batch["decoder_input_ids"],
+                             use_cache=False).last_hidden_state
+        logits = model.lm_head(hidden.flatten(0, 1).index_select(0, batch["scored"]))  # (scored, vocab)
+    return token_cross_entropy(logits[None], batch["targets"][None], reduction="sum")
+
+
+def mean_loss(model: Any, processor: Any, examples: list[Example], config: TrainingConfig, device: Any,
+              amp: Any) -> float | None:
+    """Token-mean cross-entropy of ``model`` over ``examples`` (eval mode, no gradients)."""
+    import torch
+
+    if not examples:
+        return None
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    collate = Collator(processor, config.max_target_tokens)
+    with torch.inference_mode():
+        raw = batched(stream_examples(examples, config.seed, 0, 1), config.eval_batch_size)
+        for batch in prefetched(raw, collate, config.loader_threads):
+            total, tokens = total + float(batch_loss(model, batch, device, amp)), tokens + len(batch["targets"])
+    model.train(was_training)
+    return total / max(tokens, 1)
+
+
+# ------------------------------------------------------------------------ checkpoints
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The ``step-N`` folder with the largest N (complete: folders appear by rename), or None."""
+    steps = [(int(p.name[5:]), p) for p in folder.glob("step-*") if p.name[5:].isdigit()] if folder.is_dir() else []
+    return max(steps)[1] if steps else None
+
+
+def save_checkpoint(folder: Path, step: int, model: Any, processor: Any, state: dict[str, Any], keep: int) -> Path:
+    """Write ``folder/step-<step>`` (weights, processor, trainer state) by rename; prune to ``keep``."""
+    import torch
+
+    final = folder / f"step-{step}"
+    tmp = folder / f".step-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    torch.save(state, tmp / STATE_FILE)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    older = sorted((int(p.name[5:]), p) for p in folder.glob("step-*") if p.name[5:].isdigit())
+    for _, path in older[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
+    return final
+
+
+def save_final(model: Any, processor: Any, out_dir: Path) -> None:
+    """Write the model + processor into a temp folder, then rename each file into ``out_dir``
+    (weights last: a directory with weights holds a complete model)."""
+    tmp = out_dir / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    files = sorted(tmp.iterdir(), key=lambda p: (p.name == WEIGHTS_FILE, p.name))
+    for path in files:
+        os.replace(path, out_dir / path.name)
+    tmp.rmdir()
+
+
+def cosine_with_warmup(total_steps: int, warmup_ratio: float):
+    """LR multiplier of optimizer step ``s``: linear 0 -> 1 over the warm-up, cosine 1 -> 0 after."""
+    warmup = int(math.ceil(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def make_optimizer(model: Any, config: TrainingConfig, device: Any) -> Any:
+    """AdamW with weight decay on matrices only (biases, norms, 1-D params get none)."""
+    import torch
+
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    plain = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999), eps=1e-8, fused=device.type == "cuda")
+
+
+# ---------------------------------------------------------------------------- training
+@dataclass
+class TrainResult:
+    """What one call of :func:`train` did. ``samples_per_second`` excludes the first step."""
+
+    model_dir: str
+    start_model: str
+    step: int = 0
+    total_steps: int = 0
+    resumed_from: int = 0
+    steps_run: int = 0
+    samples: int = 0
+    samples_per_second: float | None = None
+    losses: list[float] = field(default_factory=list)
+    finished: bool = False
+    already_trained: bool = False
+
+
+def _synchronize(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def is_trained(out_dir: Path) -> bool:
+    return (out_dir / SUMMARY_FILE).exists() and (out_dir / WEIGHTS_FILE).exists()
+
+
+def train(root: DataRoot, round_: int, examples: list[Example], config: TrainingConfig,
+          stop_after: int = 0, log: Any = None) -> TrainResult:
+    """Fine-tune on the ``train`` split of ``examples``; see the module docstring.
+
+    ``stop_after`` > 0 stops this call after that many optimizer steps (a checkpoint is saved
+    there; a later call resumes). ``log(step, loss, lr)`` is called after every step.
+    """
+    import torch
+
+    out_dir = root.model(round_)
+    train_set = [e for e in examples if e.split == "train"]
+    if not train_set:
+        raise ValueError(f"round {round_} has no training examples")
+    start = resolve_start_model(root, round_, config, vocabulary(examples))
+    result = TrainResult(model_dir=str(out_dir), start_model=str(start))
+    if is_trained(out_dir):
+        result.already_trained = result.finished = True
+        return result
+    device, amp = precision(config)
+    checkpoints = out_dir / "checkpoints"
+    resume = latest_checkpoint(checkpoints)
+    torch.manual_seed(config.seed)
+    model, processor = load_model(resume or start, device)
+    model.requires_grad_(True).train()
+    optimizer = make_optimizer(model, config, device)
+    per_epoch = math.ceil(len(train_set) / config.batch_size)
+    total = config.max_steps or math.ceil(config.epochs * per_epoch / config.grad_accum)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total, config.warmup_ratio))
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    step = 0
+    if resume is not None:
+        state = torch.load(resume / STATE_FILE, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        step = result.resumed_from = int(state["step"])
+    result.total_steps = total
+
+    def micro_batches() -> Iterator[list[tuple[Example, bytes]]]:
+        done = step * config.grad_accum  # micro-batches consumed before this call
+        epoch, skip = divmod(done, per_epoch)
+        while config.max_steps or epoch < config.epochs:
+            seen = 0
+            for seen, raw in enumerate(batched(stream_examples(train_set, config.seed, epoch, config.shuffle_buffer),
+                                               config.batch_size), start=1):
+                if seen > skip:
+                    yield raw
+            if not seen:  # no image of the split could be read: stop instead of looping
+                raise ValueError(f"none of the {len(train_set)} training examples' images was found in its shard")
+            epoch, skip = epoch + 1, 0
+
+    collate = Collator(processor, config.max_target_tokens)
+    stream = prefetched(micro_batches(), collate, config.loader_threads)
+    clock, clock_end, timed_samples, losses = None, 0.0, 0, []
+    while step < total and not (stop_after and result.steps_run >= stop_after):
+        window = [b for _, b in zip(range(config.grad_accum), stream)]
+        if not window:  # fewer micro-batches than planned (images missing from their shards): done
+            total = result.total_steps = step
+            _synchronize(device)
+            clock_end = time.perf_counter()
+            break
+        tokens = max(1, sum(len(b["targets"]) for b in window))
+        step_loss = 0.0
+        for batch in window:
+            loss_sum = batch_loss(model, batch, device, amp)
+            scaler.scale(loss_sum / tokens).backward()
+            step_loss = step_loss + loss_sum.detach() / tokens  # stays on the device: no sync per step
+        scaler.unscale_(optimizer)
+        if config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        samples = sum(len(b["labels"]) for b in window)
+        result.steps_run, result.samples, result.step = result.steps_run + 1, result.samples + samples, step
+        losses.append(step_loss)
+        last = step >= total or bool(stop_after and result.steps_run >= stop_after)
+        if clock is None:  # the first step (allocation, warm-up) is not timed
+            _synchronize(device)
+            clock = time.perf_counter()
+        else:
+            timed_samples += samples
+        if log is not None:
+            log(step, float(step_loss), scheduler.get_last_lr()[0])
+        if last or (config.save_every and step % config.save_every == 0):
+            _synchronize(device)
+            clock_end = time.perf_counter() if last else clock_end
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "step": step}
+            save_checkpoint(checkpoints, step, model, processor, state, config.keep_checkpoints)
+    result.losses = [float(v) for v in losses]
+    stream.close()
+    if clock is not None and timed_samples and clock_end > clock:  # steps after the first; last save excluded
+        result.samples_per_second = timed_samples / (clock_end - clock)
+    if step >= total:
+        save_final(model, processor, out_dir)
+        result.finished = True
+        summary = {**asdict(result), "config": asdict(config)}
+        write_text_atomic(json.dumps(summary, indent=2, default=str), out_dir / SUMMARY_FILE)
+    return result
