@@ -42,7 +42,7 @@ def declare(parser: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
         from transformers.utils import logging as hf_logging
 
-        from engine.retrain.promote import retrain_round
+        from engine.retrain.round import retrain_round
 
         hf_logging.disable_progress_bar()  # "Loading weights" bars for every checkpoint load
         config = load_training_config(args.config, {k: getattr(args, k) for k in OVERRIDES})

@@ -71,7 +71,7 @@ def curate_step(ctx: RoundContext) -> dict[str, Any]:
 
 def train_step(ctx: RoundContext) -> dict[str, Any]:
     """Build the training set from the curated round and fine-tune the current model on it."""
-    from engine.retrain.promote import train_round
+    from engine.retrain.round import train_round
 
     def log(step: int, loss: float, lr: float) -> None:
         if ctx.progress and (step == 1 or step % 50 == 0):
@@ -87,7 +87,7 @@ def train_step(ctx: RoundContext) -> dict[str, Any]:
 
 def evaluate_step(ctx: RoundContext) -> dict[str, Any]:
     """Metrics of the new model and of the model it started from, on the validation split."""
-    from engine.retrain.promote import evaluate_round
+    from engine.retrain.round import evaluate_round
 
     result = evaluate_round(ctx.root, ctx.round, ctx.config.training)
     return {**result["new"], "current": result["current"]}
@@ -95,7 +95,7 @@ def evaluate_step(ctx: RoundContext) -> dict[str, Any]:
 
 def promote_step(ctx: RoundContext) -> dict[str, Any]:
     """Make the new model current when it beats the current one (or always, by config)."""
-    from engine.retrain.promote import promote_round
+    from engine.retrain.round import promote_round
 
     payload = promote_round(ctx.root, ctx.round, ctx.config.training)
     return {"promoted": payload["promoted"], "reason": payload["reason"], "metric": payload["metric"]}

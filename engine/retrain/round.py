@@ -1,0 +1,75 @@
+"""The retrain part of a round: build the training set and fine-tune, evaluate the new and
+the current model on the validation split, and decide on promotion.
+
+Each function is one round step (``engine.rounds.steps``) and resumes: training continues
+from its last checkpoint and does nothing once finished; evaluation is kept in
+``models/round=R/evaluation.json`` for the promotion step; :func:`retrain_round` runs all
+three for ``fld train``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from engine.retrain.config import TrainingConfig
+from engine.retrain.evaluate import evaluate_model
+from engine.retrain.examples import build_examples, image_locations, write_jsonl
+from engine.retrain.promote import decide, record
+from engine.retrain.train import SUMMARY_FILE, train
+from storage.atomic import write_text_atomic
+from storage.layout import DataRoot
+
+
+def train_round(root: DataRoot, round_: int, config: TrainingConfig, log: Any = None,
+                stop_after: int = 0) -> dict[str, Any]:
+    """Build the round's training set (also written as Florence-2 JSONL beside the model) and
+    fine-tune on it; resumes from the last checkpoint, and does nothing once trained."""
+    examples, summary = build_examples(root, round_, config.eval_fraction, config.seed, config.tasks)
+    write_jsonl(examples, root.training_set(round_))
+    result = train(root, round_, examples, config, stop_after=stop_after, log=log)
+    return {"round": round_, "examples": summary, "train": asdict(result)}
+
+
+def evaluate_round(root: DataRoot, round_: int, config: TrainingConfig) -> dict[str, Any]:
+    """Evaluate the round's new model and the model it started from on the validation split;
+    the result is also kept in ``models/round=R/evaluation.json`` for :func:`promote_round`."""
+    model_dir = root.model(round_)
+    start_model = json.loads((model_dir / SUMMARY_FILE).read_text())["start_model"]
+    examples, _ = build_examples(root, round_, config.eval_fraction, config.seed, config.tasks)
+    validation = [e for e in examples if e.split == "validation"]
+    locations = image_locations(root) if config.ground_truth else None
+    new = evaluate_model(model_dir, validation, config, locations) if validation else {}
+    current = evaluate_model(Path(start_model), validation, config, locations) if validation else {}
+    result = {"round": round_, "new": new, "current": current, "current_model": start_model,
+              "validation_examples": len(validation)}
+    write_text_atomic(json.dumps(result, indent=2, sort_keys=True), model_dir / "evaluation.json")
+    return result
+
+
+def promote_round(root: DataRoot, round_: int, config: TrainingConfig) -> dict[str, Any]:
+    """Decide on the evaluated model of the round and record the decision."""
+    model_dir = root.model(round_)
+    evaluation = json.loads((model_dir / "evaluation.json").read_text())
+    decision = decide(evaluation["new"], evaluation["current"], config.promote_metric, config.promote)
+    return record(root, round_, model_dir, evaluation["new"], evaluation["current"], evaluation["current_model"],
+                  decision, config)
+
+
+def retrain_round(root: DataRoot, round_: int, config: TrainingConfig, log: Any = None,
+                  stop_after: int = 0) -> dict[str, Any]:
+    """The retrain steps of a round in one call: train -> evaluate both models -> promote.
+
+    Returns a summary: examples per split/task, the training result, both models' metrics and
+    the decision. When training stops early (``stop_after``) nothing is evaluated or promoted.
+    Re-running after a finished round retrains nothing (the final model is there) and
+    evaluates and decides again.
+    """
+    out = train_round(root, round_, config, log=log, stop_after=stop_after)
+    if not out["train"]["finished"]:
+        return out
+    evaluate_round(root, round_, config)
+    out["promotion"] = promote_round(root, round_, config)
+    return out
