@@ -137,14 +137,15 @@ def _drop_keys(path: Path, keys: Iterable[str]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def build_config(size: str = "tiny", vocab_size: int = 0, image_token_id: int = 0,
+def build_config(size: str | ModelSize = "tiny", vocab_size: int = 0, image_token_id: int = 0,
                  image_size: int | None = None) -> Any:
-    """The ``Florence2Config`` of ``size`` (tiny/base/large) for a tokenizer of ``vocab_size`` ids."""
+    """The ``Florence2Config`` of ``size`` (a name of :data:`SIZES`, or the caller's own
+    :class:`ModelSize`) for a tokenizer of ``vocab_size`` ids."""
     from transformers import BartConfig, Florence2Config, Florence2VisionConfig
 
-    if size not in SIZES:
+    if not isinstance(size, ModelSize) and size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}; got {size!r}")
-    dims = SIZES[size]
+    dims = size if isinstance(size, ModelSize) else SIZES[size]
     side = feature_side(dims, image_size or dims.image_size)
     if side < 1:
         raise ValueError(f"image_size {image_size!r} is too small for the {size} vision tower")
@@ -167,6 +168,29 @@ def build_config(size: str = "tiny", vocab_size: int = 0, image_token_id: int = 
                            image_token_id=image_token_id or vocab - 1)
 
 
+def build_processor(tokenizer: Any, size: ModelSize, image_size: int) -> Any:
+    """The ``Florence2Processor`` of a model of ``size`` taking square ``image_size`` px images
+    (bicubic resize of the whole image, no crop; ImageNet mean/std; one image token per
+    feature-map cell plus the pooled one)."""
+    from transformers import CLIPImageProcessorPil, Florence2Processor
+
+    image_processor = CLIPImageProcessorPil(
+        do_resize=True, size={"height": image_size, "width": image_size}, resample=3, do_center_crop=False,
+        do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD, do_convert_rgb=True, image_seq_length=image_seq_length(size, image_size),
+    )
+    return Florence2Processor(image_processor=image_processor, tokenizer=tokenizer,
+                              num_additional_image_tokens=1, post_processor_config=POST_PROCESSOR_CONFIG)
+
+
+def generation_config() -> Any:
+    """The generation defaults saved with a built checkpoint (BART's special ids, beam 3)."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(bos_token_id=0, pad_token_id=1, eos_token_id=2, decoder_start_token_id=2,
+                            forced_bos_token_id=0, forced_eos_token_id=2, num_beams=3, max_new_tokens=1024)
+
+
 def build_checkpoint(out_dir: str | os.PathLike[str], size: str = "tiny", vocab_words: Iterable[str] = (),
                      seed: int = 0, image_size: int | None = None) -> Path:
     """Write a complete, loadable Florence-2 checkpoint of ``size`` with random weights.
@@ -176,8 +200,7 @@ def build_checkpoint(out_dir: str | os.PathLike[str], size: str = "tiny", vocab_
     Deterministic for a given ``seed``. Returns the directory.
     """
     import torch
-    from transformers import (CLIPImageProcessorPil, Florence2ForConditionalGeneration,
-                              Florence2Processor, GenerationConfig)
+    from transformers import Florence2ForConditionalGeneration
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -187,14 +210,7 @@ def build_checkpoint(out_dir: str | os.PathLike[str], size: str = "tiny", vocab_
     tokenizer = build_tokenizer(out, vocab_words)
     config = build_config(size, vocab_size=len(tokenizer), image_token_id=tokenizer.image_token_id,
                           image_size=side)
-    image_processor = CLIPImageProcessorPil(
-        do_resize=True, size={"height": side, "width": side}, resample=3, do_center_crop=False,
-        do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=IMAGENET_MEAN,
-        image_std=IMAGENET_STD, do_convert_rgb=True, image_seq_length=image_seq_length(SIZES[size], side),
-    )
-    processor = Florence2Processor(image_processor=image_processor, tokenizer=tokenizer,
-                                   num_additional_image_tokens=1, post_processor_config=POST_PROCESSOR_CONFIG)
-    processor.save_pretrained(out)
+    build_processor(tokenizer, SIZES[size], side).save_pretrained(out)
 
     with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's RNG is left alone
         torch.manual_seed(seed)
@@ -204,10 +220,7 @@ def build_checkpoint(out_dir: str | os.PathLike[str], size: str = "tiny", vocab_
                 for param in model.parameters():
                     if param.ndim >= 2:
                         param.normal_(0.0, SIZES[size].init_std)
-    model.generation_config = GenerationConfig(
-        bos_token_id=0, pad_token_id=1, eos_token_id=2, decoder_start_token_id=2, forced_bos_token_id=0,
-        forced_eos_token_id=2, num_beams=3, max_new_tokens=1024,
-    )
+    model.generation_config = generation_config()
     with quiet_progress_bars():  # no "Writing model shards" bar
         model.save_pretrained(out)
     return out

@@ -35,6 +35,10 @@ METRICS: dict[str, bool] = {
     "caption_agreement": True,
     "ocr_agreement": True,
     "grounding_recall": True,
+    "od_agreement": True,
+    "box_precision": True,
+    "box_recall": True,
+    "image_dependence": True,
 }
 #: metrics that only exist with a ground-truth COCO file
 GROUND_TRUTH_METRICS = ("box_map", "mask_map")
@@ -43,7 +47,8 @@ DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
 DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|auto)$")
 
 _POSITIVE_INTS = ("epochs", "batch_size", "grad_accum", "eval_batch_size", "max_new_tokens", "num_beams",
-                  "max_target_tokens", "loader_threads", "shuffle_buffer", "keep_checkpoints", "tiny_image_size")
+                  "max_target_tokens", "loader_threads", "shuffle_buffer", "keep_checkpoints", "tiny_image_size",
+                  "aux_max_classes", "image_dependence_examples")
 _NON_NEGATIVE_INTS = ("max_steps", "save_every", "eval_max_examples", "seed")
 
 
@@ -71,6 +76,13 @@ class TrainingConfig:
     checkpoint when it beats the current one on ``promote_metric``; ``always`` promotes it.
     ``save_every``: checkpoint every N optimizer steps (0 = only at the end).
     ``eval_max_examples``: cap on generated validation examples per task (0 = all).
+    ``aux_loss_weight``: weight of the auxiliary per-cell detection loss on the text encoder's
+    image positions (:mod:`engine.retrain.aux_head`; 0 = off, the default: real checkpoints need
+    none; the demo's small model needs it to keep looking at the image); its class vocabulary
+    is the ``aux_max_classes`` most frequent OD labels of the training split.
+    ``min_image_dependence``: promotion refuses, whatever ``promote`` says, a model whose
+    ``image_dependence`` (relative change of its logits when the validation images are swapped,
+    over up to ``image_dependence_examples`` examples; 0 = blind) is below this (0 = no check).
     """
 
     base_model: str = ""
@@ -100,6 +112,10 @@ class TrainingConfig:
     ground_truth: str = ""
     promote_metric: str = "val_loss"
     promote: str = "better"
+    aux_loss_weight: float = 0.0
+    aux_max_classes: int = 32
+    min_image_dependence: float = 0.01
+    image_dependence_examples: int = 64
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_model", str(self.base_model))
@@ -118,7 +134,7 @@ class TrainingConfig:
             value = getattr(self, name)
             if not _is_number(value) or not low <= value < high:
                 raise ValueError(f"training.{name} must be in [{low}, {high}), got {value!r}")
-        for name in ("weight_decay", "max_grad_norm"):
+        for name in ("weight_decay", "max_grad_norm", "aux_loss_weight", "min_image_dependence"):
             if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"training.{name} must be a number >= 0, got {getattr(self, name)!r}")
         if self.dtype not in DTYPE_NAMES:
@@ -140,6 +156,9 @@ class TrainingConfig:
         if self.promote == "better" and self.eval_fraction == 0:
             raise ValueError("training.promote = 'better' compares models on the validation split: set "
                              "training.eval_fraction > 0 (got 0) or training.promote = 'always'")
+        if self.min_image_dependence > 0 and self.eval_fraction == 0:
+            raise ValueError("training.min_image_dependence > 0 is measured on the validation split: set "
+                             "training.eval_fraction > 0 (got 0) or training.min_image_dependence = 0")
 
     @property
     def examples_per_step(self) -> int:

@@ -9,13 +9,22 @@ the same pixels (absolute, upright image; boxes x0, y0, x1, y1). Metrics:
 - ``caption_agreement``: mean unigram F1 (lower-cased words) of generated vs curated captions;
 - ``od_agreement`` / ``ocr_agreement``: F1 of predicted vs curated regions / text lines, a match
   being the same (normalised) label/text with box IoU >= 0.5 (quads: their enclosing boxes);
+- ``box_precision`` / ``box_recall``: per box, the share of the model's ``<OD>`` boxes that
+  match a curated validation box (same label, IoU >= 0.5, each used once), and the share of
+  curated validation boxes matched (against the curated labels, never ground truth; 0 when
+  there is nothing to divide);
+- ``image_dependence``: ``||L_swapped - L|| / ||L||`` over the validation targets' positions,
+  ``L`` the teacher-forced logits centred per position (mean over the vocabulary removed),
+  ``L_swapped`` the same with each example's image replaced by the next distinct image of the
+  set (cyclic). 0 = the outputs ignore the image (a blind model); promotion refuses a model
+  below ``training.min_image_dependence``;
 - ``grounding_recall``: share of curated (phrase, box) pairs a prediction of the same phrase
   covers with IoU >= 0.5;
 - ``box_map`` / ``mask_map``: COCO AP@[.5:.95] (pycocotools ``COCOeval``) of ``<OD>`` boxes and
   of ``<REGION_TO_SEGMENTATION>`` masks prompted with each predicted box, against a ground-truth
   COCO file. Images are matched by ``coco_id`` in their sidecar JSON, else by file name (the
   tar member / file key); labels by category name (case-insensitive); unknown labels are
-  dropped. A detection's score is its sequence's mean token probability.
+  dropped. A detection's score is the annotator's score of its row (or of its sequence).
 """
 
 from __future__ import annotations
@@ -28,11 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from engine.retrain.train import mean_loss, precision, stream_examples
+from engine.retrain.coco_eval import coco_detections, coco_image_ids, coco_map  # noqa: F401  (part of this API)
 from engine.retrain.config import TrainingConfig
 from engine.retrain.examples import Example
+from engine.retrain.train import Collator, batched, mean_loss, precision, scored_logits, stream_examples
 from storage.atomic import write_text_atomic
-from engine.retrain.coco_eval import coco_detections, coco_image_ids, coco_map  # noqa: F401  (part of this API)
 from storage.geometry import box_iou_matrix
 
 IOU = 0.5
@@ -96,14 +105,21 @@ def _caption_of(example: Example) -> str | None:
 
 def run_examples(annotator: Any, items: list[tuple[Example, Any]], prompts: list[str] | None = None) -> list[tuple[list, float | None]]:
     """``(payloads, score)`` per ``(example, image)``: generate with the example's prompt (or
-    ``prompts``) in batches of ``annotator.batch_size`` and parse the answers."""
+    ``prompts``) in batches of ``annotator.batch_size`` and parse the answers. When the
+    annotator scores each row from its own tokens, the payloads carry their ``score`` and
+    ``score`` is None; an annotator giving one score per sequence gives it as ``score``."""
     out = []
     prompts = prompts or [e.prompt for e, _ in items]
     for start in range(0, len(items), annotator.batch_size):
         chunk = items[start:start + annotator.batch_size]
-        texts, scores = annotator._generate(prompts[start:start + len(chunk)], [im for _, im in chunk])
-        for (e, _), text, score in zip(chunk, texts, scores):
-            out.append((annotator.parse_generation(e.task, text, e.width, e.height, _caption_of(e)), score))
+        generated = annotator._generate(prompts[start:start + len(chunk)], [im for _, im in chunk])
+        if isinstance(generated, tuple):  # (texts, one score per sequence)
+            results = [(text, score, None) for text, score in zip(*generated)]
+        else:  # generations with the token statistics that score each row
+            results = [(g.text, None, g.stats) for g in generated]
+        for (e, _), (text, score, stats) in zip(chunk, results):
+            extra = {"stats": stats} if stats is not None else {}
+            out.append((annotator.parse_generation(e.task, text, e.width, e.height, _caption_of(e), **extra), score))
     return out
 
 
@@ -135,11 +151,42 @@ def agreement_metrics(annotator: Any, examples: list[Example], cap: int = 0) -> 
             hits, n_pred, n_ref = hits + matched_pairs(pred, truth), n_pred + len(pred), n_ref + len(truth)
         if metric == "caption_agreement":
             metrics[metric] = float(np.mean(scores))
-        elif metric == "grounding_recall":
+            continue
+        if metric == "od_agreement":
+            metrics["box_precision"] = hits / n_pred if n_pred else 0.0
+            metrics["box_recall"] = hits / n_ref if n_ref else 0.0
+        if metric == "grounding_recall":
             metrics[metric] = hits / n_ref if n_ref else 0.0
         else:
             metrics[metric] = 2 * hits / (n_pred + n_ref) if n_pred + n_ref else 0.0
     return metrics
+
+
+def image_dependence(model: Any, processor: Any, examples: list[Example], batch_size: int = 16,
+                     max_target_tokens: int = 1024, device: Any = None) -> float | None:
+    """The ``image_dependence`` of the module docstring over ``examples`` (None with fewer
+    than 2 distinct images found); eval mode, no gradients, fp32."""
+    import torch
+
+    items = list(stream_examples(examples, 0, 0, 1))
+    images = list(dict.fromkeys(e.image_id for e, _ in items))
+    if len(images) < 2:
+        return None
+    data = {e.image_id: b for e, b in items}
+    swapped = {a: data[b] for a, b in zip(images, images[1:] + images[:1])}
+    device = device or next(model.parameters()).device
+    collate = Collator(processor, max_target_tokens)
+    change, norm = 0.0, 0.0
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for chunk in batched(items, batch_size):
+            real = scored_logits(model, collate(chunk), device, None)[0].float()
+            other = scored_logits(model, collate([(e, swapped[e.image_id]) for e, _ in chunk]), device, None)[0].float()
+            real, other = real - real.mean(-1, keepdim=True), other - other.mean(-1, keepdim=True)
+            change, norm = change + float((real - other).pow(2).sum()), norm + float(real.pow(2).sum())
+    model.train(was_training)
+    return (change / norm) ** 0.5 if norm > 0 else 0.0
 
 
 def detection_predictions(annotator: Any, images: list[tuple[Example, Any]]) -> list[dict[str, Any]]:
@@ -150,7 +197,8 @@ def detection_predictions(annotator: Any, images: list[tuple[Example, Any]]) -> 
     predictions, seg_items, seg_prompts = [], [], []
     for (e, im), (payloads, score) in zip(od, run_examples(annotator, od)):
         for p in payloads:
-            predictions.append({"image_id": e.image_id, "label": p["text"], "bbox": p["bbox"], "score": score,
+            predictions.append({"image_id": e.image_id, "label": p["text"], "bbox": p["bbox"],
+                                "score": p.get("score", score),
                                 "width": e.width, "height": e.height})
             prompt = task_prompt("REGION_TO_SEGMENTATION", bbox=p["bbox"], width=e.width, height=e.height)
             seg_items.append((Example(**{**e.to_json(), "task": "REGION_TO_SEGMENTATION", "prompt": prompt}), im))
@@ -171,6 +219,10 @@ def evaluate_model(model_dir: Path, examples: list[Example], config: TrainingCon
     if loss is not None:
         metrics["val_loss"] = loss
     metrics.update(agreement_metrics(annotator, examples, config.eval_max_examples))
+    dependence = image_dependence(annotator._model, annotator._processor, examples[:config.image_dependence_examples],
+                                  config.eval_batch_size, config.max_target_tokens, device)
+    if dependence is not None:
+        metrics["image_dependence"] = dependence
     if config.ground_truth and locations is not None:
         truth = json.loads(Path(config.ground_truth).read_text(encoding="utf-8"))
         image_map = coco_image_ids(truth, {e.image_id: locations[e.image_id] for e in examples

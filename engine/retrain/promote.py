@@ -4,7 +4,9 @@
 ``"better"`` it is promoted when its ``promote_metric`` beats the current model's (direction
 from :data:`engine.retrain.config.METRICS`: lower ``val_loss``, higher mAP / agreement),
 also when the current model has no value for it; a tie keeps the current model. A new model
-without the metric is never promoted by ``"better"``.
+without the metric is never promoted by ``"better"``. Whatever the mode, a model whose
+``image_dependence`` is below ``min_image_dependence`` (or was not measured, while the minimum
+is > 0) is refused first: its outputs do not depend on the image.
 
 :func:`record` writes the decision into the catalog's ``models`` table (one row per round:
 path, version, metrics JSON holding both models' metrics, promoted, reason) and into
@@ -37,12 +39,30 @@ def _value(metrics: Mapping[str, Any] | None, name: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def decide(new: Mapping[str, Any], current: Mapping[str, Any] | None, metric: str, mode: str = "better") -> Decision:
+def blind_refusal(new: Mapping[str, Any], min_image_dependence: float) -> Decision | None:
+    """The refusal of a model whose outputs do not depend on the image, or None when it passes."""
+    if min_image_dependence <= 0:
+        return None
+    dependence = _value(new, "image_dependence")
+    if dependence is None:
+        return Decision(False, "the new model's image_dependence was not measured (the validation split needs "
+                               "2 images or more); refused, current model kept")
+    if dependence < min_image_dependence:
+        return Decision(False, f"image_dependence {dependence:.3g} < min_image_dependence {min_image_dependence:g}: "
+                               f"the new model ignores the image; refused, current model kept")
+    return None
+
+
+def decide(new: Mapping[str, Any], current: Mapping[str, Any] | None, metric: str, mode: str = "better",
+           min_image_dependence: float = 0.0) -> Decision:
     """Promotion decision for a model with metrics ``new`` over one with ``current``."""
     if metric not in METRICS:
         raise ValueError(f"unknown promote_metric {metric!r}; known: {', '.join(METRICS)}")
     if mode not in ("better", "always"):
         raise ValueError(f"promote must be 'better' or 'always', got {mode!r}")
+    refusal = blind_refusal(new, min_image_dependence)
+    if refusal is not None:
+        return refusal
     mine, theirs = _value(new, metric), _value(current, metric)
     shown = f"{metric} {mine if mine is None else round(mine, 6)} vs current {theirs if theirs is None else round(theirs, 6)}"
     if mode == "always":
@@ -68,6 +88,7 @@ def record(root: DataRoot, round_: int, model_dir: Path, new: Mapping[str, Any],
     from storage.schema import utc_now
 
     payload = {"round": round_, "metric": config.promote_metric, "mode": config.promote,
+               "min_image_dependence": config.min_image_dependence,
                "new": dict(new), "current": dict(current or {}), "current_model": current_path,
                "promoted": decision.promoted, "reason": decision.reason}
     write_metrics(model_dir, payload)

@@ -53,7 +53,8 @@ def promote_round(root: DataRoot, round_: int, config: TrainingConfig) -> dict[s
     """Decide on the evaluated model of the round and record the decision."""
     model_dir = root.model(round_)
     evaluation = json.loads((model_dir / "evaluation.json").read_text())
-    decision = decide(evaluation["new"], evaluation["current"], config.promote_metric, config.promote)
+    decision = decide(evaluation["new"], evaluation["current"], config.promote_metric, config.promote,
+                      config.min_image_dependence)
     return record(root, round_, model_dir, evaluation["new"], evaluation["current"], evaluation["current_model"],
                   decision, config)
 

@@ -14,7 +14,10 @@ Optimisation: AdamW (no weight decay on biases and norms), linear warm-up over
 ``grad_accum`` micro-batches (the loss is the token mean over the whole window), gradient
 clipping, autocast bf16/fp16 on the GPU with fp32 master weights (a grad scaler for fp16).
 The loss is :func:`engine.retrain.loss.token_cross_entropy` on the unshifted labels; the
-whole model trains, vision encoder included (freezing it costs region tasks dearly).
+whole model trains, vision encoder included (freezing it costs region tasks dearly). With
+``aux_loss_weight`` > 0 the auxiliary per-cell head of :mod:`engine.retrain.aux_head` adds its
+loss (targets from the training split's OD examples); the head is kept in the trainer state
+for resumes, never in the saved model.
 
 Files: ``models/round=R/checkpoints/step-N/`` (safetensors weights, processor, and
 ``trainer_state.pt``: optimizer, scheduler, scaler, step, RNG), written to a temp folder and
@@ -39,9 +42,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from engine.retrain.loss import IGNORE_INDEX, decoder_input_ids, labels_from_ids, token_cross_entropy
 from engine.retrain.config import TrainingConfig
 from engine.retrain.examples import Example
+from engine.retrain.loss import IGNORE_INDEX, decoder_input_ids, labels_from_ids, token_cross_entropy
 from storage.atomic import write_text_atomic
 from storage.layout import DataRoot
 
@@ -169,10 +172,11 @@ class Collator:
     """Raw ``(example, bytes)`` batch -> CPU tensors: ``input_ids``, ``attention_mask``,
     ``pixel_values`` (processor-resized), ``decoder_input_ids``, ``labels`` (batch, length;
     -100 = pad), ``scored`` (flat indices of the non-pad label positions) and ``targets``
-    (the labels there)."""
+    (the labels there); with ``aux`` also the auxiliary head's cell targets."""
 
     processor: Any
     max_target_tokens: int = 1024
+    aux: Any = None  # engine.retrain.aux_head.AuxTargets
 
     def __call__(self, items: list[tuple[Example, bytes]]) -> dict[str, Any]:
         from storage.decode import decode_rgb
@@ -187,10 +191,13 @@ class Collator:
         labels = labels_from_ids(ids, tokenizer.pad_token_id)
         start = tokenizer.eos_token_id  # BART's decoder_start_token_id (</s>), as generation uses
         scored = (labels.flatten() != IGNORE_INDEX).nonzero().squeeze(1)
-        return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
-                "pixel_values": inputs["pixel_values"], "labels": labels,
-                "decoder_input_ids": decoder_input_ids(labels, start, tokenizer.pad_token_id),
-                "scored": scored, "targets": labels.flatten()[scored]}
+        out = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
+               "pixel_values": inputs["pixel_values"], "labels": labels,
+               "decoder_input_ids": decoder_input_ids(labels, start, tokenizer.pad_token_id),
+               "scored": scored, "targets": labels.flatten()[scored]}
+        if self.aux is not None:
+            out.update(self.aux.collate([e.image_id for e, _ in items]))
+        return out
 
 
 def prefetched(batches: Iterable[list[Any]], collate: Collator, threads: int) -> Iterator[dict[str, Any]]:
@@ -205,8 +212,8 @@ def prefetched(batches: Iterable[list[Any]], collate: Collator, threads: int) ->
             yield pending.popleft().result()
 
 
-def batch_loss(model: Any, batch: dict[str, Any], device: Any, amp: Any) -> Any:
-    """Summed token cross-entropy of one collated batch (a 0-d tensor on ``device``).
+def scored_logits(model: Any, batch: dict[str, Any], device: Any, amp: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """``(logits (scored, vocab), encoder output (B, L, d_model), the batch on device)``.
 
     Runs the encoder-decoder (``model.model``) and applies ``lm_head`` only at the scored
     positions (``batch["scored"]``, flat indices of labels != -100, found on the CPU so the
@@ -218,11 +225,28 @@ def batch_loss(model: Any, batch: dict[str, Any], device: Any, amp: Any) -> Any:
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     context = torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
     with context:
-        hidden = model.model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"],
-                             attention_mask=batch["attention_mask"], decoder_input_ids=batch["decoder_input_ids"],
-                             use_cache=False).last_hidden_state
-        logits = model.lm_head(hidden.flatten(0, 1).index_select(0, batch["scored"]))  # (scored, vocab)
-    return token_cross_entropy(logits[None], batch["targets"][None], reduction="sum")
+        out = model.model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"],
+                          attention_mask=batch["attention_mask"], decoder_input_ids=batch["decoder_input_ids"],
+                          use_cache=False)
+        logits = model.lm_head(out.last_hidden_state.flatten(0, 1).index_select(0, batch["scored"]))
+    return logits, out.encoder_last_hidden_state, batch
+
+
+def batch_losses(model: Any, batch: dict[str, Any], device: Any, amp: Any, head: Any = None) -> tuple[Any, Any]:
+    """``(summed token cross-entropy, auxiliary loss or None)`` of one collated batch (0-d
+    tensors on ``device``); the auxiliary loss needs ``head`` and the batch's aux targets."""
+    logits, encoder_hidden, batch = scored_logits(model, batch, device, amp)
+    loss = token_cross_entropy(logits[None], batch["targets"][None], reduction="sum")
+    if head is None or "aux_classes" not in batch:
+        return loss, None
+    from engine.retrain.aux_head import aux_loss
+
+    return loss, aux_loss(head, encoder_hidden, batch["input_ids"], model.config.image_token_id, batch)
+
+
+def batch_loss(model: Any, batch: dict[str, Any], device: Any, amp: Any) -> Any:
+    """Summed token cross-entropy of one collated batch (a 0-d tensor on ``device``)."""
+    return batch_losses(model, batch, device, amp)[0]
 
 
 def mean_loss(model: Any, processor: Any, examples: list[Example], config: TrainingConfig, device: Any,
@@ -297,12 +321,14 @@ def cosine_with_warmup(total_steps: int, warmup_ratio: float):
     return factor
 
 
-def make_optimizer(model: Any, config: TrainingConfig, device: Any) -> Any:
-    """AdamW with weight decay on matrices only (biases, norms, 1-D params get none)."""
+def make_optimizer(model: Any, config: TrainingConfig, device: Any, head: Any = None) -> Any:
+    """AdamW with weight decay on matrices only (biases, norms, 1-D params get none), over the
+    model's parameters and those of the auxiliary ``head`` when there is one."""
     import torch
 
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    plain = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    params = [*model.parameters(), *(head.parameters() if head is not None else ())]
+    decay = [p for p in params if p.requires_grad and p.ndim >= 2]
+    plain = [p for p in params if p.requires_grad and p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999), eps=1e-8, fused=device.type == "cuda")
 
@@ -321,6 +347,8 @@ class TrainResult:
     samples: int = 0
     samples_per_second: float | None = None
     losses: list[float] = field(default_factory=list)
+    aux_losses: list[float] = field(default_factory=list)
+    aux_classes: list[str] = field(default_factory=list)
     finished: bool = False
     already_trained: bool = False
 
@@ -360,7 +388,14 @@ def train(root: DataRoot, round_: int, examples: list[Example], config: Training
     torch.manual_seed(config.seed)
     model, processor = load_model(resume or start, device)
     model.requires_grad_(True).train()
-    optimizer = make_optimizer(model, config, device)
+    aux, head = None, None
+    if config.aux_loss_weight > 0:
+        from engine.retrain.aux_head import AuxTargets, grid_side, new_head
+
+        aux = AuxTargets.from_examples(train_set, grid_side(processor), config.aux_max_classes)
+        result.aux_classes = list(aux.classes)
+        head = new_head(model.config.text_config.d_model, len(aux.classes), config.seed).to(device).train()
+    optimizer = make_optimizer(model, config, device, head)
     per_epoch = math.ceil(len(train_set) / config.batch_size)
     total = config.max_steps or math.ceil(config.epochs * per_epoch / config.grad_accum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total, config.warmup_ratio))
@@ -372,6 +407,8 @@ def train(root: DataRoot, round_: int, examples: list[Example], config: Training
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
+        if head is not None and "aux_head" in state:
+            head.load_state_dict(state["aux_head"])
         step = result.resumed_from = int(state["step"])
     result.total_steps = total
 
@@ -388,9 +425,9 @@ def train(root: DataRoot, round_: int, examples: list[Example], config: Training
                 raise ValueError(f"none of the {len(train_set)} training examples' images was found in its shard")
             epoch, skip = epoch + 1, 0
 
-    collate = Collator(processor, config.max_target_tokens)
+    collate = Collator(processor, config.max_target_tokens, aux)
     stream = prefetched(micro_batches(), collate, config.loader_threads)
-    clock, clock_end, timed_samples, losses = None, 0.0, 0, []
+    clock, clock_end, timed_samples, losses, aux_losses = None, 0.0, 0, [], []
     while step < total and not (stop_after and result.steps_run >= stop_after):
         window = [b for _, b in zip(range(config.grad_accum), stream)]
         if not window:  # fewer micro-batches than planned (images missing from their shards): done
@@ -399,14 +436,19 @@ def train(root: DataRoot, round_: int, examples: list[Example], config: Training
             clock_end = time.perf_counter()
             break
         tokens = max(1, sum(len(b["targets"]) for b in window))
-        step_loss = 0.0
+        step_loss, step_aux = 0.0, 0.0
         for batch in window:
-            loss_sum = batch_loss(model, batch, device, amp)
-            scaler.scale(loss_sum / tokens).backward()
+            loss_sum, aux_part = batch_losses(model, batch, device, amp, head)
+            total_part = loss_sum / tokens
+            if aux_part is not None:  # the window's mean auxiliary loss, weighted
+                total_part = total_part + config.aux_loss_weight * aux_part / len(window)
+                step_aux = step_aux + aux_part.detach() / len(window)
+            scaler.scale(total_part).backward()
             step_loss = step_loss + loss_sum.detach() / tokens  # stays on the device: no sync per step
         scaler.unscale_(optimizer)
         if config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            clipped = [*model.parameters(), *(head.parameters() if head is not None else ())]
+            torch.nn.utils.clip_grad_norm_(clipped, config.max_grad_norm)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -415,6 +457,8 @@ def train(root: DataRoot, round_: int, examples: list[Example], config: Training
         samples = sum(len(b["labels"]) for b in window)
         result.steps_run, result.samples, result.step = result.steps_run + 1, result.samples + samples, step
         losses.append(step_loss)
+        if head is not None:
+            aux_losses.append(step_aux)
         last = step >= total or bool(stop_after and result.steps_run >= stop_after)
         if clock is None:  # the first step (allocation, warm-up) is not timed
             _synchronize(device)
@@ -428,8 +472,11 @@ def train(root: DataRoot, round_: int, examples: list[Example], config: Training
             clock_end = time.perf_counter() if last else clock_end
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "step": step}
+            if head is not None:
+                state["aux_head"] = head.state_dict()
             save_checkpoint(checkpoints, step, model, processor, state, config.keep_checkpoints)
     result.losses = [float(v) for v in losses]
+    result.aux_losses = [float(v) for v in aux_losses]
     stream.close()
     if clock is not None and timed_samples and clock_end > clock:  # steps after the first; last save excluded
         result.samples_per_second = timed_samples / (clock_end - clock)

@@ -29,6 +29,45 @@ def test_decision_rule(new, current, metric, mode, promoted, words):
     assert decision.promoted is promoted and words in decision.reason
 
 
+@pytest.mark.parametrize("mode", ["better", "always"])
+def test_a_model_that_ignores_the_image_is_refused_whatever_the_mode(mode):
+    best = {"val_loss": 0.1, "box_map": 0.9}
+    blind = decide({**best, "image_dependence": 1e-7}, {"val_loss": 2.0}, "val_loss", mode, 0.01)
+    assert not blind.promoted and blind.reason.startswith("image_dependence 1e-07 < min_image_dependence 0.01")
+    assert "ignores the image" in blind.reason and "\n" not in blind.reason
+    unmeasured = decide(best, {"val_loss": 2.0}, "val_loss", mode, 0.01)
+    assert not unmeasured.promoted and "not measured" in unmeasured.reason
+    assert decide({**best, "image_dependence": 0.2}, {"val_loss": 2.0}, "val_loss", mode, 0.01).promoted
+    assert decide(best, {"val_loss": 2.0}, "val_loss", mode, 0.0).promoted  # 0 = no check
+
+
+def test_a_blind_checkpoint_measures_zero_image_dependence_and_is_refused(tmp_path):
+    import torch
+
+    from annotators.florence2_checkpoint import build_checkpoint
+    from engine.retrain.config import TrainingConfig
+    from engine.retrain.evaluate import evaluate_model
+    from engine.retrain.examples import build_examples
+    from engine.retrain.train import load_model
+
+    root, truth = make_root(tmp_path, images=8, seed=2, per_shard=4)
+    write_curated(root, curated_rows(root, truth), 1)
+    config = TrainingConfig(device="cpu", eval_fraction=0.5, eval_max_examples=2, max_new_tokens=8,
+                            loader_threads=1, promote="always")
+    validation = [e for e in build_examples(root, 1, config.eval_fraction, config.seed)[0] if e.split == "validation"]
+    model, processor = load_model(build_checkpoint(tmp_path / "tiny", image_size=32, seed=0), torch.device("cpu"))
+    with torch.no_grad():  # no image reaches the text encoder: every image becomes the norm's bias
+        model.model.multi_modal_projector.image_projection.weight.zero_()
+    model.save_pretrained(tmp_path / "blind")
+    processor.save_pretrained(tmp_path / "blind")
+    metrics = evaluate_model(tmp_path / "blind", validation, config)
+    assert {"box_precision", "box_recall"} <= set(metrics)
+    assert metrics["image_dependence"] < 1e-6
+    decision = decide(metrics, {}, config.promote_metric, config.promote, config.min_image_dependence)
+    assert not decision.promoted and "ignores the image" in decision.reason
+    assert evaluate_model(tmp_path / "tiny", validation, config)["image_dependence"] > 1e-3
+
+
 def test_decision_refuses_unknown_settings():
     with pytest.raises(ValueError, match="bleu"):
         decide({}, {}, "bleu")
@@ -66,6 +105,9 @@ max_new_tokens = 16
 loader_threads = 1
 ground_truth = "{truth['path']}"
 promote_metric = "val_loss"
+# the tiny test model goes blind within these steps (image_dependence ~0.003, measured);
+# this test is about the round mechanics, the blind-model refusal is tested above
+min_image_dependence = 0.0
 """)
     args = ["train", "--root", str(root.path), "--config", str(config), "--quiet"]
     assert main([*args, "--round", "1"]) == 0
@@ -74,7 +116,8 @@ promote_metric = "val_loss"
     metrics = json.loads(first[0]["metrics"])
     assert metrics == json.loads((root.model(1) / "metrics.json").read_text())
     for side in ("new", "current"):
-        assert {"val_loss", "caption_agreement", "box_map", "mask_map"} <= set(metrics[side])
+        assert {"val_loss", "caption_agreement", "box_map", "mask_map", "image_dependence", "box_precision",
+                "box_recall"} <= set(metrics[side])
     assert metrics["current_model"] == str(root.path / "models" / "base-tiny-32")
     assert first[0]["promoted"] == (metrics["new"]["val_loss"] < metrics["current"]["val_loss"])
     assert first[0]["promoted"], metrics  # 60 steps on the training split beat random weights

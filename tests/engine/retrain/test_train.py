@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 
 from annotators.base import ImageBatch, ImageItem
 from annotators.registry import build_annotator
-from engine.retrain.evaluate import word_f1
-from engine.retrain.train import latest_checkpoint, load_model, mean_loss, train
 from engine.retrain.config import TrainingConfig
+from engine.retrain.evaluate import word_f1
 from engine.retrain.examples import build_examples
+from engine.retrain.train import latest_checkpoint, load_model, mean_loss, train
 from storage.decode import decode_rgb
 from storage.readers import READERS
 from tests.engine.retrain.data import curated_rows, make_root, write_curated
@@ -106,6 +106,8 @@ def test_an_interrupted_run_resumes_where_it_stopped(data):
     ({"promote": "sometimes"}, "sometimes"),
     ({"promote_metric": "box_map"}, "needs training.ground_truth"),
     ({"eval_fraction": 0.0}, "eval_fraction"),
+    ({"eval_fraction": 0.0, "promote": "always"}, "training.min_image_dependence"),
+    ({"min_image_dependence": -0.1}, "training.min_image_dependence"),
     ({"max_steps": True}, "training.max_steps"),
 ])
 def test_training_config_names_the_bad_value(table, message):
@@ -115,5 +117,5 @@ def test_training_config_names_the_bad_value(table, message):
 
 def test_training_config_from_a_table():
     config = TrainingConfig.from_dict({"base_model": "tiny", "tasks": ["OD", "CAPTION"], "grad_accum": 4,
-                                       "eval_fraction": 0.0, "promote": "always"})
+                                       "eval_fraction": 0.0, "promote": "always", "min_image_dependence": 0.0})
     assert config.tasks == ("CAPTION", "OD") and config.examples_per_step == 4 * config.batch_size

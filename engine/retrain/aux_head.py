@@ -1,0 +1,153 @@
+"""The auxiliary per-cell detection head: keeps a small Florence-2's text encoder looking at
+the image during training (``training.aux_loss_weight`` > 0; see ``shared/notes/demo-model.md``).
+
+Left alone, a small Florence-2's BART encoder collapses to one vector for every position and
+image within a few hundred steps, and the decoder stops reading the image. The head is a
+``Linear(d_model, 1 + classes + 4)`` on the encoder output at the ``side x side`` image-grid
+positions (the first ``side**2`` image tokens of each row, row-major: cell ``(r, c)`` covers
+the normalised image area ``[c/side, (c+1)/side) x [r/side, (r+1)/side)``, since the processor
+resizes the whole image to a square). Its loss, per batch:
+
+- cross-entropy of a ``(1 + classes)``-way class map: each cell takes the class of the smallest
+  box covering the cell's centre, else background (index 0); a box whose label is outside the
+  head's vocabulary makes its cells ignored;
+- plus L1 between the predicted and that box's normalised corners ``x0/W, y0/H, x1/W, y1/H``
+  (0..1) on every covered cell, and on each box's centre cell when no box covers that
+  cell's centre (small boxes).
+
+Targets come only from the training examples' ``<OD>`` targets (:func:`od_boxes`; in the
+engine, the curated set's train split), never from ground truth; the class vocabulary is the
+labels found there (:func:`class_vocabulary`). The head trains with the model and is never
+saved into the checkpoint, which stays a plain Florence-2.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from annotators.florence2_format import NUM_BINS
+from engine.retrain.examples import Example
+from engine.retrain.loss import IGNORE_INDEX
+
+Box = tuple[str, tuple[float, float, float, float]]
+_REGION_RE = re.compile(r"([^<]+)((?:<loc_\d+>)+)")
+_LOC_RE = re.compile(r"<loc_(\d+)>")
+
+
+def od_boxes(examples: Iterable[Example]) -> dict[str, list[Box]]:
+    """image_id -> ``(label, (x0, y0, x1, y1))`` of every box in the image's ``OD`` example
+    targets; coordinates normalised to 0..1 (bin centres, ``(bin + 0.5) / 1000``). A label
+    followed by 4k location tokens gives k boxes; other tasks' examples are ignored."""
+    out: dict[str, list[Box]] = collections.defaultdict(list)
+    for example in examples:
+        if example.task != "OD":
+            continue
+        for label, locs in _REGION_RE.findall(example.target):
+            bins = [(int(b) + 0.5) / NUM_BINS for b in _LOC_RE.findall(locs)]
+            for i in range(0, len(bins) - 3, 4):
+                out[example.image_id].append((label.strip(), tuple(bins[i:i + 4])))
+    return dict(out)
+
+
+def class_vocabulary(boxes: dict[str, list[Box]], max_classes: int) -> tuple[str, ...]:
+    """The ``max_classes`` most frequent labels of ``boxes`` (ties by name), in that order."""
+    counts = collections.Counter(label for image in boxes.values() for label, _ in image)
+    return tuple(sorted(counts, key=lambda label: (-counts[label], label))[:max_classes])
+
+
+def cell_targets(boxes: list[Box], classes: tuple[str, ...], side: int) -> tuple[Any, Any, Any]:
+    """``(classes (side**2,) int64, boxes (side**2, 4) float32, box_mask (side**2,) bool)`` of
+    one image; class 0 = background, ``1 + classes.index(label)`` otherwise, -100 = ignored."""
+    import torch
+
+    index = {label: i + 1 for i, label in enumerate(classes)}
+    cls = torch.zeros(side * side, dtype=torch.long)
+    target = torch.zeros(side * side, 4)
+    mask = torch.zeros(side * side, dtype=torch.bool)
+    centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+    cy, cx = torch.meshgrid(centres, centres, indexing="ij")
+    cy, cx = cy.flatten(), cx.flatten()
+    # largest first, so the smallest box covering a cell's centre is written last and wins
+    order = sorted(boxes, key=lambda b: -(b[1][2] - b[1][0]) * (b[1][3] - b[1][1]))
+    for label, (x0, y0, x1, y1) in order:
+        covered = (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
+        cls[covered] = index.get(label, IGNORE_INDEX)
+        target[covered] = torch.tensor([x0, y0, x1, y1])
+        mask[covered] = label in index
+    for label, (x0, y0, x1, y1) in order:  # small boxes: their centre cell, when no box took it
+        col = min(side - 1, max(0, int((x0 + x1) / 2 * side)))
+        row = min(side - 1, max(0, int((y0 + y1) / 2 * side)))
+        cell = row * side + col
+        if cls[cell] == 0 and label in index:
+            cls[cell], target[cell], mask[cell] = index[label], torch.tensor([x0, y0, x1, y1]), True
+    return cls, target, mask
+
+
+@dataclass
+class AuxTargets:
+    """Per-image cell targets of a training set: ``classes`` (the head's vocabulary, background
+    excluded), grid ``side``, and ``by_image``: image_id -> :func:`cell_targets`."""
+
+    classes: tuple[str, ...]
+    side: int
+    by_image: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_examples(cls, examples: Iterable[Example], side: int, max_classes: int) -> "AuxTargets":
+        boxes = od_boxes(examples)
+        classes = class_vocabulary(boxes, max_classes)
+        return cls(classes, side, {image: cell_targets(b, classes, side) for image, b in boxes.items()})
+
+    def collate(self, image_ids: list[str]) -> dict[str, Any]:
+        """Batch tensors ``aux_classes`` (B, side**2; -100 for images without targets),
+        ``aux_boxes`` (B, side**2, 4) and ``aux_box_mask`` (B, side**2)."""
+        import torch
+
+        cells = self.side * self.side
+        empty = (torch.full((cells,), IGNORE_INDEX, dtype=torch.long), torch.zeros(cells, 4),
+                 torch.zeros(cells, dtype=torch.bool))
+        parts = [self.by_image.get(image_id, empty) for image_id in image_ids]
+        return {"aux_classes": torch.stack([p[0] for p in parts]), "aux_boxes": torch.stack([p[1] for p in parts]),
+                "aux_box_mask": torch.stack([p[2] for p in parts])}
+
+
+def grid_side(processor: Any) -> int:
+    """Side of the image-token grid of a Florence-2 processor (image tokens minus the pooled one)."""
+    import math
+
+    return math.isqrt(int(processor.num_image_tokens) - int(processor.num_additional_image_tokens))
+
+
+def new_head(d_model: int, classes: int, seed: int) -> Any:
+    """The head, ``Linear(d_model, 1 + classes + 4)``, with seeded default (uniform) init."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.nn.Linear(d_model, 1 + classes + 4)
+
+
+def aux_loss(head: Any, encoder_hidden: Any, input_ids: Any, image_token_id: int, batch: dict[str, Any]) -> Any:
+    """Cross-entropy of the class map (mean over non-ignored cells) + L1 of the boxes (mean
+    over the masked cells' coordinates), a 0-d tensor; 0 when the batch has no target.
+
+    ``encoder_hidden``: (B, L, d_model) BART encoder output; ``input_ids``: (B, L), each row
+    holding at least ``side**2`` image tokens; ``batch``: the :meth:`AuxTargets.collate` tensors.
+    """
+    import torch.nn.functional as F
+
+    classes, boxes, box_mask = batch["aux_classes"], batch["aux_boxes"], batch["aux_box_mask"]
+    cells = classes.shape[1]
+    is_image = input_ids == image_token_id
+    take = is_image & (is_image.cumsum(dim=1) <= cells)
+    out = head(encoder_hidden[take].view(len(input_ids), cells, -1).float())  # (B, cells, 1 + C + 4)
+    logits, predicted = out[..., :-4], out[..., -4:]
+    loss = encoder_hidden.new_zeros((), dtype=out.dtype)
+    if (classes != IGNORE_INDEX).any():
+        loss = loss + F.cross_entropy(logits.flatten(0, 1), classes.flatten(), ignore_index=IGNORE_INDEX)
+    if box_mask.any():
+        loss = loss + F.l1_loss(predicted[box_mask], boxes[box_mask])
+    return loss
