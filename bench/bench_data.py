@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.ingest.shards import IngestConfig, ingest
 from engine.demo.scenes import render_scene
+from engine.ingest.shards import IngestConfig, ingest
 from storage.layout import DataRoot
 
 

@@ -42,13 +42,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import engine  # noqa: E402,F401 (first, as in ``fld``: it sets the allocator default before pyarrow loads)
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
+import engine  # noqa: E402,F401 (first, as in ``fld``: it sets the allocator default before pyarrow loads)
+from engine.curate.config import CurationConfig  # noqa: E402
 from engine.curate.curation import curate_round  # noqa: E402
 from engine.curate.parquet_io import conform  # noqa: E402
-from engine.curate.config import CurationConfig  # noqa: E402
 from storage.atomic import write_parquet_atomic  # noqa: E402
 from storage.layout import DataRoot  # noqa: E402
 from storage.schema import ANNOTATIONS, IMAGES  # noqa: E402

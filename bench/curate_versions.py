@@ -34,8 +34,12 @@ try:
 except ImportError:
     pass
 import numpy as np, pyarrow as pa
-from engine.curate.curation import curate_round
-from engine.curate.config import CurationConfig
+try:
+    from engine.curate.config import CurationConfig
+    from engine.curate.curation import curate_round
+except ImportError:  # revisions before engine/ was split by stage
+    from engine.curate import curate_round
+    from engine.curation_config import CurationConfig
 from storage.layout import DataRoot
 pa.array(np.zeros(1))
 root = DataRoot(sys.argv[2])

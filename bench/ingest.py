@@ -19,8 +19,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine.ingest.shards import IngestConfig, ingest
 from engine.demo.sample_data import SampleConfig, write_sample
+from engine.ingest.shards import IngestConfig, ingest
 from storage.layout import DataRoot
 from storage.readers.base import IMAGE_EXTENSIONS, split_key
 

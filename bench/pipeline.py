@@ -26,8 +26,8 @@ from PIL import Image
 
 import tests.fake_annotators  # noqa: F401  (registers the noop annotator)
 from bench.bench_data import ingested_root, write_shards
-from engine.annotate.plan import AnnotateRequest, annotate
 from engine.annotate.handler import configure_decode_memory
+from engine.annotate.plan import AnnotateRequest, annotate
 
 
 def bare_loop(shards: list[Path]) -> int:

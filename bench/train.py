@@ -37,9 +37,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from annotators.florence2_checkpoint import build_checkpoint  # noqa: E402
-from engine.retrain.train import Collator, precision, train, vocabulary  # noqa: E402
 from engine.retrain.config import TrainingConfig  # noqa: E402
 from engine.retrain.examples import build_examples  # noqa: E402
+from engine.retrain.train import Collator, precision, train, vocabulary  # noqa: E402
 from storage.readers import READERS  # noqa: E402
 from tests.engine.retrain.data import curated_rows, make_root, write_curated  # noqa: E402
 
@@ -47,8 +47,13 @@ from tests.engine.retrain.data import curated_rows, make_root, write_curated  # 
 def trainer_rate(model_dir: Path, examples, config: TrainingConfig, steps: int, out: Path) -> float:
     """Samples/s of ``transformers.Trainer`` on ``examples`` (steps after the first)."""
     import torch
-    from transformers import (Florence2ForConditionalGeneration, Florence2Processor, Trainer, TrainerCallback,
-                              TrainingArguments)
+    from transformers import (
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     device, amp = precision(config)
     processor = Florence2Processor.from_pretrained(model_dir, local_files_only=True)

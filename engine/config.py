@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from engine.annotate.runners import RUNNERS
 from engine.curate.config import CurationConfig
 from engine.retrain.config import TrainingConfig
 from engine.typed_config import from_plain, to_plain
 from storage.plugins import add_plugins
-from engine.annotate.runners import RUNNERS
 
 
 @dataclass(frozen=True)

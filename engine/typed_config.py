@@ -3,7 +3,8 @@
 ``from_plain(cls, data, path)`` builds ``cls`` from a mapping: nested dataclass fields from
 sub-tables, tuple fields from lists, dict fields from tables; an unknown key raises
 ``ValueError`` naming its full dotted path (``curation.nms.iou``). Values are validated by
-each dataclass's own ``__post_init__``. ``to_plain`` is the inverse (tuples become lists).
+each dataclass's own ``__post_init__``; a class with a ``__from_plain__(data, path)``
+classmethod builds itself. ``to_plain`` is the inverse (tuples become lists).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any, Mapping
 
 def from_plain(cls: type, data: Mapping[str, Any], path: str) -> Any:
     """An instance of dataclass ``cls`` from ``data``; ``path`` (may be empty) prefixes key names in errors."""
+    if hasattr(cls, "__from_plain__"):  # a config that builds itself (e.g. from a registry)
+        return cls.__from_plain__(data, path)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     dotted = (lambda key: f"{path}.{key}") if path else str  # noqa: E731

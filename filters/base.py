@@ -1,52 +1,72 @@
 """The filter contract, its registry and the vectorised helpers every filter shares.
 
-A filter is a plain function ``fn(table, config, ctx) -> FilterResult``: ``table`` is an
-Arrow table of annotation rows (the ``storage.schema.ANNOTATIONS`` columns; during curation
-the engine passes :data:`CURATION_COLUMNS`, plus ``label`` and :data:`IMAGE_INDEX` in place
-of ``image_id``), ``config`` the typed settings of its family (a dataclass defined in the
-family's module), ``ctx`` a :class:`FilterContext` with the tables it may look things up in.
-It returns, per row of ``table``: whether the row is kept, the reason when it is not, and
-optionally whether the rule judged the row at all, which surviving row absorbed it and
-replacement column values. Filters never loop in Python over rows; they use numpy,
-``pyarrow.compute``, DuckDB or the compiled kernels of :mod:`filters.kernels`. During
-curation the :data:`CATEGORICAL_COLUMNS` and ``text`` arrive dictionary-encoded;
-:func:`dictionary`, :func:`equals`, :func:`is_in`, ``pyarrow.compute``'s ``take``,
-``filter``, ``unique`` and ``index_in`` and DuckDB accept both forms (string functions go
-through :func:`dictionary`'s distinct values or :func:`normalized_codes`). ``bbox`` and
-``quad`` may arrive as fixed-size lists (``storage.geometry.as_fixed_size``): read them with
-``storage.geometry.boxes_from_arrow`` / ``quads_from_arrow``, which take both.
+A filter is one file: a plain function ``fn(table, config, ctx) -> FilterResult`` registered
+with its settings dataclass::
 
-``@register_filter("name", section="family")`` registers a function; ``section`` names the
-field of the curation config that holds its settings. During curation the engine may split
-the rows into partitions of whole images that run the rules on threads; a rule whose
-decision for a row depends on rows of other images registers a ``prepare`` hook
-``prepare(table, config, ctx) -> part`` and a ``combine(parts) -> state`` hook: the engine
-calls ``prepare`` on the live rows of each partition (on its thread), ``combine`` on the
-parts, and passes the state as ``ctx.prepared`` to the rule on each partition.
+    @dataclass(frozen=True)
+    class CaptionLengthConfig:
+        max_words: int = 40          # validated in __post_init__
+
+    @register_filter("caption_length", settings=CaptionLengthConfig)
+    def caption_length(table, config, ctx):
+        words = pc.utf8_length(...)  # ``table`` has plain columns: see below
+        ...
+        return FilterResult(keep=..., reason=...)
+
+``table`` is an Arrow table whose columns are exactly those of ``storage.schema.ANNOTATIONS``
+(``image_id`` and ``text`` as strings, ``bbox``/``quad`` as variable lists of float32, pixels
+of the upright image) plus ``label`` (a region's class label, kept when ``region_text``
+replaces its text); ``config`` the settings object of the rule's config section;
+``ctx`` a :class:`FilterContext` with the tables it may look things up in. It returns, per
+row of ``table``: whether the row is kept, the reason when it is not, and optionally whether
+the rule judged the row at all, which surviving row absorbed it and replacement column
+values. Filters never loop in Python over rows; they use numpy, ``pyarrow.compute``, DuckDB
+or compiled kernels.
+
+The settings dataclass registers with the rule: the rule's section of the ``[curation]``
+config (``section``, default the rule's name; several rules may share one) is built from
+it, so a new filter is one new module plus its test. Every module of this package is
+imported on the first registry lookup, then the user's plugin modules (``FLD_PLUGINS``, the
+engine config's ``plugins``).
+
+**The working form (opt-in).** Curation runs over millions of rows with a narrower table:
+the :data:`CURATION_COLUMNS` plus ``label`` and :data:`IMAGE_INDEX` (the row of
+``ctx.images`` holding the row's image, negative for unknown images) in place of
+``image_id``, the :data:`CATEGORICAL_COLUMNS` and ``text`` dictionary-encoded, ``bbox`` and
+``quad`` as fixed-size lists. A rule registered with ``working_form=True`` promises to read
+its table only through what accepts both forms: :func:`dictionary`, :func:`equals`,
+:func:`is_in`, :func:`normalized_codes`, :func:`image_index`, :func:`image_keys`,
+``pyarrow.compute``'s ``take``, ``filter``, ``unique``, ``index_in``, ``equal`` and
+``if_else``, and ``storage.geometry.boxes_from_arrow`` / ``quads_from_arrow``; it then gets
+the working table as it is. Every other rule gets plain columns (``engine.curate`` converts
+the live rows for it), so a rule written against the plain columns is always right, and
+``tests/filters/test_contract.py`` checks that every registered rule decides the same
+either way.
+
+During curation the engine may split the rows into partitions of whole images that run the
+rules on threads; a rule whose decision for a row depends on rows of other images
+registers a ``prepare`` hook ``prepare(table, config, ctx) -> part`` and a
+``combine(parts) -> state`` hook: the engine calls ``prepare`` on the live rows of each
+partition (on its thread), ``combine`` on the parts, and passes the state as
+``ctx.prepared`` to the rule on each partition.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+import pkgutil
+from dataclasses import dataclass, field, is_dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.curate.string_index import index_in
 from storage.arrow_masks import valid_mask, with_nulls
+from storage.plugins import load_plugins
 
-#: modules whose ``@register_filter`` decorators run on first lookup
-BUILTIN_MODULES: tuple[str, ...] = (
-    "filters.confidence",
-    "filters.geometry",
-    "filters.text_complexity",
-    "filters.phrase_rules",
-    "filters.nms",
-    "filters.region_text",
-)
+#: modules of this package that hold no rule
+_NOT_RULES = frozenset({"base", "kernels"})
 
 
 @dataclass(frozen=True)
@@ -131,39 +151,60 @@ CombineFn = Callable[[list], Any]
 
 @dataclass(frozen=True)
 class FilterSpec:
-    """A registered rule: its function, its config section and its optional ``prepare`` and
-    ``combine`` hooks (state computed over the rows of all partitions, see the module docstring)."""
+    """A registered rule: its function, its config section and that section's settings
+    class, whether it takes the working form, and its optional ``prepare`` and ``combine``
+    hooks (state computed over the rows of all partitions, see the module docstring)."""
 
     name: str
     fn: FilterFn
     section: str
+    settings: type
+    working_form: bool = False
     prepare: PrepareFn | None = None
     combine: CombineFn | None = None
 
 
 _REGISTRY: dict[str, FilterSpec] = {}
+_SECTIONS: dict[str, type] = {}
 
 
-def register_filter(name: str, *, section: str, prepare: PrepareFn | None = None,
-                    combine: CombineFn | None = None) -> Callable[[FilterFn], FilterFn]:
-    """Decorator: register ``fn`` as rule ``name`` reading its settings from config
-    ``section``; ``prepare`` and ``combine``: the hooks for state over every partition's rows
-    (optional, both or neither)."""
+def register_filter(name: str, *, settings: type, section: str | None = None, working_form: bool = False,
+                    prepare: PrepareFn | None = None, combine: CombineFn | None = None
+                    ) -> Callable[[FilterFn], FilterFn]:
+    """Decorator: register ``fn`` as rule ``name``.
+
+    ``settings``: the dataclass of its config section (constructible with no arguments: the
+    defaults); ``section``: the ``[curation.SECTION]`` table it reads (default ``name``;
+    rules sharing a section share one settings class); ``working_form``: the rule accepts
+    the working form (module docstring); ``prepare`` and ``combine``: the hooks for state
+    over every partition's rows (both or neither)."""
+    section = section or name
     if (prepare is None) != (combine is None):
         raise ValueError(f"filter {name!r} needs both a prepare and a combine hook, or neither")
+    if not (isinstance(settings, type) and is_dataclass(settings)):
+        raise TypeError(f"filter {name!r}: settings must be a dataclass, got {settings!r}")
+    if name in ("rules", "merge") or section in ("rules", "merge"):
+        raise ValueError(f"filter {name!r}: 'rules' and 'merge' are curation's own keys")
+    if _SECTIONS.get(section, settings) is not settings:
+        raise ValueError(f"filter {name!r}: section {section!r} already has settings {_SECTIONS[section].__qualname__}")
 
     def wrap(fn: FilterFn) -> FilterFn:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"filter {name!r} is already registered by {_REGISTRY[name].fn.__qualname__}")
-        _REGISTRY[name] = FilterSpec(name, fn, section, prepare, combine)
+        _REGISTRY[name] = FilterSpec(name, fn, section, settings, working_form, prepare, combine)
+        _SECTIONS[section] = settings
         return fn
 
     return wrap
 
 
 def _load_builtins() -> None:
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
+    """Import every rule module of this package, then the user's plugins."""
+    package = importlib.import_module(__package__ or "filters")
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name not in _NOT_RULES:
+            importlib.import_module(f"{package.__name__}.{module.name}")
+    load_plugins()
 
 
 def filter_names() -> list[str]:
@@ -181,55 +222,46 @@ def filter_spec(name: str) -> FilterSpec:
         raise KeyError(f"unknown filter {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
 
 
-#: the annotation columns a filter sees during curation (``engine.curate.curation`` leaves out the
-#: wide ones no rule reads: ``image_id`` is replaced by :data:`IMAGE_INDEX`)
+def settings_sections() -> dict[str, type]:
+    """``{section: settings class}`` of every registered rule, sorted by section."""
+    _load_builtins()
+    return dict(sorted(_SECTIONS.items()))
+
+
+#: the annotation columns of the working form (``image_id`` and the wide columns no built-in
+#: rule reads are left out; ``label`` and :data:`IMAGE_INDEX` are added)
 CURATION_COLUMNS: tuple[str, ...] = (
     "annotation_id", "source", "kind", "granularity", "region_type", "text", "bbox", "quad",
     "parent_id", "span_start", "span_end", "score",
 )
-#: low-cardinality string columns the engine passes dictionary-encoded during curation (so
-#: the working table shrinks by int32 takes and :func:`dictionary` is free): filters compare
-#: them with ``pyarrow.compute`` (``equal``, ``is_in``, ``if_else`` accept both forms) or
-#: through :func:`dictionary`, never with string functions such as ``utf8_lower``
+#: low-cardinality string columns that are dictionary-encoded in the working form (so the
+#: working table shrinks by int32 takes and :func:`dictionary` is free)
 CATEGORICAL_COLUMNS: tuple[str, ...] = ("source", "kind", "granularity", "region_type", "label")
-
-
-# ------------------------------------------------------------------ vectorised helpers
-#: optional int32 column the engine adds once per run in place of ``image_id``: the row of
+#: the int32 column of the working form in place of ``image_id``: the row of
 #: ``FilterContext.images`` holding the row's image, or a negative code (-1, -2, ...) per
-#: distinct unknown image, so filters need not hash the 64-character image ids again
+#: distinct unknown image, so rules need not hash the 64-character image ids again
 IMAGE_INDEX = "image_index"
 
 
+# ------------------------------------------------------------------ vectorised helpers
 def image_index(table: pa.Table, images: pa.Table | None) -> np.ndarray:
-    """Row of ``images`` for each row's image (int64; negative when absent: from the
-    :data:`IMAGE_INDEX` column, one code per unknown image, else -1)."""
+    """Row of ``images`` for each row's image (int64; negative when absent): the
+    :data:`IMAGE_INDEX` column of the working form, else ``image_id`` looked up (the first
+    row of an id listed twice)."""
     if IMAGE_INDEX in table.column_names:
         return to_numpy(table[IMAGE_INDEX], -1).astype(np.int64)
     if images is None or table.num_rows == 0:
         return np.full(table.num_rows, -1, np.int64)
-    return index_in(table["image_id"], images["image_id"])
+    ids = images["image_id"]
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    return to_numpy(pc.index_in(table["image_id"], value_set=ids), -1).astype(np.int64)
 
 
-def image_index_column(table: pa.Table, images: pa.Table | None) -> pa.Array:
-    """The :data:`IMAGE_INDEX` column for ``table`` (which has ``image_id``): unknown images
-    get distinct negative codes so they still group apart."""
-    index = image_index(table, images)
-    unknown = np.flatnonzero(index < 0)
-    if len(unknown):
-        codes, _ = dictionary(table["image_id"].take(pa.array(unknown)))
-        index[unknown] = -1 - codes
-    return pa.array(index.astype(np.int32))
-
-
-def image_keys(table: pa.Table, ctx: FilterContext) -> np.ndarray | pa.ChunkedArray:
-    """A grouping key per row that equals for rows of the same image: the
-    :data:`IMAGE_INDEX` column when present, the image's row index when every image is
-    known, else the ``image_id`` strings."""
+def image_keys(table: pa.Table, ctx: FilterContext) -> np.ndarray:
+    """An int64 grouping key per row that equals for rows of the same image (known or not)."""
     if IMAGE_INDEX in table.column_names:
         return image_index(table, ctx.images)
-    index = image_index(table, ctx.images)
-    return index if (index >= 0).all() and ctx.images is not None else table["image_id"]
+    return dictionary(table["image_id"])[0]
 
 
 def to_numpy(column: pa.Array | pa.ChunkedArray, fill: Any) -> np.ndarray:

@@ -40,7 +40,7 @@ class ConfidenceConfig:
         return float(self.per_source.get(source, self.default))
 
 
-@register_filter("confidence", section="confidence")
+@register_filter("confidence", settings=ConfidenceConfig, working_form=True)
 def confidence_filter(table: pa.Table, config: ConfidenceConfig, ctx: FilterContext) -> FilterResult:
     """Keep rows with ``score >= threshold(source)``; null scores follow ``config.null_score``."""
     n = table.num_rows

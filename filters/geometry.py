@@ -20,10 +20,23 @@ import numpy as np
 import pyarrow as pa
 
 from filters.base import (
-    FilterContext, FilterResult, image_index, reason_from_codes, reason_where, register_filter, to_numpy, valid,
+    FilterContext,
+    FilterResult,
+    image_index,
+    reason_from_codes,
+    reason_where,
+    register_filter,
+    to_numpy,
+    valid,
 )
 from filters.kernels import (
-    BOX_ELONGATED, BOX_INVERTED, BOX_NON_FINITE, BOX_OUTSIDE, BOX_SMALL, BOX_THIN, check_boxes,
+    BOX_ELONGATED,
+    BOX_INVERTED,
+    BOX_NON_FINITE,
+    BOX_OUTSIDE,
+    BOX_SMALL,
+    BOX_THIN,
+    check_boxes,
 )
 from storage import geometry as geo
 
@@ -64,7 +77,7 @@ def image_sizes(table: pa.Table, images: pa.Table | None) -> tuple[np.ndarray, n
     return known & (width > 0) & (height > 0), width, height
 
 
-@register_filter("image", section="geometry")
+@register_filter("image", section="geometry", settings=GeometryConfig, working_form=True)
 def image_filter(table: pa.Table, config: GeometryConfig, ctx: FilterContext) -> FilterResult:
     """Drop rows of images that are not ingested with status ``ok`` (size unknown)."""
     known, _, _ = image_sizes(table, ctx.images)
@@ -79,7 +92,7 @@ def _quad_checks(quads: np.ndarray, config: GeometryConfig) -> tuple[np.ndarray,
     return bad_value, small, bent
 
 
-@register_filter("geometry", section="geometry")
+@register_filter("geometry", settings=GeometryConfig, working_form=True)
 def geometry_filter(table: pa.Table, config: GeometryConfig, ctx: FilterContext) -> FilterResult:
     """Clip boxes/quads to the image and drop degenerate, tiny, thin or outside ones.
 

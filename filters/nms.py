@@ -29,8 +29,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from filters.base import (
-    FilterContext, FilterResult, dictionary, equals, group_codes, image_keys, is_in, normalized_codes,
-    register_filter, reason_where, valid,
+    FilterContext,
+    FilterResult,
+    dictionary,
+    equals,
+    group_codes,
+    image_keys,
+    is_in,
+    normalized_codes,
+    reason_where,
+    register_filter,
+    valid,
 )
 from filters.kernels import greedy_in_groups, merge_sorted, ranks_against, sort_groups_by_score, stable_argsort
 from storage.geometry import boxes_from_arrow
@@ -242,7 +251,7 @@ def _scores(table: pa.Table) -> np.ndarray:
     return pc.fill_null(table["score"], 0.0).to_numpy(zero_copy_only=False).astype(np.float64)
 
 
-@register_filter("nms_source", section="nms")
+@register_filter("nms_source", section="nms", settings=NmsConfig, working_form=True)
 def nms_within_source(table: pa.Table, config: NmsConfig, ctx: FilterContext) -> FilterResult:
     """Class-aware NMS among the regions of one source in one image (raw scores)."""
     return nms_result(table, region_scope(table, config), _keys(config, ctx, "source"), _scores(table),
@@ -273,7 +282,7 @@ def _merge_two(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return merge_sorted(a, b)
 
 
-@register_filter("nms_cross", section="nms", prepare=rank_reference, combine=merge_references)
+@register_filter("nms_cross", section="nms", settings=NmsConfig, working_form=True, prepare=rank_reference, combine=merge_references)
 def nms_across_sources(table: pa.Table, config: NmsConfig, ctx: FilterContext) -> FilterResult:
     """Class-aware NMS among all sources' regions of an image (calibrated scores; the rank
     reference is ``ctx.prepared`` when the engine prepared it over every partition)."""

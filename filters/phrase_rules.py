@@ -25,8 +25,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from filters.base import (
-    FilterContext, FilterResult, dictionary, equals, image_keys, normalize_text, normalized_codes, reason_where, register_filter,
-    to_numpy, valid,
+    FilterContext,
+    FilterResult,
+    dictionary,
+    equals,
+    image_keys,
+    normalize_text,
+    normalized_codes,
+    reason_where,
+    register_filter,
+    to_numpy,
+    valid,
 )
 from filters.nms import nms_result
 from storage.arrow_masks import with_nulls
@@ -80,7 +89,7 @@ def _captions(table: pa.Table, ctx: FilterContext) -> pa.Table:
     return captions.filter(pc.equal(captions["kind"], "caption"))
 
 
-@register_filter("phrase_parent", section="phrase")
+@register_filter("phrase_parent", section="phrase", settings=PhraseConfig, working_form=True)
 def phrase_parent_filter(table: pa.Table, config: PhraseConfig, ctx: FilterContext) -> FilterResult:
     """Drop phrases whose parent caption is missing or was dropped."""
     scope = _phrases(table)
@@ -91,7 +100,7 @@ def phrase_parent_filter(table: pa.Table, config: PhraseConfig, ctx: FilterConte
     return FilterResult(keep=~drop, reason=reason_where(drop, "parent caption missing or dropped"), judged=scope)
 
 
-@register_filter("phrase_span", section="phrase")
+@register_filter("phrase_span", section="phrase", settings=PhraseConfig, working_form=True)
 def phrase_span_filter(table: pa.Table, config: PhraseConfig, ctx: FilterContext) -> FilterResult:
     """Drop phrases whose span does not lie inside the parent caption or does not match its text."""
     n, scope = table.num_rows, _phrases(table)
@@ -135,7 +144,7 @@ def normalized_phrase(table: pa.Table, config: PhraseConfig) -> pa.Array:
     return norm.take(with_nulls(codes, codes < 0)) if len(codes) else pa.array([], pa.string())
 
 
-@register_filter("phrase_blacklist", section="phrase")
+@register_filter("phrase_blacklist", section="phrase", settings=PhraseConfig, working_form=True)
 def phrase_blacklist_filter(table: pa.Table, config: PhraseConfig, ctx: FilterContext) -> FilterResult:
     """Drop phrases that are pronouns or abstract nouns (``blacklist``), or empty."""
     scope = _phrases(table)
@@ -150,7 +159,7 @@ def phrase_blacklist_filter(table: pa.Table, config: PhraseConfig, ctx: FilterCo
     return FilterResult(keep=~(listed | empty), reason=reason, judged=scope)
 
 
-@register_filter("phrase_confidence", section="phrase")
+@register_filter("phrase_confidence", section="phrase", settings=PhraseConfig, working_form=True)
 def phrase_confidence_filter(table: pa.Table, config: PhraseConfig, ctx: FilterContext) -> FilterResult:
     """Drop phrases with ``score < min_score``."""
     scope = _phrases(table)
@@ -161,7 +170,7 @@ def phrase_confidence_filter(table: pa.Table, config: PhraseConfig, ctx: FilterC
     return FilterResult(keep=~low, reason=reason_where(low, f"phrase score below {config.min_score}"), judged=scope)
 
 
-@register_filter("phrase_nms", section="phrase")
+@register_filter("phrase_nms", section="phrase", settings=PhraseConfig, working_form=True)
 def phrase_nms_filter(table: pa.Table, config: PhraseConfig, ctx: FilterContext) -> FilterResult:
     """Greedy NMS among boxes of the same phrase text (per image, per parent caption)."""
     scope = _phrases(table) & valid(table["bbox"])

@@ -24,7 +24,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from filters.base import FilterContext, FilterResult, equals, group_codes, reason_where, register_filter, to_numpy, valid, with_prefix
+from filters.base import (
+    FilterContext,
+    FilterResult,
+    equals,
+    group_codes,
+    reason_where,
+    register_filter,
+    to_numpy,
+    valid,
+    with_prefix,
+)
 
 FALLBACKS = ("keep_label", "best_score")
 
@@ -41,7 +51,7 @@ class RegionTextConfig:
             raise ValueError(f"region_text.fallback must be one of {FALLBACKS}, got {self.fallback!r}")
 
 
-@register_filter("region_text", section="region_text")
+@register_filter("region_text", settings=RegionTextConfig, working_form=True)
 def region_text_filter(table: pa.Table, config: RegionTextConfig, ctx: FilterContext) -> FilterResult:
     """Consume region-text candidates; the chosen one's text replaces its region's text."""
     n = table.num_rows

@@ -21,7 +21,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from filters.base import FilterContext, FilterResult, is_in, reason_where, register_filter, valid, with_prefix
-
 from storage.schema import GRANULARITIES, KINDS
 
 
@@ -62,7 +61,7 @@ def text_scope(table: pa.Table, config: TextComplexityConfig) -> np.ndarray:
     return scope & ~valid(table["parent_id"]) & valid(table["text"])
 
 
-@register_filter("text_complexity", section="text")
+@register_filter("text_complexity", section="text", settings=TextComplexityConfig, working_form=True)
 def text_complexity_filter(table: pa.Table, config: TextComplexityConfig, ctx: FilterContext) -> FilterResult:
     """Drop texts with excessive objects or below the minimum object/action complexity."""
     scope = text_scope(table, config)

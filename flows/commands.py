@@ -89,7 +89,13 @@ def declare_demo(parser: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
         import shutil
 
-        from engine.demo.report import DEMO_TRAINING, demo_round_report, format_demo_report, format_quality_trend, prepare_demo
+        from engine.demo.report import (
+            DEMO_TRAINING,
+            demo_round_report,
+            format_demo_report,
+            format_quality_trend,
+            prepare_demo,
+        )
         from flows.round_flow import loop_flow
 
         root = DataRoot(args.root)

@@ -26,7 +26,6 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 IMAGE_STATUS_OK = "ok"
 IMAGE_STATUS_DUPLICATE = "duplicate"
 IMAGE_STATUS_ERROR = "error"
-IMAGE_STATUSES = (IMAGE_STATUS_OK, IMAGE_STATUS_DUPLICATE, IMAGE_STATUS_ERROR)
 
 IMAGES = pa.schema(
     [
@@ -52,7 +51,6 @@ KIND_REGION = "region"
 KIND_PHRASE = "phrase"
 KINDS = (KIND_CAPTION, KIND_REGION, KIND_PHRASE)
 GRANULARITIES = ("brief", "detailed", "more_detailed")
-REGION_TYPES = ("object", "ocr")
 
 ANNOTATIONS = pa.schema(
     [

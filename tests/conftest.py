@@ -1,4 +1,5 @@
-"""Suite-wide settings (offline Hugging Face, one torch thread) and the tiny spaCy pipeline.
+"""Suite-wide settings (offline Hugging Face, one torch thread), the tiny spaCy pipeline and
+a data root with sample shards ingested.
 
 Trained pipelines cannot be downloaded here, so the suite trains one for a few dozen
 iterations (about 2 s on one core) on ``tests.filters.spacy_docs``, saves it with
@@ -9,6 +10,7 @@ iterations (about 2 s on one core) on ``tests.filters.spacy_docs``, saves it wit
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,27 @@ def tiny_spacy_pipeline(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("spacy") / "tiny_en"
     nlp.to_disk(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    """24 synthetic images (with words) in 4 tar shards, plus ground truth."""
+    from engine.demo.sample_data import SampleConfig, write_sample
+
+    out = tmp_path_factory.mktemp("sample")
+    write_sample(out, SampleConfig(images=24, images_per_shard=6, seed=5))
+    return out
+
+
+@pytest.fixture
+def ingested_root(sample_dir, tmp_path):
+    """A fresh data root (``DataRoot``) with the sample shards (copied, so tests may alter
+    them) ingested."""
+    from engine.ingest.shards import IngestConfig, ingest
+    from storage.layout import DataRoot
+
+    shards = tmp_path / "shards"
+    shutil.copytree(sample_dir / "shards", shards)
+    root = DataRoot(tmp_path / "root")
+    ingest(root, [str(shards)], IngestConfig(progress=False))
+    return root

@@ -25,7 +25,6 @@ from annotators.registry import annotator_class, build_annotator
 from engine.annotate.elements import ImageJob, Outcome
 from storage.decode import DecodeLimits, ImageRejected
 
-
 #: Pillow keeps up to this many freed image blocks (16 MiB each by default) for reuse, unless
 #: PILLOW_BLOCKS_MAX says otherwise. Decoding into fresh memory costs page faults on every
 #: image; with the cache, annotation measured 0.67 -> 0.96 of a bare decode loop.

@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from annotators.registry import annotator_class
 from engine.annotate.elements import ShardTask
-from engine.annotate.pipeline import build_pipeline
 from engine.annotate.handler import AnnotatorModelHandler
+from engine.annotate.pipeline import build_pipeline
 from engine.annotate.runners import runner_options
 from storage.catalog import Catalog
 from storage.decode import DecodeLimits

@@ -6,9 +6,9 @@ import argparse
 import json
 
 from engine.annotate.plan import AnnotateRequest, annotate
+from engine.annotate.runners import RUNNERS
 from engine.cli import UsageError, accept_pass_through, add_root_argument, command
 from engine.config import EngineConfig
-from engine.annotate.runners import RUNNERS
 from storage.decode import DecodeLimits
 from storage.layout import DataRoot
 

@@ -1,8 +1,9 @@
 """Typed config of curation: the rules to run, in order, and every threshold they use.
 
 Each filter family owns the dataclass of its settings (in its ``filters/`` module, validated
-on construction); :class:`CurationConfig` gathers them as sections, plus the merge across
-rounds. :meth:`CurationConfig.from_dict` builds it from the ``[curation]`` table of the
+on construction) and registers it with its rules (``filters.base.register_filter``);
+:class:`CurationConfig` gathers one settings object per registered section, plus the merge
+across rounds, so a new filter needs no change here. :meth:`CurationConfig.from_dict` builds it from the ``[curation]`` table of the
 engine's TOML config and rejects unknown keys, naming them with their full path.
 
 Example (TOML)::
@@ -23,13 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from engine.typed_config import from_plain, to_plain
-from filters.base import filter_names, filter_spec
-from filters.confidence import ConfidenceConfig
-from filters.geometry import GeometryConfig
-from filters.nms import NmsConfig
-from filters.phrase_rules import PhraseConfig
-from filters.region_text import RegionTextConfig
-from filters.text_complexity import TextComplexityConfig
+from filters.base import filter_names, filter_spec, settings_sections
 
 DEFAULT_RULES: tuple[str, ...] = (
     "image", "confidence", "geometry", "text_complexity",
@@ -57,14 +52,13 @@ class MergeConfig:
 
 @dataclass(frozen=True)
 class CurationConfig:
+    """``rules``: the rules to run, in order; ``merge``: the merge with the previous round;
+    ``sections``: the settings object of every registered section (``filters.base``), the
+    defaults where the config gives none. ``config.nms`` reads a section like an attribute."""
+
     rules: tuple[str, ...] = DEFAULT_RULES
-    confidence: ConfidenceConfig = field(default_factory=ConfidenceConfig)
-    geometry: GeometryConfig = field(default_factory=GeometryConfig)
-    nms: NmsConfig = field(default_factory=NmsConfig)
-    text: TextComplexityConfig = field(default_factory=TextComplexityConfig)
-    phrase: PhraseConfig = field(default_factory=PhraseConfig)
-    region_text: RegionTextConfig = field(default_factory=RegionTextConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
+    sections: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         rules = tuple(self.rules)
@@ -74,19 +68,63 @@ class CurationConfig:
             raise ValueError(f"curation.rules has unknown rules {unknown}; known: {sorted(known)}")
         if len(set(rules)) != len(rules):
             raise ValueError(f"curation.rules lists a rule twice: {list(rules)}")
-        for rule in rules:
-            if not hasattr(self, filter_spec(rule).section):
-                raise ValueError(f"rule {rule!r} reads section {filter_spec(rule).section!r} that the config lacks")
+        classes = settings_sections()
+        if unknown := sorted(set(self.sections) - set(classes)):
+            raise ValueError(f"curation has unknown section(s) {unknown}; known: {['rules', 'merge', *classes]}")
+        sections = {}
+        for name, cls in classes.items():
+            value = self.sections.get(name)
+            if value is not None and not isinstance(value, cls):
+                raise ValueError(f"curation.{name} must be a {cls.__name__}, got {type(value).__name__}")
+            sections[name] = cls() if value is None else value
+        object.__setattr__(self, "sections", sections)
+
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("sections") or {}
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"CurationConfig has no section {name!r}")
 
     def section(self, rule: str) -> Any:
         """The settings object of ``rule``."""
-        return getattr(self, filter_spec(rule).section)
+        return self.sections[filter_spec(rule).section]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "CurationConfig":
-        """Build from plain data (TOML/JSON); unknown keys raise ``ValueError`` naming them."""
-        return from_plain(cls, dict(data or {}), "curation")
+        """Build from plain data (TOML/JSON): ``rules``, ``merge`` and one table per section;
+        unknown keys raise ``ValueError`` naming them with their full path."""
+        return cls.__from_plain__(dict(data or {}), "curation")
+
+    @classmethod
+    def __from_plain__(cls, data: Mapping[str, Any], path: str) -> "CurationConfig":
+        """``typed_config.from_plain``'s hook: the sections come from the filter registry."""
+        data = dict(data)
+        classes = settings_sections()
+        if unknown := sorted(set(data) - {"rules", "merge", *classes}):
+            raise ValueError(f"unknown key(s) {', '.join(f'{path}.{k}' for k in unknown)}; "
+                             f"known: {['rules', 'merge', *classes]}")
+        sections = {}
+        for name in set(data) & set(classes):
+            table = data.pop(name)
+            if not isinstance(table, Mapping):
+                raise ValueError(f"{path}.{name} must be a table of settings, got {table!r}")
+            sections[name] = from_plain(classes[name], dict(table), f"{path}.{name}")
+        plain = from_plain(_RulesAndMerge, data, path)
+        try:
+            return cls(rules=plain.rules, merge=plain.merge, sections=sections)
+        except TypeError as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists for tuples) that :meth:`from_dict` reads back to an equal config."""
-        return to_plain(dataclasses.asdict(self))
+        out = {"rules": list(self.rules), "merge": to_plain(dataclasses.asdict(self.merge))}
+        out.update({name: to_plain(dataclasses.asdict(value)) for name, value in self.sections.items()})
+        return out
+
+
+@dataclass(frozen=True)
+class _RulesAndMerge:
+    """The keys of ``[curation]`` that are not sections (parsed by ``from_plain``)."""
+
+    rules: tuple[str, ...] = DEFAULT_RULES
+    merge: MergeConfig = field(default_factory=MergeConfig)

@@ -16,14 +16,15 @@ from __future__ import annotations
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from filters.base import FilterContext, FilterResult, filter_spec
-from filters.kernels import record_outcome
+from engine.curate.kernels import record_outcome
+from engine.curate.working_table import to_working_type
+from filters.base import FilterContext, FilterResult, FilterSpec, filter_spec
 
 #: below this many rows per partition, threads cost more than they save
 PARTITION_MIN_ROWS = 250_000
@@ -110,17 +111,28 @@ def take_table(table: pa.Table, indices: np.ndarray, pool: ThreadPoolExecutor | 
     return pa.Table.from_arrays(columns, schema=table.schema)
 
 
+#: ``plain(table, rows)``: the live rows ``table`` (at raw positions ``rows``) as plain columns,
+#: for the rules that do not take the working form (``engine.curate.working_table.plain_rows``)
+PlainRows = Callable[[pa.Table, np.ndarray], pa.Table]
+
+
+def rule_input(spec: FilterSpec, table: pa.Table, gidx: np.ndarray, plain: PlainRows) -> pa.Table:
+    """The table rule ``spec`` is given: the working table itself, or its plain columns."""
+    return table if spec.working_form else plain(table, gidx)
+
+
 def _run_stage(stage: list[tuple[int, str]], table: pa.Table, gidx: np.ndarray, config: Any, ctx: FilterContext,
-               prepared: Any, outcomes: RuleOutcomes, pool: ThreadPoolExecutor | None
+               prepared: Any, outcomes: RuleOutcomes, pool: ThreadPoolExecutor | None, plain: PlainRows
                ) -> tuple[pa.Table, np.ndarray, list[tuple[np.ndarray, pa.Array]]]:
     drops = []
     for k, (r, rule) in enumerate(stage):
         rule_ctx = dataclasses.replace(ctx, prepared=prepared) if k == 0 and prepared is not None else ctx
-        res = filter_spec(rule).fn(table, config.section(rule), rule_ctx)
+        spec = filter_spec(rule)
+        res = spec.fn(rule_input(spec, table, gidx, plain), config.section(rule), rule_ctx)
         drops += outcomes.record(r, res, gidx)
         for column, values in res.replace.items():
             i = table.schema.get_field_index(column)
-            table = table.set_column(i, column, values.cast(table.schema.field(column).type))
+            table = table.set_column(i, column, to_working_type(values, column, table, rule))
         if not res.keep.all():
             survivors = np.flatnonzero(res.keep)
             table, gidx = take_table(table, survivors, pool), gidx[survivors]
@@ -128,11 +140,12 @@ def _run_stage(stage: list[tuple[int, str]], table: pa.Table, gidx: np.ndarray, 
 
 
 def run_rules(work: pa.Table, rules: Sequence[str], config: Any, ctx: FilterContext, image_index: np.ndarray,
-              pool: ThreadPoolExecutor, partitions: int) -> tuple[pa.Table, np.ndarray, RuleOutcomes]:
+              pool: ThreadPoolExecutor, partitions: int, plain: PlainRows) -> tuple[pa.Table, np.ndarray, RuleOutcomes]:
     """Run ``rules`` (in order, each on the rows still alive) over ``work``, one row per raw
     row, split into at most ``partitions`` image partitions (``image_index`` per row) on
     ``pool``. Returns the surviving rows of ``work`` in raw order, their raw positions and
-    the outcomes. ``config.section(rule)`` gives a rule's settings."""
+    the outcomes. ``config.section(rule)`` gives a rule's settings; a rule that does not take
+    the working form gets ``plain(rows)``."""
     n = work.num_rows
     outcomes = RuleOutcomes.empty(n)
     parts = image_partitions(image_index, partitions)
@@ -145,16 +158,18 @@ def run_rules(work: pa.Table, rules: Sequence[str], config: Any, ctx: FilterCont
     stages = _stages(rules)
     spread = pool.map if len(states) > 1 else map
 
-    def prepare(k: int, table: pa.Table) -> Any:
+    def prepare(k: int, table: pa.Table, gidx: np.ndarray) -> Any:
         """One partition's part of stage ``k``'s state (None past the last stage or without hooks)."""
         spec = filter_spec(stages[k][0][1]) if k < len(stages) else None
-        return spec.prepare(table, config.section(spec.name), part_ctx) if spec and spec.prepare else None
+        if not (spec and spec.prepare):
+            return None
+        return spec.prepare(rule_input(spec, table, gidx, plain), config.section(spec.name), part_ctx)
 
     def run(k: int, table: pa.Table, gidx: np.ndarray, prepared: Any) -> tuple:
-        table, gidx, drops = _run_stage(stages[k], table, gidx, config, part_ctx, prepared, outcomes, inner)
-        return table, gidx, drops, prepare(k + 1, table)
+        table, gidx, drops = _run_stage(stages[k], table, gidx, config, part_ctx, prepared, outcomes, inner, plain)
+        return table, gidx, drops, prepare(k + 1, table, gidx)
 
-    parts_of_state = list(spread(lambda state: prepare(0, state[0]), states))
+    parts_of_state = list(spread(lambda state: prepare(0, state[0], state[1]), states))
     for k, stage in enumerate(stages):
         first = filter_spec(stage[0][1])
         prepared = first.combine(parts_of_state) if first.combine is not None else None

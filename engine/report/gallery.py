@@ -16,8 +16,8 @@ import base64
 import io
 from typing import Any, Callable
 
-from engine.report.charts import esc
 from engine.ingest.image_bytes import image_locations, read_images
+from engine.report.charts import esc
 from storage.catalog import Catalog
 from storage.decode import decode_rgb
 from storage.masks import decode_rle, mask_to_polygons

@@ -125,9 +125,9 @@ def table2(source: Catalog | DataRoot | str | Path, round_: int) -> list[dict[st
     with open_catalog(source) as catalog:
         rows = catalog.query(_TABLE2_SQL.replace("$round", str(int(round_))))
     out = []
-    for kind, granularity, annotations, tokens, regions, per_image, region_tokens in rows:
+    for kind, granularity, count, tokens, regions, per_image, region_tokens in rows:
         text = GRANULARITY_NAMES.get(granularity, granularity or "unknown") if kind != "region-text" else granularity
-        out.append({"type": kind, "text": text, "image_annotations": int(annotations),
+        out.append({"type": kind, "text": text, "image_annotations": int(count),
                     "avg_tokens": None if tokens is None else float(tokens),
                     "regions": None if regions is None else int(regions),
                     "avg_regions_per_image": None if per_image is None else float(per_image),

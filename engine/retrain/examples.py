@@ -38,7 +38,6 @@ from storage.layout import DataRoot
 
 CURATED_COLUMNS = ("annotation_id", "image_id", "kind", "granularity", "region_type", "text", "label",
                    "bbox", "quad", "polygons", "parent_id", "span_start", "span_end")
-SPLITS = ("train", "validation")
 BANNED = frozenset(ff.BANNED_GROUNDING_PHRASES)
 Row = dict[str, Any]
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from engine.rounds.lock import RoundLock
 from engine.config import EngineConfig
 from engine.rounds.context import RoundContext
+from engine.rounds.lock import RoundLock
 from engine.rounds.state import run_step
 from engine.rounds.steps import step_names
 from storage import schema

@@ -12,12 +12,11 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from storage.readers.base import READERS, ShardReader
-from storage.readers.folder import FolderShardReader
-
 # Importing the modules registers their readers.
 from storage.readers import parquet as _parquet  # noqa: F401
 from storage.readers import tar as _tar  # noqa: F401
+from storage.readers.base import READERS, ShardReader
+from storage.readers.folder import FolderShardReader
 
 
 class SourceError(ValueError):

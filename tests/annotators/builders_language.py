@@ -53,8 +53,14 @@ def _widen_init(model: Any, std: float) -> None:
 def save_grounding_dino(out_dir: Path, seed: int = 0) -> Path:
     """A ~0.1M-parameter Grounding DINO (tiny Swin + 1-layer BERT, 5 queries) with processor."""
     import torch
-    from transformers import (BertConfig, GroundingDinoConfig, GroundingDinoForObjectDetection,
-                              GroundingDinoImageProcessorPil, GroundingDinoProcessor, SwinConfig)
+    from transformers import (
+        BertConfig,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessorPil,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
 
     tokenizer = bert_wordpiece()
     backbone = SwinConfig(image_size=64, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],

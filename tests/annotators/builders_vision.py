@@ -66,8 +66,15 @@ def tiny_rtdetr_dir(folder: Path) -> Path:
 
 def tiny_sam_dir(folder: Path) -> Path:
     """A ~16k-parameter SAM at 64x64 input (8x8 patch grid) + a SamProcessor of that size."""
-    from transformers import (SamConfig, SamImageProcessor, SamMaskDecoderConfig, SamModel, SamProcessor,
-                              SamPromptEncoderConfig, SamVisionConfig)
+    from transformers import (
+        SamConfig,
+        SamImageProcessor,
+        SamMaskDecoderConfig,
+        SamModel,
+        SamProcessor,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
 
     _seed()
     vision = SamVisionConfig(hidden_size=16, output_channels=16, num_hidden_layers=1, num_attention_heads=1,

@@ -9,8 +9,18 @@ import pytest
 from annotators.detector import DetectorSettings
 from annotators.florence2 import Florence2Settings
 from annotators.hf_loading import load_pretrained, quiet_progress_bars, torch_device_dtype
-from annotators.model_settings import (ModelSettings, check_bool, check_int, check_number, check_positive_int,
-                                       check_range, check_str, settings_from_kwargs, str_tuple, subset_tuple)
+from annotators.model_settings import (
+    ModelSettings,
+    check_bool,
+    check_int,
+    check_number,
+    check_positive_int,
+    check_range,
+    check_str,
+    settings_from_kwargs,
+    str_tuple,
+    subset_tuple,
+)
 from annotators.registry import annotator_names, build_annotator
 from tests.annotators.builders_vision import tiny_detr_dir
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from engine.annotate.plan import AnnotateRequest, annotate
-from engine.curate.curation import curate_round
 from engine.curate.config import CurationConfig
+from engine.curate.curation import curate_round
+from engine.demo.sample_data import SampleConfig, write_sample
 from engine.demo.spacy_pipeline import train_caption_pipeline
 from engine.ingest.shards import IngestConfig, ingest
-from engine.demo.sample_data import SampleConfig, write_sample
 from storage.atomic import write_parquet_atomic
 from storage.catalog import Catalog
 from storage.layout import DataRoot

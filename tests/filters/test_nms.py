@@ -7,7 +7,13 @@ import pytest
 
 from filters.base import FilterContext
 from filters.nms import (
-    NmsConfig, calibrate, greedy_nms, nms_across_sources, nms_within_source, pairs_in_groups, score_reference,
+    NmsConfig,
+    calibrate,
+    greedy_nms,
+    nms_across_sources,
+    nms_within_source,
+    pairs_in_groups,
+    score_reference,
 )
 
 from .tables import random_boxes, region, table

@@ -6,8 +6,13 @@ import pytest
 
 from filters.base import FilterContext
 from filters.phrase_rules import (
-    PhraseConfig, normalized_phrase, phrase_blacklist_filter, phrase_confidence_filter, phrase_nms_filter,
-    phrase_parent_filter, phrase_span_filter,
+    PhraseConfig,
+    normalized_phrase,
+    phrase_blacklist_filter,
+    phrase_confidence_filter,
+    phrase_nms_filter,
+    phrase_parent_filter,
+    phrase_span_filter,
 )
 
 from .tables import caption, phrase, region, table

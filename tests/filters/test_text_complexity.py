@@ -6,13 +6,13 @@ import pytest
 import spacy
 from spacy.tokens import Doc
 
-from engine.curate.curation import curate_tables
 from engine.curate.config import CurationConfig
+from engine.curate.curation import curate_tables
 from engine.curate.text_metrics import TextPipelineError, doc_metrics, load_pipeline, metrics_table, token_degrees
 from filters.base import FilterContext
 from filters.text_complexity import TextComplexityConfig, text_complexity_filter
-
 from tests.filters.spacy_docs import gold_docs
+
 from .tables import caption, images, region, table
 
 

@@ -7,7 +7,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.atomic import (
-    LARGE_DICTIONARY_BYTES, atomic_path, small_dictionaries, write_parquet_atomic, write_text_atomic,
+    LARGE_DICTIONARY_BYTES,
+    atomic_path,
+    small_dictionaries,
+    write_parquet_atomic,
+    write_text_atomic,
 )
 
 

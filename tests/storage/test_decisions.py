@@ -18,7 +18,6 @@ RULES = ("confidence", "nms", "merge")
 
 def _trails(round_: int, ids: list[str], dropped_by: list[int], absorbed_row: list[int],
             merged_into: list[str | None] | None = None) -> pa.Table:
-    n = len(ids)
     dropped = np.array(dropped_by)
     judged = np.array([(1 << (d + 1)) - 1 if d >= 0 else (1 << len(RULES)) - 1 for d in dropped_by], np.int64)
     reason = pa.array([f"dropped by {RULES[d]}" if d >= 0 else None for d in dropped_by], pa.string())

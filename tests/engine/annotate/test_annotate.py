@@ -17,12 +17,12 @@ import pytest
 from PIL import Image
 
 from annotators.base import Annotator
-from tests.fake_annotators import DarkPatchAnnotator
 from annotators.registry import _REGISTRY, register_annotator
 from engine.annotate.plan import AnnotateRequest, annotate, read_markers
 from storage.catalog import Catalog
 from storage.decode import DecodeLimits
 from tests.engine.annotate.annotate_helpers import annotation_rows, error_rows
+from tests.fake_annotators import DarkPatchAnnotator
 
 REPO = Path(__file__).resolve().parents[2]
 

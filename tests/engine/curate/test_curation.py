@@ -10,13 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.curate.curation import curate_round, curate_tables
-from storage.schema import CURATED
 from engine.curate.config import DEFAULT_RULES, CurationConfig
-from storage.layout import DataRoot
+from engine.curate.curation import curate_round, curate_tables
 from storage.decisions import DECISIONS_VIEW_SQL, expand_trails
-from storage.schema import DECISION_TRAILS, DECISIONS, IMAGES, annotation_row, table_from_rows, utc_now
-
+from storage.layout import DataRoot
+from storage.schema import CURATED, DECISION_TRAILS, DECISIONS, IMAGES, annotation_row, table_from_rows, utc_now
 from tests.filters.spacy_docs import gold_docs
 from tests.filters.tables import candidate, caption, images, phrase, region, table
 
@@ -246,7 +244,11 @@ def test_curate_round_reads_and_writes_the_data_root(tmp_path):
                            region("b", [1, 1, 20, 20]), region("c", [1, 1, 2, 2])])
     s0 = curate_round(root, 0, config, rows_per_part=1)
     assert (s0["input_rows"], s0["kept_new_rows"], s0["dropped_rows"]) == (4, 1, 3)
-    from engine.curate.parquet_io import read_curated, read_image_sizes, read_raw  # written with dictionary-encoded columns, read as CURATED
+    from engine.curate.parquet_io import (  # written with dictionary-encoded columns, read as CURATED
+        read_curated,
+        read_image_sizes,
+        read_raw,
+    )
     assert read_curated(root, 0).to_pylist() == curate_tables(
         read_raw(root, 0), None, read_image_sizes(root), config, 0)[0].to_pylist()
     assert read_curated(root, 0).schema == CURATED
@@ -330,12 +332,12 @@ def test_scattered_reasons_share_one_dictionary_whatever_form_the_parts_come_in(
 def test_distinct_lists_hold_each_owners_values_once_sorted(names):
     import numpy as np
 
-    from engine.curate.curation import _lists
+    from engine.curate.agreement import string_lists
 
     rng = np.random.default_rng(names)
     tags = [f"tag{k:03d}@v" for k in rng.permutation(names)]
     owner, codes, m = rng.integers(0, 40, 600), rng.integers(0, names, 600), 45  # owners 40..44 get nothing
-    out = _lists(owner, (codes, tags), m, distinct=True).to_pylist()
+    out = string_lists(owner, (codes, tags), m, distinct=True).to_pylist()
     expected = [sorted({tags[c] for o, c in zip(owner, codes) if o == k}) for k in range(m)]
     assert out == expected and out[44] == []
 

@@ -6,10 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from engine.curate.curation import curate_tables
 from engine.curate.config import DEFAULT_RULES, CurationConfig
+from engine.curate.curation import curate_tables
 from engine.curate.rules import _stages, image_partitions
-
 from tests.filters.spacy_docs import gold_docs
 from tests.filters.tables import candidate, caption, images, phrase, region, table
 
@@ -119,6 +118,7 @@ def test_take_table_equals_arrow_take_with_all_null_columns():
 
 def test_a_prepare_hook_needs_a_combine_hook():
     from filters.base import register_filter
+    from filters.nms import NmsConfig
 
     with pytest.raises(ValueError, match="both a prepare and a combine"):
-        register_filter("half_hooked", section="nms", prepare=lambda table, config, ctx: None)
+        register_filter("half_hooked", section="nms", settings=NmsConfig, prepare=lambda table, config, ctx: None)

@@ -11,7 +11,7 @@ from pycocotools.coco import COCO
 
 from engine.demo.sample_data import SampleConfig, write_sample
 from engine.demo.scenes import COLORS, render_scene
-from storage.masks import decode_rle, rle_bbox
+from storage.masks import rle_bbox
 
 
 def _digests(folder):

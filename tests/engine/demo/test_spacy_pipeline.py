@@ -5,9 +5,9 @@ from __future__ import annotations
 import spacy
 from spacy.tokens import Doc
 
-from engine.demo.spacy_pipeline import gold_parse, train_caption_pipeline
-from engine.demo.scenes import render_scene
 from engine.curate.text_metrics import load_pipeline
+from engine.demo.scenes import render_scene
+from engine.demo.spacy_pipeline import gold_parse, train_caption_pipeline
 
 
 def test_gold_parses_are_single_trees_with_the_shape_nouns_as_objects():

@@ -111,9 +111,9 @@ def test_webdataset_and_florence2_exports(release, report_root):
     lines = [json.loads(line) for line in (folder / "exports/florence2.jsonl").read_text().splitlines()]
     assert all(line["image"] == images[line["image_id"]] for line in lines)
     examples, _ = build_examples(report_root["root"], 1, 0.1, 0)
-    assert sorted((l["image_id"], l["task"], l["prompt"], l["target"], l["split"]) for l in lines) == \
+    assert sorted((line["image_id"], line["task"], line["prompt"], line["target"], line["split"]) for line in lines) == \
         sorted((e.image_id, e.task, e.prompt, e.target, e.split) for e in examples)
-    assert {"OD", "OCR_WITH_REGION", "CAPTION_TO_PHRASE_GROUNDING"} <= {l["task"] for l in lines}
+    assert {"OD", "OCR_WITH_REGION", "CAPTION_TO_PHRASE_GROUNDING"} <= {line["task"] for line in lines}
 
 
 def test_manifest_card_and_catalog(release, report_root):
@@ -160,8 +160,8 @@ def test_reference_mode_keeps_sources_out_of_the_tars(report_root):
 
 
 def test_verify_catches_a_flipped_byte(report_root, capsys):
-    from engine import cli
     import engine.commands.release  # noqa: F401  (registers `fld release`)
+    from engine import cli
 
     root = report_root["root"]
     assert cli.main(["release", "build", "--root", str(root.path), "--round", "0", "--name", "test-flip"]) == 0

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from engine.report.dashboard import DashboardConfig, build_dashboard
-from engine.rounds.steps import dashboard_step
 from engine.rounds.context import RoundContext
+from engine.rounds.steps import dashboard_step
 from storage.catalog import Catalog
 from tests.engine.report.cdp import Browser, chromium_path
 
@@ -118,8 +118,8 @@ def test_dashboard_renders_in_chromium(dashboard, report_root, tmp_path):
 
 
 def test_cli_and_round_step_write_the_report(report_root, capsys):
-    from engine import cli
     import engine.commands.dashboard  # noqa: F401  (registers dashboard and serve)
+    from engine import cli
 
     root = report_root["root"]
     out = root.path / "cli-dashboard.html"

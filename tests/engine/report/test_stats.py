@@ -9,10 +9,18 @@ import re
 import duckdb
 import pytest
 
-from engine.report.stats import (
-    FLD5B_TABLE3, NA, drop_counts, format_round_stats, round_stats, table2, table3, table3_grid, tokens_sql,
-)
 from engine.curate.text_metrics import doc_metrics, load_pipeline
+from engine.report.stats import (
+    FLD5B_TABLE3,
+    NA,
+    drop_counts,
+    format_round_stats,
+    round_stats,
+    table2,
+    table3,
+    table3_grid,
+    tokens_sql,
+)
 from storage.catalog import Catalog
 
 

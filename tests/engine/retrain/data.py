@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from engine.ingest.shards import IngestConfig, ingest
 from engine.demo.sample_data import SampleConfig, write_sample
+from engine.ingest.shards import IngestConfig, ingest
 from storage.atomic import write_parquet_atomic
 from storage.layout import DataRoot
 from storage.masks import decode_rle, mask_to_polygons

@@ -48,8 +48,8 @@ def test_decoder_inputs_are_the_labels_shifted_right():
 def test_on_the_model_scores_each_position_against_its_own_label(tmp_path):
     """With a real (tiny) Florence-2, logits[t] predict labels[t]: a model fitted to one target
     has a near-zero loss on it; scoring it with once-more-shifted labels is far off."""
-    from transformers import Florence2ForConditionalGeneration, Florence2Processor
     from PIL import Image
+    from transformers import Florence2ForConditionalGeneration, Florence2Processor
 
     out = build_checkpoint(tmp_path / "tiny", image_size=32, seed=0)
     processor = Florence2Processor.from_pretrained(out, local_files_only=True)
@@ -83,8 +83,8 @@ def test_the_training_loop_loss_equals_the_expected_token_cross_entropy(tmp_path
     from PIL import Image
     from transformers import Florence2ForConditionalGeneration
 
-    from engine.retrain.train import Collator, batch_loss, load_model
     from engine.retrain.examples import Example
+    from engine.retrain.train import Collator, batch_loss, load_model
 
     out = build_checkpoint(tmp_path / "tiny", image_size=32, seed=3)
     model, processor = load_model(out, torch.device("cpu"))

@@ -1,0 +1,117 @@
+"""Merge of a round's survivors with the previous round's curated set.
+
+The curated set of round R is the previous curated set (rows carried over, agreement raised
+where a new row matched) plus the new rows that matched nothing. A new row matches a
+previous one of the same image, kind, granularity, region type and normalised label/text
+when both have no box or their IoU >= ``merge.iou_threshold`` (the best IoU wins); a new
+phrase whose parent caption merged points at the previous caption.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.curate.agreement import string_lists
+from engine.curate.config import CurationConfig
+from engine.curate.parquet_io import conform
+from filters.base import group_codes, normalized_codes, reason_where, unique, valid
+from filters.nms import pairs_in_groups
+from storage.geometry import boxes_from_arrow, pairwise_iou
+from storage.schema import CURATED
+
+#: the name of the merge in decision trails (it runs after the configured rules)
+MERGE_RULE = "merge"
+
+
+def _merge_keys(table: pa.Table) -> list:
+    kind = table["kind"]
+    text = normalized_codes(pc.if_else(pc.equal(kind, "region"), pc.coalesce(table["label"], table["text"]), table["text"]))
+    parent = pc.if_else(pc.equal(kind, "phrase"), table["parent_id"], pa.scalar(None, pa.string()))
+    return [table["image_id"], kind, table["granularity"], table["region_type"], text, parent]
+
+
+def match_previous(new: pa.Table, prev: pa.Table, iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """For every row of ``new``: the index of the previous row it merges into (-1) and the IoU."""
+    columns = ["image_id", "kind", "granularity", "region_type", "text", "label", "parent_id", "bbox"]
+    new = new.select(columns)
+    both = pa.concat_tables([prev.select(columns).cast(new.schema), new])
+    codes = group_codes(*_merge_keys(both))
+    n_prev = prev.num_rows
+    boxes = boxes_from_arrow(both["bbox"])
+    has_box = valid(both["bbox"])
+    order = np.argsort(codes, kind="stable")
+    best = np.full(new.num_rows, -1, np.int64)
+    best_iou = np.full(new.num_rows, -1.0)
+    for i, j in pairs_in_groups(codes[order]):
+        a, b = order[i], order[j]
+        cross = (a < n_prev) != (b < n_prev)
+        p, q = np.where(a < n_prev, a, b)[cross], np.where(a < n_prev, b, a)[cross]
+        iou = np.where(has_box[p] & has_box[q], pairwise_iou(boxes[p], boxes[q]), np.where(has_box[p] | has_box[q], 0, 1))
+        hit = iou >= iou_threshold
+        p, q, iou = p[hit], q[hit] - n_prev, iou[hit]
+        sel = np.lexsort((p, -iou, q))  # per new row: best IoU, then the earliest previous row
+        q, p, iou = q[sel], p[sel], iou[sel]
+        first = np.r_[True, q[1:] != q[:-1]] if len(q) else np.zeros(0, bool)
+        better = iou[first] > best_iou[q[first]]
+        best[q[first][better]], best_iou[q[first][better]] = p[first][better], iou[first][better]
+    return best, best_iou
+
+
+def _absorb_into_previous(prev: pa.Table, new: pa.Table, target: np.ndarray) -> pa.Table:
+    """``prev`` with the matched ``new`` rows (``target`` >= 0) added to its lists."""
+    q = np.flatnonzero(target >= 0)
+    touched = unique(target[q])
+    if len(touched) == 0:
+        return prev
+    local = {}
+    sub = prev.take(pa.array(touched))
+    matched = new.take(pa.array(q))
+    tpos = np.searchsorted(touched, target[q])
+    for column in ("absorbed_ids", "seen_by"):
+        own, mine = sub[column].combine_chunks(), matched[column].combine_chunks()
+        owner = [pc.list_parent_indices(own).to_numpy(), tpos[pc.list_parent_indices(mine).to_numpy()]]
+        values = [pc.list_flatten(own), pc.list_flatten(mine)]
+        if column == "absorbed_ids":
+            owner.append(tpos)
+            values.append(matched["annotation_id"].combine_chunks())
+        local[column] = string_lists(np.concatenate(owner), pa.concat_arrays(values), len(touched),
+                               distinct=column == "seen_by")
+    index = np.arange(prev.num_rows)
+    index[touched] = prev.num_rows + np.arange(len(touched))
+    out = prev
+    for column, lists in local.items():
+        out = out.set_column(out.schema.get_field_index(column), column,
+                             pa.concat_arrays([prev[column].combine_chunks(), lists]).take(pa.array(index)))
+    seen = out["seen_by"]
+    return out.set_column(out.schema.get_field_index("agreement"), "agreement",
+                          pc.list_value_length(seen).cast(pa.int32()))
+
+
+def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig
+                        ) -> tuple[pa.Table, np.ndarray, pa.Array, pa.Array]:
+    """Merge this round's survivors into the previous curated set.
+
+    Returns the curated table, ``merged`` (bool per row of ``new``: it merged into a previous
+    row instead of being added), the reason per row of ``new`` (null where not merged) and
+    the ids of the previous rows the merged rows went into (one per merged row)."""
+    is_caption = pc.fill_null(pc.equal(new["kind"], "caption"), False).to_numpy(zero_copy_only=False)
+    target = np.full(new.num_rows, -1, np.int64)
+    iou = np.zeros(new.num_rows)
+    caps = np.flatnonzero(is_caption)
+    target[caps], iou[caps] = match_previous(new.take(pa.array(caps)), prev, config.merge.iou_threshold)
+    # new phrases whose caption merged point at the previous caption
+    moved = pc.index_in(new["parent_id"], value_set=new["annotation_id"].take(pa.array(caps[target[caps] >= 0])))
+    prev_caption = prev["annotation_id"].take(pa.array(target[caps][target[caps] >= 0]))
+    new = new.set_column(new.schema.get_field_index("parent_id"), "parent_id",
+                         pc.coalesce(pc.take(prev_caption, moved), new["parent_id"]))
+    rest = np.flatnonzero(~is_caption)
+    target[rest], iou[rest] = match_previous(new.take(pa.array(rest)), prev, config.merge.iou_threshold)
+    merged = target >= 0
+    reason = reason_where(merged, f"merged into a previous round's row (IoU >= {config.merge.iou_threshold} "
+                                  "or same text)")
+    into = prev["annotation_id"].take(pa.array(target[merged]))
+    kept_prev = conform(_absorb_into_previous(prev, new, target), CURATED)
+    curated = pa.concat_tables([kept_prev, conform(new.take(pa.array(np.flatnonzero(~merged))), CURATED)])
+    return curated, merged, reason, into
