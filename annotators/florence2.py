@@ -12,11 +12,31 @@ and maps it to annotation rows (absolute pixels of the upright image, boxes x0, 
   = that caption's annotation_id, span_start/span_end = the phrase's character span in it);
 - REGION_TO_SEGMENTATION, prompted with each OD box -> polygons and mask_rle on that OD row.
 
-``score`` is the mean probability of the generated tokens of the sequence a row was parsed
-from (under generation's processed distribution; forced BOS excluded, up to the first EOS).
+``score`` is per row, computed from the row's own generated tokens (module
+:mod:`annotators.florence2_scores`). After generation, one teacher-forced decoder pass over each
+returned sequence (the encoder outputs of generation reused) gives the model's distribution
+``p_t`` at every generated position ``t`` (softmax of the raw logits, temperature 1, no logits
+processors), whatever the decoding (greedy or beam search: the returned beam's own tokens).
+Every score is a probability in [0, 1] (no unit):
+
+- region rows (OD, DENSE_REGION_CAPTION, CAPTION_TO_PHRASE_GROUNDING boxes, OCR_WITH_REGION
+  quads): ``score = P_label * G_coord`` where ``P_label = exp(mean_{t in label} log p_t(y_t))``
+  is the geometric mean probability of the tokens of the row's text (for OD, the label before a
+  group of boxes counts for every box of the group) and
+  ``G_coord = exp(mean_j log M_j)`` is the geometric mean, over the row's 4 (box) or 8 (quad)
+  coordinates, of ``M_j = sum_{|b - c_j| <= k} p_{t_j}(<loc_b>)``, the probability the model put
+  within ``k = score_window`` location bins (1 bin = 1/1000 of the image width for x, of the
+  height for y; bins clipped to 0..999) of the generated bin ``c_j``;
+- caption rows: ``score = exp(mean_t log p_t(y_t))`` over every generated token after the forced
+  ``<s>``, up to and including the ``</s>`` that ends the caption;
+- REGION_TO_SEGMENTATION adds its mask to the prompted OD row and leaves that row's score alone.
+
+When the items the processor parsed cannot be matched one to one with token spans (a parse the
+score module does not mirror), every row of that generation gets the caption formula over the
+whole sequence and ``stats["score_fallbacks"]`` counts it.
 ``stats["generations"]`` counts parsed generations; one that does not parse to anything
 usable yields no row and counts one ``stats["parse_failures"]`` (and
-``stats["parse_failures/TASK"]``); it never raises. Rows with equal ids are kept once.
+``stats["parse_failures/TASK"]``); it never raises. Rows with equal ids are kept once (the first).
 """
 
 from __future__ import annotations
@@ -24,21 +44,37 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import MISSING, dataclass, field
-from typing import Any, Callable
+from itertools import repeat
+from typing import Any, Callable, Sequence
 
 from annotators.base import Annotator, ImageBatch, ImageItem
-from annotators.florence2_format import (POST_PROCESSOR_CONFIG, SPECIAL_TOKEN_RE, TASK_DEPENDS, TASK_ORDER,
-                                         TaskSpec, task_prompt, task_spec)
 from annotators.crops import clamp_points, clip_box
-from annotators.hf_loading import (checkpoint_version, load_pretrained, move_inputs, resolve_model_dir,
-                                   torch_device_dtype)
-from annotators.model_settings import ModelSettings, check_positive_int, settings_from_kwargs
+from annotators.florence2_format import (
+    POST_PROCESSOR_CONFIG,
+    SPECIAL_TOKEN_RE,
+    TASK_DEPENDS,
+    TASK_ORDER,
+    TaskSpec,
+    task_prompt,
+    task_spec,
+)
+from annotators.florence2_scores import TokenStats, item_scores, location_index, sequence_score, token_statistics
+from annotators.hf_loading import (
+    checkpoint_version,
+    load_pretrained,
+    move_inputs,
+    resolve_model_dir,
+    torch_device_dtype,
+)
+from annotators.model_settings import ModelSettings, check_int, check_positive_int, settings_from_kwargs
 from annotators.registry import register_annotator
-from storage.schema import KIND_CAPTION, KIND_PHRASE, KIND_REGION, annotation_row
 from storage.masks import polygons_to_rle, rle_area
+from storage.schema import KIND_CAPTION, KIND_PHRASE, KIND_REGION, annotation_row
 
 DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|auto)$")
 Payload = dict[str, Any]
+#: logits elements (rows x positions x vocabulary) of one teacher-forced scoring pass
+SCORING_LOGITS_BUDGET = 2**25
 
 
 @dataclass(frozen=True)
@@ -48,7 +84,9 @@ class Florence2Settings(ModelSettings):
     ``model`` (required), ``device`` (default auto, checked against a GPU only at ``load()``),
     ``dtype``, ``batch_size``: see :class:`~annotators.model_settings.ModelSettings`;
     ``tasks``: task names (default all eight; grounding needs CAPTION, segmentation needs OD);
-    generation is greedy when ``num_beams`` is 1, beam search otherwise.
+    generation is greedy when ``num_beams`` is 1, beam search otherwise; ``score_window``: the
+    ``k`` of the score formula (module docstring), in location bins either side of a generated
+    coordinate (0: only the generated bin's own probability).
     """
 
     model: str = field(default=MISSING)  # required: no inherited "" default
@@ -57,6 +95,7 @@ class Florence2Settings(ModelSettings):
     tasks: tuple[str, ...] = TASK_ORDER
     max_new_tokens: int = 1024
     num_beams: int = 3
+    score_window: int = 2
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -74,53 +113,64 @@ class Florence2Settings(ModelSettings):
             raise ValueError(f"device must be cpu, cuda, cuda:N or auto; got {self.device!r}")
         check_positive_int("max_new_tokens", self.max_new_tokens)
         check_positive_int("num_beams", self.num_beams)
+        check_int("score_window", self.score_window, 0)
 
 
 # ------------------------------------------------ pure mapping: parsed output -> payloads
-def _caption(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None) -> list[Payload]:
+Scores = Sequence[float | None] | None
+
+
+def _with_score(payload: Payload, score: float | None) -> Payload:
+    if score is not None:
+        payload["score"] = score
+    return payload
+
+
+def _caption(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None, scores: Scores) -> list[Payload]:
     text = answer.replace("<pad>", "").strip() if isinstance(answer, str) else ""
     if not text or SPECIAL_TOKEN_RE.search(text):
         return []
-    return [{"kind": KIND_CAPTION, "granularity": spec.granularity, "text": text}]
+    return [_with_score({"kind": KIND_CAPTION, "granularity": spec.granularity, "text": text}, scores[0] if scores else None)]
 
 
-def _regions(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None) -> list[Payload]:
+def _regions(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None, scores: Scores) -> list[Payload]:
     out = []
-    for box, label in zip(answer.get("bboxes", []), answer.get("labels", [])):
+    for box, label, score in zip(answer.get("bboxes", []), answer.get("labels", []), scores or repeat(None)):
         bbox = clip_box(box, width, height)
         if bbox is not None and label.strip():
-            out.append({"kind": KIND_REGION, "region_type": spec.region_type, "text": label.strip(), "bbox": bbox})
+            out.append(_with_score({"kind": KIND_REGION, "region_type": spec.region_type, "text": label.strip(),
+                                    "bbox": bbox}, score))
     return out
 
 
-def _ocr(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None) -> list[Payload]:
+def _ocr(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None, scores: Scores) -> list[Payload]:
     out = []
-    for quad, text in zip(answer.get("quad_boxes", []), answer.get("labels", [])):
+    for quad, text, score in zip(answer.get("quad_boxes", []), answer.get("labels", []), scores or repeat(None)):
         if len(quad) != 8 or not text.strip() or SPECIAL_TOKEN_RE.search(text):
             continue
         quad = clamp_points(quad, width, height)
         bbox = clip_box([min(quad[0::2]), min(quad[1::2]), max(quad[0::2]), max(quad[1::2])], width, height)
         if bbox is not None:
-            out.append({"kind": KIND_REGION, "region_type": spec.region_type, "text": text.strip(),
-                        "quad": quad, "bbox": bbox})
+            out.append(_with_score({"kind": KIND_REGION, "region_type": spec.region_type, "text": text.strip(),
+                                    "quad": quad, "bbox": bbox}, score))
     return out
 
 
-def _phrases(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None) -> list[Payload]:
+def _phrases(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None, scores: Scores) -> list[Payload]:
     out = []
-    for box, phrase in zip(answer.get("bboxes", []), answer.get("labels", [])):
+    for box, phrase, score in zip(answer.get("bboxes", []), answer.get("labels", []), scores or repeat(None)):
         phrase, bbox = phrase.strip(), clip_box(box, width, height)
         start = caption.find(phrase) if caption and phrase else -1
         if start < 0 and caption and phrase:
             start = caption.lower().find(phrase.lower())
         if bbox is not None and start >= 0:
             end = start + len(phrase)
-            out.append({"kind": KIND_PHRASE, "granularity": spec.granularity, "text": caption[start:end],
-                        "span_start": start, "span_end": end, "bbox": bbox})
+            out.append(_with_score({"kind": KIND_PHRASE, "granularity": spec.granularity, "text": caption[start:end],
+                                    "span_start": start, "span_end": end, "bbox": bbox}, score))
     return out
 
 
-def _polygons(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None) -> list[Payload]:
+def _polygons(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None, scores: Scores) -> list[Payload]:
     polygons = [clamp_points(p, width, height) for inst in answer.get("polygons", []) for p in inst]
     polygons = [p for p in polygons if len(p) >= 6 and len(p) % 2 == 0]
     if not polygons:
@@ -129,31 +179,40 @@ def _polygons(spec: TaskSpec, answer: Any, width: int, height: int, caption: str
     return [{"polygons": polygons, "mask_rle": rle}] if rle_area(rle, height, width) > 0 else []
 
 
-PAYLOAD_MAPPERS: dict[str, Callable[[TaskSpec, Any, int, int, str | None], list[Payload]]] = {
+PAYLOAD_MAPPERS: dict[str, Callable[[TaskSpec, Any, int, int, str | None, Scores], list[Payload]]] = {
     "pure_text": _caption, "description_with_bboxes": _regions, "ocr": _ocr,
     "phrase_grounding": _phrases, "polygons": _polygons,
 }
+#: parse type -> the number of items of a parsed answer that get one score each
+ANSWER_ITEMS: dict[str, Callable[[Any], int]] = {
+    "pure_text": lambda answer: 1, "description_with_bboxes": lambda answer: len(answer.get("bboxes", [])),
+    "ocr": lambda answer: len(answer.get("quad_boxes", [])),
+    "phrase_grounding": lambda answer: len(answer.get("bboxes", [])),
+}
 
 
-def output_payloads(task: str, answer: Any, width: int, height: int, caption: str | None = None) -> list[Payload]:
+def output_payloads(task: str, answer: Any, width: int, height: int, caption: str | None = None,
+                    scores: Scores = None) -> list[Payload]:
     """Row payloads of one parsed generation (``post_process_generation(...)[<TASK>]``).
 
     Pure: ``answer`` is what the processor parsed for an image of ``width`` x ``height`` px;
-    ``caption`` is the grounded caption (CAPTION_TO_PHRASE_GROUNDING). Returns dicts of
+    ``caption`` is the grounded caption (CAPTION_TO_PHRASE_GROUNDING); ``scores``, when given,
+    holds one score per parsed item in the answer's order (one for a caption; see
+    ``ANSWER_ITEMS``) and each payload made of an item carries it as ``score``. Returns dicts of
     annotation columns (``kind`` included; for REGION_TO_SEGMENTATION only ``polygons`` and
     ``mask_rle``, to be put on the prompted region's row); empty when nothing is usable.
     """
     spec = task_spec(task)
-    return PAYLOAD_MAPPERS[spec.parse_type](spec, answer, width, height, caption)
+    return PAYLOAD_MAPPERS[spec.parse_type](spec, answer, width, height, caption, scores)
 
 
 # ------------------------------------------------------------------------- annotator
 @dataclass
 class _Image:
-    """Per-image state while the batch's tasks run: payloads with their scores."""
+    """Per-image state while the batch's tasks run: payloads (each with its ``score``)."""
 
     item: ImageItem
-    payloads: list[tuple[Payload, float | None]] = field(default_factory=list)
+    payloads: list[Payload] = field(default_factory=list)
     brief: Payload | None = None  # the CAPTION payload that grounding uses
     objects: list[Payload] = field(default_factory=list)  # OD payloads that segmentation prompts with
 
@@ -163,6 +222,14 @@ class _Job:
     image: _Image
     prompt: str
     parent: Payload | None = None  # caption (grounding) or region (segmentation) it depends on
+
+
+@dataclass
+class _Generation:
+    """One generated sequence: its text (special tokens kept) and its tokens' statistics."""
+
+    text: str
+    stats: TokenStats
 
 
 JOB_MAKERS: dict[str | None, Callable[[TaskSpec, _Image], list[_Job]]] = {
@@ -177,7 +244,7 @@ JOB_MAKERS: dict[str | None, Callable[[TaskSpec, _Image], list[_Job]]] = {
 
 @register_annotator("florence2")
 class Florence2Annotator(Annotator):
-    """Florence-2 over every task prompt; see the module docstring for the row mapping."""
+    """Florence-2 over every task prompt; see the module docstring for the row mapping and the score."""
 
     kinds = (KIND_CAPTION, KIND_REGION, KIND_PHRASE)
 
@@ -189,6 +256,7 @@ class Florence2Annotator(Annotator):
         self.stats: Counter[str] = Counter()
         self._model: Any = None
         self._processor: Any = None
+        self._pieces: dict[int, str] = {}  # token id -> its string as the post-processor decodes it
 
     @property
     def version(self) -> str:
@@ -207,56 +275,120 @@ class Florence2Annotator(Annotator):
         parse_config = self._processor.post_processor.parse_task_config
         for parse_type, rules in POST_PROCESSOR_CONFIG.items():
             parse_config.setdefault(parse_type, rules)
+        loc_ids, loc_bin = location_index(self._processor.tokenizer, model.config.text_config.vocab_size)
+        self._loc_ids, self._loc_bin = loc_ids.to(self._device), loc_bin.to(self._device)
         self._model = model.requires_grad_(False)
 
     # -- parsing ------------------------------------------------------------------------
     def parse_generation(self, task: str, text: str, width: int, height: int,
-                         caption: str | None = None) -> list[Payload]:
-        """Payloads of one generated text (special tokens kept); counts a failure when empty."""
+                         caption: str | None = None, stats: TokenStats | None = None) -> list[Payload]:
+        """Payloads of one generated text (special tokens kept); counts a failure when empty.
+
+        With ``stats`` (the generation's tokens, see :mod:`annotators.florence2_scores`) every
+        payload carries its own ``score``; without, none does.
+        """
         self.load()
         spec = task_spec(task)
         self.stats["generations"] += 1
+        malformed = (ValueError, TypeError, KeyError, IndexError, RuntimeError)  # counted, never raised
+        payloads: list[Payload] = []
         try:
             answer = self._processor.post_process_generation(
                 text.replace("<pad>", ""), task=spec.token, image_size=(width, height))[spec.token]
-            payloads = output_payloads(spec.name, answer, width, height, caption)
-        except (ValueError, TypeError, KeyError, IndexError, RuntimeError):  # malformed: counted, never raised
-            payloads = []
+        except malformed:
+            answer = None
+        if answer is not None:
+            scores = self._item_scores(spec, answer, stats) if stats is not None else None
+            try:
+                payloads = output_payloads(spec.name, answer, width, height, caption, scores)
+            except malformed:
+                payloads = []
         if not payloads:
             self.stats["parse_failures"] += 1
             self.stats[f"parse_failures/{spec.name}"] += 1
         return payloads
 
+    def _item_scores(self, spec: TaskSpec, answer: Any, stats: TokenStats) -> list[float | None] | None:
+        """One score per item of ``answer``, from the tokens each was parsed from."""
+        count = ANSWER_ITEMS.get(spec.parse_type)
+        if count is None:  # segmentation: the mask joins a scored row
+            return None
+        post = self._processor.post_processor
+        scores = item_scores(spec.parse_type, stats, banned=post.banned_grounding_tokens,
+                             ocr_pattern=post.parse_task_config.get("ocr", {}).get("PATTERN"),
+                             forced_bos=self._forced_bos_piece())
+        if scores is None or len(scores) != count(answer):
+            self.stats["score_fallbacks"] += 1
+            return [sequence_score(stats, self._forced_bos_piece())] * count(answer)
+        return scores
+
+    def _forced_bos_piece(self) -> str | None:
+        forced = self._model.generation_config.forced_bos_token_id
+        return None if forced is None else self._piece(forced)
+
+    def _piece(self, token_id: int) -> str:
+        """The string of one token as the processor's ``decode_with_spans`` writes it (context-free)."""
+        piece = self._pieces.get(token_id)
+        if piece is None:
+            text, _ = self._processor.post_processor.decode_with_spans([token_id])
+            piece = self._pieces[token_id] = text
+        return piece
+
     # -- generation -----------------------------------------------------------------------
-    def _generate(self, prompts: list[str], images: list[Any]) -> tuple[list[str], list[float | None]]:
-        """Generated texts (special tokens kept) and mean token probabilities of a batch."""
+    def _generate(self, prompts: list[str], images: list[Any]) -> list[_Generation]:
+        """Generated texts (special tokens kept) and their tokens' statistics, for a batch."""
         import torch
+        from transformers.modeling_outputs import BaseModelOutput
 
         inputs = move_inputs(self._processor(text=prompts, images=images, return_tensors="pt", padding=True),
                              self._device, self._dtype)
-        beams = self.settings.num_beams
-        with torch.inference_mode():
-            out = self._model.generate(
-                **inputs, max_new_tokens=self.settings.max_new_tokens, num_beams=beams, do_sample=False,
-                output_scores=True, return_dict_in_generate=True)
-            steps = self._model.compute_transition_scores(
-                out.sequences, out.scores, getattr(out, "beam_indices", None), normalize_logits=beams == 1)
-        texts = self._processor.tokenizer.batch_decode(out.sequences, skip_special_tokens=False)
-        return texts, self._mean_probabilities(out.sequences[:, 1:], steps.float())
-
-    def _mean_probabilities(self, generated: Any, log_probs: Any) -> list[float | None]:
-        import torch
-
+        mask = inputs["attention_mask"]
         config = self._model.generation_config
-        scores: list[float | None] = []
-        for tokens, logp in zip(generated.tolist(), log_probs):
-            n = len(logp)
-            if config.eos_token_id in tokens[:n]:
-                n = tokens.index(config.eos_token_id) + 1
-            start = 1 if tokens and tokens[0] == config.forced_bos_token_id else 0
-            probs = torch.exp(logp[start:n]).nan_to_num(0.0)
-            scores.append(float(probs.mean()) if len(probs) else None)
-        return scores
+        with torch.inference_mode():
+            # the encoder runs once: generation and the scoring pass share its outputs
+            first = config.decoder_start_token_id
+            first = self._model.config.text_config.decoder_start_token_id if first is None else first
+            start = torch.full((len(prompts), 1), first, dtype=torch.long, device=self._device)
+            encoded = self._model(**inputs, decoder_input_ids=start, use_cache=False).encoder_last_hidden_state
+            sequences = self._model.generate(
+                input_ids=inputs["input_ids"], attention_mask=mask,
+                encoder_outputs=BaseModelOutput(last_hidden_state=encoded),  # generate expands it in place: its own
+                max_new_tokens=self.settings.max_new_tokens, num_beams=self.settings.num_beams, do_sample=False)
+            stats = self._token_stats(encoded, mask, sequences)
+        texts = self._processor.tokenizer.batch_decode(sequences, skip_special_tokens=False)
+        return [_Generation(text, token_stats) for text, token_stats in zip(texts, stats)]
+
+    def _token_stats(self, encoded: Any, mask: Any, sequences: Any) -> list[TokenStats]:
+        """Per sequence, the statistics of its generated tokens from one teacher-forced decoder pass.
+
+        ``sequences`` start with the decoder start token; each is scored up to its first EOS.
+        """
+        from transformers.modeling_outputs import BaseModelOutput
+
+        eos = self._model.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, (list, tuple)) else [eos])
+        generated = [row[1:] for row in sequences.tolist()]
+        lengths = [next((i + 1 for i, t in enumerate(row) if t in eos), len(row)) for row in generated]
+        width = max(lengths, default=0)
+        if width == 0:
+            return [TokenStats((), (), ()) for _ in generated]
+        decoder_input, targets = sequences[:, :width], sequences[:, 1:width + 1]
+        vocab = self._model.config.text_config.vocab_size
+        step = max(1, SCORING_LOGITS_BUDGET // (width * vocab))
+        logps, masses = [], []
+        for r in range(0, len(generated), step):
+            logits = self._model(encoder_outputs=BaseModelOutput(last_hidden_state=encoded[r:r + step]),
+                                 attention_mask=mask[r:r + step], decoder_input_ids=decoder_input[r:r + step],
+                                 use_cache=False).logits
+            logp, mass = token_statistics(logits, targets[r:r + step], self._loc_ids, self._loc_bin,
+                                          self.settings.score_window)
+            logps.extend(logp.cpu().tolist())
+            masses.extend(mass.cpu().tolist())
+        out = []
+        for row, n, logp, mass in zip(generated, lengths, logps, masses):
+            out.append(TokenStats(pieces=tuple(self._piece(t) for t in row[:n]), logp=tuple(logp[:n]),
+                                  loc_mass=tuple(None if m != m else m for m in mass[:n])))  # NaN: no location
+        return out
 
     # -- the batch --------------------------------------------------------------------------
     def annotate(self, batch: ImageBatch) -> list[dict[str, Any]]:
@@ -267,35 +399,37 @@ class Florence2Annotator(Annotator):
             jobs = [job for im in images for job in JOB_MAKERS[spec.input](spec, im)]
             for start in range(0, len(jobs), self.batch_size):
                 chunk = jobs[start:start + self.batch_size]
-                texts, scores = self._generate([j.prompt for j in chunk], [j.image.item.image for j in chunk])
-                for job, text, score in zip(chunk, texts, scores):
-                    self._consume(spec, job, text, score, batch.round)
+                generations = self._generate([j.prompt for j in chunk], [j.image.item.image for j in chunk])
+                for job, generation in zip(chunk, generations):
+                    self._consume(spec, job, generation, batch.round)
         rows: dict[str, dict[str, Any]] = {}  # one row per id: a region repeated in a generation,
         for im in images:                     # or found by both OD and DENSE_REGION_CAPTION, is kept once
-            for payload, score in im.payloads:
-                row = self._row(im.item, batch.round, payload, score)
+            for payload in im.payloads:
+                row = self._row(im.item, batch.round, payload)
                 rows.setdefault(row["annotation_id"], row)
         return list(rows.values())
 
-    def _consume(self, spec: TaskSpec, job: _Job, text: str, score: float | None, round_: int) -> None:
+    def _consume(self, spec: TaskSpec, job: _Job, generation: _Generation, round_: int) -> None:
         item = job.image.item
         caption = job.parent["text"] if spec.input == "text" else None
-        payloads = self.parse_generation(spec.name, text, item.width, item.height, caption)
+        payloads = self.parse_generation(spec.name, generation.text, item.width, item.height, caption,
+                                         generation.stats)
         if spec.input == "region":  # segmentation: the mask goes on the prompted region's row
             if payloads:
                 job.parent.update(payloads[0])
             return
-        parent_id = self._row(item, round_, job.parent, None)["annotation_id"] if job.parent else None
+        parent_id = self._row(item, round_, job.parent)["annotation_id"] if job.parent else None
         for payload in payloads:
             if parent_id:
                 payload["parent_id"] = parent_id
-            job.image.payloads.append((payload, score))
+            job.image.payloads.append(payload)
         if spec.name == TASK_DEPENDS["CAPTION_TO_PHRASE_GROUNDING"] and payloads:
             job.image.brief = payloads[0]
         if spec.name == TASK_DEPENDS["REGION_TO_SEGMENTATION"]:
             job.image.objects.extend(payloads)
 
-    def _row(self, item: ImageItem, round_: int, payload: Payload, score: float | None) -> dict[str, Any]:
+    def _row(self, item: ImageItem, round_: int, payload: Payload) -> dict[str, Any]:
+        """The annotation row of a payload (its ``score``, if any, included; the id ignores it)."""
         columns = {k: v for k, v in payload.items() if k != "kind"}
         return annotation_row(image_id=item.image_id, round_=round_, source=self.name,
-                              source_version=self.version, kind=payload["kind"], score=score, **columns)
+                              source_version=self.version, kind=payload["kind"], **columns)

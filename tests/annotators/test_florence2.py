@@ -226,7 +226,7 @@ def test_trained_model_end_to_end_rows(trained_dir):
         by = {(r["kind"], r.get("region_type"), r.get("granularity")): r for r in mine}
         brief = by[("caption", None, "brief")]
         assert brief["text"] == caption and brief["source_version"] == annotator.version
-        assert brief["score"] > 0.5  # mean token probability of a fitted answer (random weights: ~0.1)
+        assert brief["score"] > 0.5  # geometric-mean token probability of a fitted answer
         od = [r for r in mine if r["kind"] == "region" and r["region_type"] == "object" and r.get("mask_rle")]
         assert len(od) == 1 and od[0]["text"] == "square" and _close(od[0]["bbox"], box, width, height)
         assert _close(rle_bbox(od[0]["mask_rle"], height, width), box, width, height)
@@ -237,7 +237,11 @@ def test_trained_model_end_to_end_rows(trained_dir):
         assert grounded["parent_id"] == brief["annotation_id"] and grounded["text"] == phrase
         assert caption[grounded["span_start"]:grounded["span_end"]] == phrase
         assert _close(grounded["bbox"], box, width, height)
+        # per-row scores of fitted answers: label and coordinate tokens are near-certain
+        assert all(r["score"] > 0.5 for r in (od[0], ocr, grounded)), [(r["text"], r["score"]) for r in mine]
+    assert all(0.0 < r["score"] <= 1.0 for r in rows)
     assert annotator.stats["parse_failures/CAPTION"] == 0 and annotator.stats["parse_failures/OD"] == 0
+    assert annotator.stats["score_fallbacks"] == 0
 
 
 @pytest.mark.parametrize("which", ["random", "trained"])
@@ -253,7 +257,9 @@ def test_batched_equals_one_at_a_time(which, tiny_dir, trained_dir):
     alone = [r for item in items for r in single.annotate(ImageBatch([item], round=2))]
     _assert_valid(rows, items)
     assert sorted(r["annotation_id"] for r in rows) == sorted(r["annotation_id"] for r in alone)
-    assert batched.stats == single.stats
+    scores = {r["annotation_id"]: r["score"] for r in alone}
+    assert all(r["score"] == pytest.approx(scores[r["annotation_id"]], rel=1e-4) for r in rows)
+    assert batched.stats == single.stats and batched.stats["score_fallbacks"] == 0
     assert batched.stats["generations"] >= len(items) * 6  # the six input-free tasks ran on every image
 
 
