@@ -214,13 +214,14 @@ def token_statistics(logits: Any, targets: Any, loc_ids: Any, loc_bin: Any, wind
     """
     import torch
 
-    log_probs = logits.float().log_softmax(-1)
-    logp = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    log_norm = logits.float().logsumexp(-1)  # no full log-softmax copy of the logits
+    logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1).float() - log_norm
     mass = torch.full_like(logp, float("nan"))
     bins = loc_bin[targets]
     is_loc = bins >= 0
     if bool(is_loc.any()):
-        probs = log_probs[is_loc][:, loc_ids].double().exp()  # (locations, 1000)
+        located = logits[is_loc].index_select(-1, loc_ids).float()  # (locations, 1000)
+        probs = (located - log_norm[is_loc].unsqueeze(-1)).exp().double()
         cumulative = torch.nn.functional.pad(probs.cumsum(-1), (1, 0))
         chosen = bins[is_loc]
         low = (chosen - window).clamp(min=0).unsqueeze(-1)
