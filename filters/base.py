@@ -56,7 +56,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass, field, is_dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -80,7 +80,9 @@ class FilterContext:
     workers: threads a filter may use (None: one per core; 1 while the engine runs
     partitions on threads). prepared: what the rule's ``combine`` hook made of every
     partition's ``prepare`` (None when the rule has no hooks or is called directly: the rule
-    then prepares over its own table).
+    then prepares over its own table). calibrated: source -> score threshold calibrated for
+    the checkpoint that produced this round's rows of that source (``engine.retrain``
+    measures it on held-out curated labels; empty when none is known).
     """
 
     images: pa.Table | None = None
@@ -88,6 +90,7 @@ class FilterContext:
     text_metrics: Callable[[Sequence[str]], pa.Table] | None = None
     workers: int | None = None
     prepared: Any = None
+    calibrated: Mapping[str, float] = field(default_factory=dict)
 
 
 REASON_TYPE = pa.dictionary(pa.int32(), pa.string())  #: the type of dictionary-encoded reasons

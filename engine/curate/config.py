@@ -27,7 +27,7 @@ from engine.typed_config import from_plain, to_plain
 from filters.base import filter_names, filter_spec, settings_sections
 
 DEFAULT_RULES: tuple[str, ...] = (
-    "image", "confidence", "geometry", "text_complexity",
+    "image", "prior_score", "confidence", "geometry", "text_complexity",
     "phrase_parent", "phrase_span", "phrase_blacklist", "phrase_confidence", "phrase_nms",
     "nms_source", "nms_cross", "region_text",
 )
@@ -37,17 +37,25 @@ DEFAULT_RULES: tuple[str, ...] = (
 class MergeConfig:
     """Merge with the previous round's curated set: a new row whose label/text (normalised)
     and kind match a previous row and whose box has IoU >= ``iou_threshold`` with it (captions:
-    same granularity and text) is merged into it instead of being added."""
+    same granularity and text) is merged into it instead of being added. With ``fuse``, an
+    object box instead merges into the previous object box it overlaps most with IoU >=
+    ``fuse_iou`` (any label) and, when it is new evidence, refines that box and, with
+    ``correct_labels``, may correct its label (``engine.curate.fusion``)."""
 
     enabled: bool = True
     iou_threshold: float = 0.7
+    fuse: bool = True
+    fuse_iou: float = 0.5
+    correct_labels: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.enabled, bool):
-            raise ValueError(f"merge.enabled must be true or false, got {self.enabled!r}")
-        if isinstance(self.iou_threshold, bool) or not isinstance(self.iou_threshold, (int, float)) \
-                or not 0 < self.iou_threshold <= 1:
-            raise ValueError(f"merge.iou_threshold must be in (0, 1], got {self.iou_threshold!r}")
+        for name in ("enabled", "fuse", "correct_labels"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"merge.{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("iou_threshold", "fuse_iou"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise ValueError(f"merge.{name} must be in (0, 1], got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -48,13 +48,14 @@ import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.curate.agreement import agreement_columns
+from engine.curate.calibration import calibrated_thresholds
 from engine.curate.config import CurationConfig
 from engine.curate.merge import MERGE_RULE, merge_with_previous
 from engine.curate.parquet_io import (
@@ -103,6 +104,7 @@ def curate_tables(
     raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int,
     on_curated: Callable[[pa.Table], None] | None = None, partitions: int | None = None,
     on_trails: Callable[[pa.Table], None] | None = None, decoded: bool = True,
+    calibrated: Mapping[str, float] | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Curate the raw annotations of round ``round_`` -> (curated :data:`CURATED`, decision
     trails :data:`DECISION_TRAILS`, one row per raw row; ``expand_trails`` gives the long form).
@@ -120,17 +122,21 @@ def curate_tables(
     at least ``engine.curate.rules.PARTITION_MIN_ROWS`` rows each); the result is the same
     for any count. The working table shrinks with ``take`` (Arrow's ``filter`` is ~3x slower
     on the string and list columns); every rule's outcome is kept as numpy arrays over the raw rows.
+    ``calibrated``: source -> the calibrated score threshold of the checkpoint that produced
+    its rows (``FilterContext.calibrated``).
     """
     workers = os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         count = partition_count(raw.num_rows, workers) if partitions is None else partitions
-        curated, trails = _curate(raw, previous, images, config, round_, pool, on_curated, on_trails, count)
+        curated, trails = _curate(raw, previous, images, config, round_, pool, on_curated, on_trails, count,
+                                  dict(calibrated or {}))
         return (conform(curated, CURATED) if decoded else curated), trails
 
 
 def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int,
             pool: ThreadPoolExecutor, on_curated: Callable[[pa.Table], None] | None,
-            on_trails: Callable[[pa.Table], None] | None, partitions: int) -> tuple[pa.Table, pa.Table]:
+            on_trails: Callable[[pa.Table], None] | None, partitions: int, calibrated: dict[str, float]
+            ) -> tuple[pa.Table, pa.Table]:
     raw = conform(raw, ANNOTATIONS, keep_dictionaries=True)
     # the ids are gathered by every partition take and for the absorbed rows' lists: from one
     # chunk, not from one per file (the trails reference absorbers by position, not by id)
@@ -142,7 +148,8 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     rule_names = [*config.rules, *([MERGE_RULE] if merging else [])]
 
     ctx = FilterContext(images=conform(images, IMAGE_SIZES).combine_chunks(), previous=previous,
-                        text_metrics=metrics_function(config.text.pipeline, config.text.batch_size))
+                        text_metrics=metrics_function(config.text.pipeline, config.text.batch_size),
+                        calibrated=calibrated)
     # the narrow working table: image ids are hashed once here, the filters read the index
     work, producer = working_table(raw, ctx.images, pool)
     index = work[IMAGE_INDEX].to_numpy()
@@ -219,9 +226,11 @@ def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
                 jobs[name] = writer.submit(write_datasets, [(table, folder)], rows_per_part)
             return submit
 
+        calibrated = calibrated_thresholds(root, raw)
         curated, trails = curate_tables(raw, previous, image_sizes.result(), config, round_,
                                         write("curated", root.curated(round_)),
-                                        on_trails=write("decisions", root.decisions(round_)), decoded=False)
+                                        on_trails=write("decisions", root.decisions(round_)), decoded=False,
+                                        calibrated=calibrated)
         dropped_rows = trails.num_rows - trails["dropped_by"].null_count  # counted while the parts are written
         new_rows = raw.num_rows - dropped_rows  # curate_tables checked that every raw row is accounted for
         judged = judged_counts(trails)
@@ -235,6 +244,7 @@ def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
             "dropped_by_rule": value_counts(trails["dropped_by"]),
             "judged_by_rule": judged,
             "decision_rows": sum(judged.values()),
+            "calibrated_thresholds": calibrated,
         }
         (decision_parts,), (curated_parts,) = jobs["decisions"].result(), jobs["curated"].result()
     summary["decision_parts"], summary["curated_parts"] = len(decision_parts), len(curated_parts)

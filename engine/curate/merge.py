@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.curate.agreement import string_lists
-from engine.curate.config import CurationConfig
+from engine.curate.config import CurationConfig, MergeConfig
+from engine.curate.fusion import Fusion, apply_fusion, fusable, fuse, match_any_label
 from engine.curate.parquet_io import conform
 from filters.base import group_codes, normalized_codes, reason_where, unique, valid
 from filters.nms import pairs_in_groups
@@ -93,25 +94,60 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig
                         ) -> tuple[pa.Table, np.ndarray, pa.Array, pa.Array]:
     """Merge this round's survivors into the previous curated set.
 
-    Returns the curated table, ``merged`` (bool per row of ``new``: it merged into a previous
-    row instead of being added), the reason per row of ``new`` (null where not merged) and
-    the ids of the previous rows the merged rows went into (one per merged row)."""
+    Captions, phrases, OCR lines and region-text rows merge into a previous row of the same
+    key and label/text (IoU >= ``merge.iou_threshold``); object boxes, with ``merge.fuse``,
+    merge into the previous object box they overlap most (IoU >= ``merge.fuse_iou``, any
+    label) and refine it (``engine.curate.fusion``). Returns the curated table, ``merged``
+    (bool per row of ``new``: it merged into a previous row instead of being added), the
+    reason per row of ``new`` (null where not merged) and the ids of the previous rows the
+    merged rows went into (one per merged row)."""
+    merge = config.merge
     is_caption = pc.fill_null(pc.equal(new["kind"], "caption"), False).to_numpy(zero_copy_only=False)
     target = np.full(new.num_rows, -1, np.int64)
     iou = np.zeros(new.num_rows)
     caps = np.flatnonzero(is_caption)
-    target[caps], iou[caps] = match_previous(new.take(pa.array(caps)), prev, config.merge.iou_threshold)
+    target[caps], iou[caps] = match_previous(new.take(pa.array(caps)), prev, merge.iou_threshold)
     # new phrases whose caption merged point at the previous caption
     moved = pc.index_in(new["parent_id"], value_set=new["annotation_id"].take(pa.array(caps[target[caps] >= 0])))
     prev_caption = prev["annotation_id"].take(pa.array(target[caps][target[caps] >= 0]))
     new = new.set_column(new.schema.get_field_index("parent_id"), "parent_id",
                          pc.coalesce(pc.take(prev_caption, moved), new["parent_id"]))
-    rest = np.flatnonzero(~is_caption)
-    target[rest], iou[rest] = match_previous(new.take(pa.array(rest)), prev, config.merge.iou_threshold)
+    boxes = fusable(new) & merge.fuse
+    rest = np.flatnonzero(~is_caption & ~boxes)
+    target[rest], iou[rest] = match_previous(new.take(pa.array(rest)), prev, merge.iou_threshold)
+    fused = np.flatnonzero(boxes)
+    prev_boxes = np.flatnonzero(fusable(prev))
+    local, iou[fused] = match_any_label(new.take(pa.array(fused)), prev.take(pa.array(prev_boxes)), merge.fuse_iou)
+    target[fused] = np.where(local >= 0, prev_boxes[np.maximum(local, 0)], -1)
+    in_fusion = np.where(boxes, target, -1)
+    fusion = fuse(new, prev, in_fusion, iou, merge.correct_labels)
     merged = target >= 0
-    reason = reason_where(merged, f"merged into a previous round's row (IoU >= {config.merge.iou_threshold} "
-                                  "or same text)")
+    reason = _reasons(target, iou, in_fusion, fusion, prev, merge)
     into = prev["annotation_id"].take(pa.array(target[merged]))
-    kept_prev = conform(_absorb_into_previous(prev, new, target), CURATED)
+    kept_prev = conform(_absorb_into_previous(apply_fusion(prev, fusion), new, target), CURATED)
     curated = pa.concat_tables([kept_prev, conform(new.take(pa.array(np.flatnonzero(~merged))), CURATED)])
     return curated, merged, reason, into
+
+
+def _reasons(target: np.ndarray, iou: np.ndarray, in_fusion: np.ndarray, fusion: Fusion, prev: pa.Table,
+             merge: MergeConfig) -> pa.Array:
+    """Why each merged row merged (null where it did not): one text per kind of match, and for
+    fusion evidence (few rows) what it changed in the previous row."""
+    merged = target >= 0
+    boxes = in_fusion >= 0
+    reason = reason_where(merged & ~boxes, f"merged into a previous round's row (IoU >= {merge.iou_threshold} or same text)")
+    reason = reason_where(boxes & ~fusion.evidence, f"merged into the previous round's box it overlaps (IoU >= {merge.fuse_iou}); "
+                                                    "its producer gave that box before", base=reason)
+    slot = np.searchsorted(fusion.rows, target)
+    old = pc.coalesce(prev["label"], prev["text"]).take(pa.array(fusion.rows)).to_pylist()
+
+    def evidence_texts(rows: np.ndarray) -> pa.Array:
+        texts = []
+        for i in rows:
+            k = slot[i]
+            changes = [f"label corrected {old[k]!r} -> {fusion.labels[k]!r}"] if fusion.relabelled[k] else []
+            changes += ["box refined"] if fusion.refined[k] else []
+            texts.append(f"fused into a previous round's box (IoU {iou[i]:.2f})" + (": " + "; ".join(changes) if changes else ""))
+        return pa.array(texts, pa.string())
+
+    return reason_where(fusion.evidence, evidence_texts, base=reason)

@@ -161,7 +161,9 @@ def test_merge_across_rounds_raises_agreement_instead_of_duplicating():
     assert [r["absorbed_by"] for r in suppressed] == [r["annotation_id"] for r in round1[:2]
                                                       if r["annotation_id"] != suppressed[0]["annotation_id"]]
     plain = {"rules": list(config.rules), "nms": {"calibration": "raw"}}  # florence2 (0.9) wins in round 1
-    strict = CurationConfig.from_dict({**plain, "merge": {"iou_threshold": 0.99}})  # its IoU with dog0 is 0.95
+    strict = CurationConfig.from_dict({**plain, "merge": {"iou_threshold": 0.99, "fuse": False}})  # IoU with dog0: 0.95
+    assert curate_tables(raw1, previous, IMAGES_OK, strict, 1)[0].num_rows == previous.num_rows + 2
+    strict = CurationConfig.from_dict({**plain, "merge": {"fuse_iou": 0.99}})  # the same through fusion
     assert curate_tables(raw1, previous, IMAGES_OK, strict, 1)[0].num_rows == previous.num_rows + 2
     off = CurationConfig.from_dict({**plain, "merge": {"enabled": False}})
     assert curate_tables(raw1, previous, IMAGES_OK, off, 1)[0].num_rows == previous.num_rows + 4

@@ -1,0 +1,56 @@
+"""The calibrated score thresholds curation applies: per source, the one measured for the
+checkpoint that produced the round's rows of that source.
+
+After training, ``engine.retrain`` measures each new model's per-box precision against the
+curated labels of the held-out split and stores, in the model's metrics
+(``models.metrics`` -> ``new`` -> ``score_threshold``), the lowest score at which its boxes
+reach the configured precision. A round annotated by that checkpoint (its
+``source_version`` is the checkpoint's version) is curated with that threshold. No ground
+truth is read.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+from filters.base import dictionary, unique
+from storage.catalog import Catalog
+from storage.layout import DataRoot
+
+#: the key of the calibrated threshold in a model's metrics
+THRESHOLD_KEY = "score_threshold"
+
+
+def producers(raw: pa.Table) -> dict[str, set[str]]:
+    """``{source: {source_version, ...}}`` of the raw rows (from the dictionary codes: raw
+    shards are read with both columns encoded)."""
+    if raw.num_rows == 0:
+        return {}
+    (source, sources), (version, versions) = dictionary(raw["source"]), dictionary(raw["source_version"])
+    pairs = unique(source * (len(versions) + 1) + version + 1)
+    out: dict[str, set[str]] = {}
+    for pair in pairs.tolist():
+        s, v = divmod(pair, len(versions) + 1)
+        if s >= 0 and v >= 1:
+            out.setdefault(sources[s], set()).add(versions[v - 1])
+    return out
+
+
+def calibrated_thresholds(root: DataRoot, raw: pa.Table) -> dict[str, float]:
+    """Source -> calibrated threshold, for every source whose rows all come from one
+    checkpoint with a recorded threshold (several checkpoints in one source: none)."""
+    by_source = {s: v for s, v in producers(raw).items() if len(v) == 1}
+    if not by_source:
+        return {}
+    with Catalog(root) as catalog:
+        rows = catalog.query("select version, metrics from models where version is not null")
+    threshold_of = {}
+    for version, metrics in rows:
+        value = json.loads(metrics or "{}").get("new", {}).get(THRESHOLD_KEY)
+        if isinstance(value, (int, float)):
+            threshold_of[version] = float(value)
+    return {s: threshold_of[next(iter(v))] for s, v in by_source.items() if next(iter(v)) in threshold_of}
+
+

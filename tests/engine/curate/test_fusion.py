@@ -1,0 +1,107 @@
+"""Fusion across rounds on hand-made rows: a new checkpoint's box refines a previous box and
+corrects its label, re-emitted boxes are not new evidence, and every change is a decision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.curate.config import DEFAULT_RULES, CurationConfig, MergeConfig
+from engine.curate.curation import curate_tables
+from filters.prior_score import PriorScoreConfig
+from storage.decisions import expand_trails
+from tests.filters.tables import images, region, table
+
+IMAGES = images(("img", 100, 100))
+RULES = tuple(r for r in DEFAULT_RULES if r != "text_complexity")
+
+
+def _config(**merge) -> CurationConfig:
+    return CurationConfig(rules=RULES, merge=MergeConfig(**merge),
+                          sections={"prior_score": PriorScoreConfig(default=0.5)})
+
+
+def _round0():
+    label = region("img", [10, 10, 50, 50], source="coco_labels", label="triangle", score=None, version="gt-v1")
+    other = region("img", [60, 60, 90, 90], source="coco_labels", label="circle", score=None, version="gt-v1")
+    curated, _ = curate_tables(table([label, other]), None, IMAGES, _config(), 0)
+    return label, other, curated
+
+
+def _decisions(trails):
+    return {r["annotation_id"]: r for r in expand_trails(trails).to_pylist() if r["rule"] == "merge"}
+
+
+def test_existing_labels_carry_their_prior_score():
+    label, other, curated = _round0()
+    assert curated["score"].to_pylist() == [0.5, 0.5]
+    config = CurationConfig(rules=RULES, sections={"prior_score": PriorScoreConfig(default=None,
+                                                                                 per_source={"coco_labels": 0.8})})
+    assert curate_tables(table([label]), None, IMAGES, config, 0)[0]["score"].to_pylist() == [pytest.approx(0.8)]
+    config = CurationConfig(rules=RULES, sections={"prior_score": PriorScoreConfig(default=None, per_source={})})
+    assert curate_tables(table([label]), None, IMAGES, config, 0)[0]["score"].to_pylist() == [None]
+
+
+def test_a_new_checkpoint_refines_the_box_and_corrects_the_label():
+    label, other, previous = _round0()
+    again = region("img", [10, 10, 50, 50], source="coco_labels", label="triangle", score=None, version="gt-v1", round_=1)
+    model = region("img", [14, 14, 54, 54], source="florence2", label="square", score=0.9, version="m1", round_=1)
+    curated, trails = curate_tables(table([again, model]), previous, IMAGES, _config(), 1)
+    rows = {r["annotation_id"]: r for r in curated.to_pylist()}
+    assert set(rows) == {label["annotation_id"], other["annotation_id"]}  # nothing added: both merged
+    fused = rows[label["annotation_id"]]
+    expected = (0.5 * np.array([10, 10, 50, 50]) + 0.9 * np.array([14, 14, 54, 54])) / 1.4
+    assert fused["bbox"] == pytest.approx(expected.tolist(), abs=1e-4)
+    assert fused["label"] == fused["text"] == "square"
+    assert fused["score"] == pytest.approx(0.9)  # only the agreeing evidence counts
+    assert set(fused["seen_by"]) == {"coco_labels@gt-v1", "florence2@m1"}
+    assert {again["annotation_id"], model["annotation_id"]} <= set(fused["absorbed_ids"])
+    assert rows[other["annotation_id"]]["bbox"] == [60, 60, 90, 90]  # untouched
+    decisions = _decisions(trails)
+    assert decisions[model["annotation_id"]]["reason"] == \
+        "fused into a previous round's box (IoU 0.68): label corrected 'triangle' -> 'square'; box refined"
+    assert "its producer gave that box before" in decisions[again["annotation_id"]]["reason"]
+    assert {d["absorbed_by"] for d in decisions.values()} == {label["annotation_id"]}
+
+
+def test_label_correction_can_be_turned_off_and_agreement_raises_the_score():
+    label, _, previous = _round0()
+    model = region("img", [12, 12, 52, 52], source="florence2", label="square", score=0.6, version="m1", round_=1)
+    curated, trails = curate_tables(table([model]), previous, IMAGES, _config(correct_labels=False), 1)
+    fused = {r["annotation_id"]: r for r in curated.to_pylist()}[label["annotation_id"]]
+    assert fused["label"] == "triangle" and fused["score"] == pytest.approx(0.5)
+    assert _decisions(trails)[model["annotation_id"]]["reason"].endswith(": box refined")
+    agreeing = region("img", [12, 12, 52, 52], source="florence2", label="Triangle", score=0.6, version="m1", round_=1)
+    curated, _ = curate_tables(table([agreeing]), previous, IMAGES, _config(), 1)
+    fused = {r["annotation_id"]: r for r in curated.to_pylist()}[label["annotation_id"]]
+    assert fused["label"] == "triangle" and fused["score"] == pytest.approx(1 - 0.5 * 0.4)
+
+
+def test_ties_keep_the_previous_label_and_a_weaker_vote_loses():
+    label, _, previous = _round0()
+    for score, expected in [(0.5, "triangle"), (0.4, "triangle"), (0.55, "square")]:
+        model = region("img", [10, 10, 50, 50], source="florence2", label="square", score=score, version="m1", round_=1)
+        curated, _ = curate_tables(table([model]), previous, IMAGES, _config(), 1)
+        assert {r["annotation_id"]: r for r in curated.to_pylist()}[label["annotation_id"]]["label"] == expected, score
+
+
+def test_re_emitted_boxes_change_nothing_and_new_boxes_are_added():
+    label, other, previous = _round0()
+    model = region("img", [14, 14, 54, 54], source="florence2", label="square", score=0.9, version="m1", round_=1)
+    round1, _ = curate_tables(table([model]), previous, IMAGES, _config(), 1)
+    same = region("img", [16, 16, 56, 56], source="florence2", label="square", score=0.9, version="m1", round_=2)
+    missed = region("img", [70, 5, 95, 30], source="florence2", label="star", score=0.8, version="m1", round_=2)
+    round2, trails = curate_tables(table([same, missed]), round1, IMAGES, _config(), 2)
+    before = {r["annotation_id"]: r for r in round1.to_pylist()}
+    after = {r["annotation_id"]: r for r in round2.to_pylist()}
+    assert after[label["annotation_id"]]["bbox"] == before[label["annotation_id"]]["bbox"]  # m1 gave it before
+    assert after[missed["annotation_id"]]["label"] == "star" and after[missed["annotation_id"]]["round"] == 2
+    assert len(after) == len(before) + 1
+
+
+def test_fusion_off_falls_back_to_same_label_merging():
+    _, _, previous = _round0()
+    model = region("img", [10, 10, 50, 50], source="florence2", label="square", score=0.9, version="m1", round_=1)
+    curated, _ = curate_tables(table([model]), previous, IMAGES, _config(fuse=False), 1)
+    assert curated.num_rows == previous.num_rows + 1  # another label: a second row, nothing corrected
+    assert sorted(curated["label"].to_pylist()) == ["circle", "square", "triangle"]
