@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from annotators.base import ImageBatch, ImageItem
+from annotators.clip_features import image_embeddings, text_embeddings
 from annotators.crops import crop_region
 from annotators.hf_loading import PretrainedAnnotator
 from annotators.model_settings import ModelSettings, check_bool, check_range, check_str, str_tuple
@@ -132,28 +133,14 @@ class RegionTextMatcher(PretrainedAnnotator):
 
     def logits(self, images: Sequence[Any], candidates: Sequence[Sequence[str]]) -> list[list[float]]:
         """Per image, ``exp(logit_scale) * cosine`` against each of its own candidate texts."""
-        import torch
-
         self.load()
         texts = [text for group in candidates for text in group]
-        text_in = self._processor(text=texts, return_tensors="pt", padding=True, truncation=True)
-        image_in = self._processor(images=list(images), return_tensors="pt")
-        with torch.inference_mode():
-            text_emb = _pooled(self._model.get_text_features(
-                **{k: v.to(self._device) for k, v in text_in.items() if k in ("input_ids", "attention_mask")}))
-            image_emb = _pooled(self._model.get_image_features(
-                pixel_values=image_in["pixel_values"].to(self._device, self._dtype)))
-            text_emb = torch.nn.functional.normalize(text_emb.float(), dim=-1)
-            image_emb = torch.nn.functional.normalize(image_emb.float(), dim=-1)
-            scale = self._model.logit_scale.float().exp()
+        text_emb = text_embeddings(self._model, self._processor, texts, self._device)
+        image_emb = image_embeddings(self._model, self._processor, images, self._device, self._dtype)
+        scale = self._model.logit_scale.detach().float().exp()
         out, offset = [], 0
         for i, group in enumerate(candidates):
             sims = text_emb[offset:offset + len(group)] @ image_emb[i]
             out.append((scale * sims).tolist())
             offset += len(group)
         return out
-
-
-def _pooled(output: Any) -> Any:
-    """The projected embedding from ``get_*_features`` (a tensor, or an output's ``pooler_output``)."""
-    return getattr(output, "pooler_output", output)

@@ -21,6 +21,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "annotators.ocr",
     "annotators.region_captioner",
     "annotators.region_text_matcher",
+    "annotators.caption_scorer",
     "annotators.caption_composer",
     "annotators.coco_labels",
     "annotators.sidecar_captions",

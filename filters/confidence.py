@@ -30,8 +30,9 @@ class ConfidenceConfig:
     threshold of the producing checkpoint replaces the configured one."""
 
     default: float = 0.3
-    # the matcher's score is a softmax over its candidates (relative, not a confidence)
-    per_source: dict[str, float] = field(default_factory=lambda: {"region_text_matcher": 0.0})
+    # the matcher's score is a softmax over its candidates (relative, not a confidence); the caption
+    # scorer's is an image-text similarity that the caption_similarity rule judges
+    per_source: dict[str, float] = field(default_factory=lambda: {"region_text_matcher": 0.0, "caption_scorer": 0.0})
     null_score: str = "keep"
     calibrated: bool = True
 

@@ -9,9 +9,11 @@ Beam pipeline each), keeping config order within a stage.
 from __future__ import annotations
 
 from annotators.registry import annotator_class, annotator_names
-from storage.schema import KIND_REGION
+from storage.schema import KIND_CAPTION, KIND_REGION
 
 CAPTIONERS = ("florence2", "caption_composer")
+#: annotators that read every caption of the round (so they run after every caption maker)
+CAPTION_READERS = ("caption_scorer",)
 
 
 def region_makers() -> tuple[str, ...]:
@@ -19,6 +21,13 @@ def region_makers() -> tuple[str, ...]:
     round): florence2, detector, coco_labels, ocr and any plugin of that kind."""
     return tuple(name for name in annotator_names()
                  if KIND_REGION in annotator_class(name).kinds and "annotations" not in annotator_class(name).needs)
+
+
+def caption_makers() -> tuple[str, ...]:
+    """Registered annotators that emit captions, minus the caption readers: florence2,
+    caption_composer, sidecar_captions and any plugin of that kind."""
+    return tuple(name for name in annotator_names()
+                 if KIND_CAPTION in annotator_class(name).kinds and name not in CAPTION_READERS)
 
 
 def runs_after() -> dict[str, tuple[str, ...]]:
@@ -30,6 +39,7 @@ def runs_after() -> dict[str, tuple[str, ...]]:
         "grounding": CAPTIONERS,
         "region_text_matcher": ("region_captioner", *makers),
         "segmenter": ("grounding", *makers),
+        "caption_scorer": caption_makers(),
     }
 
 

@@ -27,7 +27,7 @@ from engine.typed_config import from_plain, to_plain
 from filters.base import filter_names, filter_spec, settings_sections
 
 DEFAULT_RULES: tuple[str, ...] = (
-    "image", "prior_score", "confidence", "geometry", "text_complexity",
+    "image", "prior_score", "confidence", "geometry", "text_complexity", "caption_similarity",
     "phrase_parent", "phrase_span", "phrase_blacklist", "phrase_confidence", "phrase_nms",
     "nms_source", "nms_cross", "region_text",
 )

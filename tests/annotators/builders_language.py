@@ -175,3 +175,8 @@ def tiny_region_text_matcher(tmp_path: Path) -> Annotator:
 def tiny_caption_composer(tmp_path: Path) -> Annotator:
     return build_annotator("caption_composer", model=str(save_gpt2(tmp_path / "gpt2")),
                            max_new_tokens={"detailed": 8, "more_detailed": 12})
+
+
+@tiny_builder("caption_scorer")
+def tiny_caption_scorer(tmp_path: Path) -> Annotator:
+    return build_annotator("caption_scorer", model=str(save_clip(tmp_path / "clip")), batch_size=2)

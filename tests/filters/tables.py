@@ -42,6 +42,14 @@ def candidate(image: str, parent: dict, text: str, *, source: str, score: float 
                           parent_id=parent["annotation_id"], score=score)
 
 
+def similarity(image: str, parent: dict, score: float | None, *, source: str = "caption_scorer",
+               round_: int = 0) -> dict:
+    """A caption scorer's image-text similarity row for the caption ``parent``."""
+    return annotation_row(image_id=image, round_=round_, source=source, source_version=f"{source}-v1",
+                          kind="caption", granularity=parent.get("granularity"), parent_id=parent["annotation_id"],
+                          score=score)
+
+
 def table(rows: list[dict]) -> pa.Table:
     return table_from_rows(rows, ANNOTATIONS)
 

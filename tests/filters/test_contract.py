@@ -13,10 +13,11 @@ from engine.curate.config import CurationConfig
 from engine.curate.curation import curate_tables
 from engine.curate.text_metrics import metrics_function
 from filters.base import FilterContext, filter_names, filter_spec, settings_sections
+from filters.caption_similarity import CaptionSimilarityConfig
 from filters.text_complexity import TextComplexityConfig
 from storage.arrow_masks import valid_mask
 from storage.schema import ANNOTATIONS
-from tests.filters.tables import candidate, caption, images, phrase, region, table
+from tests.filters.tables import candidate, caption, images, phrase, region, similarity, table
 
 IMAGES = images(("img-a", 100, 100), ("img-b", 200, 150), ("img-a", 100, 100))  # an id listed twice
 
@@ -26,10 +27,12 @@ def _rows() -> list[dict]:
     brief = caption("img-a", "a dog runs on green grass", source="florence2", score=0.8)
     busy = caption("img-b", "a cup, a plate, a fork and a knife", source="sidecar_captions")
     dog = region("img-a", [10, 10, 60, 60], source="detector", label="dog", score=0.95)
+    cat = caption("img-a", "the cat", source="florence2", granularity="detailed", score=0.1)
     ocr_quad = [5.0, 5.0, 95.0, 5.0, 95.0, 30.0, 5.0, 30.0]
     rows = [
-        brief, busy, dog,
-        caption("img-a", "the cat", source="florence2", granularity="detailed", score=0.1),
+        brief, busy, dog, cat,
+        similarity("img-a", brief, 0.71), similarity("img-a", cat, 0.42),  # caption_similarity: kept / dropped
+        similarity("img-b", {"annotation_id": "gone", "granularity": "brief"}, 0.9),  # its caption is missing
         caption("img-unknown", "a man holds a red umbrella", source="florence2"),
         region("img-a", [12, 11, 61, 62], source="florence2", label="dog", score=0.7),  # NMS across sources
         region("img-a", [11, 10, 59, 61], source="detector", label="Dog ", score=0.5),  # NMS within source
@@ -67,7 +70,8 @@ def plain_table(raw: pa.Table) -> pa.Table:
 @pytest.fixture(scope="module")
 def setting(tiny_spacy_pipeline):
     raw = table(_rows())
-    config = CurationConfig(sections={"text": TextComplexityConfig(pipeline=str(tiny_spacy_pipeline), max_objects=3)})
+    config = CurationConfig(sections={"text": TextComplexityConfig(pipeline=str(tiny_spacy_pipeline), max_objects=3),
+                                      "caption_similarity": CaptionSimilarityConfig(min_similarity=0.5)})
     ctx = FilterContext(images=IMAGES, text_metrics=metrics_function(str(tiny_spacy_pipeline)))
     return raw, config, ctx
 
