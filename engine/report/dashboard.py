@@ -2,7 +2,8 @@
 
 Sections (ids in the page): ``counts`` (raw and curated rows per annotation type and round),
 ``table2`` / ``table3`` (the paper's statistics per round beside FLD-5B, from
-:mod:`engine.report.stats`), ``scores`` (score histograms per source and round up to R; scores
+:mod:`engine.report.stats`), ``captions`` (image-to-text R@1 and mean image-text similarity of
+the round's curated captions, from :mod:`engine.report.captions`), ``scores`` (score histograms per source and round up to R; scores
 are clipped into ``[0, 1]``), ``drops`` (rows judged and dropped per rule, and the reasons),
 ``agreement`` (curated rows per agreement level; a source x source matrix of curated rows
 seen by both, from ``seen_by``; the model (``florence2``) versus the specialists), ``models``
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.report import charts
+from engine.report.captions import caption_retrieval, retrieval_grid
 from engine.report.gallery import GALLERY_SCRIPT, gallery_html
 from engine.report.stats import open_catalog, round_stats, table2_grid, table3_grid
 from storage.atomic import write_text_atomic
@@ -44,19 +46,21 @@ figure.thumb.selected{border-color:#4e79a7}figure.thumb figcaption{font-size:11p
 class DashboardConfig:
     """``gallery_images``: images in the gallery; ``thumb_side``: longest thumbnail side, pixels;
     ``score_bins``: bins of the score histograms over [0, 1]; ``pipeline``: spaCy pipeline for
-    Table 3 (None: the round's configured one); ``table3_max_texts``: captions parsed per granularity."""
+    Table 3 (None: the round's configured one); ``table3_max_texts``: captions parsed per granularity;
+    ``caption_images``: images sampled for the caption retrieval figures (0: none computed)."""
 
     gallery_images: int = 12
     thumb_side: int = 384
     score_bins: int = 10
     pipeline: str | None = None
     table3_max_texts: int = 2000
+    caption_images: int = 200
 
     def __post_init__(self) -> None:
-        for name in ("gallery_images", "thumb_side", "score_bins", "table3_max_texts"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"dashboard {name} must be an integer >= 1, got {value!r}")
+        for name in ("gallery_images", "thumb_side", "score_bins", "table3_max_texts", "caption_images"):
+            value, low = getattr(self, name), 0 if name == "caption_images" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"dashboard {name} must be an integer >= {low}, got {value!r}")
 
 
 def latest_round(catalog: Catalog) -> int | None:
@@ -127,6 +131,8 @@ def dashboard_data(catalog: Catalog, round_: int, config: DashboardConfig = Dash
         "stats": stats,
         "agreement": _agreement(catalog, r),
         "models": models,
+        "captions": caption_retrieval(catalog, r, config.caption_images) if config.caption_images else
+        {"available": False, "note": "not computed (dashboard caption_images = 0)"},
     }
 
 
@@ -184,6 +190,12 @@ def _agreement_section(data: dict[str, Any]) -> str:
             + f'<p class="note" id="model-vs-specialists">{html.escape(model)}</p>')
 
 
+def _captions_section(data: dict[str, Any]) -> str:
+    result = data["captions"]
+    note = f'<p class="note" id="caption-retrieval-note">{html.escape(result["note"])}</p>'
+    return note + (_table(*retrieval_grid(result), "retrieval") if result["available"] else "")
+
+
 def _models_section(data: dict[str, Any]) -> str:
     models = data["models"]
     if not models:
@@ -205,6 +217,7 @@ def render_page(data: dict[str, Any], gallery: str) -> str:
     sections = [("counts", "Annotations per type and round", _counts_section(data)),
                 ("table2", "Table 2: annotation statistics", t2),
                 ("table3", "Table 3: semantic statistics of captions", t3),
+                ("captions", f"Image-text retrieval of curated captions, round {data['round']}", _captions_section(data)),
                 ("scores", "Scores per source and round (clipped into [0, 1])",
                  f'<div class="charts">{scores}</div>' if scores else charts.empty_note("no scored annotations")),
                 ("drops", f"Drops per rule, round {data['round']}", _drops_section(data)),
