@@ -83,6 +83,10 @@ class TrainingConfig:
     ``min_image_dependence``: promotion refuses, whatever ``promote`` says, a model whose
     ``image_dependence`` (relative change of its logits when the validation images are swapped,
     over up to ``image_dependence_examples`` examples; 0 = blind) is below this (0 = no check).
+    ``calibration_precision`` / ``calibration_iou``: the new model's ``score_threshold`` is the
+    lowest per-box score at which its ``<OD>`` boxes reach this precision against the curated
+    validation labels, a match being the same label at this IoU (:mod:`engine.retrain.calibrate`);
+    the next curation applies it to that model's rows.
     """
 
     base_model: str = ""
@@ -116,6 +120,8 @@ class TrainingConfig:
     aux_max_classes: int = 32
     min_image_dependence: float = 0.01
     image_dependence_examples: int = 64
+    calibration_precision: float = 0.9
+    calibration_iou: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_model", str(self.base_model))
@@ -137,6 +143,9 @@ class TrainingConfig:
         for name in ("weight_decay", "max_grad_norm", "aux_loss_weight", "min_image_dependence"):
             if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"training.{name} must be a number >= 0, got {getattr(self, name)!r}")
+        for name in ("calibration_precision", "calibration_iou"):
+            if not _is_number(getattr(self, name)) or not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"training.{name} must be in (0, 1], got {getattr(self, name)!r}")
         if self.dtype not in DTYPE_NAMES:
             raise ValueError(f"training.dtype must be one of {', '.join(DTYPE_NAMES)}; got {self.dtype!r}")
         if not isinstance(self.device, str) or not DEVICE_RE.match(self.device):

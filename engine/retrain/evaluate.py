@@ -13,6 +13,9 @@ the same pixels (absolute, upright image; boxes x0, y0, x1, y1). Metrics:
   match a curated validation box (same label, IoU >= 0.5, each used once), and the share of
   curated validation boxes matched (against the curated labels, never ground truth; 0 when
   there is nothing to divide);
+- ``score_threshold`` (with ``calibration_*``): the per-box score at which the ``<OD>`` boxes
+  reach ``training.calibration_precision`` against the curated validation labels
+  (:mod:`engine.retrain.calibrate`), applied to this model's rows by the next curation;
 - ``image_dependence``: ``||L_swapped - L|| / ||L||`` over the validation targets' positions,
   ``L`` the teacher-forced logits centred per position (mean over the vocabulary removed),
   ``L_swapped`` the same with each example's image replaced by the next distinct image of the
@@ -37,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.retrain import calibrate
 from engine.retrain.coco_eval import coco_detections, coco_image_ids, coco_map  # noqa: F401  (part of this API)
 from engine.retrain.config import TrainingConfig
 from engine.retrain.examples import Example
@@ -129,8 +133,10 @@ def _decoded(examples: list[Example]) -> list[tuple[Example, Any]]:
     return [(e, decode_rgb(data)) for e, data in stream_examples(examples, 0, 0, 1)]
 
 
-def agreement_metrics(annotator: Any, examples: list[Example], cap: int = 0) -> dict[str, float]:
-    """The caption / OD / OCR / grounding metrics over validation ``examples`` (``cap`` per task)."""
+def agreement_metrics(annotator: Any, examples: list[Example], cap: int = 0, target_precision: float = 0.9,
+                      calibration_iou: float = IOU) -> dict[str, float]:
+    """The caption / OD / OCR / grounding metrics over validation ``examples`` (``cap`` per
+    task), and the score threshold calibrated on the ``<OD>`` boxes (:mod:`engine.retrain.calibrate`)."""
     by_task: dict[str, list[Example]] = collections.defaultdict(list)
     for e in examples:
         if not cap or len(by_task[e.task]) < cap:
@@ -142,19 +148,25 @@ def agreement_metrics(annotator: Any, examples: list[Example], cap: int = 0) -> 
             continue
         results = run_examples(annotator, items)
         scores, hits, n_pred, n_ref = [], 0, 0, 0
-        for (e, _), (payloads, _) in zip(items, results):
+        box_scores, box_hits = [], []
+        for (e, _), (payloads, score) in zip(items, results):
             if metric == "caption_agreement":
                 scores.append(word_f1(payloads[0]["text"] if payloads else "", e.target))
                 continue
             truth = _pairs(annotator.parse_generation(e.task, e.target, e.width, e.height, _caption_of(e)))
             pred = _pairs(payloads)
             hits, n_pred, n_ref = hits + matched_pairs(pred, truth), n_pred + len(pred), n_ref + len(truth)
+            if metric == "od_agreement":
+                boxed = [p for p in payloads if p.get("bbox") is not None]
+                box_scores += [float(p.get("score", score) or 0.0) for p in boxed]
+                box_hits += calibrate.hits(pred, truth, calibration_iou).tolist()
         if metric == "caption_agreement":
             metrics[metric] = float(np.mean(scores))
             continue
         if metric == "od_agreement":
             metrics["box_precision"] = hits / n_pred if n_pred else 0.0
             metrics["box_recall"] = hits / n_ref if n_ref else 0.0
+            metrics.update(calibrate.calibration(box_scores, box_hits, n_ref, target_precision))
         if metric == "grounding_recall":
             metrics[metric] = hits / n_ref if n_ref else 0.0
         else:
@@ -218,7 +230,8 @@ def evaluate_model(model_dir: Path, examples: list[Example], config: TrainingCon
     loss = mean_loss(annotator._model, annotator._processor, examples, config, device, None)
     if loss is not None:
         metrics["val_loss"] = loss
-    metrics.update(agreement_metrics(annotator, examples, config.eval_max_examples))
+    metrics.update(agreement_metrics(annotator, examples, config.eval_max_examples, config.calibration_precision,
+                                     config.calibration_iou))
     dependence = image_dependence(annotator._model, annotator._processor, examples[:config.image_dependence_examples],
                                   config.eval_batch_size, config.max_target_tokens, device)
     if dependence is not None:

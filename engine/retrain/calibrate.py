@@ -1,0 +1,70 @@
+"""The score threshold of a new model, calibrated without ground truth.
+
+After training, the model's ``<OD>`` boxes on the held-out (validation) images are matched to
+the curated validation labels (same normalised label, IoU >= ``training.calibration_iou``,
+each label used once, best IoU first). Sorted by their per-box score (``annotators.florence2``:
+each box scored from its own tokens), the threshold is the lowest score ``t`` at which the
+boxes scoring >= ``t`` reach ``training.calibration_precision`` against those labels. It is
+stored with the model's metrics (``score_threshold``) and the next curation applies it to the
+rows that checkpoint produced (``engine.curate.calibration``). When no cut reaches the
+target, the threshold is above every score seen (no box of that model is trusted). The
+curated labels are the engine's own data; ground truth is never read here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from storage.geometry import box_iou_matrix
+
+Pair = tuple[str, list[float]]  # (label, x0 y0 x1 y1 in pixels)
+
+
+def _norm(label: str | None) -> str:
+    return " ".join((label or "").lower().split())
+
+
+def hits(predicted: list[Pair], reference: list[Pair], iou: float) -> np.ndarray:
+    """Bool per prediction: it matches a distinct reference of the same normalised label with
+    IoU >= ``iou`` (greedy, best IoU first)."""
+    out = np.zeros(len(predicted), bool)
+    if not predicted or not reference:
+        return out
+    ious = box_iou_matrix(np.asarray([b for _, b in predicted], float), np.asarray([b for _, b in reference], float))
+    same = np.array([[_norm(a) == _norm(b) for b, _ in reference] for a, _ in predicted])
+    ious = np.where(same & (ious >= iou), ious, -1.0)
+    while ious.size and ious.max() >= 0:
+        i, j = np.unravel_index(int(ious.argmax()), ious.shape)
+        out[i], ious[i, :], ious[:, j] = True, -1.0, -1.0
+    return out
+
+
+def threshold_at_precision(scores: np.ndarray, hit: np.ndarray, target: float) -> float | None:
+    """The lowest score ``t`` such that the predictions scoring >= ``t`` have precision >=
+    ``target`` (ties kept together), or None when no cut does."""
+    scores, hit = np.asarray(scores, float), np.asarray(hit, bool)
+    if len(scores) == 0:
+        return None
+    order = np.argsort(-scores, kind="stable")
+    s, h = scores[order], hit[order]
+    last_of_tie = np.r_[s[1:] != s[:-1], True]  # a cut falls only after the last of equal scores
+    precision = np.cumsum(h) / np.arange(1, len(s) + 1)
+    ok = np.flatnonzero(last_of_tie & (precision >= target))
+    return float(s[ok[-1]]) if len(ok) else None
+
+
+def calibration(scores: list[float], hit: list[bool], references: int, target: float) -> dict[str, Any]:
+    """The metrics stored with a model: ``score_threshold`` and what it gives on the held-out
+    labels (precision, recall and boxes kept at the threshold)."""
+    scores_a, hit_a = np.asarray(scores, float), np.asarray(hit, bool)
+    threshold = threshold_at_precision(scores_a, hit_a, target)
+    if threshold is None:
+        top = float(scores_a.max()) if len(scores_a) else 0.0
+        return {"score_threshold": float(np.nextafter(top, np.inf)), "calibration_reached": False,
+                "calibration_boxes": len(scores_a)}
+    kept = scores_a >= threshold
+    return {"score_threshold": threshold, "calibration_reached": True, "calibration_boxes": len(scores_a),
+            "calibration_precision": round(float(hit_a[kept].mean()), 4),
+            "calibration_recall": round(float(hit_a[kept].sum() / references), 4) if references else 0.0}

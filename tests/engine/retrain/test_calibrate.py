@@ -1,0 +1,83 @@
+"""Score-threshold calibration: the lowest score reaching the target precision against the
+curated held-out labels, on hand-made scores and through the evaluation's own matching."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from engine.retrain.calibrate import calibration, hits, threshold_at_precision
+from engine.retrain.evaluate import agreement_metrics
+from engine.retrain.examples import Example, image_locations
+from tests.engine.retrain.data import make_root
+
+
+def test_threshold_is_the_lowest_cut_at_the_target_precision():
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    hit = [True, True, False, True, False, False]  # precision at each cut: 1, 1, .67, .75, .6, .5
+    assert threshold_at_precision(scores, hit, 0.75) == 0.6
+    assert threshold_at_precision(scores, hit, 1.0) == 0.8
+    assert threshold_at_precision(scores, hit, 0.5) == 0.4
+    assert threshold_at_precision([0.9, 0.8], [False, True], 0.99) is None
+    assert threshold_at_precision([0.9, 0.9], [True, False], 1.0) is None  # equal scores are never split
+    assert threshold_at_precision([], [], 0.9) is None
+
+
+def test_calibration_reports_what_the_threshold_keeps():
+    out = calibration([0.9, 0.8, 0.7, 0.6], [True, True, False, True], references=5, target=0.75)
+    assert out["score_threshold"] == 0.6 and out["calibration_reached"]
+    assert out["calibration_precision"] == 0.75 and out["calibration_recall"] == 0.6
+    never = calibration([0.3, 0.2], [False, False], references=2, target=0.9)
+    assert not never["calibration_reached"] and never["score_threshold"] > 0.3
+
+
+def test_matches_are_class_aware_and_one_to_one():
+    ref = [("Cat", [0, 0, 10, 10])]
+    assert hits([("cat", [0, 0, 10, 10]), ("cat", [0, 0, 10, 10]), ("dog", [0, 0, 10, 10])], ref, 0.5).tolist() == \
+        [True, False, False]
+
+
+class ScriptedAnnotator:
+    """Gives scripted ``<OD>`` boxes (with per-box scores) per image, in call order; parses
+    curated targets from a table (the evaluation parses targets with the annotator's parser)."""
+
+    batch_size = 3
+
+    def __init__(self, predictions: list[list[dict]], targets: dict[str, list[dict]]):
+        self.predictions, self.targets, self.calls = predictions, targets, 0
+
+    def _generate(self, prompts, images):
+        out = [SimpleNamespace(text=f"PRED:{self.calls + k}", stats=None) for k in range(len(prompts))]
+        self.calls += len(prompts)
+        return out
+
+    def parse_generation(self, task, text, width, height, caption=None):
+        return self.predictions[int(text[5:])] if text.startswith("PRED:") else self.targets[text]
+
+
+def test_the_threshold_comes_from_the_curated_validation_labels(tmp_path):
+    root, _ = make_root(tmp_path, images=6, seed=3, per_shard=3)
+    locations = sorted(image_locations(root).items())
+    box = [4.0, 4.0, 30.0, 30.0]
+    examples, targets, predictions = [], {}, []
+    for k, (image_id, w) in enumerate(locations):
+        target = f"square-{k}"
+        targets[target] = [{"text": "square", "bbox": box}]
+        examples.append(Example(image_id, "OD", "<OD>", target, w["width"], w["height"], w["shard"], w["key"],
+                                w["shard_format"], "validation"))
+        # a right box scored by k, and a wrong one scored 0.55
+        predictions.append([{"text": "square", "bbox": box, "score": 0.5 + 0.08 * k},
+                            {"text": "circle", "bbox": box, "score": 0.55}])
+    metrics = agreement_metrics(ScriptedAnnotator(predictions, targets), examples, target_precision=0.9)
+    scores = np.array([0.5 + 0.08 * k for k in range(6)])
+    assert metrics["score_threshold"] == pytest.approx(float(scores[scores > 0.55].min()))
+    assert metrics["calibration_precision"] == 1.0 and metrics["box_precision"] == 0.5
+    # other curated labels (every box a circle): the confident squares are now wrong, no cut
+    # reaches 0.9, and no box of this model is trusted
+    circles = {t: [{"text": "circle", "bbox": box}] for t in targets}
+    other = agreement_metrics(ScriptedAnnotator(predictions, circles), examples, target_precision=0.9)
+    assert not other["calibration_reached"] and other["score_threshold"] > scores.max()
+    lenient = agreement_metrics(ScriptedAnnotator(predictions, circles), examples, target_precision=0.54)
+    assert lenient["score_threshold"] == pytest.approx(0.55)
