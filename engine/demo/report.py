@@ -3,10 +3,13 @@
 :func:`prepare_demo` writes the sample data (shapes and words with COCO ground truth, plus a
 noisy copy standing in for existing human labels) and the engine config the demo rounds use:
 existing labels (``coco_labels`` on the noisy copy), RapidOCR (``ocr``), the images' alt text
-(``sidecar_captions``) and, from round 1 on, a test-size Florence-2 built from its config and
-fine-tuned round by round. The text rules parse with a tiny spaCy pipeline trained on the
-sample's own captions (engine.demo.spacy_pipeline), since no trained English pipeline is available offline. :func:`demo_round_report` prints what a user wants to see per
-round: annotation counts, drop reasons, model metrics and curated-set quality vs ground truth.
+(``sidecar_captions``) and, from round 1 on, a small Florence-2 that already looks at pixels:
+the checkpoint committed in ``engine/demo/checkpoint`` (:data:`DEMO_CHECKPOINT`, pre-trained on a
+separate synthetic pool by ``python -m engine.demo.pretrain``), fine-tuned round by round from
+the last promoted model with the auxiliary per-cell head on. The text rules parse with a tiny spaCy pipeline trained on the
+sample's own captions (engine.demo.spacy_pipeline), since no trained English pipeline is
+available offline. :func:`demo_round_report` prints what a user wants to see per round:
+annotation counts, drop reasons, model metrics and curated-set quality vs ground truth.
 """
 
 from __future__ import annotations
@@ -15,21 +18,24 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.report.quality import curated_quality
-from engine.demo.spacy_pipeline import train_caption_pipeline
-from engine.report.stats import drop_counts
 from engine.demo.sample_data import SampleConfig, write_sample
+from engine.demo.spacy_pipeline import train_caption_pipeline
+from engine.report.quality import curated_quality
+from engine.report.stats import drop_counts
 from storage.atomic import write_text_atomic
 from storage.catalog import Catalog
 from storage.layout import DataRoot
 
+#: the pre-trained demo model (engine.demo.model's s128; rebuilt by ``python -m engine.demo.pretrain``)
+DEMO_CHECKPOINT = Path(__file__).resolve().parent / "checkpoint"
 
-
-#: training settings of the demo's test-size Florence-2 (the [training] table)
+#: training settings of the demo's Florence-2 (the [training] table): a short fine-tune per
+#: round from the last promoted model (the pre-trained checkpoint at first), the auxiliary head
+#: on so the text encoder keeps reading the image, and a blind model never promoted
 DEMO_TRAINING: dict[str, Any] = {
-    "base_model": "tiny", "epochs": 4, "batch_size": 8, "lr": 1e-3, "warmup_ratio": 0.05,
+    "base_model": str(DEMO_CHECKPOINT), "max_steps": 60, "batch_size": 8, "lr": 3e-4, "warmup_ratio": 0.1,
     "device": "cpu", "dtype": "fp32", "eval_fraction": 0.15, "max_new_tokens": 64, "eval_max_examples": 48,
-    "promote": "better", "promote_metric": "val_loss",
+    "promote": "better", "promote_metric": "val_loss", "aux_loss_weight": 1.0, "min_image_dependence": 0.01,
 }
 
 
