@@ -77,3 +77,4 @@ def test_the_demo_fine_tunes_the_committed_checkpoint_with_the_head():
     config = TrainingConfig.from_dict(DEMO_TRAINING)
     assert config.base_model == str(DEMO_CHECKPOINT) and (DEMO_CHECKPOINT / "config.json").is_file()
     assert config.aux_loss_weight > 0 and config.min_image_dependence > 0
+    assert config.tasks == ("OD",)  # the checkpoint is a detector: other tasks make it forget
