@@ -89,6 +89,7 @@ def declare_demo(parser: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
         import shutil
 
+        from engine.demo.loop_report import format_loop, format_verdict, loop_figures
         from engine.demo.report import (
             DEMO_TRAINING,
             demo_round_report,
@@ -105,14 +106,17 @@ def declare_demo(parser: argparse.ArgumentParser):
         config_path = prepare_demo(root, args.images, args.seed, args.rounds, DEMO_TRAINING)
         print(f"[demo] sample data and ground truth in {root.path / 'sample'}; config {config_path}")
         results = loop_flow(root=str(root.path), config_path=str(config_path), rounds=args.rounds, progress=True)
-        reports = []
+        reports, figures = [], []
         for result in results:
             reports.append(demo_round_report(root, result["round"], root.path / "sample" / "ground_truth.json"))
+            figures.append(loop_figures(root, result["round"], root.path / "sample"))
             print(format_demo_report(reports[-1]))
+            print(format_loop(figures[-1]))
         print(format_quality_trend(reports))
         last = results[-1]["round"] if results else 0
         print(f"[demo] dashboard: {root.report(last)}   (or: fld serve --root {args.root})")
         print(f'[demo] query it: duckdb {root.catalog} "select source, count(*) from annotations group by 1"')
+        print(f"[demo] {format_verdict(figures)}")
         return 0
 
     return run

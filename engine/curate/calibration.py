@@ -1,10 +1,11 @@
 """The calibrated score thresholds curation applies: per source, the one measured for the
 checkpoint that produced the round's rows of that source.
 
-After training, ``engine.retrain`` measures each new model's per-box precision against the
-curated labels of the held-out split and stores, in the model's metrics
-(``models.metrics`` -> ``new`` -> ``score_threshold``), the lowest score at which its boxes
-reach the configured precision. A round annotated by that checkpoint (its
+After training, ``engine.retrain`` measures the per-box precision of the new model and of the
+model it started from against the curated labels of the held-out split and stores, in the
+round's ``models.metrics`` (``new`` / ``current`` -> ``score_threshold``; the current model's
+version as ``current_version``), the lowest score at which their boxes reach the configured
+precision; a checkpoint that is kept annotating (not replaced) is thus calibrated too. A round annotated by that checkpoint (its
 ``source_version`` is the checkpoint's version) is curated with that threshold. No ground
 truth is read.
 """
@@ -45,12 +46,14 @@ def calibrated_thresholds(root: DataRoot, raw: pa.Table) -> dict[str, float]:
     if not by_source:
         return {}
     with Catalog(root) as catalog:
-        rows = catalog.query("select version, metrics from models where version is not null")
+        rows = catalog.query("select version, metrics from models order by round")
     threshold_of = {}
-    for version, metrics in rows:
-        value = json.loads(metrics or "{}").get("new", {}).get(THRESHOLD_KEY)
-        if isinstance(value, (int, float)):
-            threshold_of[version] = float(value)
+    for version, metrics in rows:  # later rounds' measurements of a checkpoint replace earlier ones
+        payload = json.loads(metrics or "{}")
+        for key, model_version in (("current", payload.get("current_version")), ("new", version)):
+            value = (payload.get(key) or {}).get(THRESHOLD_KEY)
+            if model_version and isinstance(value, (int, float)):
+                threshold_of[model_version] = float(value)
     return {s: threshold_of[next(iter(v))] for s, v in by_source.items() if next(iter(v)) in threshold_of}
 
 

@@ -90,6 +90,7 @@ def record(root: DataRoot, round_: int, model_dir: Path, new: Mapping[str, Any],
     payload = {"round": round_, "metric": config.promote_metric, "mode": config.promote,
                "min_image_dependence": config.min_image_dependence,
                "new": dict(new), "current": dict(current or {}), "current_model": current_path,
+               "current_version": checkpoint_version(Path(current_path)) if current_path and Path(current_path).is_dir() else None,
                "promoted": decision.promoted, "reason": decision.reason}
     write_metrics(model_dir, payload)
     row = {"round": int(round_), "path": str(Path(model_dir).resolve()), "version": checkpoint_version(model_dir),

@@ -19,8 +19,10 @@ from tests.filters.tables import images, region, table
 IMAGES = images(("img", 100, 100))
 
 
-def _model(root: DataRoot, round_: int, version: str, threshold: float | None) -> None:
+def _model(root: DataRoot, round_: int, version: str, threshold: float | None, current: tuple | None = None) -> None:
     metrics = {"new": {"val_loss": 1.0, **({"score_threshold": threshold} if threshold is not None else {})}}
+    if current:
+        metrics.update(current_version=current[0], current={"score_threshold": current[1]})
     with Catalog(root) as catalog:
         catalog.upsert("models", [{"round": round_, "path": f"/m/{version}", "version": version,
                                    "metrics": json.dumps(metrics), "promoted": True, "reason": "", "created_at": utc_now()}])
@@ -40,6 +42,11 @@ def test_thresholds_come_from_the_producing_checkpoint(tmp_path):
     assert calibrated_thresholds(root, raw) == {"florence2": 0.42}
     mixed = table(rows + [region("img", [2, 2, 20, 20], source="florence2", version="m0", score=0.5)])
     assert calibrated_thresholds(root, mixed) == {}  # two checkpoints in one source: no single threshold
+    _model(root, 3, "m3", 0.7, current=("base", 0.25))  # the base checkpoint, measured as the current model
+    base = table([region("img", [1, 1, 20, 20], source="florence2", version="base", score=0.5)])
+    assert calibrated_thresholds(root, base) == {"florence2": 0.25}
+    _model(root, 4, "m4", 0.7, current=("m1", 0.33))  # a later measurement replaces the earlier one
+    assert calibrated_thresholds(root, raw) == {"florence2": 0.33}
 
 
 def test_the_confidence_rule_applies_a_calibrated_threshold_and_says_so():
