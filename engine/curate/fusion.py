@@ -28,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.curate.matching import best_previous_match
 from filters.base import group_codes, normalized_codes, valid
-from filters.nms import pairs_in_groups
 from storage.geometry import boxes_from_arrow, boxes_to_arrow, pairwise_iou
 
 #: a box moved by less than this (pixels, any side) counts as unchanged
@@ -53,22 +53,7 @@ def match_any_label(new: pa.Table, prev: pa.Table, iou_threshold: float) -> tupl
     codes = group_codes(both_ids)
     boxes = np.concatenate([boxes_from_arrow(prev["bbox"]), boxes_from_arrow(new["bbox"])])
     n_prev = prev.num_rows
-    order = np.argsort(codes, kind="stable")
-    best = np.full(new.num_rows, -1, np.int64)
-    best_iou = np.full(new.num_rows, -1.0)
-    for i, j in pairs_in_groups(codes[order]):
-        a, b = order[i], order[j]
-        cross = (a < n_prev) != (b < n_prev)
-        p, q = np.where(a < n_prev, a, b)[cross], np.where(a < n_prev, b, a)[cross] - n_prev
-        iou = pairwise_iou(boxes[p], boxes[q + n_prev])
-        hit = iou >= iou_threshold
-        p, q, iou = p[hit], q[hit], iou[hit]
-        sel = np.lexsort((p, -iou, q))  # per new row: best IoU, then the earliest previous row
-        p, q, iou = p[sel], q[sel], iou[sel]
-        first = np.r_[True, q[1:] != q[:-1]] if len(q) else np.zeros(0, bool)
-        better = iou[first] > best_iou[q[first]]
-        best[q[first][better]], best_iou[q[first][better]] = p[first][better], iou[first][better]
-    return best, best_iou
+    return best_previous_match(codes, n_prev, lambda p, q: pairwise_iou(boxes[p], boxes[q]), iou_threshold)
 
 
 def _plain(column: pa.Array | pa.ChunkedArray) -> pa.Array:

@@ -16,9 +16,9 @@ import pyarrow.compute as pc
 from engine.curate.agreement import string_lists
 from engine.curate.config import CurationConfig, MergeConfig
 from engine.curate.fusion import Fusion, apply_fusion, fusable, fuse, match_any_label
+from engine.curate.matching import best_previous_match
 from engine.curate.parquet_io import conform
 from filters.base import group_codes, normalized_codes, reason_where, unique, valid
-from filters.nms import pairs_in_groups
 from storage.geometry import boxes_from_arrow, pairwise_iou
 from storage.schema import CURATED
 
@@ -39,25 +39,13 @@ def match_previous(new: pa.Table, prev: pa.Table, iou_threshold: float) -> tuple
     new = new.select(columns)
     both = pa.concat_tables([prev.select(columns).cast(new.schema), new])
     codes = group_codes(*_merge_keys(both))
-    n_prev = prev.num_rows
     boxes = boxes_from_arrow(both["bbox"])
     has_box = valid(both["bbox"])
-    order = np.argsort(codes, kind="stable")
-    best = np.full(new.num_rows, -1, np.int64)
-    best_iou = np.full(new.num_rows, -1.0)
-    for i, j in pairs_in_groups(codes[order]):
-        a, b = order[i], order[j]
-        cross = (a < n_prev) != (b < n_prev)
-        p, q = np.where(a < n_prev, a, b)[cross], np.where(a < n_prev, b, a)[cross]
-        iou = np.where(has_box[p] & has_box[q], pairwise_iou(boxes[p], boxes[q]), np.where(has_box[p] | has_box[q], 0, 1))
-        hit = iou >= iou_threshold
-        p, q, iou = p[hit], q[hit] - n_prev, iou[hit]
-        sel = np.lexsort((p, -iou, q))  # per new row: best IoU, then the earliest previous row
-        q, p, iou = q[sel], p[sel], iou[sel]
-        first = np.r_[True, q[1:] != q[:-1]] if len(q) else np.zeros(0, bool)
-        better = iou[first] > best_iou[q[first]]
-        best[q[first][better]], best_iou[q[first][better]] = p[first][better], iou[first][better]
-    return best, best_iou
+
+    def iou_of(p: np.ndarray, q: np.ndarray) -> np.ndarray:  # rows without a box match only each other
+        return np.where(has_box[p] & has_box[q], pairwise_iou(boxes[p], boxes[q]), np.where(has_box[p] | has_box[q], 0, 1))
+
+    return best_previous_match(codes, prev.num_rows, iou_of, iou_threshold)
 
 
 def _absorb_into_previous(prev: pa.Table, new: pa.Table, target: np.ndarray) -> pa.Table:
