@@ -31,6 +31,23 @@ Every score is a probability in [0, 1] (no unit):
   ``<s>``, up to and including the ``</s>`` that ends the caption;
 - REGION_TO_SEGMENTATION adds its mask to the prompted OD row and leaves that row's score alone.
 
+View consistency (test-time augmentation, module :mod:`annotators.florence2_views`): with the
+``views`` setting (e.g. ``["hflip"]``; default none), the box tasks OD and DENSE_REGION_CAPTION
+also generate on each transformed view of every image (a flip: same size), in the same
+``generate`` calls as the original images, parse its boxes and map them back to the upright
+image (hflip: ``x0' = W - x1, x1' = W - x0``; vflip: ``y0' = H - y1, y1' = H - y0``; pixels). Each
+box ``b`` of the original view (score ``s_0`` above) then scores
+
+    score(b) = (s_0 + sum_{v in views} s_v(m_v(b))) / (1 + V)
+
+where ``V = len(views)`` and ``s_v(m_v(b))`` is the above score of the box of view ``v`` with the
+same label (white space folded, case-insensitive) and the highest IoU with ``b``, among those with
+IoU >= ``view_iou`` (ties: the higher score), and 0 when there is none; still a probability in
+[0, 1]. Rows stay those of the original view (same ids, same columns but ``score``); boxes only a
+transformed view found make no row. ``stats["view_generations"]``, ``stats["view_parse_failures"]``
+(and ``.../TASK``), ``stats["view_score_fallbacks"]`` count the views' generations apart, and
+``stats["view_confirmed/VIEW"]`` the original boxes that view ``VIEW`` confirmed.
+
 When the items the processor parsed cannot be matched one to one with token spans (a parse the
 score module does not mirror), every row of that generation gets the caption formula over the
 whole sequence and ``stats["score_fallbacks"]`` counts it.
@@ -43,7 +60,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import MISSING, dataclass, field
+from dataclasses import MISSING, dataclass, field, replace
 from itertools import repeat
 from typing import Any, Callable, Sequence
 
@@ -59,6 +76,7 @@ from annotators.florence2_format import (
     task_spec,
 )
 from annotators.florence2_scores import TokenStats, item_scores, location_index, sequence_score, token_statistics
+from annotators.florence2_views import VIEW_TASKS, box_to_upright, check_views, consistency_scores, view_image
 from annotators.hf_loading import (
     checkpoint_version,
     load_pretrained,
@@ -66,7 +84,7 @@ from annotators.hf_loading import (
     resolve_model_dir,
     torch_device_dtype,
 )
-from annotators.model_settings import ModelSettings, check_int, check_positive_int, settings_from_kwargs
+from annotators.model_settings import ModelSettings, check_int, check_number, check_positive_int, settings_from_kwargs
 from annotators.registry import register_annotator
 from storage.masks import polygons_to_rle, rle_area
 from storage.schema import KIND_CAPTION, KIND_PHRASE, KIND_REGION, annotation_row
@@ -86,7 +104,11 @@ class Florence2Settings(ModelSettings):
     ``tasks``: task names (default all eight; grounding needs CAPTION, segmentation needs OD);
     generation is greedy when ``num_beams`` is 1, beam search otherwise; ``score_window``: the
     ``k`` of the score formula (module docstring), in location bins either side of a generated
-    coordinate (0: only the generated bin's own probability).
+    coordinate (0: only the generated bin's own probability); ``views``: transformed views
+    (``hflip``, ``vflip``; default none) whose boxes confirm the OD / DENSE_REGION_CAPTION boxes
+    (module docstring; needs one of those tasks), generated with the original images: a box task's
+    ``generate`` call then holds ``batch_size`` images with all their views; ``view_iou``: the
+    IoU in (0, 1] a view's box needs to confirm an original box (default 0.5).
     """
 
     model: str = field(default=MISSING)  # required: no inherited "" default
@@ -96,6 +118,8 @@ class Florence2Settings(ModelSettings):
     max_new_tokens: int = 1024
     num_beams: int = 3
     score_window: int = 2
+    views: tuple[str, ...] = ()
+    view_iou: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -114,6 +138,12 @@ class Florence2Settings(ModelSettings):
         check_positive_int("max_new_tokens", self.max_new_tokens)
         check_positive_int("num_beams", self.num_beams)
         check_int("score_window", self.score_window, 0)
+        object.__setattr__(self, "views", check_views(self.views))
+        if self.views and not any(t in VIEW_TASKS for t in self.tasks):
+            raise ValueError(f"views need a box task ({', '.join(VIEW_TASKS)}) in tasks, got {list(self.tasks)!r}")
+        check_number("view_iou", self.view_iou, 0.0, 1.0)
+        if self.view_iou == 0:
+            raise ValueError(f"view_iou must be a number in (0, 1], got {self.view_iou!r}")
 
 
 # ------------------------------------------------ pure mapping: parsed output -> payloads
@@ -215,6 +245,16 @@ class _Image:
     payloads: list[Payload] = field(default_factory=list)
     brief: Payload | None = None  # the CAPTION payload that grounding uses
     objects: list[Payload] = field(default_factory=list)  # OD payloads that segmentation prompts with
+    boxes: dict[str | None, list[Payload]] = field(default_factory=dict)  # view -> this task's boxes, upright
+    views: dict[str, Any] = field(default_factory=dict)  # view -> its image
+
+    def image(self, view: str | None) -> Any:
+        """The upright image, or its ``view`` (made once)."""
+        if view is None:
+            return self.item.image
+        if view not in self.views:
+            self.views[view] = view_image(self.item.image, view)
+        return self.views[view]
 
 
 @dataclass
@@ -222,6 +262,7 @@ class _Job:
     image: _Image
     prompt: str
     parent: Payload | None = None  # caption (grounding) or region (segmentation) it depends on
+    view: str | None = None  # a transformed view of the image (None: the image itself)
 
 
 @dataclass
@@ -287,9 +328,13 @@ class Florence2Annotator(Annotator):
         With ``stats`` (the generation's tokens, see :mod:`annotators.florence2_scores`) every
         payload carries its own ``score``; without, none does.
         """
+        return self._parse(task_spec(task), text, width, height, caption, stats)
+
+    def _parse(self, spec: TaskSpec, text: str, width: int, height: int, caption: str | None,
+               stats: TokenStats | None, counter: str = "") -> list[Payload]:
+        """:meth:`parse_generation`, counting under ``counter`` + the stats' names (``view_``: a view's)."""
         self.load()
-        spec = task_spec(task)
-        self.stats["generations"] += 1
+        self.stats[f"{counter}generations"] += 1
         malformed = (ValueError, TypeError, KeyError, IndexError, RuntimeError)  # counted, never raised
         payloads: list[Payload] = []
         try:
@@ -298,17 +343,18 @@ class Florence2Annotator(Annotator):
         except malformed:
             answer = None
         if answer is not None:
-            scores = self._item_scores(spec, answer, stats) if stats is not None else None
+            scores = self._item_scores(spec, answer, stats, counter) if stats is not None else None
             try:
                 payloads = output_payloads(spec.name, answer, width, height, caption, scores)
             except malformed:
                 payloads = []
         if not payloads:
-            self.stats["parse_failures"] += 1
-            self.stats[f"parse_failures/{spec.name}"] += 1
+            self.stats[f"{counter}parse_failures"] += 1
+            self.stats[f"{counter}parse_failures/{spec.name}"] += 1
         return payloads
 
-    def _item_scores(self, spec: TaskSpec, answer: Any, stats: TokenStats) -> list[float | None] | None:
+    def _item_scores(self, spec: TaskSpec, answer: Any, stats: TokenStats,
+                     counter: str = "") -> list[float | None] | None:
         """One score per item of ``answer``, from the tokens each was parsed from."""
         count = ANSWER_ITEMS.get(spec.parse_type)
         if count is None:  # segmentation: the mask joins a scored row
@@ -318,7 +364,7 @@ class Florence2Annotator(Annotator):
                              ocr_pattern=post.parse_task_config.get("ocr", {}).get("PATTERN"),
                              forced_bos=self._forced_bos_piece())
         if scores is None or len(scores) != count(answer):
-            self.stats["score_fallbacks"] += 1
+            self.stats[f"{counter}score_fallbacks"] += 1
             return [sequence_score(stats, self._forced_bos_piece())] * count(answer)
         return scores
 
@@ -396,12 +442,19 @@ class Florence2Annotator(Annotator):
         images = [_Image(item) for item in batch.items]
         for task in self.settings.tasks:
             spec = task_spec(task)
+            views = self.settings.views if spec.name in VIEW_TASKS else ()
             jobs = [job for im in images for job in JOB_MAKERS[spec.input](spec, im)]
-            for start in range(0, len(jobs), self.batch_size):
-                chunk = jobs[start:start + self.batch_size]
-                generations = self._generate([j.prompt for j in chunk], [j.image.item.image for j in chunk])
+            # each image's views right after it: one generate call holds batch_size images and their views
+            jobs = [view_job for job in jobs for view_job in (job, *(replace(job, view=v) for v in views))]
+            size = self.batch_size * (1 + len(views))
+            for start in range(0, len(jobs), size):
+                chunk = jobs[start:start + size]
+                generations = self._generate([j.prompt for j in chunk], [j.image.image(j.view) for j in chunk])
                 for job, generation in zip(chunk, generations):
                     self._consume(spec, job, generation, batch.round)
+            if views:
+                for im in images:
+                    self._rescore(im, views)
         rows: dict[str, dict[str, Any]] = {}  # one row per id: a region repeated in a generation,
         for im in images:                     # or found by both OD and DENSE_REGION_CAPTION, is kept once
             for payload in im.payloads:
@@ -412,8 +465,14 @@ class Florence2Annotator(Annotator):
     def _consume(self, spec: TaskSpec, job: _Job, generation: _Generation, round_: int) -> None:
         item = job.image.item
         caption = job.parent["text"] if spec.input == "text" else None
-        payloads = self.parse_generation(spec.name, generation.text, item.width, item.height, caption,
-                                         generation.stats)
+        if job.view is not None:  # a view's boxes, kept upright for the original's scores only
+            payloads = self._parse(spec, generation.text, item.width, item.height, caption, generation.stats, "view_")
+            job.image.boxes[job.view] = [{**p, "bbox": box_to_upright(p["bbox"], job.view, item.width, item.height)}
+                                         for p in payloads]
+            return
+        payloads = self._parse(spec, generation.text, item.width, item.height, caption, generation.stats)
+        if self.settings.views and spec.name in VIEW_TASKS:
+            job.image.boxes[None] = payloads
         if spec.input == "region":  # segmentation: the mask goes on the prompted region's row
             if payloads:
                 job.parent.update(payloads[0])
@@ -427,6 +486,17 @@ class Florence2Annotator(Annotator):
             job.image.brief = payloads[0]
         if spec.name == TASK_DEPENDS["REGION_TO_SEGMENTATION"]:
             job.image.objects.extend(payloads)
+
+    def _rescore(self, im: _Image, views: tuple[str, ...]) -> None:
+        """The original boxes of the task just run scored by view consistency (module docstring)."""
+        original = [p for p in im.boxes.pop(None, []) if p.get("score") is not None]
+        seen = [[(p["text"], p["bbox"], p.get("score") or 0.0) for p in im.boxes.pop(v, [])] for v in views]
+        scores, confirmed = consistency_scores([(p["text"], p["bbox"], p["score"]) for p in original], seen,
+                                               self.settings.view_iou)
+        for payload, score in zip(original, scores):
+            payload["score"] = score
+        for view, count in zip(views, confirmed):
+            self.stats[f"view_confirmed/{view}"] += count
 
     def _row(self, item: ImageItem, round_: int, payload: Payload) -> dict[str, Any]:
         """The annotation row of a payload (its ``score``, if any, included; the id ignores it)."""

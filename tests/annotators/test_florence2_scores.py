@@ -199,6 +199,40 @@ def test_ocr_lines_score_their_own_text_and_quad(model_dir, monkeypatch):
     assert by_text["red"]["score"] == pytest.approx(_geo(p_red) * math.sqrt(SHARP_MASS[2] * FLAT_MASS[2]), rel=1e-5)
 
 
+def test_views_average_each_box_with_its_mirror_through_generation(model_dir, monkeypatch):
+    """views = ["hflip"]: the model also generates on the mirrored images (the scripted table is the
+    same for every image, so the mirror repeats the bins): a box symmetric about the vertical axis
+    maps back onto itself and keeps its score, (s + s) / 2; a one-sided box maps back elsewhere, s / 2."""
+    symmetric, one_sided = [100, 200, 899, 600], [100, 200, 300, 600]
+    runs = {}
+    for views, batch_size in (((), 2), (("hflip",), 2), (("hflip",), 1)):
+        annotator, script, handle = scripted(model_dir, monkeypatch, tasks=["OD"], num_beams=1,
+                                             batch_size=batch_size, views=list(views))
+        square, _ = text_steps(script, "square", [0.8])
+        script.table("od", [{BOS: 1.0}, *square, *script.locs(symmetric, [SHARP] * 4),
+                            *script.locs(one_sided, [FLAT] * 4), {EOS: 1.0}])
+        script.active = "od"
+        try:
+            runs[views, batch_size] = annotator.annotate(ImageBatch(_items(), round=0)), annotator.stats
+        finally:
+            handle.remove()
+    own, _ = runs[(), 2]
+    rows, stats = runs[("hflip",), 2]
+    assert [r["annotation_id"] for r in rows] == [r["annotation_id"] for r in own] and len(rows) == 4
+    s_symmetric, s_one_sided = 0.8 * SHARP_MASS[2], 0.8 * FLAT_MASS[2]
+    for item in _items():  # one_sided: does the box end left of the middle
+        def scores(found, item=item):
+            return {r["bbox"][2] < item.width / 2: r["score"] for r in found if r["image_id"] == item.image_id}
+
+        assert scores(own) == pytest.approx({False: s_symmetric, True: s_one_sided}, rel=1e-5)
+        assert scores(rows) == pytest.approx({False: (s_symmetric + s_symmetric) / 2, True: s_one_sided / 2}, rel=1e-5)
+    alone, alone_stats = runs[("hflip",), 1]
+    assert [(r["annotation_id"], pytest.approx(r["score"], rel=1e-5)) for r in rows] == [
+        (r["annotation_id"], r["score"]) for r in alone]
+    assert stats == alone_stats and stats["view_generations"] == 2 and stats["view_confirmed/hflip"] == 2
+    assert stats["score_fallbacks"] == stats["view_score_fallbacks"] == 0
+
+
 # ------------------------------------------------------- teacher forcing == generation
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_scoring_pass_matches_the_returned_beams_generation_logits(model_dir, num_beams):
