@@ -36,7 +36,7 @@ import collections
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -90,14 +90,20 @@ def _pairs(payloads: list[dict[str, Any]]) -> list[tuple[str, list[float]]]:
 
 
 # ----------------------------------------------------------------------- generation
-def _annotator(model_dir: Path, config: TrainingConfig) -> Any:
+#: annotator settings evaluation decides itself (the rest, e.g. scoring and views, follow the
+#: settings the model annotates with)
+EVALUATION_OWNED = ("model", "device", "dtype", "batch_size", "max_new_tokens", "num_beams", "tasks")
+
+
+def _annotator(model_dir: Path, config: TrainingConfig, settings: Mapping[str, Any] | None = None) -> Any:
     from annotators.registry import build_annotator
 
     device, amp = precision(config)
     dtype = "fp32" if amp is None else {"torch.bfloat16": "bf16", "torch.float16": "fp16"}[str(amp)]
+    scoring = {k: v for k, v in (settings or {}).items() if k not in EVALUATION_OWNED}
     annotator = build_annotator("florence2", model=str(model_dir), device=str(device), dtype=dtype,
                                 batch_size=config.eval_batch_size, max_new_tokens=config.max_new_tokens,
-                                num_beams=config.num_beams)
+                                num_beams=config.num_beams, **scoring)
     annotator.load()
     return annotator
 
@@ -222,9 +228,11 @@ def detection_predictions(annotator: Any, images: list[tuple[Example, Any]]) -> 
 
 
 def evaluate_model(model_dir: Path, examples: list[Example], config: TrainingConfig,
-                   locations: dict[str, dict[str, Any]] | None = None) -> dict[str, float]:
-    """Every metric of the checkpoint in ``model_dir`` on the validation ``examples``."""
-    annotator = _annotator(Path(model_dir), config)
+                   locations: dict[str, dict[str, Any]] | None = None,
+                   annotator_settings: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """Every metric of the checkpoint in ``model_dir`` on the validation ``examples``;
+    ``annotator_settings``: the florence2 settings the model annotates with (its scoring)."""
+    annotator = _annotator(Path(model_dir), config, annotator_settings)
     device, _ = precision(config)
     metrics: dict[str, float] = {}
     loss = mean_loss(annotator._model, annotator._processor, examples, config, device, None)

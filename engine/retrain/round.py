@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from engine.retrain.config import TrainingConfig
 from engine.retrain.evaluate import evaluate_model
@@ -33,16 +33,20 @@ def train_round(root: DataRoot, round_: int, config: TrainingConfig, log: Any = 
     return {"round": round_, "examples": summary, "train": asdict(result)}
 
 
-def evaluate_round(root: DataRoot, round_: int, config: TrainingConfig) -> dict[str, Any]:
+def evaluate_round(root: DataRoot, round_: int, config: TrainingConfig,
+                   annotator_settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate the round's new model and the model it started from on the validation split;
-    the result is also kept in ``models/round=R/evaluation.json`` for :func:`promote_round`."""
+    the result is also kept in ``models/round=R/evaluation.json`` for :func:`promote_round`.
+    ``annotator_settings``: the ``[model.annotator]`` settings the model annotates with
+    (scoring, views), so the calibrated threshold is measured on the scores curation sees."""
     model_dir = root.model(round_)
     start_model = json.loads((model_dir / SUMMARY_FILE).read_text())["start_model"]
     examples, _ = build_examples(root, round_, config.eval_fraction, config.seed, config.tasks)
     validation = [e for e in examples if e.split == "validation"]
     locations = image_locations(root) if config.ground_truth else None
-    new = evaluate_model(model_dir, validation, config, locations) if validation else {}
-    current = evaluate_model(Path(start_model), validation, config, locations) if validation else {}
+    settings = annotator_settings or {}
+    new = evaluate_model(model_dir, validation, config, locations, settings) if validation else {}
+    current = evaluate_model(Path(start_model), validation, config, locations, settings) if validation else {}
     result = {"round": round_, "new": new, "current": current, "current_model": start_model,
               "validation_examples": len(validation)}
     write_text_atomic(json.dumps(result, indent=2, sort_keys=True), model_dir / "evaluation.json")

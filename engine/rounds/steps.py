@@ -89,7 +89,7 @@ def evaluate_step(ctx: RoundContext) -> dict[str, Any]:
     """Metrics of the new model and of the model it started from, on the validation split."""
     from engine.retrain.round import evaluate_round
 
-    result = evaluate_round(ctx.root, ctx.round, ctx.config.training)
+    result = evaluate_round(ctx.root, ctx.round, ctx.config.training, ctx.config.model.annotator)
     return {**result["new"], "current": result["current"]}
 
 

@@ -53,7 +53,7 @@ def test_fitting_lowers_the_contrastive_loss_on_its_pool():
     tokenizer = build_tokenizer(clip_vocabulary())
     processor, model = build_processor(tokenizer), build_model(tokenizer, seed=0)
     before = [p.detach().clone() for p in model.parameters()]
-    losses = fit_clip(model, processor, steps=25, pool_images=8, batch_size=8, lr=3e-3)
-    assert len(losses) == 25 and np.isfinite(losses).all()
+    losses = fit_clip(model, processor, steps=40, pool_images=8, batch_size=8, lr=3e-3)  # 25 steps: too close to call
+    assert len(losses) == 40 and np.isfinite(losses).all()
     assert np.mean(losses[-5:]) < losses[0] - 0.3  # 8 pairs: memorised quickly (chance: ln 8 = 2.08 nats)
     assert not model.training and any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
