@@ -41,7 +41,7 @@ DEMO_CHECKPOINT = Path(__file__).resolve().parent / "checkpoint"
 #: later rounds fine-tune it again on their curated sets.
 DEMO_TRAINING: dict[str, Any] = {
     "base_model": str(DEMO_CHECKPOINT), "tasks": ["OD"], "max_steps": 30, "batch_size": 16, "lr": 3e-5,
-    "warmup_ratio": 0.1, "device": "cpu", "dtype": "fp32", "eval_fraction": 0.15, "max_new_tokens": 64,
+    "warmup_ratio": 0.1, "device": "cpu", "dtype": "fp32", "eval_fraction": 0.3, "max_new_tokens": 64,
     "eval_max_examples": 48, "promote": "better", "promote_metric": "val_loss", "aux_loss_weight": 1.0,
     "min_image_dependence": 0.01,
 }
@@ -51,9 +51,12 @@ DEMO_MODEL_TASKS = ("OD",)
 #: ``build_demo_clip(DEMO_CLIP, seed=0, train_steps=150)`` rebuilds it)
 DEMO_CLIP = Path(__file__).resolve().parent / "clip_checkpoint"
 #: calibration against the seed labels: they miss about a quarter of the objects and jitter every
-#: box (mean IoU 0.65 with the truth), so even a perfect model measures about 0.75 precision
-#: against them at IoU 0.3; the demo asks 0.7 there (a user sets what their labels allow)
-DEMO_CALIBRATION = {"calibration_precision": 0.7, "calibration_iou": 0.3}
+#: box (mean IoU 0.65 with the truth). Measured on the seed-1 demo, the model's boxes reach a flat
+#: ~0.62 precision against them at IoU 0.3 whatever the score (0.83 -> 0.98 against the truth):
+#: the objects the labels miss count as errors. Counting only the boxes where the labels looked
+#: ("labelled") it rises 0.91 -> 0.96 with the score; the demo asks 0.93 there, with 30% of the
+#: images held out (DEMO_TRAINING; 15% gave ~30 boxes: too few to place a threshold)
+DEMO_CALIBRATION = {"calibration_precision": 0.93, "calibration_iou": 0.3, "calibration_scope": "labelled"}
 #: the model's per-box score counts the probability within this many location bins of each
 #: chosen coordinate (30 of 1000 bins: 3% of the image side, the small model's typical error),
 #: so its scores are on the scale of the labels' prior and fusion can weigh them against it

@@ -9,6 +9,11 @@ stored with the model's metrics (``score_threshold``) and the next curation appl
 rows that checkpoint produced (``engine.curate.calibration``). When no cut reaches the
 target, the threshold is above every score seen (no box of that model is trusted). The
 curated labels are the engine's own data; ground truth is never read here.
+
+``training.calibration_scope = "labelled"`` counts only the boxes that overlap some curated
+label (any label, at the same IoU): with incomplete labels (existing labels that miss objects)
+every box on a missed object would count as an error, which hides how precision grows with the
+score; in that scope precision measures label and box accuracy where the labels looked.
 """
 
 from __future__ import annotations
@@ -24,6 +29,15 @@ Pair = tuple[str, list[float]]  # (label, x0 y0 x1 y1 in pixels)
 
 def _norm(label: str | None) -> str:
     return " ".join((label or "").lower().split())
+
+
+def labelled(predicted: list[Pair], reference: list[Pair], iou: float) -> np.ndarray:
+    """Bool per prediction: it overlaps some reference box, of any label, with IoU >= ``iou``
+    (where the labels looked: a prediction elsewhere may be an object they miss)."""
+    if not predicted or not reference:
+        return np.zeros(len(predicted), bool)
+    ious = box_iou_matrix(np.asarray([b for _, b in predicted], float), np.asarray([b for _, b in reference], float))
+    return ious.max(axis=1) >= iou
 
 
 def hits(predicted: list[Pair], reference: list[Pair], iou: float) -> np.ndarray:

@@ -43,6 +43,7 @@ METRICS: dict[str, bool] = {
 #: metrics that only exist with a ground-truth COCO file
 GROUND_TRUTH_METRICS = ("box_map", "mask_map")
 PROMOTE_MODES = ("better", "always")
+CALIBRATION_SCOPES = ("all", "labelled")
 DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
 DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|auto)$")
 
@@ -86,7 +87,8 @@ class TrainingConfig:
     ``calibration_precision`` / ``calibration_iou``: the new model's ``score_threshold`` is the
     lowest per-box score at which its ``<OD>`` boxes reach this precision against the curated
     validation labels, a match being the same label at this IoU (:mod:`engine.retrain.calibrate`);
-    the next curation applies it to that model's rows.
+    the next curation applies it to that model's rows. ``calibration_scope``: ``all`` boxes, or
+    the ``labelled`` ones (overlapping some curated label: for labels known to miss objects).
     """
 
     base_model: str = ""
@@ -122,6 +124,7 @@ class TrainingConfig:
     image_dependence_examples: int = 64
     calibration_precision: float = 0.9
     calibration_iou: float = 0.5
+    calibration_scope: str = "all"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_model", str(self.base_model))
@@ -146,6 +149,9 @@ class TrainingConfig:
         for name in ("calibration_precision", "calibration_iou"):
             if not _is_number(getattr(self, name)) or not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"training.{name} must be in (0, 1], got {getattr(self, name)!r}")
+        if self.calibration_scope not in CALIBRATION_SCOPES:
+            raise ValueError(f"training.calibration_scope must be one of {', '.join(CALIBRATION_SCOPES)}; "
+                             f"got {self.calibration_scope!r}")
         if self.dtype not in DTYPE_NAMES:
             raise ValueError(f"training.dtype must be one of {', '.join(DTYPE_NAMES)}; got {self.dtype!r}")
         if not isinstance(self.device, str) or not DEVICE_RE.match(self.device):

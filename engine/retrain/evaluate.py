@@ -140,7 +140,7 @@ def _decoded(examples: list[Example]) -> list[tuple[Example, Any]]:
 
 
 def agreement_metrics(annotator: Any, examples: list[Example], cap: int = 0, target_precision: float = 0.9,
-                      calibration_iou: float = IOU) -> dict[str, float]:
+                      calibration_iou: float = IOU, calibration_scope: str = "all") -> dict[str, float]:
     """The caption / OD / OCR / grounding metrics over validation ``examples`` (``cap`` per
     task), and the score threshold calibrated on the ``<OD>`` boxes (:mod:`engine.retrain.calibrate`)."""
     by_task: dict[str, list[Example]] = collections.defaultdict(list)
@@ -164,8 +164,10 @@ def agreement_metrics(annotator: Any, examples: list[Example], cap: int = 0, tar
             hits, n_pred, n_ref = hits + matched_pairs(pred, truth), n_pred + len(pred), n_ref + len(truth)
             if metric == "od_agreement":
                 boxed = [p for p in payloads if p.get("bbox") is not None]
-                box_scores += [float(p.get("score", score) or 0.0) for p in boxed]
-                box_hits += calibrate.hits(pred, truth, calibration_iou).tolist()
+                counted = np.ones(len(boxed), bool) if calibration_scope == "all" else \
+                    calibrate.labelled(pred, truth, calibration_iou)
+                box_scores += [float(p.get("score", score) or 0.0) for p, c in zip(boxed, counted) if c]
+                box_hits += calibrate.hits(pred, truth, calibration_iou)[counted].tolist()
         if metric == "caption_agreement":
             metrics[metric] = float(np.mean(scores))
             continue
@@ -239,7 +241,7 @@ def evaluate_model(model_dir: Path, examples: list[Example], config: TrainingCon
     if loss is not None:
         metrics["val_loss"] = loss
     metrics.update(agreement_metrics(annotator, examples, config.eval_max_examples, config.calibration_precision,
-                                     config.calibration_iou))
+                                     config.calibration_iou, config.calibration_scope))
     dependence = image_dependence(annotator._model, annotator._processor, examples[:config.image_dependence_examples],
                                   config.eval_batch_size, config.max_target_tokens, device)
     if dependence is not None:

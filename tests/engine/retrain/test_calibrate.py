@@ -81,3 +81,29 @@ def test_the_threshold_comes_from_the_curated_validation_labels(tmp_path):
     assert not other["calibration_reached"] and other["score_threshold"] > scores.max()
     lenient = agreement_metrics(ScriptedAnnotator(predictions, circles), examples, target_precision=0.54)
     assert lenient["score_threshold"] == pytest.approx(0.55)
+
+
+def test_the_labelled_scope_counts_only_boxes_where_the_labels_looked():
+    from engine.retrain.calibrate import labelled
+
+    reference = [("square", [0, 0, 10, 10])]
+    predicted = [("square", [0, 0, 10, 10]), ("circle", [1, 0, 10, 10]), ("square", [50, 50, 60, 60])]
+    assert labelled(predicted, reference, 0.3).tolist() == [True, True, False]  # any label counts as looked at
+    assert labelled(predicted, [], 0.3).tolist() == [False] * 3
+
+
+def test_boxes_off_the_labels_do_not_move_a_labelled_threshold(tmp_path):
+    root, _ = make_root(tmp_path, images=4, seed=5, per_shard=2)
+    box, elsewhere = [4.0, 4.0, 30.0, 30.0], [60.0, 60.0, 90.0, 90.0]
+    examples, targets, predictions = [], {}, []
+    for k, (image_id, w) in enumerate(sorted(image_locations(root).items())):
+        targets[f"t{k}"] = [{"text": "square", "bbox": box}]
+        examples.append(Example(image_id, "OD", "<OD>", f"t{k}", w["width"], w["height"], w["shard"], w["key"],
+                                w["shard_format"], "validation"))
+        predictions.append([{"text": "square", "bbox": box, "score": 0.6 + 0.05 * k},
+                            {"text": "square", "bbox": elsewhere, "score": 0.95}])  # an object the labels may miss
+    everything = agreement_metrics(ScriptedAnnotator(predictions, targets), examples, target_precision=0.9)
+    looked = agreement_metrics(ScriptedAnnotator(predictions, targets), examples, target_precision=0.9,
+                               calibration_scope="labelled")
+    assert not everything["calibration_reached"]  # the top-scored boxes are off the labels
+    assert looked["score_threshold"] == pytest.approx(0.6) and looked["calibration_boxes"] == 4
