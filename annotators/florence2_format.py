@@ -81,11 +81,6 @@ def dequantize(bin_: int, size: float) -> float:
     return (bin_ + 0.5) * size / NUM_BINS
 
 
-def loc_token(bin_: int) -> str:
-    """The token ``<loc_N>`` of bin ``N``."""
-    return LOC_TOKENS[bin_]
-
-
 def point_tokens(xy: Sequence[float], width: float, height: float) -> str:
     """Location tokens of flat ``[x0, y0, x1, y1, ...]`` pixel coordinates (x on W, y on H)."""
     if len(xy) % 2:
