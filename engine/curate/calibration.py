@@ -22,6 +22,8 @@ from storage.layout import DataRoot
 
 #: the key of the calibrated threshold in a model's metrics
 THRESHOLD_KEY = "score_threshold"
+#: the key of the stricter threshold a box needs to be added where no curated box is
+NEW_BOX_KEY = "new_box_threshold"
 
 
 def producers(raw: pa.Table) -> dict[str, set[str]]:
@@ -39,9 +41,10 @@ def producers(raw: pa.Table) -> dict[str, set[str]]:
     return out
 
 
-def calibrated_thresholds(root: DataRoot, raw: pa.Table) -> dict[str, float]:
-    """Source -> calibrated threshold, for every source whose rows all come from one
-    checkpoint with a recorded threshold (several checkpoints in one source: none)."""
+def calibrated_thresholds(root: DataRoot, raw: pa.Table, key: str = THRESHOLD_KEY) -> dict[str, float]:
+    """Source -> calibrated threshold (``key``: the score threshold, or :data:`NEW_BOX_KEY`),
+    for every source whose rows all come from one checkpoint with a recorded threshold
+    (several checkpoints in one source: none)."""
     by_source = {s: v for s, v in producers(raw).items() if len(v) == 1}
     if not by_source:
         return {}
@@ -50,8 +53,8 @@ def calibrated_thresholds(root: DataRoot, raw: pa.Table) -> dict[str, float]:
     threshold_of = {}
     for version, metrics in rows:  # later rounds' measurements of a checkpoint replace earlier ones
         payload = json.loads(metrics or "{}")
-        for key, model_version in (("current", payload.get("current_version")), ("new", version)):
-            value = (payload.get(key) or {}).get(THRESHOLD_KEY)
+        for which, model_version in (("current", payload.get("current_version")), ("new", version)):
+            value = (payload.get(which) or {}).get(key)
             if model_version and isinstance(value, (int, float)):
                 threshold_of[model_version] = float(value)
     return {s: threshold_of[next(iter(v))] for s, v in by_source.items() if next(iter(v)) in threshold_of}

@@ -55,7 +55,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.curate.agreement import agreement_columns
-from engine.curate.calibration import calibrated_thresholds
+from engine.curate.calibration import NEW_BOX_KEY, calibrated_thresholds
 from engine.curate.config import CurationConfig
 from engine.curate.merge import MERGE_RULE, merge_with_previous
 from engine.curate.parquet_io import (
@@ -104,7 +104,7 @@ def curate_tables(
     raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int,
     on_curated: Callable[[pa.Table], None] | None = None, partitions: int | None = None,
     on_trails: Callable[[pa.Table], None] | None = None, decoded: bool = True,
-    calibrated: Mapping[str, float] | None = None,
+    calibrated: Mapping[str, float] | None = None, new_box_thresholds: Mapping[str, float] | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Curate the raw annotations of round ``round_`` -> (curated :data:`CURATED`, decision
     trails :data:`DECISION_TRAILS`, one row per raw row; ``expand_trails`` gives the long form).
@@ -123,20 +123,21 @@ def curate_tables(
     for any count. The working table shrinks with ``take`` (Arrow's ``filter`` is ~3x slower
     on the string and list columns); every rule's outcome is kept as numpy arrays over the raw rows.
     ``calibrated``: source -> the calibrated score threshold of the checkpoint that produced
-    its rows (``FilterContext.calibrated``).
+    its rows (``FilterContext.calibrated``); ``new_box_thresholds``: source -> the stricter
+    threshold its boxes need to be added where no previous curated box is (the merge).
     """
     workers = os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         count = partition_count(raw.num_rows, workers) if partitions is None else partitions
         curated, trails = _curate(raw, previous, images, config, round_, pool, on_curated, on_trails, count,
-                                  dict(calibrated or {}))
+                                  dict(calibrated or {}), dict(new_box_thresholds or {}))
         return (conform(curated, CURATED) if decoded else curated), trails
 
 
 def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int,
             pool: ThreadPoolExecutor, on_curated: Callable[[pa.Table], None] | None,
-            on_trails: Callable[[pa.Table], None] | None, partitions: int, calibrated: dict[str, float]
-            ) -> tuple[pa.Table, pa.Table]:
+            on_trails: Callable[[pa.Table], None] | None, partitions: int, calibrated: dict[str, float],
+            new_box_thresholds: dict[str, float]) -> tuple[pa.Table, pa.Table]:
     raw = conform(raw, ANNOTATIONS, keep_dictionaries=True)
     # the ids are gathered by every partition take and for the absorbed rows' lists: from one
     # chunk, not from one per file (the trails reference absorbers by position, not by id)
@@ -186,7 +187,7 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     curated = conform(agreement_columns(survivors, gidx, raw, into, agrees, producer), CURATED,
                       keep_dictionaries=previous is None)
     if merging:
-        curated, merged, reason, into_previous = merge_with_previous(curated, previous, config)
+        curated, merged, reason, into_previous = merge_with_previous(curated, previous, config, new_box_thresholds)
         judged[gidx] |= 1 << (len(rule_names) - 1)
         dropped_by[gidx[merged]] = len(rule_names) - 1
         drops.append((gidx[merged], reason.filter(pa.array(merged))))
@@ -227,10 +228,11 @@ def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
             return submit
 
         calibrated = calibrated_thresholds(root, raw)
+        new_box = calibrated_thresholds(root, raw, NEW_BOX_KEY)
         curated, trails = curate_tables(raw, previous, image_sizes.result(), config, round_,
                                         write("curated", root.curated(round_)),
                                         on_trails=write("decisions", root.decisions(round_)), decoded=False,
-                                        calibrated=calibrated)
+                                        calibrated=calibrated, new_box_thresholds=new_box)
         dropped_rows = trails.num_rows - trails["dropped_by"].null_count  # counted while the parts are written
         new_rows = raw.num_rows - dropped_rows  # curate_tables checked that every raw row is accounted for
         judged = judged_counts(trails)
@@ -245,6 +247,7 @@ def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
             "judged_by_rule": judged,
             "decision_rows": sum(judged.values()),
             "calibrated_thresholds": calibrated,
+            "new_box_thresholds": new_box,
         }
         (decision_parts,), (curated_parts,) = jobs["decisions"].result(), jobs["curated"].result()
     summary["decision_parts"], summary["curated_parts"] = len(decision_parts), len(curated_parts)

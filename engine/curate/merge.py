@@ -9,6 +9,8 @@ phrase whose parent caption merged points at the previous caption.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,6 +21,7 @@ from engine.curate.fusion import Fusion, apply_fusion, fusable, fuse, match_any_
 from engine.curate.matching import best_previous_match
 from engine.curate.parquet_io import conform
 from filters.base import group_codes, normalized_codes, reason_where, unique, valid
+from storage.arrow_masks import with_nulls
 from storage.geometry import boxes_from_arrow, pairwise_iou
 from storage.schema import CURATED
 
@@ -78,17 +81,21 @@ def _absorb_into_previous(prev: pa.Table, new: pa.Table, target: np.ndarray) -> 
                           pc.list_value_length(seen).cast(pa.int32()))
 
 
-def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig
+def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
+                        new_box_thresholds: Mapping[str, float] | None = None
                         ) -> tuple[pa.Table, np.ndarray, pa.Array, pa.Array]:
     """Merge this round's survivors into the previous curated set.
 
     Captions, phrases, OCR lines and region-text rows merge into a previous row of the same
     key and label/text (IoU >= ``merge.iou_threshold``); object boxes, with ``merge.fuse``,
     merge into the previous object box they overlap most (IoU >= ``merge.fuse_iou``, any
-    label) and refine it (``engine.curate.fusion``). Returns the curated table, ``merged``
-    (bool per row of ``new``: it merged into a previous row instead of being added), the
-    reason per row of ``new`` (null where not merged) and the ids of the previous rows the
-    merged rows went into (one per merged row)."""
+    label) and refine it (``engine.curate.fusion``). An object box that overlaps no previous
+    box is added only when its score reaches its source's ``new_box_thresholds`` (the stricter
+    threshold calibrated for its checkpoint; sources without one are not held back). Returns
+    the curated table, ``merged`` (bool per row of ``new``: it merged into a previous row, or
+    was refused, instead of being added), the reason per row of ``new`` (null where neither)
+    and the ids of the previous rows the merged rows went into (one per merged row; null for a
+    refused one)."""
     merge = config.merge
     is_caption = pc.fill_null(pc.equal(new["kind"], "caption"), False).to_numpy(zero_copy_only=False)
     target = np.full(new.num_rows, -1, np.int64)
@@ -109,12 +116,29 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig
     target[fused] = np.where(local >= 0, prev_boxes[np.maximum(local, 0)], -1)
     in_fusion = np.where(boxes, target, -1)
     fusion = fuse(new, prev, in_fusion, iou, merge.correct_labels)
-    merged = target >= 0
+    refused, threshold = _below_new_box_threshold(new, boxes & (target < 0), new_box_thresholds or {})
+    merged = (target >= 0) | refused
     reason = _reasons(target, iou, in_fusion, fusion, prev, merge)
-    into = prev["annotation_id"].take(pa.array(target[merged]))
+    reason = reason_where(refused, lambda rows: pa.array(
+        [f"a new box scoring below {threshold[i]:.3g}, the new-box threshold of its checkpoint (no curated box there)"
+         for i in rows], pa.string()), base=reason)
+    into = prev["annotation_id"].take(with_nulls(np.maximum(target[merged], 0), target[merged] < 0))
     kept_prev = conform(_absorb_into_previous(apply_fusion(prev, fusion), new, target), CURATED)
     curated = pa.concat_tables([kept_prev, conform(new.take(pa.array(np.flatnonzero(~merged))), CURATED)])
     return curated, merged, reason, into
+
+
+def _below_new_box_threshold(new: pa.Table, candidates: np.ndarray, thresholds: Mapping[str, float]
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """Bool per row of ``new``: a ``candidates`` row whose source has a new-box threshold and
+    whose score is below it; and the threshold per row (NaN: none)."""
+    threshold = np.full(new.num_rows, np.nan)
+    if not thresholds or not candidates.any():
+        return np.zeros(new.num_rows, bool), threshold
+    sources = pc.cast(new["source"], pa.string()).to_pylist()
+    threshold = np.array([thresholds.get(s, np.nan) for s in sources], float)
+    score = pc.fill_null(new["score"], 0.0).to_numpy(zero_copy_only=False).astype(float)
+    return candidates & ~np.isnan(threshold) & (score < np.nan_to_num(threshold, nan=-np.inf)), threshold
 
 
 def _reasons(target: np.ndarray, iou: np.ndarray, in_fusion: np.ndarray, fusion: Fusion, prev: pa.Table,

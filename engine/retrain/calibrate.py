@@ -7,7 +7,9 @@ each box scored from its own tokens), the threshold is the lowest score ``t`` at
 boxes scoring >= ``t`` reach ``training.calibration_precision`` against those labels. It is
 stored with the model's metrics (``score_threshold``) and the next curation applies it to the
 rows that checkpoint produced (``engine.curate.calibration``). When no cut reaches the
-target, the threshold is above every score seen (no box of that model is trusted). The
+target, the threshold is above every score seen (no box of that model is trusted). The same
+curve at ``training.new_box_precision`` gives ``new_box_threshold``, the stricter score a box
+needs to become a new curated row where no curated box is (no other source confirms it). The
 curated labels are the engine's own data; ground truth is never read here.
 
 ``training.calibration_scope = "labelled"`` counts only the boxes that overlap some curated
@@ -69,16 +71,21 @@ def threshold_at_precision(scores: np.ndarray, hit: np.ndarray, target: float) -
     return float(s[ok[-1]]) if len(ok) else None
 
 
-def calibration(scores: list[float], hit: list[bool], references: int, target: float) -> dict[str, Any]:
+def calibration(scores: list[float], hit: list[bool], references: int, target: float,
+                new_box_target: float | None = None) -> dict[str, Any]:
     """The metrics stored with a model: ``score_threshold`` and what it gives on the held-out
-    labels (precision, recall and boxes kept at the threshold)."""
+    labels (precision, recall and boxes kept at the threshold), and with ``new_box_target``
+    the stricter ``new_box_threshold`` a box needs to be added where no curated box is."""
     scores_a, hit_a = np.asarray(scores, float), np.asarray(hit, bool)
+    above_all = float(np.nextafter(float(scores_a.max()) if len(scores_a) else 0.0, np.inf))
+    out: dict[str, Any] = {"calibration_boxes": len(scores_a)}
+    if new_box_target is not None:
+        strict = threshold_at_precision(scores_a, hit_a, new_box_target)
+        out["new_box_threshold"] = above_all if strict is None else strict
     threshold = threshold_at_precision(scores_a, hit_a, target)
     if threshold is None:
-        top = float(scores_a.max()) if len(scores_a) else 0.0
-        return {"score_threshold": float(np.nextafter(top, np.inf)), "calibration_reached": False,
-                "calibration_boxes": len(scores_a)}
+        return {**out, "score_threshold": above_all, "calibration_reached": False}
     kept = scores_a >= threshold
-    return {"score_threshold": threshold, "calibration_reached": True, "calibration_boxes": len(scores_a),
+    return {**out, "score_threshold": threshold, "calibration_reached": True,
             "calibration_precision": round(float(hit_a[kept].mean()), 4),
             "calibration_recall": round(float(hit_a[kept].sum() / references), 4) if references else 0.0}

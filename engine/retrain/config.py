@@ -89,6 +89,8 @@ class TrainingConfig:
     validation labels, a match being the same label at this IoU (:mod:`engine.retrain.calibrate`);
     the next curation applies it to that model's rows. ``calibration_scope``: ``all`` boxes, or
     the ``labelled`` ones (overlapping some curated label: for labels known to miss objects).
+    ``new_box_precision``: the stricter precision whose threshold (``new_box_threshold``) a box
+    must reach to be added where no curated box is (no other source agrees with it there).
     """
 
     base_model: str = ""
@@ -125,6 +127,7 @@ class TrainingConfig:
     calibration_precision: float = 0.9
     calibration_iou: float = 0.5
     calibration_scope: str = "all"
+    new_box_precision: float = 0.95
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_model", str(self.base_model))
@@ -146,7 +149,7 @@ class TrainingConfig:
         for name in ("weight_decay", "max_grad_norm", "aux_loss_weight", "min_image_dependence"):
             if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"training.{name} must be a number >= 0, got {getattr(self, name)!r}")
-        for name in ("calibration_precision", "calibration_iou"):
+        for name in ("calibration_precision", "calibration_iou", "new_box_precision"):
             if not _is_number(getattr(self, name)) or not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"training.{name} must be in (0, 1], got {getattr(self, name)!r}")
         if self.calibration_scope not in CALIBRATION_SCOPES:

@@ -140,7 +140,8 @@ def _decoded(examples: list[Example]) -> list[tuple[Example, Any]]:
 
 
 def agreement_metrics(annotator: Any, examples: list[Example], cap: int = 0, target_precision: float = 0.9,
-                      calibration_iou: float = IOU, calibration_scope: str = "all") -> dict[str, float]:
+                      calibration_iou: float = IOU, calibration_scope: str = "all",
+                      new_box_precision: float | None = None) -> dict[str, float]:
     """The caption / OD / OCR / grounding metrics over validation ``examples`` (``cap`` per
     task), and the score threshold calibrated on the ``<OD>`` boxes (:mod:`engine.retrain.calibrate`)."""
     by_task: dict[str, list[Example]] = collections.defaultdict(list)
@@ -174,7 +175,7 @@ def agreement_metrics(annotator: Any, examples: list[Example], cap: int = 0, tar
         if metric == "od_agreement":
             metrics["box_precision"] = hits / n_pred if n_pred else 0.0
             metrics["box_recall"] = hits / n_ref if n_ref else 0.0
-            metrics.update(calibrate.calibration(box_scores, box_hits, n_ref, target_precision))
+            metrics.update(calibrate.calibration(box_scores, box_hits, n_ref, target_precision, new_box_precision))
         if metric == "grounding_recall":
             metrics[metric] = hits / n_ref if n_ref else 0.0
         else:
@@ -241,7 +242,7 @@ def evaluate_model(model_dir: Path, examples: list[Example], config: TrainingCon
     if loss is not None:
         metrics["val_loss"] = loss
     metrics.update(agreement_metrics(annotator, examples, config.eval_max_examples, config.calibration_precision,
-                                     config.calibration_iou, config.calibration_scope))
+                                     config.calibration_iou, config.calibration_scope, config.new_box_precision))
     dependence = image_dependence(annotator._model, annotator._processor, examples[:config.image_dependence_examples],
                                   config.eval_batch_size, config.max_target_tokens, device)
     if dependence is not None:

@@ -105,3 +105,20 @@ def test_fusion_off_falls_back_to_same_label_merging():
     curated, _ = curate_tables(table([model]), previous, IMAGES, _config(fuse=False), 1)
     assert curated.num_rows == previous.num_rows + 1  # another label: a second row, nothing corrected
     assert sorted(curated["label"].to_pylist()) == ["circle", "square", "triangle"]
+
+
+def test_a_new_box_needs_the_stricter_new_box_threshold_of_its_checkpoint():
+    label, _, previous = _round0()
+    confirming = region("img", [12, 12, 52, 52], source="florence2", label="triangle", score=0.5, version="m1", round_=1)
+    lone = region("img", [70, 5, 95, 30], source="florence2", label="star", score=0.5, version="m1", round_=1)
+    rows = table([confirming, lone])
+    held, trails = curate_tables(rows, previous, IMAGES, _config(), 1, new_box_thresholds={"florence2": 0.6})
+    assert lone["annotation_id"] not in held["annotation_id"].to_pylist()
+    decision = _decisions(trails)[lone["annotation_id"]]
+    assert not decision["kept"] and decision["absorbed_by"] is None
+    assert decision["reason"] == "a new box scoring below 0.6, the new-box threshold of its checkpoint (no curated box there)"
+    assert _decisions(trails)[confirming["annotation_id"]]["reason"].startswith("fused into")  # fusion is not held back
+    added, _ = curate_tables(rows, previous, IMAGES, _config(), 1, new_box_thresholds={"florence2": 0.4})
+    assert lone["annotation_id"] in added["annotation_id"].to_pylist()
+    other, _ = curate_tables(rows, previous, IMAGES, _config(), 1, new_box_thresholds={"detector": 0.9})
+    assert lone["annotation_id"] in other["annotation_id"].to_pylist()

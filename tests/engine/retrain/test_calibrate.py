@@ -107,3 +107,10 @@ def test_boxes_off_the_labels_do_not_move_a_labelled_threshold(tmp_path):
                                calibration_scope="labelled")
     assert not everything["calibration_reached"]  # the top-scored boxes are off the labels
     assert looked["score_threshold"] == pytest.approx(0.6) and looked["calibration_boxes"] == 4
+
+
+def test_the_new_box_threshold_is_the_same_curve_at_a_stricter_precision():
+    out = calibration([0.9, 0.8, 0.7, 0.6, 0.5], [True, True, False, True, True], references=5, target=0.75,
+                      new_box_target=1.0)
+    assert out["score_threshold"] == 0.5 and out["new_box_threshold"] == 0.8
+    assert calibration([0.4], [False], 1, 0.9, new_box_target=0.95)["new_box_threshold"] > 0.4
