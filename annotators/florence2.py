@@ -61,20 +61,18 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import MISSING, dataclass, field, replace
-from itertools import repeat
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from annotators.base import Annotator, ImageBatch, ImageItem
-from annotators.crops import clamp_points, clip_box
 from annotators.florence2_format import (
     POST_PROCESSOR_CONFIG,
-    SPECIAL_TOKEN_RE,
     TASK_DEPENDS,
     TASK_ORDER,
     TaskSpec,
     task_prompt,
     task_spec,
 )
+from annotators.florence2_payloads import ANSWER_ITEMS, Payload, output_payloads
 from annotators.florence2_scores import TokenStats, item_scores, location_index, sequence_score, token_statistics
 from annotators.florence2_views import VIEW_TASKS, box_to_upright, check_views, consistency_scores, view_image
 from annotators.hf_loading import (
@@ -86,11 +84,9 @@ from annotators.hf_loading import (
 )
 from annotators.model_settings import ModelSettings, check_int, check_number, check_positive_int, settings_from_kwargs
 from annotators.registry import register_annotator
-from storage.masks import polygons_to_rle, rle_area
 from storage.schema import KIND_CAPTION, KIND_PHRASE, KIND_REGION, annotation_row
 
 DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|auto)$")
-Payload = dict[str, Any]
 #: logits elements (rows x positions x vocabulary) of one teacher-forced scoring pass
 SCORING_LOGITS_BUDGET = 2**25
 
@@ -144,96 +140,6 @@ class Florence2Settings(ModelSettings):
         check_number("view_iou", self.view_iou, 0.0, 1.0)
         if self.view_iou == 0:
             raise ValueError(f"view_iou must be a number in (0, 1], got {self.view_iou!r}")
-
-
-# ------------------------------------------------ pure mapping: parsed output -> payloads
-Scores = Sequence[float | None] | None
-
-
-def _with_score(payload: Payload, score: float | None) -> Payload:
-    if score is not None:
-        payload["score"] = score
-    return payload
-
-
-def _caption(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None, scores: Scores) -> list[Payload]:
-    text = answer.replace("<pad>", "").strip() if isinstance(answer, str) else ""
-    if not text or SPECIAL_TOKEN_RE.search(text):
-        return []
-    return [_with_score({"kind": KIND_CAPTION, "granularity": spec.granularity, "text": text}, scores[0] if scores else None)]
-
-
-def _regions(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None, scores: Scores) -> list[Payload]:
-    out = []
-    for box, label, score in zip(answer.get("bboxes", []), answer.get("labels", []), scores or repeat(None)):
-        bbox = clip_box(box, width, height)
-        if bbox is not None and label.strip():
-            out.append(_with_score({"kind": KIND_REGION, "region_type": spec.region_type, "text": label.strip(),
-                                    "bbox": bbox}, score))
-    return out
-
-
-def _ocr(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None, scores: Scores) -> list[Payload]:
-    out = []
-    for quad, text, score in zip(answer.get("quad_boxes", []), answer.get("labels", []), scores or repeat(None)):
-        if len(quad) != 8 or not text.strip() or SPECIAL_TOKEN_RE.search(text):
-            continue
-        quad = clamp_points(quad, width, height)
-        bbox = clip_box([min(quad[0::2]), min(quad[1::2]), max(quad[0::2]), max(quad[1::2])], width, height)
-        if bbox is not None:
-            out.append(_with_score({"kind": KIND_REGION, "region_type": spec.region_type, "text": text.strip(),
-                                    "quad": quad, "bbox": bbox}, score))
-    return out
-
-
-def _phrases(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None, scores: Scores) -> list[Payload]:
-    out = []
-    for box, phrase, score in zip(answer.get("bboxes", []), answer.get("labels", []), scores or repeat(None)):
-        phrase, bbox = phrase.strip(), clip_box(box, width, height)
-        start = caption.find(phrase) if caption and phrase else -1
-        if start < 0 and caption and phrase:
-            start = caption.lower().find(phrase.lower())
-        if bbox is not None and start >= 0:
-            end = start + len(phrase)
-            out.append(_with_score({"kind": KIND_PHRASE, "granularity": spec.granularity, "text": caption[start:end],
-                                    "span_start": start, "span_end": end, "bbox": bbox}, score))
-    return out
-
-
-def _polygons(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None, scores: Scores) -> list[Payload]:
-    polygons = [clamp_points(p, width, height) for inst in answer.get("polygons", []) for p in inst]
-    polygons = [p for p in polygons if len(p) >= 6 and len(p) % 2 == 0]
-    if not polygons:
-        return []
-    rle = polygons_to_rle(polygons, height, width)
-    return [{"polygons": polygons, "mask_rle": rle}] if rle_area(rle, height, width) > 0 else []
-
-
-PAYLOAD_MAPPERS: dict[str, Callable[[TaskSpec, Any, int, int, str | None, Scores], list[Payload]]] = {
-    "pure_text": _caption, "description_with_bboxes": _regions, "ocr": _ocr,
-    "phrase_grounding": _phrases, "polygons": _polygons,
-}
-#: parse type -> the number of items of a parsed answer that get one score each
-ANSWER_ITEMS: dict[str, Callable[[Any], int]] = {
-    "pure_text": lambda answer: 1, "description_with_bboxes": lambda answer: len(answer.get("bboxes", [])),
-    "ocr": lambda answer: len(answer.get("quad_boxes", [])),
-    "phrase_grounding": lambda answer: len(answer.get("bboxes", [])),
-}
-
-
-def output_payloads(task: str, answer: Any, width: int, height: int, caption: str | None = None,
-                    scores: Scores = None) -> list[Payload]:
-    """Row payloads of one parsed generation (``post_process_generation(...)[<TASK>]``).
-
-    Pure: ``answer`` is what the processor parsed for an image of ``width`` x ``height`` px;
-    ``caption`` is the grounded caption (CAPTION_TO_PHRASE_GROUNDING); ``scores``, when given,
-    holds one score per parsed item in the answer's order (one for a caption; see
-    ``ANSWER_ITEMS``) and each payload made of an item carries it as ``score``. Returns dicts of
-    annotation columns (``kind`` included; for REGION_TO_SEGMENTATION only ``polygons`` and
-    ``mask_rle``, to be put on the prompted region's row); empty when nothing is usable.
-    """
-    spec = task_spec(task)
-    return PAYLOAD_MAPPERS[spec.parse_type](spec, answer, width, height, caption, scores)
 
 
 # ------------------------------------------------------------------------- annotator

@@ -197,5 +197,8 @@ class EngineConfig:
             raise ValueError(f"{path}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data of the resolved config (what a round saves)."""
-        return to_plain(dataclasses.asdict(self))
+        """Plain data of the resolved config (what a round saves), which :meth:`from_dict`
+        reads back to an equal config."""
+        out = to_plain(dataclasses.asdict(self))
+        out["curation"] = self.curation.to_dict()  # sections by name, as the TOML has them
+        return out

@@ -40,20 +40,26 @@ class MergeConfig:
     same granularity and text) is merged into it instead of being added. With ``fuse``, an
     object box instead merges into the previous object box it overlaps most with IoU >=
     ``fuse_iou`` (any label) and, when it is new evidence, refines that box and, with
-    ``correct_labels``, may correct its label (``engine.curate.fusion``)."""
+    ``correct_labels``, may correct its label (``engine.curate.fusion``). An object box that
+    overlaps no previous box that much may still join a previous box of the same label at IoU
+    >= ``fuse_iou_same_label`` when no other box of its producer claims that box (none, the
+    default: no such looser match)."""
 
     enabled: bool = True
     iou_threshold: float = 0.7
     fuse: bool = True
     fuse_iou: float = 0.5
+    fuse_iou_same_label: float | None = None
     correct_labels: bool = True
 
     def __post_init__(self) -> None:
         for name in ("enabled", "fuse", "correct_labels"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"merge.{name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("iou_threshold", "fuse_iou"):
+        for name in ("iou_threshold", "fuse_iou", "fuse_iou_same_label"):
             value = getattr(self, name)
+            if value is None and name == "fuse_iou_same_label":
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
                 raise ValueError(f"merge.{name} must be in (0, 1], got {value!r}")
 

@@ -15,6 +15,10 @@ overlapping box counts. For every previous row with evidence:
 * score: ``1 - prod(1 - w)`` over the previous row and the evidence that agree with the
   chosen label (each ``w`` clipped to [0, 0.999]), so agreement raises confidence.
 
+A box that overlaps no previous box that much may still join the previous box of the same
+label it overlaps most at IoU >= ``merge.fuse_iou_same_label`` when no other box of its
+producer claims that box (:func:`match_lone_same_label`).
+
 Every overlapping row of this round is merged into the previous row (recorded as a decision
 with the IoU, and for evidence whether it refined the box or corrected the label); rows that
 overlap nothing stay new rows. Scores are in 0..1; a null score weighs 0.
@@ -54,6 +58,36 @@ def match_any_label(new: pa.Table, prev: pa.Table, iou_threshold: float) -> tupl
     boxes = np.concatenate([boxes_from_arrow(prev["bbox"]), boxes_from_arrow(new["bbox"])])
     n_prev = prev.num_rows
     return best_previous_match(codes, n_prev, lambda p, q: pairwise_iou(boxes[p], boxes[q]), iou_threshold)
+
+
+def match_lone_same_label(new: pa.Table, prev: pa.Table, target: np.ndarray, iou: np.ndarray,
+                          threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The second, looser match: a row of ``new`` that matched nothing (``target`` -1) joins
+    the previous row of the same image and normalised label it overlaps most with IoU >=
+    ``threshold``, unless another box of its producer already matched that previous row (a
+    second object next to the first, as in a crowd) or a better-overlapping box of its producer
+    claims it. A model box and a jittered label of one object often overlap at IoU 0.3..0.5;
+    kept apart, one of the two is a duplicate. ``new`` and ``prev`` are the fusable rows;
+    returns ``target`` and ``iou`` updated."""
+    loose = np.flatnonzero(target < 0)
+    if len(loose) == 0 or prev.num_rows == 0:
+        return target, iou
+    candidates = new.take(pa.array(loose))
+    texts = pa.concat_arrays([_label_text(prev), _label_text(candidates)])
+    codes = group_codes(pa.concat_arrays([_plain(prev["image_id"]), _plain(candidates["image_id"])]), normalized_codes(texts))
+    boxes = np.concatenate([boxes_from_arrow(prev["bbox"]), boxes_from_arrow(candidates["bbox"])])
+    local, local_iou = best_previous_match(codes, prev.num_rows, lambda p, q: pairwise_iou(boxes[p], boxes[q]), threshold)
+    producer = np.array(_producers(new), dtype=object)
+    claimed = {(int(t), producer[i]) for i, t in enumerate(target) if t >= 0}
+    found = np.flatnonzero(local >= 0)
+    order = found[np.lexsort((found, -local_iou[found]))]  # best overlap first
+    target, iou = target.copy(), iou.copy()
+    for k in order:
+        key = (int(local[k]), producer[loose[k]])
+        if key not in claimed:
+            claimed.add(key)
+            target[loose[k]], iou[loose[k]] = local[k], local_iou[k]
+    return target, iou
 
 
 def _plain(column: pa.Array | pa.ChunkedArray) -> pa.Array:

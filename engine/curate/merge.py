@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from engine.curate.agreement import string_lists
 from engine.curate.config import CurationConfig, MergeConfig
-from engine.curate.fusion import Fusion, apply_fusion, fusable, fuse, match_any_label
+from engine.curate.fusion import Fusion, apply_fusion, fusable, fuse, match_any_label, match_lone_same_label
 from engine.curate.matching import best_previous_match
 from engine.curate.parquet_io import conform
 from filters.base import group_codes, normalized_codes, reason_where, unique, valid
@@ -89,7 +89,8 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
     Captions, phrases, OCR lines and region-text rows merge into a previous row of the same
     key and label/text (IoU >= ``merge.iou_threshold``); object boxes, with ``merge.fuse``,
     merge into the previous object box they overlap most (IoU >= ``merge.fuse_iou``, any
-    label) and refine it (``engine.curate.fusion``). An object box that overlaps no previous
+    label; else, alone, one of the same label at IoU >= ``merge.fuse_iou_same_label``) and
+    refine it (``engine.curate.fusion``). An object box that overlaps no previous
     box is added only when its score reaches its source's ``new_box_thresholds`` (the stricter
     threshold calibrated for its checkpoint; sources without one are not held back). Returns
     the curated table, ``merged`` (bool per row of ``new``: it merged into a previous row, or
@@ -112,7 +113,10 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
     target[rest], iou[rest] = match_previous(new.take(pa.array(rest)), prev, merge.iou_threshold)
     fused = np.flatnonzero(boxes)
     prev_boxes = np.flatnonzero(fusable(prev))
-    local, iou[fused] = match_any_label(new.take(pa.array(fused)), prev.take(pa.array(prev_boxes)), merge.fuse_iou)
+    new_boxes, old_boxes = new.take(pa.array(fused)), prev.take(pa.array(prev_boxes))
+    local, iou[fused] = match_any_label(new_boxes, old_boxes, merge.fuse_iou)
+    if merge.fuse_iou_same_label is not None and merge.fuse_iou_same_label < merge.fuse_iou:
+        local, iou[fused] = match_lone_same_label(new_boxes, old_boxes, local, iou[fused], merge.fuse_iou_same_label)
     target[fused] = np.where(local >= 0, prev_boxes[np.maximum(local, 0)], -1)
     in_fusion = np.where(boxes, target, -1)
     fusion = fuse(new, prev, in_fusion, iou, merge.correct_labels)
@@ -148,7 +152,8 @@ def _reasons(target: np.ndarray, iou: np.ndarray, in_fusion: np.ndarray, fusion:
     merged = target >= 0
     boxes = in_fusion >= 0
     reason = reason_where(merged & ~boxes, f"merged into a previous round's row (IoU >= {merge.iou_threshold} or same text)")
-    reason = reason_where(boxes & ~fusion.evidence, f"merged into the previous round's box it overlaps (IoU >= {merge.fuse_iou}); "
+    loosest = min(merge.fuse_iou, merge.fuse_iou_same_label or 1.0)
+    reason = reason_where(boxes & ~fusion.evidence, f"merged into the previous round's box it overlaps (IoU >= {loosest}); "
                                                     "its producer gave that box before", base=reason)
     slot = np.searchsorted(fusion.rows, target)
     old = pc.coalesce(prev["label"], prev["text"]).take(pa.array(fusion.rows)).to_pylist()

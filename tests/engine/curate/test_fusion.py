@@ -122,3 +122,38 @@ def test_a_new_box_needs_the_stricter_new_box_threshold_of_its_checkpoint():
     assert lone["annotation_id"] in added["annotation_id"].to_pylist()
     other, _ = curate_tables(rows, previous, IMAGES, _config(), 1, new_box_thresholds={"detector": 0.9})
     assert lone["annotation_id"] in other["annotation_id"].to_pylist()
+
+
+def test_a_lone_box_of_the_same_label_joins_a_loosely_overlapping_label():
+    label, _, previous = _round0()
+    loose = region("img", [22, 22, 62, 62], source="florence2", label="triangle", score=0.6, version="m1", round_=1)
+    rows = table([loose])
+    apart, _ = curate_tables(rows, previous, IMAGES, _config(), 1)  # default: the looser match is off
+    assert loose["annotation_id"] in apart["annotation_id"].to_pylist()
+    curated, trails = curate_tables(rows, previous, IMAGES, _config(fuse_iou_same_label=0.3), 1)
+    fused = {r["annotation_id"]: r for r in curated.to_pylist()}[label["annotation_id"]]
+    assert curated.num_rows == previous.num_rows
+    expected = (0.5 * np.array([10, 10, 50, 50]) + 0.6 * np.array([22, 22, 62, 62])) / 1.1
+    assert fused["bbox"] == pytest.approx(expected.tolist(), abs=1e-4)
+    assert _decisions(trails)[loose["annotation_id"]]["reason"] == "fused into a previous round's box (IoU 0.32): box refined"
+    other_label = region("img", [22, 22, 62, 62], source="florence2", label="square", score=0.6, version="m1", round_=1)
+    kept, _ = curate_tables(table([other_label]), previous, IMAGES, _config(fuse_iou_same_label=0.3), 1)
+    assert other_label["annotation_id"] in kept["annotation_id"].to_pylist()  # another label needs fuse_iou
+
+
+def test_a_second_object_beside_a_confirmed_one_stays_a_new_row():
+    label, _, previous = _round0()
+    confirming = region("img", [11, 11, 51, 51], source="florence2", label="triangle", score=0.6, version="m1", round_=1)
+    beside = region("img", [30, 10, 70, 50], source="florence2", label="triangle", score=0.6, version="m1", round_=1)
+    curated, trails = curate_tables(table([confirming, beside]), previous, IMAGES, _config(fuse_iou_same_label=0.3), 1)
+    assert beside["annotation_id"] in curated["annotation_id"].to_pylist()
+    assert _decisions(trails)[confirming["annotation_id"]]["reason"].startswith("fused into")
+    twins = [region("img", [22, 22, 62, 62], source="florence2", label="triangle", score=0.6, version="m1", round_=1),
+             region("img", [0, 20, 40, 60], source="florence2", label="triangle", score=0.6, version="m1", round_=1)]
+    curated, _ = curate_tables(table(twins), previous, IMAGES, _config(fuse_iou_same_label=0.3), 1)
+    assert sum(t["annotation_id"] in curated["annotation_id"].to_pylist() for t in twins) == 1  # the better one joins
+
+
+def test_merge_settings_are_validated():
+    with pytest.raises(ValueError, match="merge.fuse_iou_same_label must be in"):
+        MergeConfig(fuse_iou_same_label=0)
