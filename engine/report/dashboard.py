@@ -25,11 +25,11 @@ from engine.report import charts
 from engine.report.captions import caption_retrieval, retrieval_grid
 from engine.report.gallery import GALLERY_SCRIPT, gallery_html
 from engine.report.stats import open_catalog, round_stats, table2_grid, table3_grid
+from engine.retrain.examples import MODEL_SOURCES
 from storage.atomic import write_text_atomic
 from storage.catalog import Catalog
 from storage.layout import DataRoot
 
-MODEL_SOURCES = ("florence2",)
 TYPE_SQL = "kind || coalesce(':' || coalesce(granularity, region_type), '')"
 CSS = """
 body{font-family:sans-serif;margin:1.5em;color:#222;max-width:1400px}

@@ -44,6 +44,7 @@ METRICS: dict[str, bool] = {
 GROUND_TRUTH_METRICS = ("box_map", "mask_map")
 PROMOTE_MODES = ("better", "always")
 CALIBRATION_SCOPES = ("all", "labelled")
+CALIBRATION_LABELS = ("independent", "all")
 DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
 DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|auto)$")
 
@@ -89,6 +90,9 @@ class TrainingConfig:
     validation labels, a match being the same label at this IoU (:mod:`engine.retrain.calibrate`);
     the next curation applies it to that model's rows. ``calibration_scope``: ``all`` boxes, or
     the ``labelled`` ones (overlapping some curated label: for labels known to miss objects).
+    ``calibration_labels``: the curated labels calibration measures against: ``independent``
+    (the default) leaves out the boxes only the model wrote (no other source saw them), so a
+    model's own boxes never confirm it; ``all`` counts every curated box.
     ``new_box_precision``: the stricter precision whose threshold (``new_box_threshold``) a box
     must reach to be added where no curated box is (no other source agrees with it there).
     """
@@ -127,6 +131,7 @@ class TrainingConfig:
     calibration_precision: float = 0.9
     calibration_iou: float = 0.5
     calibration_scope: str = "all"
+    calibration_labels: str = "independent"
     new_box_precision: float = 0.95
 
     def __post_init__(self) -> None:
@@ -152,6 +157,9 @@ class TrainingConfig:
         for name in ("calibration_precision", "calibration_iou", "new_box_precision"):
             if not _is_number(getattr(self, name)) or not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"training.{name} must be in (0, 1], got {getattr(self, name)!r}")
+        if self.calibration_labels not in CALIBRATION_LABELS:
+            raise ValueError(f"training.calibration_labels must be one of {', '.join(CALIBRATION_LABELS)}; "
+                             f"got {self.calibration_labels!r}")
         if self.calibration_scope not in CALIBRATION_SCOPES:
             raise ValueError(f"training.calibration_scope must be one of {', '.join(CALIBRATION_SCOPES)}; "
                              f"got {self.calibration_scope!r}")

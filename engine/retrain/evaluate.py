@@ -141,9 +141,11 @@ def _decoded(examples: list[Example]) -> list[tuple[Example, Any]]:
 
 def agreement_metrics(annotator: Any, examples: list[Example], cap: int = 0, target_precision: float = 0.9,
                       calibration_iou: float = IOU, calibration_scope: str = "all",
-                      new_box_precision: float | None = None) -> dict[str, float]:
+                      new_box_precision: float | None = None,
+                      references: Mapping[str, list[tuple[str, list[float]]]] | None = None) -> dict[str, float]:
     """The caption / OD / OCR / grounding metrics over validation ``examples`` (``cap`` per
-    task), and the score threshold calibrated on the ``<OD>`` boxes (:mod:`engine.retrain.calibrate`)."""
+    task), and the score threshold calibrated on the ``<OD>`` boxes (:mod:`engine.retrain.calibrate`)
+    against ``references`` (image_id -> (label, box); None: the example's own target)."""
     by_task: dict[str, list[Example]] = collections.defaultdict(list)
     for e in examples:
         if not cap or len(by_task[e.task]) < cap:
@@ -155,7 +157,7 @@ def agreement_metrics(annotator: Any, examples: list[Example], cap: int = 0, tar
             continue
         results = run_examples(annotator, items)
         scores, hits, n_pred, n_ref = [], 0, 0, 0
-        box_scores, box_hits = [], []
+        box_scores, box_hits, n_calibration_ref = [], [], 0
         for (e, _), (payloads, score) in zip(items, results):
             if metric == "caption_agreement":
                 scores.append(word_f1(payloads[0]["text"] if payloads else "", e.target))
@@ -165,17 +167,20 @@ def agreement_metrics(annotator: Any, examples: list[Example], cap: int = 0, tar
             hits, n_pred, n_ref = hits + matched_pairs(pred, truth), n_pred + len(pred), n_ref + len(truth)
             if metric == "od_agreement":
                 boxed = [p for p in payloads if p.get("bbox") is not None]
+                reference = truth if references is None else references.get(e.image_id, [])
                 counted = np.ones(len(boxed), bool) if calibration_scope == "all" else \
-                    calibrate.labelled(pred, truth, calibration_iou)
+                    calibrate.labelled(pred, reference, calibration_iou)
                 box_scores += [float(p.get("score", score) or 0.0) for p, c in zip(boxed, counted) if c]
-                box_hits += calibrate.hits(pred, truth, calibration_iou)[counted].tolist()
+                box_hits += calibrate.hits(pred, reference, calibration_iou)[counted].tolist()
+                n_calibration_ref += len(reference)
         if metric == "caption_agreement":
             metrics[metric] = float(np.mean(scores))
             continue
         if metric == "od_agreement":
             metrics["box_precision"] = hits / n_pred if n_pred else 0.0
             metrics["box_recall"] = hits / n_ref if n_ref else 0.0
-            metrics.update(calibrate.calibration(box_scores, box_hits, n_ref, target_precision, new_box_precision))
+            metrics.update(calibrate.calibration(box_scores, box_hits, n_calibration_ref, target_precision,
+                                                 new_box_precision))
         if metric == "grounding_recall":
             metrics[metric] = hits / n_ref if n_ref else 0.0
         else:
@@ -232,9 +237,11 @@ def detection_predictions(annotator: Any, images: list[tuple[Example, Any]]) -> 
 
 def evaluate_model(model_dir: Path, examples: list[Example], config: TrainingConfig,
                    locations: dict[str, dict[str, Any]] | None = None,
-                   annotator_settings: Mapping[str, Any] | None = None) -> dict[str, float]:
+                   annotator_settings: Mapping[str, Any] | None = None,
+                   references: Mapping[str, list[tuple[str, list[float]]]] | None = None) -> dict[str, float]:
     """Every metric of the checkpoint in ``model_dir`` on the validation ``examples``;
-    ``annotator_settings``: the florence2 settings the model annotates with (its scoring)."""
+    ``annotator_settings``: the florence2 settings the model annotates with (its scoring);
+    ``references``: the labels its threshold is calibrated against (see :func:`agreement_metrics`)."""
     annotator = _annotator(Path(model_dir), config, annotator_settings)
     device, _ = precision(config)
     metrics: dict[str, float] = {}
@@ -242,7 +249,8 @@ def evaluate_model(model_dir: Path, examples: list[Example], config: TrainingCon
     if loss is not None:
         metrics["val_loss"] = loss
     metrics.update(agreement_metrics(annotator, examples, config.eval_max_examples, config.calibration_precision,
-                                     config.calibration_iou, config.calibration_scope, config.new_box_precision))
+                                     config.calibration_iou, config.calibration_scope, config.new_box_precision,
+                                     references))
     dependence = image_dependence(annotator._model, annotator._processor, examples[:config.image_dependence_examples],
                                   config.eval_batch_size, config.max_target_tokens, device)
     if dependence is not None:

@@ -37,8 +37,10 @@ from storage.atomic import write_text_atomic
 from storage.layout import DataRoot
 
 CURATED_COLUMNS = ("annotation_id", "image_id", "kind", "granularity", "region_type", "text", "label",
-                   "bbox", "quad", "polygons", "parent_id", "span_start", "span_end")
+                   "bbox", "quad", "polygons", "parent_id", "span_start", "span_end", "source", "seen_by")
 BANNED = frozenset(ff.BANNED_GROUNDING_PHRASES)
+#: the sources that are the model being trained (its own boxes do not calibrate it)
+MODEL_SOURCES = ("florence2",)
 Row = dict[str, Any]
 
 
@@ -168,6 +170,21 @@ def image_targets(rows: list[Row], width: int, height: int, tasks: Iterable[str]
             continue
         out.extend((task, prompt or ff.task_spec(task).token, target) for prompt, target in pairs if target)
     return out
+
+
+def calibration_references(rows: Iterable[Row], model_sources: Iterable[str] = MODEL_SOURCES,
+                           independent: bool = True) -> dict[str, list[tuple[str, list[float]]]]:
+    """image_id -> ``(label, box)`` of the curated object regions calibration measures a model
+    against (pixels of the upright image, x0 y0 x1 y1). ``independent``: only the boxes some
+    source other than ``model_sources`` saw (``seen_by`` entries are ``source@version``; a row
+    without ``seen_by`` counts its ``source``): the model's own boxes never confirm it."""
+    model = set(model_sources)
+    out: dict[str, list[tuple[str, list[float]]]] = collections.defaultdict(list)
+    for row in _objects(list(rows)):
+        producers = [p.split("@", 1)[0] for p in row.get("seen_by") or []] or [row.get("source") or ""]
+        if _label(row) and (not independent or any(p not in model for p in producers)):
+            out[row["image_id"]].append((_label(row), list(row["bbox"])))
+    return dict(out)
 
 
 def split_of(image_id: str, eval_fraction: float, seed: int = 0) -> str:

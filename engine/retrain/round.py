@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from engine.retrain.config import TrainingConfig
 from engine.retrain.evaluate import evaluate_model
-from engine.retrain.examples import build_examples, image_locations, write_jsonl
+from engine.retrain.examples import build_examples, calibration_references, image_locations, read_curated_rows, write_jsonl
 from engine.retrain.promote import decide, record
 from engine.retrain.train import SUMMARY_FILE, train
 from storage.atomic import write_text_atomic
@@ -45,8 +45,11 @@ def evaluate_round(root: DataRoot, round_: int, config: TrainingConfig,
     validation = [e for e in examples if e.split == "validation"]
     locations = image_locations(root) if config.ground_truth else None
     settings = annotator_settings or {}
-    new = evaluate_model(model_dir, validation, config, locations, settings) if validation else {}
-    current = evaluate_model(Path(start_model), validation, config, locations, settings) if validation else {}
+    held_out = {e.image_id for e in validation}
+    references = calibration_references([r for r in read_curated_rows(root, round_) if r["image_id"] in held_out],
+                                        independent=config.calibration_labels == "independent")
+    new = evaluate_model(model_dir, validation, config, locations, settings, references) if validation else {}
+    current = evaluate_model(Path(start_model), validation, config, locations, settings, references) if validation else {}
     result = {"round": round_, "new": new, "current": current, "current_model": start_model,
               "validation_examples": len(validation)}
     write_text_atomic(json.dumps(result, indent=2, sort_keys=True), model_dir / "evaluation.json")

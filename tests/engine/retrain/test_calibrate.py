@@ -114,3 +114,42 @@ def test_the_new_box_threshold_is_the_same_curve_at_a_stricter_precision():
                       new_box_target=1.0)
     assert out["score_threshold"] == 0.5 and out["new_box_threshold"] == 0.8
     assert calibration([0.4], [False], 1, 0.9, new_box_target=0.95)["new_box_threshold"] > 0.4
+
+
+def test_independent_references_leave_out_the_boxes_only_the_model_wrote():
+    from engine.retrain.examples import calibration_references
+
+    def row(image, label, seen, source="coco_labels"):
+        return {"image_id": image, "kind": "region", "region_type": "object", "parent_id": None, "label": label,
+                "text": label, "bbox": [0.0, 0.0, 10.0, 10.0], "source": source, "seen_by": seen}
+
+    rows = [row("a", "cat", ["coco_labels@v1"]),
+            row("a", "dog", ["florence2@m1"], source="florence2"),  # the model's own new box
+            row("a", "owl", ["coco_labels@v1", "florence2@m1"]),  # a label the model fused into
+            row("b", "cow", None, source="detector"),  # no seen_by: its source counts
+            row("b", "hen", None, source="florence2")]
+    independent = calibration_references(rows)
+    assert {k: [label for label, _ in v] for k, v in independent.items()} == {"a": ["cat", "owl"], "b": ["cow"]}
+    everything = calibration_references(rows, independent=False)
+    assert sum(len(v) for v in everything.values()) == 5
+
+
+def test_a_model_is_not_confirmed_by_its_own_boxes(tmp_path):
+    root, _ = make_root(tmp_path, images=4, seed=7, per_shard=2)
+    box, own = [4.0, 4.0, 30.0, 30.0], [60.0, 60.0, 90.0, 90.0]
+    examples, targets, predictions, references = [], {}, [], {}
+    for k, (image_id, w) in enumerate(sorted(image_locations(root).items())):
+        # the curated labels hold a square the model wrote itself (own) and an independent one
+        targets[f"t{k}"] = [{"text": "square", "bbox": box}, {"text": "square", "bbox": own}]
+        references[image_id] = [("square", box)]
+        examples.append(Example(image_id, "OD", "<OD>", f"t{k}", w["width"], w["height"], w["shard"], w["key"],
+                                w["shard_format"], "validation"))
+        predictions.append([{"text": "square", "bbox": own, "score": 0.9},  # its own box again
+                            {"text": "circle", "bbox": box, "score": 0.8},  # wrong where the labels looked
+                            {"text": "square", "bbox": box, "score": 0.5 + 0.05 * k}])
+    mine = agreement_metrics(ScriptedAnnotator(predictions, targets), examples, target_precision=0.9,
+                             calibration_scope="labelled")
+    fair = agreement_metrics(ScriptedAnnotator(predictions, targets), examples, target_precision=0.9,
+                             calibration_scope="labelled", references=references)
+    assert mine["calibration_reached"] and mine["score_threshold"] == pytest.approx(0.9)  # confirmed by itself
+    assert not fair["calibration_reached"] and fair["calibration_boxes"] == 8  # its own box is not counted
