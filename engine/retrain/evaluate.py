@@ -15,7 +15,8 @@ the same pixels (absolute, upright image; boxes x0, y0, x1, y1). Metrics:
   there is nothing to divide);
 - ``score_threshold`` (with ``calibration_*``): the per-box score at which the ``<OD>`` boxes
   reach ``training.calibration_precision`` against the curated validation labels
-  (:mod:`engine.retrain.calibrate`), applied to this model's rows by the next curation;
+  (:mod:`engine.retrain.calibrate`), applied to this model's rows by the next curation; each
+  box is scored as the annotator scores the rows it writes, its ``views`` included;
 - ``image_dependence``: ``||L_swapped - L|| / ||L||`` over the validation targets' positions,
   ``L`` the teacher-forced logits centred per position (mean over the vocabulary removed),
   ``L_swapped`` the same with each example's image replaced by the next distinct image of the
@@ -122,15 +123,50 @@ def run_examples(annotator: Any, items: list[tuple[Example, Any]], prompts: list
     prompts = prompts or [e.prompt for e, _ in items]
     for start in range(0, len(items), annotator.batch_size):
         chunk = items[start:start + annotator.batch_size]
-        generated = annotator._generate(prompts[start:start + len(chunk)], [im for _, im in chunk])
-        if isinstance(generated, tuple):  # (texts, one score per sequence)
-            results = [(text, score, None) for text, score in zip(*generated)]
-        else:  # generations with the token statistics that score each row
-            results = [(g.text, None, g.stats) for g in generated]
-        for (e, _), (text, score, stats) in zip(chunk, results):
-            extra = {"stats": stats} if stats is not None else {}
-            out.append((annotator.parse_generation(e.task, text, e.width, e.height, _caption_of(e), **extra), score))
+        out += _parsed(annotator, chunk, prompts[start:start + len(chunk)], [im for _, im in chunk])
+    views = tuple(getattr(getattr(annotator, "settings", None), "views", ()) or ())
+    if views:
+        _rescore_with_views(annotator, items, prompts, out, views)
     return out
+
+
+def _parsed(annotator: Any, chunk: list[tuple[Example, Any]], prompts: list[str], images: list[Any]
+            ) -> list[tuple[list, float | None]]:
+    generated = annotator._generate(prompts, images)
+    if isinstance(generated, tuple):  # (texts, one score per sequence)
+        results = [(text, score, None) for text, score in zip(*generated)]
+    else:  # generations with the token statistics that score each row
+        results = [(g.text, None, g.stats) for g in generated]
+    out = []
+    for (e, _), (text, score, stats) in zip(chunk, results):
+        extra = {"stats": stats} if stats is not None else {}
+        out.append((annotator.parse_generation(e.task, text, e.width, e.height, _caption_of(e), **extra), score))
+    return out
+
+
+def _rescore_with_views(annotator: Any, items: list[tuple[Example, Any]], prompts: list[str],
+                        out: list[tuple[list, float | None]], views: tuple[str, ...]) -> None:
+    """The boxes of the box tasks rescored by view consistency, as the annotator scores the
+    rows it annotates (``annotators.florence2_views``), so a threshold calibrated here fits the
+    scores curation sees; in place."""
+    from annotators.florence2_views import VIEW_TASKS, box_to_upright, consistency_scores, view_image
+
+    boxed = [k for k, (e, _) in enumerate(items) if e.task in VIEW_TASKS]
+    seen: dict[int, list[list]] = {k: [] for k in boxed}
+    for view in views:
+        for start in range(0, len(boxed), annotator.batch_size):
+            part = boxed[start:start + annotator.batch_size]
+            chunk = [items[k] for k in part]
+            parsed = _parsed(annotator, chunk, [prompts[k] for k in part], [view_image(im, view) for _, im in chunk])
+            for k, (e, _), (payloads, score) in zip(part, chunk, parsed):
+                seen[k].append([(p["text"], box_to_upright(p["bbox"], view, e.width, e.height), p.get("score", score) or 0.0)
+                                for p in payloads if p.get("bbox") is not None])
+    for k in boxed:
+        original = [p for p in out[k][0] if p.get("bbox") is not None and p.get("score") is not None]
+        scores, _ = consistency_scores([(p["text"], p["bbox"], p["score"]) for p in original], seen[k],
+                                       annotator.settings.view_iou)
+        for payload, score in zip(original, scores):
+            payload["score"] = score
 
 
 def _decoded(examples: list[Example]) -> list[tuple[Example, Any]]:

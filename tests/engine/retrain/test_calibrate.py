@@ -3,6 +3,7 @@ curated held-out labels, on hand-made scores and through the evaluation's own ma
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 
 import numpy as np
@@ -153,3 +154,25 @@ def test_a_model_is_not_confirmed_by_its_own_boxes(tmp_path):
                              calibration_scope="labelled", references=references)
     assert mine["calibration_reached"] and mine["score_threshold"] == pytest.approx(0.9)  # confirmed by itself
     assert not fair["calibration_reached"] and fair["calibration_boxes"] == 8  # its own box is not counted
+
+
+def test_the_evaluation_scores_boxes_with_the_annotators_views(tmp_path):
+    from engine.retrain.evaluate import _decoded, run_examples
+
+    root, _ = make_root(tmp_path, images=2, seed=11, per_shard=2)
+    examples, predictions = [], []
+    for image_id, w in sorted(image_locations(root).items()):
+        examples.append(Example(image_id, "OD", "<OD>", "t", w["width"], w["height"], w["shard"], w["key"],
+                                w["shard_format"], "validation"))
+        predictions.append([{"text": "square", "bbox": [4.0, 4.0, 30.0, 30.0], "score": 0.8},
+                            {"text": "circle", "bbox": [40.0, 40.0, 60.0, 60.0], "score": 0.6}])
+    width = examples[0].width
+    # the mirrored view (generated after the originals) confirms the square only
+    predictions += [[{"text": "Square", "bbox": [width - 30.0, 4.0, width - 4.0, 30.0], "score": 0.4}]
+                    if e.width == width else [] for e in examples]
+    annotator = ScriptedAnnotator(copy.deepcopy(predictions), {})
+    annotator.settings = SimpleNamespace(views=("hflip",), view_iou=0.5)
+    results = run_examples(annotator, _decoded(examples))
+    assert [[p["score"] for p in payloads] for payloads, _ in results][0] == [pytest.approx(0.6), pytest.approx(0.3)]
+    plain = run_examples(ScriptedAnnotator(predictions, {}), _decoded(examples))
+    assert [p["score"] for p in plain[0][0]] == [0.8, 0.6]  # no views: the scores as generated
