@@ -90,9 +90,10 @@ class TrainingConfig:
     validation labels, a match being the same label at this IoU (:mod:`engine.retrain.calibrate`);
     the next curation applies it to that model's rows. ``calibration_scope``: ``all`` boxes, or
     the ``labelled`` ones (overlapping some curated label: for labels known to miss objects).
-    ``calibration_labels``: the curated labels calibration measures against: ``independent``
-    (the default) leaves out the boxes only the model wrote (no other source saw them), so a
-    model's own boxes never confirm it; ``all`` counts every curated box.
+    ``calibration_labels``: the labels calibration measures against: ``independent`` (the
+    default) the boxes of the curated set some other source than the model gave, as that source
+    gave them (not as fusion moved them), so a model's own boxes never confirm it; ``all``
+    every curated box as curated.
     ``new_box_precision``: the stricter precision whose threshold (``new_box_threshold``) a box
     must reach to be added where no curated box is (no other source agrees with it there).
     """

@@ -32,12 +32,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import pyarrow as pa
+
 from annotators import florence2_format as ff
 from storage.atomic import write_text_atomic
 from storage.layout import DataRoot
 
 CURATED_COLUMNS = ("annotation_id", "image_id", "kind", "granularity", "region_type", "text", "label",
-                   "bbox", "quad", "polygons", "parent_id", "span_start", "span_end", "source", "seen_by")
+                   "bbox", "quad", "polygons", "parent_id", "span_start", "span_end", "source", "seen_by", "absorbed_ids")
 BANNED = frozenset(ff.BANNED_GROUNDING_PHRASES)
 #: the sources that are the model being trained (its own boxes do not calibrate it)
 MODEL_SOURCES = ("florence2",)
@@ -172,19 +174,52 @@ def image_targets(rows: list[Row], width: int, height: int, tasks: Iterable[str]
     return out
 
 
-def calibration_references(rows: Iterable[Row], model_sources: Iterable[str] = MODEL_SOURCES,
+def calibration_references(root: DataRoot, round_: int, rows: Iterable[Row],
+                           model_sources: Iterable[str] = MODEL_SOURCES,
                            independent: bool = True) -> dict[str, list[tuple[str, list[float]]]]:
-    """image_id -> ``(label, box)`` of the curated object regions calibration measures a model
-    against (pixels of the upright image, x0 y0 x1 y1). ``independent``: only the boxes some
-    source other than ``model_sources`` saw (``seen_by`` entries are ``source@version``; a row
-    without ``seen_by`` counts its ``source``): the model's own boxes never confirm it."""
-    model = set(model_sources)
-    out: dict[str, list[tuple[str, list[float]]]] = collections.defaultdict(list)
-    for row in _objects(list(rows)):
-        producers = [p.split("@", 1)[0] for p in row.get("seen_by") or []] or [row.get("source") or ""]
-        if _label(row) and (not independent or any(p not in model for p in producers)):
+    """image_id -> ``(label, box)`` of the curated object regions ``rows`` (of ``round_``)
+    that calibration measures a model against (pixels of the upright image, x0 y0 x1 y1).
+
+    ``independent``: only the boxes some source other than ``model_sources`` gave, each as
+    that source gave it (its earliest raw row among the curated row and the rows it absorbed;
+    fusion moves a curated box toward the model's, which would confirm the model by itself).
+    Otherwise every curated box as curated."""
+    objects = [r for r in _objects(list(rows)) if _label(r)]
+    if not independent:
+        out: dict[str, list[tuple[str, list[float]]]] = collections.defaultdict(list)
+        for row in objects:
             out[row["image_id"]].append((_label(row), list(row["bbox"])))
+        return dict(out)
+    members = {row["annotation_id"]: [row["annotation_id"], *(row.get("absorbed_ids") or [])] for row in objects}
+    given = _independent_raw_boxes(root, round_, {m for ids in members.values() for m in ids}, tuple(model_sources))
+    out = collections.defaultdict(list)
+    for row in objects:
+        found = [given[m] for m in members[row["annotation_id"]] if m in given]
+        if found:
+            out[row["image_id"]].append(min(found, key=lambda f: f[0])[1])
     return dict(out)
+
+
+def _independent_raw_boxes(root: DataRoot, round_: int, ids: set[str], model_sources: tuple[str, ...]
+                           ) -> dict[str, tuple[int, tuple[str, list[float]]]]:
+    """annotation_id -> (round, (text, box)) of the raw object rows among ``ids`` of rounds
+    0..``round_`` that no model source wrote."""
+    import duckdb
+
+    files = [str(p) for r in range(round_ + 1) for p in sorted(root.annotations(r).glob("source=*/shard=*.parquet"))]
+    if not files or not ids:
+        return {}
+    with duckdb.connect() as con:
+        con.register("wanted", pa.table({"annotation_id": sorted(ids)}))
+        rows = con.execute(
+            "select a.annotation_id, a.round, a.source, a.text, a.bbox "
+            "from read_parquet(?, union_by_name = true, hive_partitioning = false) a join wanted using (annotation_id) "
+            "where a.bbox is not null and a.text is not null", [files]).fetchall()
+    out: dict[str, tuple[int, tuple[str, list[float]]]] = {}
+    for annotation_id, round_of, source, text, bbox in rows:
+        if source not in model_sources and text.strip():
+            out.setdefault(annotation_id, (int(round_of), (text.strip(), list(bbox))))
+    return out
 
 
 def split_of(image_id: str, eval_fraction: float, seed: int = 0) -> str:

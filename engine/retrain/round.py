@@ -46,7 +46,7 @@ def evaluate_round(root: DataRoot, round_: int, config: TrainingConfig,
     locations = image_locations(root) if config.ground_truth else None
     settings = annotator_settings or {}
     held_out = {e.image_id for e in validation}
-    references = calibration_references([r for r in read_curated_rows(root, round_) if r["image_id"] in held_out],
+    references = calibration_references(root, round_, [r for r in read_curated_rows(root, round_) if r["image_id"] in held_out],
                                         independent=config.calibration_labels == "independent")
     new = evaluate_model(model_dir, validation, config, locations, settings, references) if validation else {}
     current = evaluate_model(Path(start_model), validation, config, locations, settings, references) if validation else {}

@@ -117,22 +117,40 @@ def test_the_new_box_threshold_is_the_same_curve_at_a_stricter_precision():
     assert calibration([0.4], [False], 1, 0.9, new_box_target=0.95)["new_box_threshold"] > 0.4
 
 
-def test_independent_references_leave_out_the_boxes_only_the_model_wrote():
+def test_independent_references_are_the_other_sources_boxes_as_they_gave_them(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from engine.retrain.examples import calibration_references
+    from storage.layout import DataRoot
 
-    def row(image, label, seen, source="coco_labels"):
-        return {"image_id": image, "kind": "region", "region_type": "object", "parent_id": None, "label": label,
-                "text": label, "bbox": [0.0, 0.0, 10.0, 10.0], "source": source, "seen_by": seen}
+    root = DataRoot(tmp_path)
+    raw = {0: [("l-cat", "a", "coco_labels", "cat", [0, 0, 10, 10]), ("l-owl", "a", "coco_labels", "owl", [20, 20, 30, 30]),
+               ("d-cow", "b", "detector", "cow", [5, 5, 15, 15])],
+           1: [("m-dog", "a", "florence2", "dog", [40, 40, 50, 50]), ("m-owl", "a", "florence2", "owl", [22, 22, 32, 32]),
+               ("l-owl-1", "a", "coco_labels", "owl", [20, 20, 30, 30])]}
+    for round_, rows in raw.items():
+        for source in {r[2] for r in rows}:
+            mine = [r for r in rows if r[2] == source]
+            folder = root.annotations(round_, source)
+            folder.mkdir(parents=True)
+            pq.write_table(pa.table({"annotation_id": [r[0] for r in mine], "image_id": [r[1] for r in mine],
+                                     "round": [round_] * len(mine), "source": [source] * len(mine),
+                                     "text": [r[3] for r in mine], "bbox": [r[4] for r in mine]}), folder / "shard=0.parquet")
 
-    rows = [row("a", "cat", ["coco_labels@v1"]),
-            row("a", "dog", ["florence2@m1"], source="florence2"),  # the model's own new box
-            row("a", "owl", ["coco_labels@v1", "florence2@m1"]),  # a label the model fused into
-            row("b", "cow", None, source="detector"),  # no seen_by: its source counts
-            row("b", "hen", None, source="florence2")]
-    independent = calibration_references(rows)
-    assert {k: [label for label, _ in v] for k, v in independent.items()} == {"a": ["cat", "owl"], "b": ["cow"]}
-    everything = calibration_references(rows, independent=False)
-    assert sum(len(v) for v in everything.values()) == 5
+    def row(annotation_id, image, label, bbox, seen, absorbed=()):
+        return {"annotation_id": annotation_id, "image_id": image, "kind": "region", "region_type": "object",
+                "parent_id": None, "label": label, "text": label, "bbox": bbox, "seen_by": seen, "absorbed_ids": list(absorbed)}
+
+    curated = [row("l-cat", "a", "cat", [0, 0, 10, 10], ["coco_labels@v1"]),
+               row("m-dog", "a", "dog", [40, 40, 50, 50], ["florence2@m1"]),  # the model's own new box
+               # a label the model's box was fused into: moved and relabelled, given back as the label gave it
+               row("l-owl", "a", "hawk", [21, 21, 31, 31], ["coco_labels@v1", "florence2@m1"], ["l-owl-1", "m-owl"]),
+               row("d-cow", "b", "cow", [5, 5, 15, 15], ["detector@d1"])]
+    independent = calibration_references(root, 1, curated)
+    assert independent == {"a": [("cat", [0, 0, 10, 10]), ("owl", [20, 20, 30, 30])], "b": [("cow", [5, 5, 15, 15])]}
+    everything = calibration_references(root, 1, curated, independent=False)
+    assert everything["a"] == [("cat", [0, 0, 10, 10]), ("dog", [40, 40, 50, 50]), ("hawk", [21, 21, 31, 31])]
 
 
 def test_a_model_is_not_confirmed_by_its_own_boxes(tmp_path):
