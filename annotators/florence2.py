@@ -43,9 +43,11 @@ box ``b`` of the original view (score ``s_0`` above) then scores
 where ``V = len(views)`` and ``s_v(m_v(b))`` is the above score of the box of view ``v`` with the
 same label (white space folded, case-insensitive) and the highest IoU with ``b``, among those with
 IoU >= ``view_iou`` (ties: the higher score), and 0 when there is none; still a probability in
-[0, 1]. Rows stay those of the original view (same ids, same columns but ``score``); boxes only a
-transformed view found make no row. ``stats["view_generations"]``, ``stats["view_parse_failures"]``
-(and ``.../TASK``), ``stats["view_score_fallbacks"]`` count the views' generations apart, and
+[0, 1]. A box fewer than ``view_min_confirmations`` views confirm scores 0 (default 0: none
+needed), so the confidence rule drops it with its reason. Rows stay those of the original view
+(same ids, same columns but ``score``); boxes only a transformed view found make no row.
+``stats["view_generations"]``, ``stats["view_parse_failures"]`` (and ``.../TASK``),
+``stats["view_score_fallbacks"]`` count the views' generations apart, and
 ``stats["view_confirmed/VIEW"]`` the original boxes that view ``VIEW`` confirmed.
 
 When the items the processor parsed cannot be matched one to one with token spans (a parse the
@@ -104,7 +106,9 @@ class Florence2Settings(ModelSettings):
     (``hflip``, ``vflip``; default none) whose boxes confirm the OD / DENSE_REGION_CAPTION boxes
     (module docstring; needs one of those tasks), generated with the original images: a box task's
     ``generate`` call then holds ``batch_size`` images with all their views; ``view_iou``: the
-    IoU in (0, 1] a view's box needs to confirm an original box (default 0.5).
+    IoU in (0, 1] a view's box needs to confirm an original box (default 0.5);
+    ``view_min_confirmations``: how many views must confirm a box for it to score above 0
+    (0..len(views); default 0).
     """
 
     model: str = field(default=MISSING)  # required: no inherited "" default
@@ -116,6 +120,7 @@ class Florence2Settings(ModelSettings):
     score_window: int = 2
     views: tuple[str, ...] = ()
     view_iou: float = 0.5
+    view_min_confirmations: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -140,6 +145,10 @@ class Florence2Settings(ModelSettings):
         check_number("view_iou", self.view_iou, 0.0, 1.0)
         if self.view_iou == 0:
             raise ValueError(f"view_iou must be a number in (0, 1], got {self.view_iou!r}")
+        check_int("view_min_confirmations", self.view_min_confirmations, 0)
+        if self.view_min_confirmations > len(self.views):
+            raise ValueError(f"view_min_confirmations must be at most the number of views ({len(self.views)}), "
+                             f"got {self.view_min_confirmations!r}")
 
 
 # ------------------------------------------------------------------------- annotator
@@ -398,7 +407,7 @@ class Florence2Annotator(Annotator):
         original = [p for p in im.boxes.pop(None, []) if p.get("score") is not None]
         seen = [[(p["text"], p["bbox"], p.get("score") or 0.0) for p in im.boxes.pop(v, [])] for v in views]
         scores, confirmed = consistency_scores([(p["text"], p["bbox"], p["score"]) for p in original], seen,
-                                               self.settings.view_iou)
+                                               self.settings.view_iou, self.settings.view_min_confirmations)
         for payload, score in zip(original, scores):
             payload["score"] = score
         for view, count in zip(views, confirmed):

@@ -89,15 +89,18 @@ def best_matches(original: Sequence[ScoredBox], view: Sequence[ScoredBox], min_i
 
 
 def consistency_scores(original: Sequence[ScoredBox], views: Sequence[Sequence[ScoredBox]],
-                       min_iou: float) -> tuple[list[float], list[int]]:
+                       min_iou: float, min_confirmations: int = 0) -> tuple[list[float], list[int]]:
     """``(score(b) for every original box, boxes confirmed per view)``; ``views`` hold the boxes of
-    each transformed view already mapped back with :func:`box_to_upright`."""
+    each transformed view already mapped back with :func:`box_to_upright`. A box fewer than
+    ``min_confirmations`` views confirm scores 0."""
     totals = [float(score) for _, _, score in original]
+    count = [0] * len(original)
     confirmed = []
     for view in views:
         matches = best_matches(original, view, min_iou)
         for i, j in enumerate(matches):
             if j is not None:
                 totals[i] += float(view[j][2])
+                count[i] += 1
         confirmed.append(sum(j is not None for j in matches))
-    return [total / (1 + len(views)) for total in totals], confirmed
+    return [total / (1 + len(views)) if n >= min_confirmations else 0.0 for total, n in zip(totals, count)], confirmed

@@ -164,7 +164,8 @@ def _rescore_with_views(annotator: Any, items: list[tuple[Example, Any]], prompt
     for k in boxed:
         original = [p for p in out[k][0] if p.get("bbox") is not None and p.get("score") is not None]
         scores, _ = consistency_scores([(p["text"], p["bbox"], p["score"]) for p in original], seen[k],
-                                       annotator.settings.view_iou)
+                                       annotator.settings.view_iou,
+                                       getattr(annotator.settings, "view_min_confirmations", 0))
         for payload, score in zip(original, scores):
             payload["score"] = score
 

@@ -55,6 +55,10 @@ def test_consistency_scores_follow_the_formula():
     # two views: divided by 3; one view with nothing confirms nothing
     scores, confirmed = consistency_scores(original, [hflip, []], 0.5)
     assert scores == pytest.approx([1.4 / 3, 0.5 / 3, 0.7 / 3]) and confirmed == [2, 0]
+    # a box fewer views confirm than asked scores 0
+    scores, _ = consistency_scores(original, [hflip, []], 0.5, min_confirmations=1)
+    assert scores == pytest.approx([1.4 / 3, 0.0, 0.7 / 3])
+    assert consistency_scores(original, [hflip, []], 0.5, min_confirmations=2)[0] == [0.0, 0.0, 0.0]
     # equal IoU: the higher score is the match
     tie = [("circle", [20, 20, 30, 30], 0.2), ("circle", [20, 20, 30, 30], 0.7)]
     assert consistency_scores(original[1:2], [tie], 0.5)[0] == pytest.approx([0.6])
@@ -185,13 +189,19 @@ def test_view_iou_sets_the_confirmation_threshold(model_dir, monkeypatch):
         annotator, _ = scripted(model_dir, monkeypatch, outputs, views=["hflip"], view_iou=view_iou)
         (row,) = annotator.annotate(ImageBatch(_items()[:1], round=1))
         assert row["score"] == pytest.approx(want)
+    # a box the mirror does not confirm scores 0 once one confirmation is asked; the row stays
+    annotator, _ = scripted(model_dir, monkeypatch, outputs, views=["hflip"], view_iou=0.7, view_min_confirmations=1)
+    (row,) = annotator.annotate(ImageBatch(_items()[:1], round=1))
+    assert row["score"] == 0.0
 
 
 def test_views_settings_are_validated(model_dir):
     for change, message in [({"views": "hflip"}, "list of view names"), ({"views": ["rot90"]}, "rot90"),
                             ({"views": ["hflip", "hflip"]}, "distinct"), ({"view_iou": 0}, "view_iou"),
                             ({"view_iou": 1.5}, "view_iou"), ({"view_iou": True}, "view_iou"),
-                            ({"views": ["hflip"], "tasks": ["CAPTION"]}, "box task")]:
+                            ({"views": ["hflip"], "tasks": ["CAPTION"]}, "box task"),
+                            ({"views": ["hflip"], "view_min_confirmations": 2}, "at most the number of views"),
+                            ({"views": ["hflip"], "view_min_confirmations": -1}, "view_min_confirmations")]:
         with pytest.raises(ValueError, match=message):
             build_annotator("florence2", model=str(model_dir), **change)
     settings = build_annotator("florence2", model=str(model_dir)).settings
