@@ -39,6 +39,7 @@ METRICS: dict[str, bool] = {
     "box_precision": True,
     "box_recall": True,
     "image_dependence": True,
+    "calibration_recall": True,  # the share of held-out labels found at the calibrated precision
 }
 #: metrics that only exist with a ground-truth COCO file
 GROUND_TRUTH_METRICS = ("box_map", "mask_map")

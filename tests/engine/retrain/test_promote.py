@@ -23,6 +23,8 @@ from tests.engine.retrain.data import curated_rows, make_root, write_curated
     ({"box_map": 0.2}, {}, "box_map", "better", True, "current model has no box_map"),
     ({}, {"box_map": 0.3}, "box_map", "better", False, "new model has no box_map"),
     ({"val_loss": float("nan")}, {"val_loss": 1.0}, "val_loss", "better", False, "new model has no"),
+    ({"calibration_recall": 0.6}, {"calibration_recall": 0.5}, "calibration_recall", "better", True, "higher is better"),
+    ({"calibration_recall": 0.25}, {"calibration_recall": 0.31}, "calibration_recall", "better", False, "not higher"),
 ])
 def test_decision_rule(new, current, metric, mode, promoted, words):
     decision = decide(new, current, metric, mode)
