@@ -76,7 +76,14 @@ from annotators.florence2_format import (
 )
 from annotators.florence2_payloads import ANSWER_ITEMS, Payload, output_payloads
 from annotators.florence2_scores import TokenStats, item_scores, location_index, sequence_score, token_statistics
-from annotators.florence2_views import VIEW_TASKS, box_to_upright, check_views, consistency_scores, view_image
+from annotators.florence2_views import (
+    VIEW_TASKS,
+    ScoredBox,
+    check_views,
+    rescore_payloads,
+    upright_scored_boxes,
+    view_image,
+)
 from annotators.hf_loading import (
     checkpoint_version,
     load_pretrained,
@@ -160,7 +167,8 @@ class _Image:
     payloads: list[Payload] = field(default_factory=list)
     brief: Payload | None = None  # the CAPTION payload that grounding uses
     objects: list[Payload] = field(default_factory=list)  # OD payloads that segmentation prompts with
-    boxes: dict[str | None, list[Payload]] = field(default_factory=dict)  # view -> this task's boxes, upright
+    originals: list[Payload] = field(default_factory=list)  # this task's boxes on the image itself
+    views_seen: dict[str, list[ScoredBox]] = field(default_factory=dict)  # view -> this task's boxes there, upright
     views: dict[str, Any] = field(default_factory=dict)  # view -> its image
 
     def image(self, view: str | None) -> Any:
@@ -382,12 +390,11 @@ class Florence2Annotator(Annotator):
         caption = job.parent["text"] if spec.input == "text" else None
         if job.view is not None:  # a view's boxes, kept upright for the original's scores only
             payloads = self._parse(spec, generation.text, item.width, item.height, caption, generation.stats, "view_")
-            job.image.boxes[job.view] = [{**p, "bbox": box_to_upright(p["bbox"], job.view, item.width, item.height)}
-                                         for p in payloads]
+            job.image.views_seen[job.view] = upright_scored_boxes(payloads, job.view, item.width, item.height)
             return
         payloads = self._parse(spec, generation.text, item.width, item.height, caption, generation.stats)
         if self.settings.views and spec.name in VIEW_TASKS:
-            job.image.boxes[None] = payloads
+            job.image.originals = payloads
         if spec.input == "region":  # segmentation: the mask goes on the prompted region's row
             if payloads:
                 job.parent.update(payloads[0])
@@ -404,12 +411,9 @@ class Florence2Annotator(Annotator):
 
     def _rescore(self, im: _Image, views: tuple[str, ...]) -> None:
         """The original boxes of the task just run scored by view consistency (module docstring)."""
-        original = [p for p in im.boxes.pop(None, []) if p.get("score") is not None]
-        seen = [[(p["text"], p["bbox"], p.get("score") or 0.0) for p in im.boxes.pop(v, [])] for v in views]
-        scores, confirmed = consistency_scores([(p["text"], p["bbox"], p["score"]) for p in original], seen,
-                                               self.settings.view_iou, self.settings.view_min_confirmations)
-        for payload, score in zip(original, scores):
-            payload["score"] = score
+        original, im.originals = im.originals, []
+        seen = [im.views_seen.pop(v, []) for v in views]
+        confirmed = rescore_payloads(original, seen, self.settings.view_iou, self.settings.view_min_confirmations)
         for view, count in zip(views, confirmed):
             self.stats[f"view_confirmed/{view}"] += count
 

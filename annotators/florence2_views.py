@@ -104,3 +104,23 @@ def consistency_scores(original: Sequence[ScoredBox], views: Sequence[Sequence[S
                 count[i] += 1
         confirmed.append(sum(j is not None for j in matches))
     return [total / (1 + len(views)) if n >= min_confirmations else 0.0 for total, n in zip(totals, count)], confirmed
+
+
+def upright_scored_boxes(payloads: Sequence[dict], view: str, width: int, height: int,
+                         default_score: float | None = 0.0) -> list[ScoredBox]:
+    """The boxes of payloads parsed on ``view``, mapped back to the upright image with their
+    score (``default_score`` where a payload has none; a null score counts 0)."""
+    return [(p["text"], box_to_upright(p["bbox"], view, width, height), p.get("score", default_score) or 0.0)
+            for p in payloads if p.get("bbox") is not None]
+
+
+def rescore_payloads(original: Sequence[dict], views: Sequence[Sequence[ScoredBox]], min_iou: float,
+                     min_confirmations: int = 0) -> list[int]:
+    """Set the ``score`` of every scored box payload of the original view to its view-consistency
+    score (:func:`consistency_scores`; in place); returns the boxes confirmed per view."""
+    scored = [p for p in original if p.get("bbox") is not None and p.get("score") is not None]
+    scores, confirmed = consistency_scores([(p["text"], p["bbox"], p["score"]) for p in scored], views, min_iou,
+                                           min_confirmations)
+    for payload, score in zip(scored, scores):
+        payload["score"] = score
+    return confirmed

@@ -149,7 +149,7 @@ def _rescore_with_views(annotator: Any, items: list[tuple[Example, Any]], prompt
     """The boxes of the box tasks rescored by view consistency, as the annotator scores the
     rows it annotates (``annotators.florence2_views``), so a threshold calibrated here fits the
     scores curation sees; in place."""
-    from annotators.florence2_views import VIEW_TASKS, box_to_upright, consistency_scores, view_image
+    from annotators.florence2_views import VIEW_TASKS, rescore_payloads, upright_scored_boxes, view_image
 
     boxed = [k for k, (e, _) in enumerate(items) if e.task in VIEW_TASKS]
     seen: dict[int, list[list]] = {k: [] for k in boxed}
@@ -159,15 +159,10 @@ def _rescore_with_views(annotator: Any, items: list[tuple[Example, Any]], prompt
             chunk = [items[k] for k in part]
             parsed = _parsed(annotator, chunk, [prompts[k] for k in part], [view_image(im, view) for _, im in chunk])
             for k, (e, _), (payloads, score) in zip(part, chunk, parsed):
-                seen[k].append([(p["text"], box_to_upright(p["bbox"], view, e.width, e.height), p.get("score", score) or 0.0)
-                                for p in payloads if p.get("bbox") is not None])
+                seen[k].append(upright_scored_boxes(payloads, view, e.width, e.height, score))
     for k in boxed:
-        original = [p for p in out[k][0] if p.get("bbox") is not None and p.get("score") is not None]
-        scores, _ = consistency_scores([(p["text"], p["bbox"], p["score"]) for p in original], seen[k],
-                                       annotator.settings.view_iou,
-                                       getattr(annotator.settings, "view_min_confirmations", 0))
-        for payload, score in zip(original, scores):
-            payload["score"] = score
+        rescore_payloads(out[k][0], seen[k], annotator.settings.view_iou,
+                         getattr(annotator.settings, "view_min_confirmations", 0))
 
 
 def _decoded(examples: list[Example]) -> list[tuple[Example, Any]]:

@@ -39,7 +39,7 @@ from storage.atomic import write_text_atomic
 from storage.layout import DataRoot
 
 CURATED_COLUMNS = ("annotation_id", "image_id", "kind", "granularity", "region_type", "text", "label",
-                   "bbox", "quad", "polygons", "parent_id", "span_start", "span_end", "source", "seen_by", "absorbed_ids")
+                   "bbox", "quad", "polygons", "parent_id", "span_start", "span_end", "absorbed_ids")
 BANNED = frozenset(ff.BANNED_GROUNDING_PHRASES)
 #: the sources that are the model being trained (its own boxes do not calibrate it)
 MODEL_SOURCES = ("florence2",)
@@ -212,13 +212,13 @@ def _independent_raw_boxes(root: DataRoot, round_: int, ids: set[str], model_sou
     with duckdb.connect() as con:
         con.register("wanted", pa.table({"annotation_id": sorted(ids)}))
         rows = con.execute(
-            "select a.annotation_id, a.round, a.source, a.text, a.bbox "
+            "select a.annotation_id, a.round, a.text, a.bbox "
             "from read_parquet(?, union_by_name = true, hive_partitioning = false) a join wanted using (annotation_id) "
-            "where a.bbox is not null and a.text is not null", [files]).fetchall()
+            "where a.bbox is not null and trim(coalesce(a.text, '')) <> '' and a.source <> all(?)",
+            [files, list(model_sources)]).fetchall()
     out: dict[str, tuple[int, tuple[str, list[float]]]] = {}
-    for annotation_id, round_of, source, text, bbox in rows:
-        if source not in model_sources and text.strip():
-            out.setdefault(annotation_id, (int(round_of), (text.strip(), list(bbox))))
+    for annotation_id, round_of, text, bbox in rows:
+        out.setdefault(annotation_id, (int(round_of), (text.strip(), list(bbox))))
     return out
 
 
@@ -290,13 +290,15 @@ def image_locations(root: DataRoot) -> dict[str, dict[str, Any]]:
 
 
 def build_examples(root: DataRoot, round_: int, eval_fraction: float = 0.1, seed: int = 0,
-                   tasks: Iterable[str] = ff.TASK_ORDER) -> tuple[list[Example], dict[str, Any]]:
+                   tasks: Iterable[str] = ff.TASK_ORDER, rows: list[Row] | None = None
+                   ) -> tuple[list[Example], dict[str, Any]]:
     """Every example of round ``round_``'s curated set, with its split, and a summary
-    (examples per task and split, images without a location, skipped row sets)."""
+    (examples per task and split, images without a location, skipped row sets); ``rows``: the
+    curated rows when the caller has read them already (:func:`read_curated_rows`)."""
     tasks = tuple(ff.task_spec(t).name for t in tasks)
     locations = image_locations(root)
     by_image: dict[str, list[Row]] = collections.defaultdict(list)
-    for row in read_curated_rows(root, round_):
+    for row in read_curated_rows(root, round_) if rows is None else rows:
         by_image[row["image_id"]].append(row)
     examples: list[Example] = []
     skipped: collections.Counter = collections.Counter()

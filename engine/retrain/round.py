@@ -41,12 +41,13 @@ def evaluate_round(root: DataRoot, round_: int, config: TrainingConfig,
     (scoring, views), so the calibrated threshold is measured on the scores curation sees."""
     model_dir = root.model(round_)
     start_model = json.loads((model_dir / SUMMARY_FILE).read_text())["start_model"]
-    examples, _ = build_examples(root, round_, config.eval_fraction, config.seed, config.tasks)
+    rows = read_curated_rows(root, round_)
+    examples, _ = build_examples(root, round_, config.eval_fraction, config.seed, config.tasks, rows)
     validation = [e for e in examples if e.split == "validation"]
     locations = image_locations(root) if config.ground_truth else None
     settings = annotator_settings or {}
     held_out = {e.image_id for e in validation}
-    references = calibration_references(root, round_, [r for r in read_curated_rows(root, round_) if r["image_id"] in held_out],
+    references = calibration_references(root, round_, [r for r in rows if r["image_id"] in held_out],
                                         independent=config.calibration_labels == "independent")
     new = evaluate_model(model_dir, validation, config, locations, settings, references) if validation else {}
     current = evaluate_model(Path(start_model), validation, config, locations, settings, references) if validation else {}
