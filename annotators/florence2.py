@@ -46,6 +46,14 @@ IoU >= ``view_iou`` (ties: the higher score), and 0 when there is none; still a 
 [0, 1]. A box fewer than ``view_min_confirmations`` views confirm scores 0 (default 0: none
 needed), so the confidence rule drops it with its reason. Rows stay those of the original view
 (same ids, same columns but ``score``); boxes only a transformed view found make no row.
+
+With ``view_fusion = true`` the boxes of the original and of every view are clustered instead
+(:func:`annotators.florence2_views.fused_views`): each cluster (at most one box per view, same
+label, IoU >= ``view_iou`` with the box that started it) is one row whose box is the
+score-weighted mean of its boxes and whose score is the same average as above; a cluster of
+at least ``1 + view_min_confirmations`` boxes that no original box is in becomes a new row, so
+an object the original generation missed but two views found is annotated. The fused box
+changes the row's id (ids follow the columns).
 ``stats["view_generations"]``, ``stats["view_parse_failures"]`` (and ``.../TASK``),
 ``stats["view_score_fallbacks"]`` count the views' generations apart, and
 ``stats["view_confirmed/VIEW"]`` the original boxes that view ``VIEW`` confirmed.
@@ -80,6 +88,7 @@ from annotators.florence2_views import (
     VIEW_TASKS,
     ScoredBox,
     check_views,
+    fuse_payloads,
     rescore_payloads,
     upright_scored_boxes,
     view_image,
@@ -115,7 +124,9 @@ class Florence2Settings(ModelSettings):
     ``generate`` call then holds ``batch_size`` images with all their views; ``view_iou``: the
     IoU in (0, 1] a view's box needs to confirm an original box (default 0.5);
     ``view_min_confirmations``: how many views must confirm a box for it to score above 0
-    (0..len(views); default 0).
+    (0..len(views); default 0); ``view_fusion``: fuse the boxes of all views (weighted box
+    fusion, boxes only the views found included) instead of rescoring the original's boxes
+    (default false; module docstring).
     """
 
     model: str = field(default=MISSING)  # required: no inherited "" default
@@ -128,6 +139,7 @@ class Florence2Settings(ModelSettings):
     views: tuple[str, ...] = ()
     view_iou: float = 0.5
     view_min_confirmations: int = 0
+    view_fusion: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -156,6 +168,8 @@ class Florence2Settings(ModelSettings):
         if self.view_min_confirmations > len(self.views):
             raise ValueError(f"view_min_confirmations must be at most the number of views ({len(self.views)}), "
                              f"got {self.view_min_confirmations!r}")
+        if not isinstance(self.view_fusion, bool):
+            raise ValueError(f"view_fusion must be true or false, got {self.view_fusion!r}")
 
 
 # ------------------------------------------------------------------------- annotator
@@ -377,7 +391,7 @@ class Florence2Annotator(Annotator):
                     self._consume(spec, job, generation, batch.round)
             if views:
                 for im in images:
-                    self._rescore(im, views)
+                    self._rescore(im, views, spec)
         rows: dict[str, dict[str, Any]] = {}  # one row per id: a region repeated in a generation,
         for im in images:                     # or found by both OD and DENSE_REGION_CAPTION, is kept once
             for payload in im.payloads:
@@ -409,11 +423,21 @@ class Florence2Annotator(Annotator):
         if spec.name == TASK_DEPENDS["REGION_TO_SEGMENTATION"]:
             job.image.objects.extend(payloads)
 
-    def _rescore(self, im: _Image, views: tuple[str, ...]) -> None:
-        """The original boxes of the task just run scored by view consistency (module docstring)."""
+    def _rescore(self, im: _Image, views: tuple[str, ...], spec: TaskSpec) -> None:
+        """The original boxes of the task just run scored by view consistency, or fused with the
+        views' boxes (module docstring)."""
         original, im.originals = im.originals, []
         seen = [im.views_seen.pop(v, []) for v in views]
-        confirmed = rescore_payloads(original, seen, self.settings.view_iou, self.settings.view_min_confirmations)
+        if self.settings.view_fusion:
+            template = {"kind": KIND_REGION, "region_type": spec.region_type}
+            added, confirmed = fuse_payloads(original, seen, self.settings.view_iou,
+                                             self.settings.view_min_confirmations, template)
+            im.payloads.extend(added)
+            if spec.name == TASK_DEPENDS["REGION_TO_SEGMENTATION"]:
+                im.objects.extend(added)
+            self.stats["view_added"] += len(added)
+        else:
+            confirmed = rescore_payloads(original, seen, self.settings.view_iou, self.settings.view_min_confirmations)
         for view, count in zip(views, confirmed):
             self.stats[f"view_confirmed/{view}"] += count
 

@@ -21,10 +21,26 @@ flip has the same size), scores are probabilities in ``[0, 1]``.
   higher score, then the earlier box), and ``s_v(m_v(b))`` its own score; ``0`` when view ``v`` has
   no such box. Matching is per original box (two original boxes may match one view box); boxes
   that only a transformed view found are dropped.
+- :func:`fused_views` (the ``view_fusion`` setting): weighted box fusion over the views instead.
+  All boxes of the original and the ``V`` views, highest score first (ties: the original, then
+  the views in order, then the earlier box), each not yet taken starts a *cluster*; every other
+  view (the original counts as one) adds to it its untaken box of the same label with the
+  highest IoU with the starting box, among those with IoU >= ``min_iou`` (ties: the higher
+  score, then the earlier box); so a cluster holds at most one box per view. A cluster of ``n``
+  boxes with scores ``s_i`` and boxes ``b_i``:
+
+      box = sum_i s_i b_i / sum_i s_i   (the plain mean when every s_i is 0)
+      score = sum_i s_i / (1 + V)
+
+  the same score as above when the cluster holds an original box. A cluster of fewer than
+  ``1 + min_confirmations`` boxes scores 0 when it holds an original box and is dropped when it
+  does not; a kept cluster without an original box becomes a new box (the views found an object
+  the original generation missed: test-time augmentation adds recall, not only confidence).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -106,6 +122,61 @@ def consistency_scores(original: Sequence[ScoredBox], views: Sequence[Sequence[S
     return [total / (1 + len(views)) if n >= min_confirmations else 0.0 for total, n in zip(totals, count)], confirmed
 
 
+@dataclass(frozen=True)
+class FusedBox:
+    """One cluster of :func:`fused_views`: its label (of the box that started it), fused box
+    (pixels), score, the index of its original box (``None``: the views alone found it) and,
+    per view, whether the view has a box in it."""
+
+    label: str
+    box: list[float]
+    score: float
+    original: int | None
+    in_view: tuple[bool, ...]
+
+
+def fused_views(original: Sequence[ScoredBox], views: Sequence[Sequence[ScoredBox]], min_iou: float,
+                min_confirmations: int = 0) -> list[FusedBox]:
+    """The clusters of the original's and the views' boxes (module docstring), ordered by their
+    original box (clusters without one after, in the order they were started); ``views`` hold the
+    boxes already mapped back with :func:`box_to_upright`."""
+    everything = [(source, k, box) for source, boxes in enumerate([original, *views]) for k, box in enumerate(boxes)]
+    if not everything:
+        return []
+    boxes = np.asarray([b for _, _, (_, b, _) in everything], dtype=np.float64).reshape(-1, 4)
+    ious = box_iou_matrix(boxes, boxes)
+    keys = [label_key(label) for _, _, (label, _, _) in everything]
+    scores = [float(score or 0.0) for _, _, (_, _, score) in everything]
+    order = sorted(range(len(everything)), key=lambda i: (-scores[i], everything[i][0], everything[i][1]))
+    taken = [False] * len(everything)
+    clusters: list[FusedBox] = []
+    for seed in order:
+        if taken[seed]:
+            continue
+        taken[seed] = True
+        members = [seed]
+        for source in range(1 + len(views)):
+            if source == everything[seed][0]:
+                continue
+            candidates = [i for i, (src, _, _) in enumerate(everything) if src == source and not taken[i]
+                          and keys[i] == keys[seed] and ious[seed, i] >= min_iou]
+            if candidates:
+                best = min(candidates, key=lambda i: (-ious[seed, i], -scores[i], everything[i][1]))
+                taken[best] = True
+                members.append(best)
+        weights = np.asarray([scores[i] for i in members])
+        member_boxes = boxes[members]
+        box = (weights @ member_boxes / weights.sum()) if weights.sum() > 0 else member_boxes.mean(axis=0)
+        sources = {everything[i][0]: everything[i][1] for i in members}
+        enough = len(members) >= 1 + min_confirmations
+        if not enough and 0 not in sources:
+            continue
+        clusters.append(FusedBox(label=everything[seed][2][0], box=[float(v) for v in box],
+                                 score=float(weights.sum()) / (1 + len(views)) if enough else 0.0,
+                                 original=sources.get(0), in_view=tuple(v + 1 in sources for v in range(len(views)))))
+    return sorted(clusters, key=lambda c: (c.original is None, c.original if c.original is not None else 0))
+
+
 def upright_scored_boxes(payloads: Sequence[dict], view: str, width: int, height: int,
                          default_score: float | None = 0.0) -> list[ScoredBox]:
     """The boxes of payloads parsed on ``view``, mapped back to the upright image with their
@@ -124,3 +195,23 @@ def rescore_payloads(original: Sequence[dict], views: Sequence[Sequence[ScoredBo
     for payload, score in zip(scored, scores):
         payload["score"] = score
     return confirmed
+
+
+def fuse_payloads(original: list[dict], views: Sequence[Sequence[ScoredBox]], min_iou: float,
+                  min_confirmations: int, template: dict) -> tuple[list[dict], list[int]]:
+    """Weighted box fusion of the scored box payloads of the original view with the views' boxes
+    (:func:`fused_views`): each original payload takes its cluster's box and score (in place),
+    and each kept cluster without one becomes a new payload (``template`` plus ``text``, ``bbox``
+    and ``score``). Returns ``(the new payloads, boxes each view added to a cluster holding
+    another box)``."""
+    scored = [p for p in original if p.get("bbox") is not None and p.get("score") is not None]
+    clusters = fused_views([(p["text"], p["bbox"], p["score"]) for p in scored], views, min_iou, min_confirmations)
+    added = []
+    for cluster in clusters:
+        if cluster.original is None:
+            added.append({**template, "text": cluster.label, "bbox": cluster.box, "score": cluster.score})
+        else:
+            scored[cluster.original].update(bbox=cluster.box, score=cluster.score)
+    confirmed = [sum(c.in_view[v] and (c.original is not None or sum(c.in_view) > 1) for c in clusters)
+                 for v in range(len(views))]
+    return added, confirmed

@@ -9,13 +9,16 @@ traceback is shown for them.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
 import sys
 from typing import Callable
 
+from annotators.base import AnnotatorError
 from engine.rounds.lock import RoundBusy
+from storage.catalog_file import CatalogBusy
 
 # Beam logs these on the root logger at import / run time on every machine without GCP
 # libraries; they say nothing to an fld user.
@@ -85,6 +88,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     return parser, handlers
 
 
+#: errno -> what to do, after the system's own words
+_OS_ADVICE = {errno.ENOSPC: "the disk is full; free space, then run the same command again (it resumes)",
+              errno.EDQUOT: "the disk quota is used up; free space, then run the same command again (it resumes)",
+              errno.EROFS: "the file system is read-only; give a writable --root",
+              errno.EACCES: "no permission; give a --root you can write to, or fix its permissions"}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an ``OSError``: its message and, for the common causes, what to do."""
+    advice = _OS_ADVICE.get(exc.errno or 0)
+    return f"{exc}; {advice}" if advice else str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fld`` console script; returns the exit code."""
     parser, handlers = build_parser()
@@ -97,8 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     args.extra = extra
     try:
         return int(handlers[args.command](args) or 0)
-    except (UsageError, RoundBusy, FileNotFoundError, PermissionError, ValueError) as exc:
+    except (UsageError, RoundBusy, CatalogBusy, AnnotatorError, ValueError) as exc:
         print(f"fld {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a missing path, a read-only root, a full disk: the user's to fix
+        print(f"fld {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fld {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)

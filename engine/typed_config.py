@@ -2,14 +2,17 @@
 
 ``from_plain(cls, data, path)`` builds ``cls`` from a mapping: nested dataclass fields from
 sub-tables, tuple fields from lists, dict fields from tables; an unknown key raises
-``ValueError`` naming its full dotted path (``curation.nms.iou``). Values are validated by
-each dataclass's own ``__post_init__``; a class with a ``__from_plain__(data, path)``
-classmethod builds itself. ``to_plain`` is the inverse (tuples become lists).
+``ValueError`` naming its full dotted path (``curation.nms.iou``). Scalars are checked against
+the field's annotation first (:func:`check_scalar`: ``bool`` is not an ``int``, ``1.5`` is not
+an ``int``, an ``int`` is a fine ``float``), then validated by each dataclass's own
+``__post_init__``; a class with a ``__from_plain__(data, path)`` classmethod builds itself.
+``to_plain`` is the inverse (tuples become lists).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Any, Mapping
 
@@ -39,11 +42,37 @@ def from_plain(cls: type, data: Mapping[str, Any], path: str) -> Any:
                 raise ValueError(f"{dotted(name)} must be a table, got {value!r}")
             values[name] = dict(value)
         else:
-            values[name] = value
+            values[name] = check_scalar(hint, value, dotted(name))
     try:
         return cls(**values)
     except TypeError as exc:  # a wrongly typed value tripping a comparison in __post_init__
         raise ValueError(f"{path or 'config'}: {exc}") from None
+
+
+_SCALARS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def check_scalar(hint: Any, value: Any, dotted: str) -> Any:
+    """``value`` when it fits the annotation ``hint`` (``int``, ``float``, ``bool``, ``str`` or a
+    union of them with ``None``; other annotations are left to the dataclass), else
+    ``ValueError`` naming ``dotted``. An int given for a float field becomes a float."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    scalars = [t for t in options if t in _SCALARS]
+    if not scalars or len(scalars) + (type(None) in options) != len(options):
+        return value
+    if value is None and type(None) in options:
+        return value
+    for kind in scalars:
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value) if isinstance(value, int) else value
+        if kind is str and isinstance(value, str):
+            return value
+    wanted = " or ".join(_SCALARS[t] for t in scalars) + (" (or left out)" if type(None) in options else "")
+    raise ValueError(f"{dotted} must be {wanted}, got {value!r}")
 
 
 def to_plain(value: Any) -> Any:

@@ -7,6 +7,8 @@ import json
 
 from engine.cli import add_root_argument, command
 from engine.config import EngineConfig
+from engine.preflight import preflight
+from engine.rounds.lock import refuse_if_busy
 from engine.rounds.summary import round_markdown
 from storage.layout import DataRoot
 
@@ -27,7 +29,8 @@ def declare_round(parser: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
         from flows.round_flow import round_flow
 
-        EngineConfig.load(args.config)  # a bad key fails here, in one line, before Prefect starts
+        preflight(EngineConfig.load(args.config))  # a bad key or path fails here, before Prefect starts
+        refuse_if_busy(DataRoot(args.root))  # and a busy root, at once
         _print_round(round_flow(root=str(DataRoot(args.root).path), config_path=args.config,
                                 round_number=args.round, progress=True))
         return 0
@@ -44,7 +47,8 @@ def declare_loop(parser: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
         from flows.round_flow import loop_flow
 
-        EngineConfig.load(args.config)  # a bad key fails here, in one line, before Prefect starts
+        preflight(EngineConfig.load(args.config))  # a bad key or path fails here, before Prefect starts
+        refuse_if_busy(DataRoot(args.root))  # and a busy root, at once
         for result in loop_flow(root=str(DataRoot(args.root).path), config_path=args.config,
                                 rounds=args.rounds, progress=True):
             _print_round(result)
@@ -84,11 +88,11 @@ def declare_demo(parser: argparse.ArgumentParser):
     parser.add_argument("--images", type=int, default=96, help="synthetic images to generate (default 96)")
     parser.add_argument("--rounds", type=int, default=3, help="annotate-refine rounds (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="sample seed (default 0)")
-    parser.add_argument("--fresh", action="store_true", help="delete the data root first")
+    parser.add_argument("--fresh", action="store_true",
+                        help="empty the demo's data root first (only a root fld demo created)")
 
     def run(args: argparse.Namespace) -> int:
-        import shutil
-
+        from engine.demo.fresh import DEMO_KIND, clear_demo_root
         from engine.demo.loop_report import format_loop, format_verdict, loop_figures
         from engine.demo.report import (
             DEMO_TRAINING,
@@ -100,10 +104,14 @@ def declare_demo(parser: argparse.ArgumentParser):
         from flows.round_flow import loop_flow
 
         root = DataRoot(args.root)
-        if args.fresh and root.path.exists():
-            shutil.rmtree(root.path)
-        root.ensure()
+        refuse_if_busy(root)
+        if args.fresh:
+            deleted = clear_demo_root(root)
+            if deleted:
+                print(f"[demo] --fresh: emptied the demo root {root.path} ({', '.join(deleted)})")
+        root.ensure(kind=DEMO_KIND)
         config_path = prepare_demo(root, args.images, args.seed, args.rounds, DEMO_TRAINING)
+        preflight(EngineConfig.load(config_path))
         print(f"[demo] sample data and ground truth in {root.path / 'sample'}; config {config_path}")
         results = loop_flow(root=str(root.path), config_path=str(config_path), rounds=args.rounds, progress=True)
         reports, figures = [], []

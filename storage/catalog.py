@@ -9,6 +9,9 @@ after every write (and on every open), so a moved root is repaired by the next `
 A dataset with no files yet is a view over an empty table of its schema.
 
 Only the driver process opens the catalog (DuckDB allows one writer); workers write Parquet.
+The engine opens its private copy (``storage.catalog_file``: ``ROOT/.engine/catalog.duckdb``)
+and publishes ``ROOT/catalog.duckdb`` when a writing :class:`Catalog` closes, so a reader of the
+published file never blocks a round.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any, Iterable
 import duckdb
 import pyarrow as pa
 
-from storage import schema
+from storage import catalog_file, schema
 from storage.decisions import DECISIONS_VIEW_SQL
 from storage.layout import DataRoot
 
@@ -73,12 +76,22 @@ class Catalog:
 
     def __init__(self, root: DataRoot | str | Path, read_only: bool = False):
         self.root = root if isinstance(root, DataRoot) else DataRoot(Path(root))
+        self.read_only = read_only
+        private = self.root.engine_catalog
         if not read_only:
             self.root.ensure()
-        self.con = duckdb.connect(str(self.root.catalog), read_only=read_only)
+            catalog_file.adopt(private, self.root.catalog)
+            private.parent.mkdir(parents=True, exist_ok=True)
+        elif not private.exists():  # a root of an earlier version: only the published file
+            private = self.root.catalog
+        self.con = catalog_file.connect(private, read_only)
         if not read_only:
-            self._create_tables()
-            self.refresh_views()
+            try:
+                self._create_tables()
+                self.refresh_views()
+            except BaseException:
+                self.con.close()
+                raise
 
     def __enter__(self) -> "Catalog":
         return self
@@ -87,7 +100,17 @@ class Catalog:
         self.close()
 
     def close(self) -> None:
-        self.con.close()
+        """Close; a writing catalog is checkpointed and published (``storage.catalog_file``)."""
+        if self.read_only:
+            self.con.close()
+            return
+        try:
+            self.con.execute("checkpoint")
+        except duckdb.Error:  # another connection of this process is mid-transaction: its close checkpoints
+            pass
+        finally:
+            self.con.close()
+        catalog_file.publish(self.root.engine_catalog, self.root.catalog)
 
     # ----------------------------------------------------------------------- tables
     def _create_tables(self) -> None:

@@ -5,7 +5,9 @@ Every path is derived here so no other module spells a folder name.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -21,6 +23,11 @@ class DataRoot:
     @property
     def catalog(self) -> Path:
         return self.path / "catalog.duckdb"
+
+    @property
+    def engine_catalog(self) -> Path:
+        """The engine's private catalog (``storage.catalog_file``); ``catalog`` is its published copy."""
+        return self.path / ".engine" / "catalog.duckdb"
 
     @property
     def images(self) -> Path:
@@ -68,10 +75,30 @@ class DataRoot:
     def release(self, name: str) -> Path:
         return self.path / "releases" / name
 
-    def ensure(self) -> "DataRoot":
-        """Create the root folder; raises ``PermissionError``/``OSError`` when it cannot."""
+    @property
+    def marker(self) -> Path:
+        """``ROOT/.fld-root``: JSON ``{"kind": ..., "created": ...}``, written when the engine
+        creates the root (the folder was missing or empty); only such a folder is the engine's
+        to delete (``fld demo --fresh``, kind ``demo``)."""
+        return self.path / ".fld-root"
+
+    def kind(self) -> str | None:
+        """The ``kind`` the marker records (``root``, ``demo``), or None: no readable marker."""
+        try:
+            value = json.loads(self.marker.read_text()).get("kind")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, str) else None
+
+    def ensure(self, kind: str = "root") -> "DataRoot":
+        """Create the root folder (with its marker of ``kind`` when the folder was missing or
+        empty); raises ``PermissionError``/``OSError`` when it cannot."""
+        new = not self.path.exists() or (self.path.is_dir() and not any(self.path.iterdir()))
         self.path.mkdir(parents=True, exist_ok=True)
         probe = self.path / ".write-probe"
         probe.write_text("")
         probe.unlink()
+        if new:
+            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self.marker.write_text(json.dumps({"kind": kind, "created": stamp}) + "\n")
         return self

@@ -146,10 +146,13 @@ def _parsed(annotator: Any, chunk: list[tuple[Example, Any]], prompts: list[str]
 
 def _rescore_with_views(annotator: Any, items: list[tuple[Example, Any]], prompts: list[str],
                         out: list[tuple[list, float | None]], views: tuple[str, ...]) -> None:
-    """The boxes of the box tasks rescored by view consistency, as the annotator scores the
-    rows it annotates (``annotators.florence2_views``), so a threshold calibrated here fits the
-    scores curation sees; in place."""
-    from annotators.florence2_views import VIEW_TASKS, rescore_payloads, upright_scored_boxes, view_image
+    """The boxes of the box tasks rescored by view consistency (or fused with the views' boxes,
+    with ``view_fusion``), as the annotator scores the rows it annotates
+    (``annotators.florence2_views``), so a threshold calibrated here fits the scores curation
+    sees; in place."""
+    from annotators.florence2_format import task_spec
+    from annotators.florence2_views import VIEW_TASKS, fuse_payloads, rescore_payloads, upright_scored_boxes, view_image
+    from storage.schema import KIND_REGION
 
     boxed = [k for k, (e, _) in enumerate(items) if e.task in VIEW_TASKS]
     seen: dict[int, list[list]] = {k: [] for k in boxed}
@@ -160,9 +163,15 @@ def _rescore_with_views(annotator: Any, items: list[tuple[Example, Any]], prompt
             parsed = _parsed(annotator, chunk, [prompts[k] for k in part], [view_image(im, view) for _, im in chunk])
             for k, (e, _), (payloads, score) in zip(part, chunk, parsed):
                 seen[k].append(upright_scored_boxes(payloads, view, e.width, e.height, score))
+    settings = annotator.settings
     for k in boxed:
-        rescore_payloads(out[k][0], seen[k], annotator.settings.view_iou,
-                         getattr(annotator.settings, "view_min_confirmations", 0))
+        confirmations = getattr(settings, "view_min_confirmations", 0)
+        if getattr(settings, "view_fusion", False):
+            template = {"kind": KIND_REGION, "region_type": task_spec(items[k][0].task).region_type}
+            added, _ = fuse_payloads(out[k][0], seen[k], settings.view_iou, confirmations, template)
+            out[k][0].extend(added)
+        else:
+            rescore_payloads(out[k][0], seen[k], settings.view_iou, confirmations)
 
 
 def _decoded(examples: list[Example]) -> list[tuple[Example, Any]]:

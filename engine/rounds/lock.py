@@ -1,13 +1,19 @@
-"""One round at a time per data root: a lock file that a crashed run does not leave stuck.
+"""One run at a time per data root: an operating-system file lock that a crashed run cannot leave
+stuck and that two racers cannot both take.
 
-``ROOT/.round.lock`` is created with ``O_EXCL`` and holds the owner's pid, host and start
-time. A lock whose owner is gone (same host, pid no longer alive) or that is older than
-``stale_after`` seconds is stale and taken over; any other lock refuses with a message that
-says who holds it.
+``ROOT/.round.lock`` is opened (created if missing, never deleted) and locked with
+``flock(LOCK_EX | LOCK_NB)``: the kernel grants it to one open file at a time and drops it when
+its holder exits, however it exits, so there is no stale lock to judge and no PID to trust. The
+holder then writes its record (pid, host, purpose, start time) into the file for the message
+another run shows; the record is informative only and is emptied on release. A second
+:class:`RoundLock` in the same process is refused too (each opens its own file). The lock is
+local to one machine's kernel: on a network file system shared by several hosts use one host
+per data root.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -22,63 +28,63 @@ class RoundBusy(RuntimeError):
     """Another run holds the root's lock."""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class RoundLock:
     """Context manager holding ``ROOT/.round.lock`` for the duration of a run."""
 
-    def __init__(self, root: DataRoot, purpose: str = "round", stale_after: float = 48 * 3600):
+    def __init__(self, root: DataRoot, purpose: str = "round"):
         self.path: Path = root.path / ".round.lock"
-        self.purpose, self.stale_after = purpose, stale_after
+        self.purpose = purpose
         self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose}
+        self._fd: int | None = None
 
-    def _holder(self) -> dict[str, Any] | None:
+    def holder(self) -> dict[str, Any] | None:
+        """The record the current holder wrote (None: none, or not readable)."""
         try:
-            return json.loads(self.path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            record = json.loads(self.path.read_text() or "null")
+        except (OSError, ValueError):
             return None
+        return record if isinstance(record, dict) else None
 
-    def _stale(self, holder: dict[str, Any] | None) -> bool:
+    def _busy_message(self) -> str:
+        holder = self.holder()
         if holder is None:
-            return True  # unreadable: its writer died between create and write
-        if time.time() - float(holder.get("started", 0)) > self.stale_after:
-            return True
-        return holder.get("host") == self.owner["host"] and not _alive(int(holder.get("pid", -1)))
+            return (f"another run holds the lock of this data root ({self.path}); wait for it to finish "
+                    f"(the lock goes with its process)")
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(holder.get("started", 0) or 0)))
+        if holder.get("pid") == self.owner["pid"] and holder.get("host") == self.owner["host"]:
+            return f"this process already holds the round lock of {self.path.parent} (for its {holder.get('purpose')})"
+        return (f"another {holder.get('purpose', 'round')} is running on this data root (pid {holder.get('pid')} "
+                f"on {holder.get('host')}, since {since}); wait for it to finish (the lock goes with its process)")
 
     def acquire(self) -> None:
+        if self._fd is not None:
+            raise RoundBusy(self._busy_message())
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _attempt in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == self.owner["host"]:
-                    raise RoundBusy("this process already holds the round lock") from None
-                if self._stale(holder):
-                    self.path.unlink(missing_ok=True)
-                    continue
-                since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(holder.get("started", 0))))
-                raise RoundBusy(
-                    f"another {holder.get('purpose', 'round')} is running on this data root (pid {holder.get('pid')} "
-                    f"on {holder.get('host')}, since {since}); wait for it to finish, or delete {self.path} "
-                    f"if that process is gone") from None
-            with os.fdopen(fd, "w") as handle:
-                json.dump({**self.owner, "started": time.time()}, handle)
-            return
-        raise RoundBusy(f"could not take {self.path}; another run keeps re-creating it")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RoundBusy(self._busy_message()) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        record = json.dumps({**self.owner, "started": time.time()}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record, 0)
+        self._fd = fd
 
     def release(self) -> None:
-        holder = self._holder()
-        if holder and holder.get("pid") == self.owner["pid"] and holder.get("host") == self.owner["host"]:
-            self.path.unlink(missing_ok=True)
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)  # no record: nobody holds it
+        except OSError:
+            pass
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     def __enter__(self) -> "RoundLock":
         self.acquire()
@@ -86,3 +92,12 @@ class RoundLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def refuse_if_busy(root: DataRoot) -> None:
+    """Raise :class:`RoundBusy` at once when another run holds ``root``'s lock (a check before
+    starting Prefect; the run itself still takes the lock)."""
+    if not root.path.is_dir():
+        return
+    with RoundLock(root, purpose="check"):
+        pass

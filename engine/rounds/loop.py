@@ -13,6 +13,7 @@ import json
 from typing import Any, Callable
 
 from engine.config import EngineConfig
+from engine.preflight import preflight
 from engine.rounds.context import RoundContext
 from engine.rounds.lock import RoundLock
 from engine.rounds.state import run_step
@@ -51,6 +52,7 @@ def _record(root: DataRoot, row: dict[str, Any]) -> None:
 def run_round(root: DataRoot, config: EngineConfig, round_: int | None = None, step_runner: StepRunner = run_step,
               progress: bool = True) -> dict[str, Any]:
     """Run (or resume) one round; returns ``{"round": R, "steps": {step: summary}}``."""
+    preflight(config)  # every path and device the steps need, before the first step
     root.ensure()
     with RoundLock(root):
         round_ = next_round(root) if round_ is None else int(round_)

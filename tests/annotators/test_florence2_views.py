@@ -17,7 +17,7 @@ from annotators.base import ImageBatch, ImageItem
 from annotators.florence2 import _Generation
 from annotators.florence2_checkpoint import build_checkpoint
 from annotators.florence2_scores import TokenStats
-from annotators.florence2_views import box_to_upright, consistency_scores, label_key, view_image
+from annotators.florence2_views import box_to_upright, consistency_scores, fused_views, label_key, view_image
 from annotators.registry import build_annotator
 
 
@@ -195,13 +195,66 @@ def test_view_iou_sets_the_confirmation_threshold(model_dir, monkeypatch):
     assert row["score"] == 0.0
 
 
+def test_fused_views_cluster_one_box_per_view_and_weight_by_score():
+    original = [("square", [0, 0, 10, 10], 0.6), ("circle", [20, 20, 30, 30], 0.4)]
+    hflip = [("Square", [2, 0, 12, 10], 0.2),        # IoU 8/12 with the square, but the next box is closer
+             ("square", [0, 0, 10, 10], 0.1),        # IoU 1: joins the square
+             ("star", [40, 0, 50, 10], 0.5)]         # only here: one box, below 1 + 1 confirmation
+    vflip = [("star", [41, 0, 51, 10], 0.3),         # with the mirror's star: a new, fused box
+             ("circle", [60, 60, 70, 70], 0.9)]      # far from the circle: its own lone cluster
+    clusters = fused_views(original, [hflip, vflip], 0.5, min_confirmations=1)
+    by_label = {}
+    for c in clusters:
+        by_label.setdefault(label_key(c.label), []).append(c)
+    assert len(clusters) == 3  # the further square and the far circle, of one view alone: dropped
+    (square,) = by_label["square"]
+    assert square.original == 0 and square.in_view == (True, False)
+    assert square.box == pytest.approx([0, 0, 10, 10]) and square.score == pytest.approx((0.6 + 0.1) / 3)
+    # the fused box is the score-weighted mean
+    (moved,) = fused_views(original[:1], [hflip[:1]], 0.5)
+    assert moved.box == pytest.approx([(0.6 * 0 + 0.2 * 2) / 0.8, 0, (0.6 * 10 + 0.2 * 12) / 0.8, 10])
+    assert moved.score == pytest.approx(0.8 / 2)
+    circle = by_label["circle"]
+    assert [(c.original, c.score) for c in circle] == [(1, 0.0)]  # the original's circle stays, at 0
+    (star,) = by_label["star"]
+    assert star.original is None and star.in_view == (True, True)
+    assert star.box == pytest.approx([(0.5 * 40 + 0.3 * 41) / 0.8, 0, (0.5 * 50 + 0.3 * 51) / 0.8, 10])
+    assert star.score == pytest.approx(0.8 / 3)
+    # without a confirmation asked, every box is a cluster; the originals' come first, in order
+    clusters = fused_views(original, [hflip, vflip], 0.5)
+    assert [c.original for c in clusters][:2] == [0, 1] and len(clusters) == 5
+    assert all(c.original is None for c in clusters[2:])
+    assert fused_views([], [[], []], 0.5) == []
+
+
+def test_view_fusion_adds_what_two_views_found_and_fuses_the_rest(model_dir, monkeypatch):
+    outputs = {("a", None): [("square", [100, 200, 400, 600], 0.8)],          # [10, 10, 40, 30]
+               ("a", "hflip"): [("square", [600, 200, 900, 600], 0.4),         # back [10, 10, 40, 30]
+                                ("star", [0, 0, 200, 200], 0.6)],              # back [80, 0, 100, 10]
+               ("a", "vflip"): [("star", [800, 800, 999, 999], 0.3)]}          # back [80, 0, 99, 10]
+    annotator, _ = scripted(model_dir, monkeypatch, outputs, batch_size=1, views=["hflip", "vflip"],
+                            view_fusion=True, view_min_confirmations=1)
+    rows = annotator.annotate(ImageBatch(_items()[:1], round=1))
+    a = {r["text"]: r for r in rows}
+    assert set(a) == {"square", "star"}
+    assert a["square"]["bbox"] == pytest.approx([10, 10, 40, 30]) and a["square"]["score"] == pytest.approx(1.2 / 3)
+    assert a["star"]["bbox"] == pytest.approx([80, 0.3 / 0.9, (0.6 * 100 + 0.3 * 99) / 0.9, 10])  # vflip: back [80, 1, 99, 10]
+    assert a["star"]["score"] == pytest.approx(0.9 / 3)
+    assert a["star"]["kind"] == "region" and a["star"]["region_type"] == "object"
+    assert annotator.stats["view_added"] == 1
+    # rescoring only (the default) keeps the original's boxes alone
+    plain, _ = scripted(model_dir, monkeypatch, outputs, batch_size=1, views=["hflip", "vflip"], view_min_confirmations=1)
+    assert [r["text"] for r in plain.annotate(ImageBatch(_items()[:1], round=1))] == ["square"]
+
+
 def test_views_settings_are_validated(model_dir):
     for change, message in [({"views": "hflip"}, "list of view names"), ({"views": ["rot90"]}, "rot90"),
                             ({"views": ["hflip", "hflip"]}, "distinct"), ({"view_iou": 0}, "view_iou"),
                             ({"view_iou": 1.5}, "view_iou"), ({"view_iou": True}, "view_iou"),
                             ({"views": ["hflip"], "tasks": ["CAPTION"]}, "box task"),
                             ({"views": ["hflip"], "view_min_confirmations": 2}, "at most the number of views"),
-                            ({"views": ["hflip"], "view_min_confirmations": -1}, "view_min_confirmations")]:
+                            ({"views": ["hflip"], "view_min_confirmations": -1}, "view_min_confirmations"),
+                            ({"views": ["hflip"], "view_fusion": "yes"}, "view_fusion")]:
         with pytest.raises(ValueError, match=message):
             build_annotator("florence2", model=str(model_dir), **change)
     settings = build_annotator("florence2", model=str(model_dir)).settings

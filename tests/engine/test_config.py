@@ -23,5 +23,20 @@ def test_the_saved_config_reads_back_equal():
 
 @pytest.mark.parametrize("value", [0, 1.5, "near", True])
 def test_a_wrong_merge_value_names_its_key(value):
-    with pytest.raises(ValueError, match="merge.fuse_iou_same_label must be in"):
+    with pytest.raises(ValueError, match="merge.fuse_iou_same_label must be"):
         EngineConfig.from_dict({"curation": {"merge": {"fuse_iou_same_label": value}}})
+
+
+@pytest.mark.parametrize("section, key, value, wanted", [
+    ("ingest", "max_pixels", 1.5, "a whole number"), ("runner", "workers", True, "a whole number"),
+    ("loop", "rounds", 2.5, "a whole number"), ("runner", "workers", "two", "a whole number"),
+    ("loop", "higher_is_better", 1, "true or false"), ("loop", "metric", 3, "a string"),
+    ("training", "lr", "fast", "a number"), ("training", "max_steps", 10.0, "a whole number")])
+def test_a_value_of_the_wrong_type_names_its_key(section, key, value, wanted):
+    with pytest.raises(ValueError, match=f"^{section}.{key} must be {wanted}"):
+        EngineConfig.from_dict({section: {key: value}})
+
+
+def test_an_int_is_a_fine_float():
+    config = EngineConfig.from_dict({"training": {"lr": 1}, "loop": {"min_improvement": 0}})
+    assert config.training.lr == 1.0 and isinstance(config.training.lr, float)

@@ -97,13 +97,43 @@ def test_second_concurrent_round_is_refused(tmp_path, tiny_sample):
     root = DataRoot(tmp_path / "root")
     first = fld_process("round", "--root", str(root.path), "--config", str(config))
     try:
-        assert _wait_for(lambda: (root.path / ".round.lock").exists(), first)
+        lock = root.path / ".round.lock"
+        assert _wait_for(lambda: lock.exists() and lock.read_text(), first)
         second = fld_process("round", "--root", str(root.path), "--config", str(config))
         assert second.wait(timeout=300) == 2
         err = second.stderr.read()
         assert "another round is running on this data root" in err and f"pid {first.pid}" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err  # refused before Prefect
     finally:
         kill_run(first)
+
+
+def test_a_reader_of_the_catalog_never_breaks_a_round(tmp_path, tiny_sample):
+    """A DuckDB client (a notebook, a dashboard) holds the published catalog open through a whole
+    round and queries it now and then: the round finishes, and the reader sees the round after
+    reconnecting."""
+    import duckdb
+
+    config = write_config(tmp_path / "engine.toml", tiny_sample)
+    root = DataRoot(tmp_path / "root")
+    run = fld_process("round", "--root", str(root.path), "--config", str(config))
+    try:
+        assert _wait_for(root.catalog.exists, run)
+        reader = duckdb.connect(str(root.catalog), read_only=True)
+        queries = 0
+        while run.poll() is None:
+            reader.execute("select count(*) from shards").fetchall()
+            queries += 1
+            time.sleep(0.2)
+        assert run.returncode == 0, run.stderr.read()[-3000:]
+        assert queries > 0
+        reader.execute("select count(*) from rounds").fetchall()  # its snapshot still answers
+        reader.close()
+    finally:
+        kill_run(run)
+    with duckdb.connect(str(root.catalog), read_only=True) as fresh:
+        assert fresh.execute("select round, status from rounds").fetchall() == [(0, "done")]
+        assert fresh.execute("select count(*) from curated").fetchall()[0][0] > 0
 
 
 def test_bad_config_key_is_named(tmp_path, tiny_sample):

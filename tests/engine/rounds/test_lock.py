@@ -1,44 +1,104 @@
-"""engine.rounds.lock: a second run refuses; a crashed holder's lock is taken over."""
+"""engine.rounds.lock: one holder at a time, even among racers; a dead holder's lock is free at
+once; an odd record in the lock file never blocks."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
-from engine.rounds.lock import RoundBusy, RoundLock
+from engine.rounds.lock import RoundBusy, RoundLock, refuse_if_busy
 from storage.layout import DataRoot
 
+REPO = Path(__file__).resolve().parents[3]
 
-def test_second_holder_is_refused_with_the_holder_named(tmp_path):
+
+def _holder(root: Path, seconds: float = 60) -> subprocess.Popen:
+    """A process that takes the lock, says so on stdout, and sleeps."""
+    code = textwrap.dedent(f"""
+        import sys, time
+        from engine.rounds.lock import RoundLock
+        from storage.layout import DataRoot
+        lock = RoundLock(DataRoot({str(root)!r}), purpose="test holder")
+        lock.acquire()
+        print("held", flush=True)
+        time.sleep({seconds})
+    """)
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert process.stdout.readline().strip() == "held"
+    return process
+
+
+def test_a_second_holder_is_refused_with_the_holder_named_and_a_killed_holder_frees_it(tmp_path):
     root = DataRoot(tmp_path)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = _holder(tmp_path)
     try:
-        (tmp_path / ".round.lock").write_text(json.dumps(
-            {"pid": sleeper.pid, "host": RoundLock(root).owner["host"], "purpose": "round", "started": time.time()}))
-        with pytest.raises(RoundBusy, match=f"pid {sleeper.pid}"):
+        with pytest.raises(RoundBusy, match=f"test holder is running on this data root \\(pid {holder.pid}"):
             RoundLock(root).acquire()
+        with pytest.raises(RoundBusy):
+            refuse_if_busy(root)
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    with RoundLock(root):  # its holder is dead now: the lock is stale and taken over
-        assert json.loads((tmp_path / ".round.lock").read_text())["pid"] != sleeper.pid
-    assert not (tmp_path / ".round.lock").exists()
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with RoundLock(root):  # the kernel dropped the dead holder's lock: nothing stale to judge
+        assert json.loads((tmp_path / ".round.lock").read_text())["pid"] == os.getpid()
+    assert (tmp_path / ".round.lock").read_text() == ""  # released: no record left
+    refuse_if_busy(root)
 
 
-def test_old_lock_is_stale_and_unreadable_lock_is_stale(tmp_path):
+RACER = textwrap.dedent("""
+    import sys, time
+    from engine.rounds.lock import RoundBusy, RoundLock
+    from storage.layout import DataRoot
+    start = float(sys.argv[2])
+    while time.time() < start:
+        pass
+    try:
+        RoundLock(DataRoot(sys.argv[1])).acquire()
+    except RoundBusy:
+        print("busy", flush=True)
+        sys.exit(0)
+    print("held", flush=True)
+    time.sleep(1.5)
+""")
+
+
+def test_racers_never_hold_it_twice(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for trial in range(6):
+        root = tmp_path / f"trial{trial}"
+        root.mkdir()
+        start = time.time() + 1.5  # every racer has imported by then and spins until the same instant
+        racers = [subprocess.Popen([sys.executable, "-c", RACER, str(root), str(start)], cwd=REPO, env=env,
+                                   stdout=subprocess.PIPE, text=True) for _ in range(4)]
+        outcomes = sorted(r.communicate(timeout=60)[0].strip() for r in racers)
+        assert outcomes == ["busy", "busy", "busy", "held"], (trial, outcomes)
+
+
+def test_the_same_process_is_refused_until_it_releases_and_odd_records_never_block(tmp_path):
     root = DataRoot(tmp_path)
-    (tmp_path / ".round.lock").write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": time.time() - 10}))
-    with pytest.raises(RoundBusy):
-        RoundLock(root).acquire()
-    with RoundLock(root, stale_after=5):
+    first = RoundLock(root, purpose="round")
+    with first:
+        with pytest.raises(RoundBusy, match="this process already holds the round lock"):
+            RoundLock(root).acquire()
+        with pytest.raises(RoundBusy):
+            first.acquire()
+    with RoundLock(root):  # the way out: the first one released
         pass
-    (tmp_path / ".round.lock").write_text("{not json")
-    with RoundLock(root):
-        pass
+    # a record naming this very process (PID reuse), garbage, or an old record: no holder, no block
+    for record in (json.dumps({"pid": os.getpid(), "host": RoundLock(root).owner["host"], "started": 0}),
+                   "{not json", json.dumps({"pid": 1, "host": "elsewhere", "started": time.time()})):
+        (tmp_path / ".round.lock").write_text(record)
+        with RoundLock(root):
+            pass
 
 
 def test_lock_is_released_on_error(tmp_path):

@@ -1,0 +1,48 @@
+"""``fld demo --fresh``: empty a demo's data root, and nothing else.
+
+Only a folder whose marker (``storage.layout.DataRoot.marker``) says ``fld demo`` created it is
+emptied, and only while no run holds its lock; a folder that does not exist or is empty needs
+nothing. Anything else (a user's folder, a data root with real data, a root made before markers)
+is refused with :class:`FreshRefused`, one line that says what to do. The lock file (the
+kernel's lock lives on it) and the marker stay.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from engine.rounds.lock import RoundLock
+from storage.layout import DataRoot
+
+DEMO_KIND = "demo"
+
+
+class FreshRefused(ValueError):
+    """``--fresh`` would delete something that is not a demo's data root."""
+
+
+def clear_demo_root(root: DataRoot) -> list[str]:
+    """Delete every entry of the demo root ``root`` but its lock file; returns their names
+    (sorted; folders end in ``/``). Raises :class:`FreshRefused` for anything but a demo root
+    and ``RoundBusy`` while a run holds its lock."""
+    path = root.path
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return []
+    if not path.is_dir():
+        raise FreshRefused(f"--fresh refused: {path} is a file, not a data root; choose another --root")
+    kind = root.kind()
+    if kind != DEMO_KIND or not root.catalog.exists():
+        what = ("a data root with your data, not a demo's" if kind is not None
+                else "not a data root that fld demo created (no .fld-root marker saying so)")
+        raise FreshRefused(f"--fresh refused: {path} is {what}; delete it yourself if you mean it, "
+                           f"or choose another --root")
+    lock = RoundLock(root, purpose="demo --fresh")
+    with lock:
+        entries = sorted(p for p in path.iterdir() if p not in (lock.path, root.marker))
+        names = [p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in entries]
+        for entry, name in zip(entries, names):
+            if name.endswith("/"):
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    return names

@@ -1,0 +1,75 @@
+"""Where the catalog lives, so that readers can never block the engine.
+
+DuckDB lets one process write a database file, and a reader in another process (a notebook, a
+dashboard, the ``duckdb`` command line) blocks that writer for as long as it stays open. So the
+engine keeps its catalog in a private file, ``ROOT/.engine/catalog.duckdb``, that only ``fld``
+processes open, each briefly, and after every write *publishes* a copy as
+``ROOT/catalog.duckdb`` for everyone else: the copy is written next to it and renamed over it
+(atomic on POSIX), so a reader holding the previous file keeps reading that snapshot and the next
+one opens the new file. Anything written into the published file is replaced by the next
+publish: it is for reading.
+
+Two ``fld`` processes that open the private file at once (``fld stats`` during a round) wait for
+each other, up to ``CATALOG_WAIT_S`` seconds, then :class:`CatalogBusy` says so in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import duckdb
+
+#: seconds an fld process waits for another one to close the private catalog
+CATALOG_WAIT_S = 120.0
+
+
+class CatalogBusy(RuntimeError):
+    """Another fld process kept the private catalog open longer than :data:`CATALOG_WAIT_S`."""
+
+
+def _locked(error: duckdb.Error) -> bool:
+    text = str(error).lower()
+    return "lock" in text or "conflicting" in text
+
+
+def connect(path: Path, read_only: bool, wait_s: float = CATALOG_WAIT_S) -> duckdb.DuckDBPyConnection:
+    """A connection to ``path``, retried (0.05 .. 1 s apart) while another process holds it."""
+    deadline, pause = time.monotonic() + wait_s, 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as error:
+            if not _locked(error) or time.monotonic() >= deadline:
+                if _locked(error):
+                    raise CatalogBusy(f"another fld command keeps the catalog {path} open (waited {wait_s:.0f} s); "
+                                      f"run this again when it has finished") from None
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+
+def adopt(private: Path, published: Path) -> None:
+    """A root made before the private catalog existed: its published file becomes the private one."""
+    if private.exists() or not published.exists():
+        return
+    private.parent.mkdir(parents=True, exist_ok=True)
+    _copy_then_rename(published, private)
+
+
+def publish(private: Path, published: Path) -> None:
+    """Copy the (closed, checkpointed) private catalog over the published one, atomically; on any
+    error (a full disk) the temporary copy is removed and the previous published file stays."""
+    _copy_then_rename(private, published)
+
+
+def _copy_then_rename(source: Path, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
