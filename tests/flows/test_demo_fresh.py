@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from flows.main import main
 from engine.demo.fresh import FreshRefused, clear_demo_root
 from engine.rounds.lock import RoundBusy
+from flows.main import main
 from storage.layout import DataRoot
 from tests.engine.rounds.test_lock import _holder
 
