@@ -8,7 +8,10 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from engine.release.build import ReleaseConfig, build_release, verify_release
+from flows.server_guard import guard_server
 from storage.layout import DataRoot
+
+guard_server()  # Prefect's temporary API server exits when this process dies
 
 
 @task(name="build-release", persist_result=False, cache_policy=NO_CACHE)

@@ -9,8 +9,11 @@ from prefect import flow
 from engine.config import EngineConfig
 from engine.rounds.loop import run_loop, run_round
 from flows.artifacts import publish_round
+from flows.server_guard import guard_server
 from flows.tasks import run_step_as_task
 from storage.layout import DataRoot
+
+guard_server()  # Prefect's temporary API server exits when this process dies, even by SIGKILL
 
 
 @flow(name="fld-round", log_prints=True)

@@ -3,15 +3,19 @@
 ``fld serve`` binds 127.0.0.1 only (the pages show the data; put a reverse proxy with access
 control in front to share them). It serves ``ROOT/reports/``: ``/`` is an index of the rounds'
 dashboards, newest first; ``/latest`` is the newest round's dashboard; ``/round=R/dashboard.html``
-any round's.
+any round's. Only regular files inside ``reports/`` are served: no directory listings (404), no
+symbolic link that leads outside ``reports/`` (404), and a malformed path (a NUL byte, bad
+percent-encoding, not starting with ``/``) is answered 400; a busy port is one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import html
 import re
+import urllib.parse
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -37,8 +41,38 @@ class DashboardHandler(SimpleHTTPRequestHandler):
 
     root: DataRoot
 
+    def _checked_path(self) -> str | None:
+        """The request's decoded path, or None after answering 400 (malformed) or 404 (a
+        folder, or a file outside ``reports/``)."""
+        raw = self.path.split("?", 1)[0].split("#", 1)[0]
+        try:
+            path = urllib.parse.unquote(raw, errors="strict")
+        except UnicodeDecodeError:
+            path = None
+        if path is None or "\x00" in path or not path.startswith("/"):
+            self.send_error(HTTPStatus.BAD_REQUEST, "malformed path")
+            return None
+        if path in ("/", "/index.html", "/latest"):
+            return path
+        reports = Path(self.directory).resolve()
+        target = (reports / path.lstrip("/")).resolve()
+        if not target.is_relative_to(reports) or not target.is_file():
+            self.send_error(HTTPStatus.NOT_FOUND, "no such dashboard file")
+            return None
+        return path
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        if self._checked_path() is not None:
+            super().do_HEAD()
+
+    def list_directory(self, path):  # noqa: ANN001 (http.server signature): never list a folder
+        self.send_error(HTTPStatus.NOT_FOUND, "no such dashboard file")
+        return None
+
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-        path = self.path.split("?", 1)[0]
+        path = self._checked_path()
+        if path is None:
+            return
         rounds = report_rounds(self.root)
         if path == "/latest":
             if not rounds:
@@ -105,7 +139,12 @@ def declare_serve(parser: argparse.ArgumentParser):
             raise UsageError(f"data root {root.path} does not exist")
         if not 0 <= args.port <= 65535:
             raise UsageError(f"--port must be within 0..65535, got {args.port}")
-        server = make_server(root, args.port)
+        try:
+            server = make_server(root, args.port)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise UsageError(f"port {args.port} on {HOST} is busy; choose another with --port (0: any free port)") from None
+            raise
         print(f"serving {root.path / 'reports'} on http://{HOST}:{server.server_address[1]}/ (latest: /latest)")
         try:
             server.serve_forever()

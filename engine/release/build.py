@@ -250,20 +250,29 @@ def verify_release(root: DataRoot | str | Path, name: str) -> list[str]:
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         files = manifest["files"]
-    except (ValueError, KeyError) as exc:
+        if not isinstance(files, dict) or not all(
+                isinstance(rel, str) and isinstance(entry, dict) and isinstance(entry.get("bytes"), int)
+                and isinstance(entry.get("sha256"), str) for rel, entry in files.items()):
+            raise ValueError("'files' must map each path to its bytes and sha256")
+    except (ValueError, KeyError, TypeError) as exc:
         return [f"{MANIFEST}: unreadable ({exc.__class__.__name__}: {exc})"]
     problems = []
     for rel, expected in sorted(files.items()):
         path = folder / rel
-        if not path.is_file():
+        if not path.is_file() or not path.resolve().is_relative_to(folder.resolve()):
             problems.append(f"{rel}: missing")
         elif path.stat().st_size != expected["bytes"]:
             problems.append(f"{rel}: {path.stat().st_size} bytes, manifest says {expected['bytes']}")
         elif sha256_file(path) != expected["sha256"]:
             problems.append(f"{rel}: sha256 differs from the manifest")
-    extra = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
+    extra = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if (p.is_file() or p.is_symlink())
                    and str(p.relative_to(folder)) not in files and p.name != MANIFEST)
     problems += [f"{rel}: not in the manifest" for rel in extra]
+    # a folder no listed file is in (an added empty folder, or one emptied): not the release built
+    needed = {parent for rel in files for parent in Path(rel).parents if str(parent) != "."}
+    stray = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()
+                   and p.relative_to(folder) not in needed)
+    problems += [f"{rel}/: a folder not in the manifest" for rel in stray]
     if root.catalog.exists():
         with Catalog(root) as catalog:
             recorded = catalog.query("select manifest_sha256 from releases where name = ?", [name])

@@ -183,6 +183,18 @@ def test_verify_catches_a_flipped_byte(report_root, capsys):
     assert verify_release(root, "test-flip") == ["extra.txt: not in the manifest"]
     (folder / "extra.txt").unlink()
     assert verify_release(root, "test-flip") == []
+    (folder / "exports" / "more").mkdir()  # an added empty folder
+    assert verify_release(root, "test-flip") == ["exports/more/: a folder not in the manifest"]
+    (folder / "exports" / "more").rmdir()
+    manifest = folder / MANIFEST
+    good = manifest.read_bytes()
+    manifest.chmod(0o644)
+    for bad in ('{"files": ["a", "b"]}', '{"files": {"x": 3}}', '[]', '{"files": {"x": {"bytes": "1"}}}'):
+        manifest.write_text(bad)
+        (problem,) = verify_release(root, "test-flip")
+        assert problem.startswith(f"{MANIFEST}: unreadable"), problem
+    manifest.write_bytes(good)
+    assert verify_release(root, "test-flip") == []
 
 
 def test_config_and_name_are_validated(report_root):

@@ -151,3 +151,52 @@ def test_serve_binds_localhost_and_serves_latest(report_root):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_serve_refuses_folders_links_out_and_malformed_paths(report_root, tmp_path, capsys):
+    import http.client
+    import socket
+
+    from engine.commands.dashboard import make_server
+    from flows.main import main
+
+    root = report_root["root"]
+    build_dashboard(root, 0, config=DashboardConfig(gallery_images=1))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not yours")
+    (root.path / "reports" / "leak.txt").symlink_to(secret)
+    (root.path / "reports" / "inner.html").symlink_to(root.report(0))  # a link inside reports/ is fine
+    server = make_server(root, 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+
+    def status(path: str, method: str = "GET") -> int:
+        con = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        con.putrequest(method, path, skip_accept_encoding=True)
+        con.endheaders()
+        code = con.getresponse().status
+        con.close()
+        return code
+
+    try:
+        assert status("/round=0/dashboard.html") == 200 and status("/inner.html") == 200
+        assert status("/round=0/dashboard.html", "HEAD") == 200
+        assert status("/leak.txt") == 404 and status("/leak.txt", "HEAD") == 404
+        assert status("/round=0/") == 404 and status("/round=0") == 404  # no listing
+        assert status("/../../etc/passwd") == 404 and status("/%2e%2e/%2e%2e/etc/passwd") == 404
+        assert status("/a%00b") == 400 and status("/%ff") == 400
+        assert status("/") == 200  # still serving after all that
+    finally:
+        server.shutdown()
+        server.server_close()
+    # a busy port: one line
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        assert main(["serve", "--root", str(root.path), "--port", str(busy.getsockname()[1])]) == 2
+    finally:
+        busy.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is busy" in err[0]
