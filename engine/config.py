@@ -39,18 +39,21 @@ from engine.curate.config import CurationConfig
 from engine.retrain.config import TrainingConfig
 from engine.typed_config import from_plain, to_plain
 from storage.plugins import add_plugins
+from storage.readers.base import MAX_MEMBER_BYTES
 
 
 @dataclass(frozen=True)
 class IngestSection:
-    """``[ingest]``: decode limits (pixels) and decode threads."""
+    """``[ingest]``: decode limits (pixels), the largest file or shard member read (bytes) and
+    decode threads. A changed limit judges the affected shards again at the next ingest."""
 
     max_pixels: int = 64_000_000
     min_side: int = 8
     workers: int = 2
+    max_member_bytes: int = MAX_MEMBER_BYTES
 
     def __post_init__(self) -> None:
-        for name in ("max_pixels", "min_side", "workers"):
+        for name in ("max_pixels", "min_side", "workers", "max_member_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ingest.{name} must be >= 1, got {getattr(self, name)}")
 

@@ -79,7 +79,7 @@ class ReadShardImages(beam.DoFn):
         ok = _ok_images(root, task.shard_id)
         context = _context_rows(root, task) if self.needing_context & set(task.sources) else {}
         for record in READERS[task.format](task.shard).records():
-            image_id = ok.get(record.key)
+            image_id = ok.pop(record.key, None)  # a repeated key: only its first record was ingested
             if image_id is None:  # errors and duplicates were settled at ingest
                 continue
             if hashlib.sha256(record.data or b"").hexdigest() != image_id:

@@ -19,12 +19,17 @@ def declare(parser: argparse.ArgumentParser):
                         help=f"refuse images above this many pixels (default {IngestConfig.max_pixels})")
     parser.add_argument("--min-side", type=int, default=IngestConfig.min_side,
                         help=f"refuse images with a side below this (default {IngestConfig.min_side} px)")
+    parser.add_argument("--max-member-bytes", type=int, default=IngestConfig.max_member_bytes,
+                        help=f"refuse image files or members above this size unread (default {IngestConfig.max_member_bytes})")
     parser.add_argument("--workers", type=int, default=IngestConfig.workers, help="decode threads (default 2)")
+    parser.add_argument("--retry-errors", action="store_true",
+                        help="judge again the shards with refused or unreadable images (a changed limit does this itself)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def run(args: argparse.Namespace) -> int:
         config = IngestConfig(max_pixels=args.max_pixels, min_side=args.min_side, workers=args.workers,
-                              progress=not args.quiet)
+                              progress=not args.quiet, max_member_bytes=args.max_member_bytes,
+                              retry_errors=args.retry_errors)
         try:
             root = DataRoot(args.root).ensure()
         except OSError as exc:
@@ -33,7 +38,8 @@ def declare(parser: argparse.ArgumentParser):
             summary = ingest(root, args.sources, config)
         except SourceError as exc:
             raise UsageError(str(exc)) from None
-        print(f"shards: {summary.shards_ingested} ingested, {summary.shards_skipped} already there")
+        again = f" ({summary.shards_rejudged} of them judged again)" if summary.shards_rejudged else ""
+        print(f"shards: {summary.shards_ingested} ingested{again}, {summary.shards_skipped} already there")
         print(f"images: {summary.ok} ok, {summary.duplicate} duplicates, {summary.error} errors")
         for reason, count in summary.errors_by_reason.most_common():
             print(f"  error {count:>6}  {reason}")

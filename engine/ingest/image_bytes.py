@@ -67,17 +67,17 @@ def read_images(locations: Mapping[str, ImageLocation]) -> Iterator[tuple[ImageL
     for (shard, shard_format), keys in sorted(by_shard.items()):
         if shard_format not in READERS:
             raise ImageBytesError(f"shard {shard} has reader format {shard_format!r}; known: {sorted(READERS)}")
-        found = 0
+        found, wanted = 0, len(keys)
         for record in READERS[shard_format](shard).records():
-            location = keys.get(record.key)
-            if location is None or record.data is None:
+            location = keys.pop(record.key, None) if record.data is not None else None
+            if location is None:  # not wanted, or a later record of a repeated key
                 continue
             if hashlib.sha256(record.data).hexdigest() != location.image_id:
                 raise ImageBytesError(f"{shard}#{record.key}: bytes changed since ingest (sha256 differs from "
                                       f"image id {location.image_id})")
             found += 1
             yield location, record.data
-            if found == len(keys):
+            if found == wanted:
                 break
-        if found < len(keys):
-            raise ImageBytesError(f"{len(keys) - found} images of {shard} are no longer in the shard")
+        if found < wanted:
+            raise ImageBytesError(f"{wanted - found} images of {shard} are no longer in the shard")

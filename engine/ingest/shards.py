@@ -8,7 +8,14 @@ shards whose part exists, and a killed run redoes only the shard it was in.
 
 Broken input is data: every refused record is a row with ``status = 'error'`` and a reason.
 An exact duplicate of an image seen before (in this run or an earlier one) gets
-``status = 'duplicate'`` and the same ``image_id``, so every location of an image is kept.
+``status = 'duplicate'`` and the same ``image_id``, so every location of an image is kept. A key
+that repeats within a shard keeps its first record; the later ones are error rows (the key is
+how annotation finds the bytes again).
+
+A shard is judged again (its part rewritten; its own images are not duplicates of themselves)
+when ``retry_errors`` is set and its part has error rows, or when the part was judged with other
+settings (``max_pixels``, ``min_side``, ``max_member_bytes``, kept in the part's metadata under
+``fld_ingest``; a part without them counts as judged with the defaults).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from storage.catalog import Catalog
 from storage.decode import DecodeLimits, ImageRejected, probe_image
 from storage.layout import DataRoot
 from storage.readers import Record, ShardReader, discover_shards
+from storage.readers.base import MAX_MEMBER_BYTES
 
 
 @dataclass(frozen=True)
@@ -36,18 +44,29 @@ class IngestConfig:
     """Settings of ``fld ingest``.
 
     ``max_pixels``/``min_side``: see :class:`storage.decode.DecodeLimits` (pixels).
+    ``max_member_bytes``: larger image files or members are refused unread (bytes).
     ``workers``: decode threads. ``progress``: show a progress bar on stderr.
+    ``retry_errors``: judge again the shards that have error rows.
     """
 
     max_pixels: int = DecodeLimits.max_pixels
     min_side: int = DecodeLimits.min_side
     workers: int = 2
     progress: bool = True
+    max_member_bytes: int = MAX_MEMBER_BYTES
+    retry_errors: bool = False
 
     def __post_init__(self) -> None:
         DecodeLimits(self.max_pixels, self.min_side)  # validates both
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.max_member_bytes < 1:
+            raise ValueError(f"max_member_bytes must be >= 1, got {self.max_member_bytes}")
+
+    @property
+    def judging(self) -> dict[str, int]:
+        """The settings an image's status depends on (stored with each part)."""
+        return {"max_pixels": self.max_pixels, "min_side": self.min_side, "max_member_bytes": self.max_member_bytes}
 
     @property
     def limits(self) -> DecodeLimits:
@@ -60,6 +79,7 @@ class IngestSummary:
 
     shards_ingested: int = 0
     shards_skipped: int = 0
+    shards_rejudged: int = 0
     ok: int = 0
     duplicate: int = 0
     error: int = 0
@@ -68,6 +88,7 @@ class IngestSummary:
     def as_dict(self) -> dict[str, Any]:
         return {
             "shards_ingested": self.shards_ingested, "shards_skipped": self.shards_skipped,
+            "shards_rejudged": self.shards_rejudged,
             "ok": self.ok, "duplicate": self.duplicate, "error": self.error,
             "errors_by_reason": dict(self.errors_by_reason.most_common()),
         }
@@ -116,9 +137,14 @@ def ingest_shard(shard: ShardReader, root: DataRoot, known: set[str], pool: Thre
     shard_id, shard_path = shard.shard_id, str(shard.path)
     rows: list[dict[str, Any]] = []
     counts = collections.Counter()
+    keys: set[str] = set()
+    shard.max_member_bytes = config.max_member_bytes
     for record, fields in _examined(shard.records(), pool, config.limits, depth=4 * config.workers):
         row = {"shard_id": shard_id, "shard": shard_path, "key": record.key, "ingested_at": now,
                "meta": json.dumps(record.meta, sort_keys=True) if record.meta else None, **fields}
+        if record.key in keys and row["status"] != schema.IMAGE_STATUS_ERROR:
+            row.update(status=schema.IMAGE_STATUS_ERROR, error="repeated key: an earlier record of the shard has it")
+        keys.add(record.key)
         if row["status"] == schema.IMAGE_STATUS_OK:
             if row["image_id"] in known:
                 row["status"] = schema.IMAGE_STATUS_DUPLICATE
@@ -130,7 +156,9 @@ def ingest_shard(shard: ShardReader, root: DataRoot, known: set[str], pool: Thre
         rows.append(row)
         if bar is not None:
             bar.update(1)
-    write_parquet_atomic(schema.table_from_rows(rows, schema.IMAGES), root.images_part(shard_id))
+    table = schema.table_from_rows(rows, schema.IMAGES)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), JUDGING_KEY: json.dumps(config.judging)})
+    write_parquet_atomic(table, root.images_part(shard_id))
     summary.ok += counts[schema.IMAGE_STATUS_OK]
     summary.duplicate += counts[schema.IMAGE_STATUS_DUPLICATE]
     summary.error += counts[schema.IMAGE_STATUS_ERROR]
@@ -138,6 +166,31 @@ def ingest_shard(shard: ShardReader, root: DataRoot, known: set[str], pool: Thre
     return {"shard_id": shard_id, "shard": shard_path, "format": shard.format, "num_bytes": shard.num_bytes,
             "images_ok": counts[schema.IMAGE_STATUS_OK], "images_duplicate": counts[schema.IMAGE_STATUS_DUPLICATE],
             "images_error": counts[schema.IMAGE_STATUS_ERROR], "ingested_at": now}
+
+
+JUDGING_KEY = b"fld_ingest"
+
+
+def _judge_again(part, config: IngestConfig) -> bool:
+    """Whether an ingested shard's part must be judged again (module docstring)."""
+    metadata = pq.read_schema(part).metadata or {}
+    try:
+        judged = {**IngestConfig().judging, **json.loads(metadata[JUDGING_KEY])} if JUDGING_KEY in metadata \
+            else IngestConfig().judging
+    except ValueError:
+        judged = {}
+    if judged != config.judging:
+        return True
+    if not config.retry_errors:
+        return False
+    statuses = pq.read_table(part, columns=["status"]).column("status").to_pylist()
+    return schema.IMAGE_STATUS_ERROR in statuses
+
+
+def _ok_ids(part) -> set[str]:
+    table = pq.read_table(part, columns=["image_id", "status"])
+    return {i for i, s in zip(table.column("image_id").to_pylist(), table.column("status").to_pylist())
+            if s == schema.IMAGE_STATUS_OK}
 
 
 def _shard_row_from_part(shard: ShardReader, part) -> dict[str, Any]:
@@ -164,6 +217,11 @@ def ingest(root: DataRoot, sources: list[str], config: IngestConfig = IngestConf
             part = root.images_part(shard.shard_id)
             if not part.exists():
                 todo.append(shard)
+                continue
+            if _judge_again(part, config):
+                known -= _ok_ids(part)  # its own images are not duplicates of themselves
+                todo.append(shard)
+                summary.shards_rejudged += 1
                 continue
             summary.shards_skipped += 1
             if shard.shard_id not in registered:  # killed between the part and the catalog row

@@ -30,7 +30,8 @@ def ingest_step(ctx: RoundContext) -> dict[str, Any]:
         return {"sources": 0}
     section = ctx.config.ingest
     summary = ingest(ctx.root, paths, IngestConfig(max_pixels=section.max_pixels, min_side=section.min_side,
-                                                    workers=section.workers, progress=ctx.progress))
+                                                    workers=section.workers, progress=ctx.progress,
+                                                    max_member_bytes=section.max_member_bytes))
     return summary.as_dict()
 
 

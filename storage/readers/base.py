@@ -63,13 +63,28 @@ def file_fingerprint(path: Path, fmt: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+#: largest image file or member a reader loads into memory, bytes (a bigger one is an error
+#: record, refused before it is read: a small compressed tar can hold a huge member)
+MAX_MEMBER_BYTES = 256 * 2**20
+
+
+def oversized(size: int, limit: int) -> str:
+    """The error of a member of ``size`` bytes over ``limit``."""
+    return f"member too large: {size} bytes, over max_member_bytes {limit}"
+
+
 class ShardReader(abc.ABC):
-    """Reads one shard. Subclasses set ``format`` and implement ``matches`` and ``records``."""
+    """Reads one shard. Subclasses set ``format`` and implement ``matches`` and ``records``.
+
+    ``max_member_bytes``: an image or sidecar larger than this (bytes) becomes an error record
+    without being read (:data:`MAX_MEMBER_BYTES` by default).
+    """
 
     format: ClassVar[str] = ""
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], max_member_bytes: int = MAX_MEMBER_BYTES):
         self.path = Path(path).resolve()
+        self.max_member_bytes = max_member_bytes
 
     @classmethod
     def matches(cls, path: Path) -> bool:

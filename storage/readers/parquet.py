@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.readers.base import Record, ShardReader, register_reader
+from storage.readers.base import Record, ShardReader, oversized, register_reader
 
 IMAGE_COLUMN_NAMES = ("image", "jpg", "png", "img", "image_bytes", "bytes")
 KEY_COLUMN_NAMES = ("__key__", "key", "id")
@@ -76,6 +76,11 @@ class ParquetShardReader(ShardReader):
                     meta = {"columns": _scalar_meta(row, {image_column})} if meta_columns else {}
                     if value is None:
                         yield Record(key=key, name=name or key, meta=meta, error="null image bytes")
+                    elif not isinstance(value, (bytes, bytearray, memoryview)):  # judged row by row
+                        yield Record(key=key, name=name or key, meta=meta,
+                                     error=f"the image value is {type(value).__name__}, not bytes")
+                    elif len(value) > self.max_member_bytes:
+                        yield Record(key=key, name=name or key, meta=meta, error=oversized(len(value), self.max_member_bytes))
                     else:
                         yield Record(key=key, name=name or key, data=bytes(value), meta=meta)
         except Exception as exc:

@@ -19,6 +19,7 @@ from storage.readers.base import (
     GroupedMembers,
     Record,
     ShardReader,
+    oversized,
     register_reader,
     split_key,
 )
@@ -78,6 +79,10 @@ class TarShardReader(ShardReader):
                     if ext not in IMAGE_EXTENSIONS and ext not in SIDECAR_EXTENSIONS:
                         yield from group.flush()
                         yield Record(key=name, name=name, error=f"not an image member (extension {ext or 'none'!r})")
+                        continue
+                    if member.size > self.max_member_bytes:  # skipped in the stream, never read
+                        yield from group.flush()
+                        yield Record(key=name, name=name, error=oversized(member.size, self.max_member_bytes))
                         continue
                     handle = archive.extractfile(member)
                     data = handle.read() if handle is not None else b""

@@ -122,3 +122,102 @@ def test_ingested_rows_have_true_upright_sizes(tmp_path):
     assert (row["width"], row["height"]) == (30, 80)
     part = next(root.images.glob("part-*.parquet"))
     assert pq.read_table(part).column("exif_orientation").to_pylist() == [6]
+
+
+def test_refused_images_come_back_when_the_limit_changes_or_on_retry(tmp_path):
+    shard = write_tar(tmp_path / "a.tar", [("small.jpg", jpeg(seed=1)), ("wide.png", encode(Image.new("RGB", (300, 200)), "PNG"))])
+    root = DataRoot(tmp_path / "root")
+    strict = IngestConfig(progress=False, max_pixels=10_000)
+    assert ingest(root, [str(shard)], strict).error == 1
+    first = {r["key"]: r for r in _images(root)}
+    assert first["wide"]["status"] == "error"
+    # the same settings: nothing to do; retrying errors under the same limit refuses it again
+    assert ingest(root, [str(shard)], strict).shards_skipped == 1
+    again = ingest(root, [str(shard)], IngestConfig(progress=False, max_pixels=10_000, retry_errors=True))
+    assert (again.shards_rejudged, again.error, again.ok) == (1, 1, 1)  # its own ok image is no duplicate
+    # the default limit: the shard is judged again and the refused image comes back
+    back = ingest(root, [str(shard)], QUIET)
+    assert (back.shards_rejudged, back.ok, back.error, back.duplicate) == (1, 2, 0, 0)
+    rows = {r["key"]: r for r in _images(root)}
+    assert rows["wide"]["status"] == "ok" and rows["small"]["image_id"] == first["small"]["image_id"]
+    assert len(_images(root)) == 2  # rewritten, not appended
+    assert ingest(root, [str(shard)], QUIET).shards_skipped == 1
+
+
+def test_a_repeated_key_keeps_its_first_record(tmp_path):
+    import pyarrow as pa
+
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"key": ["a", "a", "a", "b"],
+                             "image": [jpeg(seed=1), jpeg(seed=2), jpeg(seed=3), jpeg(seed=4)]}), path)
+    root = DataRoot(tmp_path / "root")
+    summary = ingest(root, [str(path)], QUIET)
+    assert (summary.ok, summary.error) == (2, 2)
+    statuses = [(r["key"], r["status"]) for r in _images(root)]
+    assert sorted(statuses) == [("a", "error"), ("a", "error"), ("a", "ok"), ("b", "ok")]
+    from engine.ingest.image_bytes import image_locations, read_images
+
+    with Catalog(root) as catalog:
+        locations = image_locations(catalog)
+    assert len(list(read_images(locations))) == 2  # the bytes of the first "a" read back, not another's
+
+
+def test_a_wrong_value_in_the_image_struct_costs_its_row_only(tmp_path):
+    import pyarrow as pa
+
+    path = tmp_path / "structs.parquet"
+    image = pa.struct([("bytes", pa.string()), ("path", pa.string())])
+    pq.write_table(pa.table({"image": pa.array([{"bytes": "not bytes", "path": "x.jpg"}, {"bytes": None, "path": "y"}],
+                                               type=image)}), path)
+    good = tmp_path / "good.parquet"
+    binary = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    pq.write_table(pa.table({"image": pa.array([{"bytes": jpeg(seed=1), "path": "a.jpg"}], type=binary)}), good)
+    root = DataRoot(tmp_path / "root")
+    ingest(root, [str(path), str(good)], QUIET)
+    errors = sorted(r["error"] for r in _images(root) if r["status"] == "error")
+    assert errors == ["null image bytes", "the image value is str, not bytes"]
+    assert [r["status"] for r in _images(root)].count("ok") == 1
+
+
+def test_members_over_the_size_limit_are_refused_unread(tmp_path):
+    import io
+    import tarfile
+
+    path = tmp_path / "bomb.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        info = tarfile.TarInfo("huge.jpg")
+        info.size = 64 * 2**20  # 64 MiB of zeros: a few KB compressed
+        archive.addfile(info, io.BytesIO(bytes(info.size)))
+        data = jpeg(seed=1)
+        info = tarfile.TarInfo("fine.jpg")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    assert path.stat().st_size < 2**20
+    root = DataRoot(tmp_path / "root")
+    summary = ingest(root, [str(path)], IngestConfig(progress=False, max_member_bytes=2**20))
+    rows = {r["key"]: r for r in _images(root)}
+    assert summary.ok == 1 and rows["huge.jpg"]["status"] == "error" and "member too large" in rows["huge.jpg"]["error"]
+
+
+def test_an_unlistable_folder_is_an_error_row(tmp_path, monkeypatch):
+    import os
+
+    source = write_folder(tmp_path / "photos", [("a.jpg", jpeg(seed=1))])
+    (source / "locked").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    root = DataRoot(tmp_path / "root")
+    summary = ingest(root, [str(source)], QUIET)
+    rows = {r["key"]: r for r in _images(root)}
+    assert summary.ok == 1 and summary.error == 1
+    assert rows["locked/"]["status"] == "error" and "unreadable folder" in rows["locked/"]["error"]
+    # a folder that cannot be listed at all: one error row, not "0 ok, 0 errors"
+    monkeypatch.setattr(os, "scandir", lambda path=".": (_ for _ in ()).throw(PermissionError(13, "Permission denied", str(path))))
+    nothing = ingest(DataRoot(tmp_path / "root2"), [str(tmp_path / "photos" / "locked")], QUIET)
+    assert nothing.error == 1
