@@ -283,9 +283,13 @@ def save_checkpoint(folder: Path, step: int, model: Any, processor: Any, state: 
     tmp = folder / f".step-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    torch.save(state, tmp / STATE_FILE)
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        torch.save(state, tmp / STATE_FILE)
+    except BaseException:  # a full disk: no half-written folder stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     older = sorted((int(p.name[5:]), p) for p in folder.glob("step-*") if p.name[5:].isdigit())
@@ -300,8 +304,12 @@ def save_final(model: Any, processor: Any, out_dir: Path) -> None:
     tmp = out_dir / ".final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+    except BaseException:  # a full disk: no half-written folder stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     files = sorted(tmp.iterdir(), key=lambda p: (p.name == WEIGHTS_FILE, p.name))
     for path in files:
         os.replace(path, out_dir / path.name)
