@@ -38,8 +38,10 @@ class ConfidenceConfig:
 
     def __post_init__(self) -> None:
         for name, value in [("default", self.default), *((f"per_source[{k!r}]", v) for k, v in self.per_source.items())]:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"confidence.{name} must be a finite number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not 0.0 <= value <= 1.0:  # scores are probabilities: above 1 would drop every row
+                raise ValueError(f"confidence.{name} must be a number in [0, 1] (scores are probabilities), "
+                                 f"got {value!r}")
         if not isinstance(self.calibrated, bool):
             raise ValueError(f"confidence.calibrated must be true or false, got {self.calibrated!r}")
         if self.null_score not in NULL_SCORE_POLICIES:

@@ -2,13 +2,16 @@
 
 A reader (DuckDB globbing ``part-*.parquet``, a resumed run checking a marker) never sees a
 half-written file: the temp name starts with ``.`` and ends with ``.tmp``, and ``os.replace``
-is atomic on POSIX within one file system. An exception inside the block removes the temp.
+is atomic on POSIX within one file system. An exception inside the block removes the temp; the
+temp of a process killed meanwhile names that process (``.NAME.PID.RANDOM.tmp``), so a later run
+can tell it is stale (:func:`stale_temps`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -19,12 +22,54 @@ import pyarrow.parquet as pq
 from storage.schema import UNIQUE_VALUE_COLUMNS
 
 
+_PID_TEMP = re.compile(r"^\..+\.(\d+)(?:\.[0-9a-f]{8})?\.tmp$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_temps(folder: Path) -> list[Path]:
+    """Hidden ``*.tmp`` files and folders under ``folder`` that no live writer owns: those naming
+    a process that is gone, and those naming none (the trainer's ``.final.tmp`` and
+    ``.step-N.tmp``; call this only while holding the round lock, which every trainer holds)."""
+    out = []
+    for directory, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            if not (name.startswith(".") and name.endswith(".tmp")):
+                continue
+            match = _PID_TEMP.match(name)
+            if match is None or not _alive(int(match.group(1))):
+                out.append(Path(directory) / name)
+        dirs[:] = [d for d in dirs if not (d.startswith(".") and d.endswith(".tmp"))]
+    return sorted(out)
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete :func:`stale_temps` of ``folder``; returns what was deleted."""
+    import shutil
+
+    found = stale_temps(folder)
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return found
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside ``final``; on normal exit rename it to ``final``."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = final.parent / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         yield tmp
         if not tmp.exists():

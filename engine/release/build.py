@@ -189,7 +189,7 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
     rows_by_image: dict[str, list] = {}
     for row in rows:
         rows_by_image.setdefault(row["image_id"], []).append(row)
-    stage = final.parent / f".{name}.building-{uuid.uuid4().hex[:8]}"
+    stage = final.parent / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"  # a killed build: swept as stale
     try:
         stage.mkdir(parents=True)
         metas = _write_images(stage, locations, rows_by_image, config)

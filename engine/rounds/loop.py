@@ -19,7 +19,7 @@ from engine.rounds.lock import RoundLock
 from engine.rounds.state import run_step
 from engine.rounds.steps import step_names
 from storage import schema
-from storage.atomic import write_text_atomic
+from storage.atomic import remove_stale_temps, write_text_atomic
 from storage.catalog import Catalog
 from storage.layout import DataRoot
 
@@ -55,6 +55,7 @@ def run_round(root: DataRoot, config: EngineConfig, round_: int | None = None, s
     preflight(config)  # every path and device the steps need, before the first step
     root.ensure()
     with RoundLock(root):
+        remove_stale_temps(root.path)  # what a killed run was writing: no live writer owns it now
         round_ = next_round(root) if round_ is None else int(round_)
         if round_status(root).get(round_) == "done":
             return {"round": round_, "skipped": True, "steps": {}}

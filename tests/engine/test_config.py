@@ -40,3 +40,9 @@ def test_a_value_of_the_wrong_type_names_its_key(section, key, value, wanted):
 def test_an_int_is_a_fine_float():
     config = EngineConfig.from_dict({"training": {"lr": 1}, "loop": {"min_improvement": 0}})
     assert config.training.lr == 1.0 and isinstance(config.training.lr, float)
+
+
+@pytest.mark.parametrize("table", [{"default": 2.0}, {"per_source": {"ocr": 1.5}}, {"default": -0.1}])
+def test_a_confidence_threshold_outside_0_1_is_refused(table):
+    with pytest.raises(ValueError, match=r"confidence\.(default|per_source\['ocr'\]) must be a number in \[0, 1\]"):
+        EngineConfig.from_dict({"curation": {"confidence": table}})

@@ -87,3 +87,29 @@ def test_large_dictionaries_are_decoded_before_the_write():
     assert small_dictionaries(small)["text"].type == pa.string()
     labels = pa.table({"text": pa.array(["dog", "cat"] * 1000).dictionary_encode()})
     assert small_dictionaries(labels).equals(labels)
+
+
+def test_stale_temps_are_those_no_live_process_owns(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from storage.atomic import remove_stale_temps, stale_temps
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    mine = tmp_path / "a" / f".part-1.parquet.{os.getpid()}.0123abcd.tmp"
+    gone = tmp_path / "a" / f".part-2.parquet.{dead.pid}.0123abcd.tmp"
+    trainer = tmp_path / "models" / "round=0" / ".final.tmp"
+    published = tmp_path / f".catalog.duckdb.{dead.pid}.tmp"
+    for path in (mine, gone, published):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    trainer.mkdir(parents=True)
+    (trainer / "model.safetensors").write_text("half")
+    (tmp_path / "a" / "part-3.parquet").write_text("kept")
+    (tmp_path / ".round.lock").write_text("")
+    assert stale_temps(tmp_path) == sorted([gone, trainer, published])
+    assert remove_stale_temps(tmp_path) == sorted([gone, trainer, published])
+    assert mine.exists() and not gone.exists() and not trainer.exists()
+    assert (tmp_path / "a" / "part-3.parquet").exists() and (tmp_path / ".round.lock").exists()

@@ -144,7 +144,7 @@ def test_rebuild_is_byte_identical_and_never_overwrites(release, report_root):
     with pytest.raises(ReleaseError, match="immutable"):
         build_release(root, 0, "test-r1")
     assert {f: (first / f).read_bytes() for f in files} == before
-    assert not list(first.parent.glob(".test-r1.building-*"))
+    assert not list(first.parent.glob(".test-r1.*.tmp"))
 
 
 def test_reference_mode_keeps_sources_out_of_the_tars(report_root):
