@@ -2,8 +2,9 @@
 
 Only a folder whose marker (``storage.layout.DataRoot.marker``) says ``fld demo`` created it is
 emptied, and only while no run holds its lock; a folder that does not exist or is empty needs
-nothing. Anything else (a user's folder, a data root with real data, a root made before markers)
-is refused with :class:`FreshRefused`, one line that says what to do. The lock file (the
+nothing (a root an earlier version of ``fld demo`` made, without a marker, is known by its
+``demo.toml`` and ``sample/ground_truth.json``). Anything else (a user's folder, a data root with
+real data) is refused with :class:`FreshRefused`, one line that says what to do. The lock file (the
 kernel's lock lives on it) and the marker stay.
 """
 
@@ -21,6 +22,11 @@ class FreshRefused(ValueError):
     """``--fresh`` would delete something that is not a demo's data root."""
 
 
+def _demo_of_an_earlier_version(root: DataRoot) -> bool:
+    """A root ``fld demo`` made before markers existed: its catalog, config and sample are there."""
+    return all(p.exists() for p in (root.catalog, root.path / "demo.toml", root.path / "sample" / "ground_truth.json"))
+
+
 def clear_demo_root(root: DataRoot) -> list[str]:
     """Delete every entry of the demo root ``root`` but its lock file; returns their names
     (sorted; folders end in ``/``). Raises :class:`FreshRefused` for anything but a demo root
@@ -31,6 +37,8 @@ def clear_demo_root(root: DataRoot) -> list[str]:
     if not path.is_dir():
         raise FreshRefused(f"--fresh refused: {path} is a file, not a data root; choose another --root")
     kind = root.kind()
+    if kind is None and _demo_of_an_earlier_version(root):
+        kind = DEMO_KIND
     if kind != DEMO_KIND or not root.catalog.exists():
         what = ("a data root with your data, not a demo's" if kind is not None
                 else "not a data root that fld demo created (no .fld-root marker saying so)")
