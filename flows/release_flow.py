@@ -8,9 +8,11 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from engine.release.build import ReleaseConfig, build_release, verify_release
+from flows.quiet_errors import quiet_user_errors
 from flows.server_guard import guard_server
 from storage.layout import DataRoot
 
+quiet_user_errors()  # a full disk or a config problem: one line, no traceback
 guard_server()  # Prefect's temporary API server exits when this process dies
 
 

@@ -9,10 +9,12 @@ from prefect import flow
 from engine.config import EngineConfig
 from engine.rounds.loop import run_loop, run_round
 from flows.artifacts import publish_round
+from flows.quiet_errors import quiet_user_errors
 from flows.server_guard import guard_server
 from flows.tasks import run_step_as_task
 from storage.layout import DataRoot
 
+quiet_user_errors()  # a full disk or a config problem: one line, no traceback
 guard_server()  # Prefect's temporary API server exits when this process dies, even by SIGKILL
 
 
