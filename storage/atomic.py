@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 
 from storage.schema import UNIQUE_VALUE_COLUMNS
 
-
 _PID_TEMP = re.compile(r"^\..+\.(\d+)(?:\.[0-9a-f]{8})?\.tmp$")
 
 
