@@ -57,14 +57,16 @@ DEMO_CLIP = Path(__file__).resolve().parent / "clip_checkpoint"
 #: box (mean IoU 0.65 with the truth). Measured on the seed-1 demo, the model's boxes reach a flat
 #: ~0.62 precision against them at IoU 0.3 whatever the score (0.83 -> 0.98 against the truth):
 #: the objects the labels miss count as errors. Counting only the boxes where the labels looked
-#: ("labelled") it rises 0.91 -> 0.96 with the score; the demo asks 0.93 there, with 30% of the
+#: ("labelled") it rises 0.91 -> 0.96 with the score; the demo asks 0.9 there, with 30% of the
 #: images held out (DEMO_TRAINING; 15% gave ~30 boxes: too few to place a threshold)
-#: A box with no curated box under it (a new object) must reach a stricter precision: measured on
-#: the seed-1 demo, such boxes are far less often right than the rest at the same score (0.84 vs
-#: 0.92 at score 0.2); at 0.95 in the labelled scope their threshold lands near 0.3-0.35, where
-#: about nine in ten are right
-DEMO_CALIBRATION = {"calibration_precision": 0.93, "calibration_iou": 0.3, "calibration_scope": "labelled",
-                    "new_box_precision": 0.95}
+#: A box with no curated box under it (a new object) needs the same precision: with view fusion
+#: such a box is one that two of the three views agree on, and measured with the shipped
+#: checkpoint on the seed-3 images those were right 95% of the time from score 0.1 up; asking 0.95
+#: in the labelled scope placed its threshold near 0.29 and kept 24 of them (recovery 30%), 0.9
+#: kept 45 (56%, 96% right). The labels themselves swap ~10% of classes and jitter every box, so a
+#: target much above 0.9 measures the labels' noise more than the model's
+DEMO_CALIBRATION = {"calibration_precision": 0.9, "calibration_iou": 0.3, "calibration_scope": "labelled",
+                    "new_box_precision": 0.9}
 #: the model's per-box score counts the probability within this many location bins of each
 #: chosen coordinate (30 of 1000 bins: 3% of the image side, the small model's typical error),
 #: so its scores are on the scale of the labels' prior and fusion can weigh them against it
