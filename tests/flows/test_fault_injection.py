@@ -1,6 +1,7 @@
 """Fault injection: ``fld round`` SIGKILLed (with its whole process group) at random moments in
 annotate, curate, train, evaluate and dashboard, resumed after each kill; the finished round's
-tables equal those of a run never killed, and nothing half-written or temporary is left."""
+tables equal those of a run never killed, and nothing half-written or temporary is left. The run
+never killed has a reader (a notebook, a dashboard) on the published catalog all along."""
 
 from __future__ import annotations
 
@@ -38,11 +39,34 @@ def _leftovers(root: DataRoot) -> list[str]:
     return sorted(names + [str(p) for p in stale_temps(root.path)])
 
 
+def _read_all_along(root: DataRoot, run) -> None:
+    """Hold one read-only connection on the published catalog from its first appearance to the
+    end of ``run``, querying it now and then; the round must finish regardless."""
+    deadline = time.time() + 900
+    while not root.catalog.exists() and run.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    reader = duckdb.connect(str(root.catalog), read_only=True)
+    queries = 0
+    while run.poll() is None and time.time() < deadline:
+        reader.execute("select count(*) from shards").fetchall()
+        queries += 1
+        time.sleep(0.2)
+    assert run.wait(timeout=60) == 0, run.stderr.read()[-3000:]
+    assert queries > 0
+    reader.execute("select count(*) from rounds").fetchall()  # its snapshot still answers
+    reader.close()
+    with duckdb.connect(str(root.catalog), read_only=True) as fresh:  # a new reader sees the round
+        assert fresh.execute("select round, status from rounds").fetchall() == [(0, "done")]
+
+
 def test_random_kills_across_a_round_resume_to_the_same_tables(tmp_path, tiny_sample):
     config = write_config(tmp_path / "engine.toml", tiny_sample, max_steps=30, save_every=5, rounds=1)
     clean = DataRoot(tmp_path / "clean")
     run = fld_process("round", "--root", str(clean.path), "--config", str(config))
-    assert run.wait(timeout=900) == 0, run.stderr.read()[-3000:]
+    try:
+        _read_all_along(clean, run)
+    finally:
+        kill_run(run)
 
     rng = random.Random(7)
     root = DataRoot(tmp_path / "killed")

@@ -33,8 +33,8 @@ import flows.tasks
 from flows.main import main
 real = flows.tasks.run_step
 def run_step(context, name):
-    if name == "curate":
-        raise OSError(errno.ENOSPC, "No space left on device", str(context.root.curated(0)))
+    if name == "ingest":
+        raise OSError(errno.ENOSPC, "No space left on device", str(context.root.images))
     return real(context, name)
 flows.tasks.run_step = run_step
 sys.exit(main(["round", "--root", sys.argv[1], "--config", sys.argv[2]]))
@@ -42,13 +42,13 @@ sys.exit(main(["round", "--root", sys.argv[1], "--config", sys.argv[2]]))
 
 
 def test_a_full_disk_mid_round_is_one_line(tmp_path, tiny_sample):
-    """The disk fills up during curation (a real `fld` process, Prefect logging to stderr)."""
+    """The disk fills up during a step (a real `fld` process, Prefect logging to stderr)."""
     config = write_config(tmp_path / "engine.toml", tiny_sample)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     run = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path / "root"), str(config)], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 2, run.stderr[-3000:]
-    assert "Task run 'curate' - Task run failed with exception: OSError" in run.stderr  # Prefect's line stays
+    assert "Task run 'ingest' - Task run failed with exception: OSError" in run.stderr  # Prefect's line stays
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
     assert "fld round: error: [Errno 28] No space left on device" in run.stderr
     assert "run the same command again" in run.stderr

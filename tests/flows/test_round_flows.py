@@ -108,34 +108,6 @@ def test_second_concurrent_round_is_refused(tmp_path, tiny_sample):
         kill_run(first)
 
 
-def test_a_reader_of_the_catalog_never_breaks_a_round(tmp_path, tiny_sample):
-    """A DuckDB client (a notebook, a dashboard) holds the published catalog open through a whole
-    round and queries it now and then: the round finishes, and the reader sees the round after
-    reconnecting."""
-    import duckdb
-
-    config = write_config(tmp_path / "engine.toml", tiny_sample)
-    root = DataRoot(tmp_path / "root")
-    run = fld_process("round", "--root", str(root.path), "--config", str(config))
-    try:
-        assert _wait_for(root.catalog.exists, run)
-        reader = duckdb.connect(str(root.catalog), read_only=True)
-        queries = 0
-        while run.poll() is None:
-            reader.execute("select count(*) from shards").fetchall()
-            queries += 1
-            time.sleep(0.2)
-        assert run.returncode == 0, run.stderr.read()[-3000:]
-        assert queries > 0
-        reader.execute("select count(*) from rounds").fetchall()  # its snapshot still answers
-        reader.close()
-    finally:
-        kill_run(run)
-    with duckdb.connect(str(root.catalog), read_only=True) as fresh:
-        assert fresh.execute("select round, status from rounds").fetchall() == [(0, "done")]
-        assert fresh.execute("select count(*) from curated").fetchall()[0][0] > 0
-
-
 def test_bad_config_key_is_named(tmp_path, tiny_sample):
     config = write_config(tmp_path / "engine.toml", tiny_sample)
     config.write_text(config.read_text().replace("patience", "patiance"))

@@ -35,3 +35,23 @@ def test_os_errors_read_as_what_to_do():
     assert "disk is full" in line and "run the same command again" in line and "\n" not in line
     assert "read-only" in os_error_line(OSError(errno.EROFS, "Read-only file system", "/data"))
     assert os_error_line(OSError(errno.EIO, "I/O error")) == "[Errno 5] I/O error"
+
+
+def test_a_read_only_root_is_one_line_for_every_command(tmp_path, monkeypatch, capsys):
+    """A read-only root (simulated: this suite may run as root, whom permissions do not stop)."""
+    from flows.main import main
+    from storage.layout import DataRoot
+
+    def read_only(self, kind="root"):
+        raise OSError(errno.EROFS, "Read-only file system", str(self.path))
+
+    monkeypatch.setattr(DataRoot, "ensure", read_only)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "catalog.duckdb").write_bytes(b"")
+    for argv in (["stats", "--root", str(root)], ["dashboard", "--root", str(root)],
+                 ["release", "build", "--root", str(root), "--round", "0", "--name", "r"],
+                 ["ingest", "--root", str(root), str(tmp_path)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and ("read-only" in err[0] or "Read-only" in err[0]), (argv, err)
