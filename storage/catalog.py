@@ -72,7 +72,9 @@ def _sql_string(value: str) -> str:
 
 
 class Catalog:
-    """An open connection to ``ROOT/catalog.duckdb``; use as a context manager."""
+    """An open connection to the root's catalog; use as a context manager. Writing (the default)
+    opens the engine's private file and publishes it on close; ``read_only`` opens the published
+    snapshot (no wait for a running round, views as of the last write)."""
 
     def __init__(self, root: DataRoot | str | Path, read_only: bool = False):
         self.root = root if isinstance(root, DataRoot) else DataRoot(Path(root))
@@ -82,7 +84,7 @@ class Catalog:
             self.root.ensure()
             catalog_file.adopt(private, self.root.catalog)
             private.parent.mkdir(parents=True, exist_ok=True)
-        elif not private.exists():  # a root of an earlier version: only the published file
+        elif self.root.catalog.exists():  # a reader reads the published snapshot: it never waits
             private = self.root.catalog
         self.con = catalog_file.connect(private, read_only)
         if not read_only:

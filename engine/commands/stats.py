@@ -24,7 +24,7 @@ def declare(parser: argparse.ArgumentParser):
         root = DataRoot(args.root)
         if not root.catalog.exists():
             raise UsageError(f"no catalog at {root.catalog}; run `fld ingest --root {args.root} SRC...` first")
-        with Catalog(root) as catalog:
+        with Catalog(root, read_only=True) as catalog:  # the published snapshot: no wait for a running round
             stats = {"images": image_stats(catalog)}
             if args.round is not None:
                 stats["round"] = round_stats(catalog, args.round, args.pipeline)
