@@ -24,7 +24,7 @@ def round_flow(root: str, config_path: str | None = None, round_number: int | No
     """Annotate -> curate -> train -> evaluate -> promote -> dashboard for one round."""
     config = EngineConfig.load(config_path)
     result = run_round(DataRoot(root), config, round_number, step_runner=run_step_as_task, progress=progress)
-    publish_round(result)
+    publish_round(result, str(DataRoot(root).path))
     return result
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from engine.report import charts
 from engine.report.captions import caption_retrieval, retrieval_grid
 from engine.report.gallery import GALLERY_SCRIPT, gallery_html
-from engine.report.stats import open_catalog, round_stats, table2_grid, table3_grid
+from engine.report.stats import open_catalog, require_round, round_stats, table2_grid, table3_grid
 from engine.retrain.examples import MODEL_SOURCES
 from storage.atomic import write_text_atomic
 from storage.catalog import Catalog
@@ -243,6 +243,7 @@ def build_dashboard(root: DataRoot | str | Path, round_: int | None = None, out:
         round_ = latest_round(catalog) if round_ is None else int(round_)
         if round_ is None:
             raise ValueError(f"{root.path} has no annotations yet; run `fld annotate` first")
+        require_round(catalog, round_)
         data = dashboard_data(catalog, round_, config)
         gallery = gallery_html(catalog, round_, config.gallery_images, config.thumb_side)
     return write_text_atomic(render_page(data, gallery), out or root.report(round_))

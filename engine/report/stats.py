@@ -192,9 +192,24 @@ def drop_counts(source: Catalog | DataRoot | str | Path, round_: int) -> list[di
     return [{"rule": rule, "reason": why, "count": int(n)} for rule, why, n in rows]
 
 
+def known_rounds(catalog: Catalog) -> list[int]:
+    """The rounds with raw annotations or a curated set, ascending."""
+    rows = catalog.query("select distinct round from annotations union select distinct curated_round from curated")
+    return sorted(int(r) for (r,) in rows if r is not None)
+
+
+def require_round(catalog: Catalog, round_: int) -> None:
+    """``ValueError`` in one line when ``round_`` has neither annotations nor a curated set."""
+    rounds = known_rounds(catalog)
+    if int(round_) not in rounds:
+        have = ", ".join(map(str, rounds)) if rounds else "none yet"
+        raise ValueError(f"round {round_} has no annotations in this data root (rounds: {have})")
+
+
 def round_stats(source: Catalog | DataRoot | str | Path, round_: int, pipeline: str | None = None) -> dict[str, Any]:
-    """Everything above for one round, JSON-ready."""
+    """Everything above for one round, JSON-ready; ``ValueError`` for a round with no data."""
     with open_catalog(source) as catalog:
+        require_round(catalog, round_)
         return {"round": int(round_), "table2": table2(catalog, round_), "table3": table3(catalog, round_, pipeline),
                 "drops": drop_counts(catalog, round_)}
 

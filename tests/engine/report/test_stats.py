@@ -120,3 +120,13 @@ def test_drop_counts_add_up_to_the_decisions(report_root):
     assert len(long) >= len(drops)  # the patterns fold reasons together, never split one
     text = format_round_stats(round_stats(root, 0))
     assert "FLD-5B" in text and "confidence" in text and "235M" in text
+
+
+def test_a_round_with_no_data_is_one_line(report_root, capsys):
+    from flows.main import main
+
+    root = report_root["root"]
+    for argv in (["stats", "--root", str(root.path), "--round", "9"], ["dashboard", "--root", str(root.path), "--round", "9"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "round 9 has no annotations" in err[0] and "rounds: 0, 1" in err[0], err
