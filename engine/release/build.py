@@ -38,7 +38,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.ingest.image_bytes import image_locations, read_images
-from engine.release.exports import card_markdown, coco_json, dumps, florence2_jsonl, tar_member, webdataset_sample
+from engine.release.exports import (
+    CocoSource,
+    card_markdown,
+    coco_json,
+    dumps,
+    florence2_jsonl,
+    tar_member,
+    webdataset_sample,
+)
 from engine.report.stats import markdown_stats, round_stats
 from storage.catalog import Catalog
 from storage.layout import DataRoot
@@ -194,7 +202,7 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
         stage.mkdir(parents=True)
         metas = _write_images(stage, locations, rows_by_image, config)
         counts = _write_tables(stage, table, metas, config)
-        coco = coco_json(rows, metas)
+        coco = coco_json(rows, metas, coco_source(root, context["round_config"]))
         _write(stage, "exports/coco.json", coco)
         counts["exports/coco.json"] = len(json.loads(coco)["annotations"])
         counts["webdataset"] = len(metas)
@@ -229,6 +237,23 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
         catalog.upsert("releases", [{"name": name, "round": int(round_), "path": str(final),
                                      "manifest_sha256": digest, "created_at": utc_now()}])
     return {**manifest, "path": str(final), "manifest_sha256": digest}
+
+
+def coco_source(root: DataRoot, round_config: dict[str, Any] | None) -> CocoSource | None:
+    """The COCO identities of the round's ``coco_labels`` input (its file, read again), or None."""
+    from engine.retrain.coco_eval import coco_image_ids
+    from engine.retrain.examples import image_locations as located
+
+    path = ((round_config or {}).get("annotators") or {}).get("coco_labels", {}).get("path")
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        coco = json.loads(Path(path).read_text(encoding="utf-8"))
+        return CocoSource(image_ids=coco_image_ids(coco, located(root)),
+                          file_names={int(i["id"]): str(i.get("file_name", "")) for i in coco["images"]},
+                          categories=tuple(coco.get("categories", [])))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ReleaseError(f"the round's COCO labels {path} cannot be read again: {error}") from None
 
 
 def _kinds(rows: list[dict]) -> dict[str, int]:

@@ -9,9 +9,12 @@ COCO (``exports/coco.json``): ``images`` sorted by image id (``id`` 1..N, ``file
 WebDataset member ``IMAGEID.ext``, ``fld_image_id``); ``categories``: the object labels
 (``label``, else ``text``) sorted, then ``text`` for OCR regions; ``annotations``: every region
 with a box, ``bbox`` as COCO ``[x, y, w, h]``, ``segmentation`` = the RLE mask
-(``{"size": [h, w], "counts"}``) when there is one, else the polygons, else the box as a
-polygon; ``area`` = mask pixels when masked, else the box area; the region's ``text``,
-``quad`` (OCR), ``score`` and ``fld_annotation_id`` ride along. Captions go to ``captions``
+(``{"size": [h, w], "counts"}``) when there is one, else the polygons, and no ``segmentation``
+key for a box alone; ``area`` = mask pixels when masked, else the box area; ``score`` = the
+row's score (1.0 for a row without one: a label taken as given), and the region's ``text``,
+``quad`` (OCR) and ``fld_annotation_id`` ride along. When the round's input carried COCO
+labels (``source``: :class:`CocoSource`), their image ids, file names and category ids are kept
+(names matched case-insensitively); other images and categories get ids after the largest. Captions go to ``captions``
 (COCO captions style plus ``granularity``) and grounded phrases to ``grounded_phrases``
 (caption id, phrase, span, box); pycocotools ignores both keys.
 
@@ -25,6 +28,7 @@ import collections
 import io
 import json
 import tarfile
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from storage.masks import rle_area
@@ -61,33 +65,63 @@ def _category(row: Row) -> str:
     return (row.get("label") or row.get("text") or "").strip() or "object"
 
 
-def coco_json(rows: list[Row], images: Mapping[str, Mapping[str, Any]]) -> bytes:
+@dataclass(frozen=True)
+class CocoSource:
+    """The COCO labels a round started from: ``image_ids`` (our image id -> theirs),
+    ``file_names`` (their id -> file name) and ``categories`` (their ``{id, name,
+    supercategory}`` entries)."""
+
+    image_ids: Mapping[str, int]
+    file_names: Mapping[int, str]
+    categories: tuple[Mapping[str, Any], ...]
+
+
+def _numbering(keys: list[str], kept: Mapping[str, int]) -> dict[str, int]:
+    """``kept`` ids, then ids after the largest for the other keys in their order."""
+    out, nxt = {}, max(kept.values(), default=0) + 1
+    for key in keys:
+        if key in kept:
+            out[key] = kept[key]
+        else:
+            out[key], nxt = nxt, nxt + 1
+    return out
+
+
+def coco_json(rows: list[Row], images: Mapping[str, Mapping[str, Any]], source: CocoSource | None = None) -> bytes:
     """COCO instances (+ captions, grounded phrases) of ``rows``; ``images``: image_id ->
-    ``{"width", "height", "file_name"}``."""
-    image_ids = {image_id: i + 1 for i, image_id in enumerate(sorted(images))}
+    ``{"width", "height", "file_name"}``; ``source``: the input's COCO identities to keep."""
+    image_ids = _numbering(sorted(images), dict(source.image_ids) if source else {})
+    file_names = {i: (source.file_names.get(image_ids[i]) if source and i in source.image_ids else None)
+                  or images[i]["file_name"] for i in images}
     regions = [r for r in rows if r["kind"] == "region" and r.get("bbox") is not None]
     names = sorted({_category(r) for r in regions if r.get("region_type") != "ocr"})
     if any(r.get("region_type") == "ocr" for r in regions) and TEXT_CATEGORY not in names:
         names.append(TEXT_CATEGORY)
-    categories = {name: i + 1 for i, name in enumerate(names)}
+    # the input's categories keep their ids (all of them, used or not); ours that they lack follow
+    theirs = {str(c["name"]).lower(): c for c in (source.categories if source else ())}
+    kept = {str(c["name"]): int(c["id"]) for c in theirs.values()}
+    categories = _numbering([*kept, *(n for n in names if n.lower() not in theirs)], kept)
+    supers = {str(c["name"]): c.get("supercategory") for c in theirs.values()}
     annotations = []
     for r in regions:
         meta = images[r["image_id"]]
         x0, y0, x1, y1 = (float(v) for v in r["bbox"])
+        category = _category(r)
+        category = str(theirs[category.lower()]["name"]) if category.lower() in theirs else category
         ann: Row = {"id": len(annotations) + 1, "image_id": image_ids[r["image_id"]],
-                    "category_id": categories[_category(r)], "bbox": _r([x0, y0, x1 - x0, y1 - y0]), "iscrowd": 0,
-                    "fld_annotation_id": r["annotation_id"], "text": r.get("text")}
+                    "category_id": categories[category], "bbox": _r([x0, y0, x1 - x0, y1 - y0]), "iscrowd": 0,
+                    "fld_annotation_id": r["annotation_id"], "text": r.get("text"),
+                    "score": 1.0 if r.get("score") is None else round(float(r["score"]), 4)}
+        polygons = [p for p in (r.get("polygons") or []) if p is not None and len(p) >= 6]
         if r.get("mask_rle"):
             ann["segmentation"] = {"size": [meta["height"], meta["width"]], "counts": r["mask_rle"]}
             ann["area"] = rle_area(r["mask_rle"], meta["height"], meta["width"])
         else:
-            polygons = [p for p in (r.get("polygons") or []) if p is not None and len(p) >= 6]
-            ann["segmentation"] = [_r(p) for p in polygons] or [_r([x0, y0, x1, y0, x1, y1, x0, y1])]
+            if polygons:
+                ann["segmentation"] = [_r(p) for p in polygons]
             ann["area"] = round((x1 - x0) * (y1 - y0), 2)
         if r.get("quad") is not None:
             ann["quad"] = _r(r["quad"])
-        if r.get("score") is not None:
-            ann["score"] = round(float(r["score"]), 4)
         annotations.append(ann)
     captions, caption_ids = [], {}
     for r in (r for r in rows if r["kind"] == "caption"):
@@ -102,10 +136,12 @@ def coco_json(rows: list[Row], images: Mapping[str, Mapping[str, Any]]) -> bytes
                for i, r in enumerate(r for r in rows if r["kind"] == "phrase")]
     document = {
         "info": {"description": "fld-engine release (FLD-5B-style curated annotations)", "version": "1"},
-        "images": [{"id": image_ids[i], "file_name": images[i]["file_name"], "width": images[i]["width"],
-                    "height": images[i]["height"], "fld_image_id": i} for i in sorted(images)],
-        "categories": [{"id": cid, "name": name, "supercategory": "text" if name == TEXT_CATEGORY else "object"}
-                       for name, cid in categories.items()],
+        "images": [{"id": image_ids[i], "file_name": file_names[i], "width": images[i]["width"],
+                    "height": images[i]["height"], "fld_image_id": i}
+                   for i in sorted(images, key=lambda i: image_ids[i])],
+        "categories": [{"id": cid, "name": name,
+                        "supercategory": supers.get(name) or ("text" if name == TEXT_CATEGORY else "object")}
+                       for name, cid in sorted(categories.items(), key=lambda kv: kv[1])],
         "annotations": annotations, "captions": captions, "grounded_phrases": phrases,
     }
     return dumps(document)

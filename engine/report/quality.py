@@ -25,9 +25,12 @@ from storage.layout import DataRoot
 
 
 def _regions(catalog: Catalog, round_: int, region_type: str) -> list[tuple]:
+    """The round's curated regions of ``region_type`` in (image id, annotation id) order: COCOeval
+    breaks score ties by input order, so the order is fixed (the release's COCO JSON uses it too)."""
     return catalog.query(
         "select image_id, coalesce(label, text), text, bbox, score from curated "
-        "where curated_round = ? and kind = 'region' and region_type = ? and bbox is not null",
+        "where curated_round = ? and kind = 'region' and region_type = ? and bbox is not null "
+        "order by image_id, annotation_id",
         [round_, region_type])
 
 

@@ -206,3 +206,44 @@ def test_config_and_name_are_validated(report_root):
         build_release(report_root["root"], 1, "../escape")
     with pytest.raises(ReleaseError, match="no curated set"):
         build_release(report_root["root"], 7, "test-empty")
+
+
+def test_coco_keeps_the_inputs_ids_and_cocoeval_needs_no_remapping(report_root, tmp_path):
+    """The round named its COCO labels (the sample's ground truth): the release keeps their image
+    ids, file names and category ids, every annotation has a score, and COCOeval of the release
+    against the ground truth, with no remapping, gives the AP that ``curated_quality`` reports."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from engine.report.quality import curated_quality
+
+    root = report_root["root"]
+    truth_path = report_root["sample"] / "ground_truth.json"
+    with Catalog(root) as catalog:
+        (config,) = catalog.query("select config from rounds where round = 1")[0]
+        named = {**json.loads(config), "annotators": {"coco_labels": {"path": str(truth_path)}}}
+        catalog.upsert("rounds", [{"round": 1, "status": "done", "config": json.dumps(named)}])
+    try:
+        built = build_release(root, 1, "test-coco-ids", ReleaseConfig(images_per_shard=4))
+    finally:
+        with Catalog(root) as catalog:
+            catalog.upsert("rounds", [{"round": 1, "status": "done", "config": config}])
+    release = json.loads((Path(built["path"]) / "exports/coco.json").read_text())
+    truth = report_root["truth"]
+    assert {(c["id"], c["name"]) for c in truth["categories"]} <= {(c["id"], c["name"]) for c in release["categories"]}
+    theirs = {i["id"]: i["file_name"] for i in truth["images"]}
+    assert all(theirs[i["id"]] == i["file_name"] for i in release["images"])  # every image came from the labels
+    assert all("score" in a for a in release["annotations"])
+    assert all("segmentation" not in a or a["segmentation"] for a in release["annotations"])
+    ground = COCO(str(truth_path))
+    text = next(c["id"] for c in truth["categories"] if c["name"] == "text")
+    detections = [a for a in release["annotations"] if a["category_id"] != text]
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation = COCOeval(ground, ground.loadRes(detections), "bbox")
+        evaluation.params.imgIds = sorted(i["id"] for i in release["images"])
+        evaluation.params.catIds = [c["id"] for c in truth["categories"] if c["id"] != text]
+        evaluation.evaluate(), evaluation.accumulate(), evaluation.summarize()
+    assert round(float(evaluation.stats[0]), 4) == curated_quality(root, 1, truth_path)["box_ap"]
