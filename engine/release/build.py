@@ -204,7 +204,9 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
         counts = _write_tables(stage, table, metas, config)
         coco = coco_json(rows, metas, coco_source(root, context["round_config"]))
         _write(stage, "exports/coco.json", coco)
-        counts["exports/coco.json"] = len(json.loads(coco)["annotations"])
+        coco_annotations = json.loads(coco)["annotations"]
+        counts["exports/coco.json"] = len(coco_annotations)
+        segmentations = sum("segmentation" in a for a in coco_annotations)
         counts["webdataset"] = len(metas)
         jsonl, examples = florence2_jsonl(rows, metas, config.eval_fraction, config.seed)
         _write(stage, "exports/florence2.jsonl", jsonl)
@@ -214,6 +216,7 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
             "format": FORMAT, "round": int(round_),
             "source_rounds": sorted(set(table["round"].to_pylist())),
             "row_counts": counts, "rows_by_kind": dict(sorted(_kinds(rows).items())),
+            "coco_segmentations": segmentations,
             "examples_by_split_task": examples, "images": len(metas), "image_mode": config.images,
             "annotators": sorted({f"{r['source']}@{r['source_version']}" for r in rows}),
             "configs": {"release": asdict(config), "round": context["round_config"]},

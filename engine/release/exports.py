@@ -219,7 +219,10 @@ top-left; masks are COCO compressed RLE.
 
 Images: `webdataset/shard-*.tar` (mode `{manifest['image_mode']}`), one sample per image keyed by its
 sha256: the image bytes as ingested and a JSON with its rows. Exports: `exports/coco.json`
-(COCO instances with RLE masks, plus `captions` and `grounded_phrases`) and
+(COCO instances, every one with a `score`; {manifest.get('coco_segmentations', 0)} of them have a
+`segmentation` (an RLE mask or polygons), the others a box only; the input COCO labels' image ids,
+file names and category ids are kept when the round had them; plus `captions` and
+`grounded_phrases`) and
 `exports/florence2.jsonl` (task, prompt, target per example). `manifest.json` holds every file's
 sha256; `fld release verify` checks them.
 

@@ -238,6 +238,10 @@ def test_coco_keeps_the_inputs_ids_and_cocoeval_needs_no_remapping(report_root, 
     assert all(theirs[i["id"]] == i["file_name"] for i in release["images"])  # every image came from the labels
     assert all("score" in a for a in release["annotations"])
     assert all("segmentation" not in a or a["segmentation"] for a in release["annotations"])
+    masked = sum("segmentation" in a for a in release["annotations"])
+    assert built["coco_segmentations"] == masked
+    card = (Path(built["path"]) / "README.md").read_text()
+    assert f"{masked} of them have a\n`segmentation`" in card
     ground = COCO(str(truth_path))
     text = next(c["id"] for c in truth["categories"] if c["name"] == "text")
     detections = [a for a in release["annotations"] if a["category_id"] != text]
