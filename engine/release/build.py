@@ -6,10 +6,13 @@ Layout of a release (every path relative to its folder)::
                                           (image_id, kind, annotation_id), zstd, fixed row groups
     images/index.parquet                  image_id, width, height, format, num_bytes, member
                                           (``webdataset/shard-K.tar#ID.ext``), source shard and key
+    images/<file name>                    each image's bytes as ingested (``webdataset`` mode): the
+                                          input COCO labels' file name when it had one, else ID.ext
     webdataset/shard-00000.tar ...        per image: ``ID.ext`` (bytes as ingested; left out in
                                           ``reference`` mode) and ``ID.json`` (size + curated rows)
     exports/coco.json                     COCO instances + captions + grounded phrases
-    exports/florence2.jsonl               Florence-2 task / prompt / target examples
+    florence2/{train,validation}.jsonl    Florence-2 examples: ``image`` (relative to the file),
+                                          ``prefix`` (task prompt), ``suffix`` (target) and extras
     README.md                             dataset card: Table 2 / 3 beside FLD-5B, drops, sources
     manifest.json                         sha256 and size of every file above, row counts, source
                                           rounds, annotators, configs, models, filter settings
@@ -96,6 +99,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+IMAGES_DIR = "images"
+
+
 def _write(stage: Path, rel: str, data: bytes) -> None:
     path = stage / rel
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,8 +127,27 @@ def _read_round(catalog: Catalog, round_: int) -> tuple[pa.Table, dict[str, Any]
     return conform(table, CURATED), context
 
 
-def _write_images(stage: Path, locations: dict, rows_by_image: dict, config: ReleaseConfig) -> dict[str, dict]:
-    """Tars of WebDataset samples, in shard-read order; returns image_id -> meta (with member)."""
+def release_file_names(locations: dict, source: CocoSource | None) -> dict[str, str]:
+    """image_id -> the image's file name under ``images/``: the input COCO labels' ``file_name``
+    when the image came with one (a relative path without ``..``, used once), else
+    ``IMAGEID.ext``."""
+    out, used = {}, set()
+    for image_id, location in sorted(locations.items()):
+        name = None
+        if source is not None and image_id in source.image_ids:
+            theirs = source.file_names.get(source.image_ids[image_id], "").replace("\\", "/")
+            if theirs and not theirs.startswith("/") and ".." not in theirs.split("/") and theirs not in used:
+                name = theirs
+        name = name or f"{image_id}.{location.extension}"
+        used.add(name)
+        out[image_id] = name
+    return out
+
+
+def _write_images(stage: Path, locations: dict, rows_by_image: dict, config: ReleaseConfig,
+                  file_names: dict[str, str]) -> dict[str, dict]:
+    """Tars of WebDataset samples, in shard-read order, and (with the bytes) each image as a file
+    ``images/<file name>``; returns image_id -> meta (with member and file name)."""
     if config.images == "webdataset":
         stream = read_images(locations)
     else:
@@ -141,9 +166,11 @@ def _write_images(stage: Path, locations: dict, rows_by_image: dict, config: Rel
                     "shard": location.shard, "key": location.key, "format": location.format,
                     "num_bytes": location.num_bytes}
             member = f"{location.image_id}.{location.extension}"
-            meta["file_name"] = member
+            meta["file_name"] = file_names[location.image_id] if data is not None else member
             meta["member"] = (f"webdataset/shard-{shard:05d}.tar#{member}" if data is not None
                               else f"{location.shard}#{location.key}")
+            if data is not None:  # the files COCO importers and fine-tuning scripts open
+                _write(stage, f"{IMAGES_DIR}/{meta['file_name']}", data)
             for name, payload in webdataset_sample(location.image_id, meta, rows_by_image[location.image_id], data):
                 tar_member(archive, name, payload)
             metas[location.image_id] = meta
@@ -200,17 +227,19 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
     stage = final.parent / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"  # a killed build: swept as stale
     try:
         stage.mkdir(parents=True)
-        metas = _write_images(stage, locations, rows_by_image, config)
+        source = coco_source(root, context["round_config"])
+        metas = _write_images(stage, locations, rows_by_image, config, release_file_names(locations, source))
         counts = _write_tables(stage, table, metas, config)
-        coco = coco_json(rows, metas, coco_source(root, context["round_config"]))
+        coco = coco_json(rows, metas, source)
         _write(stage, "exports/coco.json", coco)
         coco_annotations = json.loads(coco)["annotations"]
         counts["exports/coco.json"] = len(coco_annotations)
         segmentations = sum("segmentation" in a for a in coco_annotations)
         counts["webdataset"] = len(metas)
-        jsonl, examples = florence2_jsonl(rows, metas, config.eval_fraction, config.seed)
-        _write(stage, "exports/florence2.jsonl", jsonl)
-        counts["exports/florence2.jsonl"] = sum(examples.values())
+        by_split, examples = florence2_jsonl(rows, metas, config.eval_fraction, config.seed)
+        for split, jsonl in by_split.items():
+            _write(stage, f"florence2/{split}.jsonl", jsonl)
+            counts[f"florence2/{split}.jsonl"] = sum(n for key, n in examples.items() if key.startswith(f"{split}/"))
         curation = (context["round_config"] or {}).get("curation")
         manifest: dict[str, Any] = {
             "format": FORMAT, "round": int(round_),

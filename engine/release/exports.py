@@ -18,8 +18,9 @@ labels (``source``: :class:`CocoSource`), their image ids, file names and catego
 (COCO captions style plus ``granularity``) and grounded phrases to ``grounded_phrases``
 (caption id, phrase, span, box); pycocotools ignores both keys.
 
-Florence-2 (``exports/florence2.jsonl``): the examples of :mod:`engine.retrain.examples`
-(task, prompt, target per image; split by image id), with ``image`` = the WebDataset member.
+Florence-2 (``florence2/{train,validation}.jsonl``): the examples of
+:mod:`engine.retrain.examples` (split by image id), one file per split, ``image`` relative to the
+file (``../images/<file name>``), ``prefix`` the task prompt, ``suffix`` the target.
 """
 
 from __future__ import annotations
@@ -148,23 +149,30 @@ def coco_json(rows: list[Row], images: Mapping[str, Mapping[str, Any]], source: 
 
 
 def florence2_jsonl(rows: list[Row], images: Mapping[str, Mapping[str, Any]], eval_fraction: float,
-                    seed: int) -> tuple[bytes, dict[str, int]]:
-    """Florence-2 examples (one JSON object per line) and their count per ``split/task``."""
+                    seed: int) -> tuple[dict[str, bytes], dict[str, int]]:
+    """Florence-2 examples as one JSON-lines file per split (``{"train": bytes, ...}``, the layout
+    fine-tuning scripts read: ``image`` relative to the file, ``prefix`` the task prompt, ``suffix``
+    the target, plus ``image_id``, ``task``, ``width``, ``height``) and their count per
+    ``split/task``. ``image`` is ``../images/<file name>`` when the release holds the bytes,
+    else the source shard and key (reference mode)."""
     from engine.retrain.examples import CURATED_COLUMNS, image_targets, split_of
 
     by_image: dict[str, list[Row]] = collections.defaultdict(list)
     for row in rows:
         by_image[row["image_id"]].append({c: row.get(c) for c in CURATED_COLUMNS})
-    lines, counts = [], collections.Counter()
+    lines: dict[str, list[bytes]] = collections.defaultdict(list)
+    counts: collections.Counter = collections.Counter()
     for image_id in sorted(by_image):
         meta = images[image_id]
         split = split_of(image_id, eval_fraction, seed)
+        image = f"../images/{meta['file_name']}" if meta["member"].startswith("webdataset/") else meta["member"]
         ordered = sorted(by_image[image_id], key=lambda r: r["annotation_id"])
         for task, prompt, target in image_targets(ordered, meta["width"], meta["height"]):
-            lines.append(dumps({"image_id": image_id, "image": meta["member"], "task": task, "prompt": prompt,
-                                "target": target, "width": meta["width"], "height": meta["height"], "split": split}))
+            lines[split].append(dumps({"image": image, "prefix": prompt, "suffix": target, "image_id": image_id,
+                                       "task": task, "width": meta["width"], "height": meta["height"]}))
             counts[f"{split}/{task}"] += 1
-    return b"".join(line + b"\n" for line in lines), dict(sorted(counts.items()))
+    return ({split: b"".join(line + b"\n" for line in lines[split]) for split in sorted(lines)},
+            dict(sorted(counts.items())))
 
 
 def tar_member(archive: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -222,8 +230,9 @@ sha256: the image bytes as ingested and a JSON with its rows. Exports: `exports/
 (COCO instances, every one with a `score`; {manifest.get('coco_segmentations', 0)} of them have a
 `segmentation` (an RLE mask or polygons), the others a box only; the input COCO labels' image ids,
 file names and category ids are kept when the round had them; plus `captions` and
-`grounded_phrases`) and
-`exports/florence2.jsonl` (task, prompt, target per example). `manifest.json` holds every file's
+`grounded_phrases`; its `file_name`s are the files in `images/`) and
+`florence2/{{train,validation}}.jsonl` (`image` relative to the file, `prefix` = task prompt,
+`suffix` = target). `manifest.json` holds every file's
 sha256; `fld release verify` checks them.
 
 | kind | rows |

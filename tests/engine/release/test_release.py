@@ -108,11 +108,20 @@ def test_webdataset_and_florence2_exports(release, report_root):
                     assert hashlib.sha256(data).hexdigest() == key  # the bytes as ingested
                     images[key] = f"webdataset/{path.name}#{member.name}"
     assert rows == len(catalog_rows(report_root["root"], 1)) and len(images) == release["images"] == 8
-    lines = [json.loads(line) for line in (folder / "exports/florence2.jsonl").read_text().splitlines()]
-    assert all(line["image"] == images[line["image_id"]] for line in lines)
+    lines = []
+    for split_file in sorted((folder / "florence2").glob("*.jsonl")):
+        for line in split_file.read_text().splitlines():
+            line = {**json.loads(line), "split": split_file.stem}
+            path = (split_file.parent / line["image"]).resolve()  # relative to the file, as scripts read it
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == line["image_id"]
+            lines.append(line)
     examples, _ = build_examples(report_root["root"], 1, 0.1, 0)
-    assert sorted((line["image_id"], line["task"], line["prompt"], line["target"], line["split"]) for line in lines) == \
+    assert sorted((line["image_id"], line["task"], line["prefix"], line["suffix"], line["split"]) for line in lines) == \
         sorted((e.image_id, e.task, e.prompt, e.target, e.split) for e in examples)
+    coco = json.loads((folder / "exports/coco.json").read_text())
+    for image in coco["images"]:  # COCO importers open images/<file_name>
+        data = (folder / "images" / image["file_name"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == image["fld_image_id"]
     assert {"OD", "OCR_WITH_REGION", "CAPTION_TO_PHRASE_GROUNDING"} <= {line["task"] for line in lines}
 
 
