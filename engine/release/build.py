@@ -11,6 +11,8 @@ Layout of a release (every path relative to its folder)::
     webdataset/shard-00000.tar ...        per image: ``ID.ext`` (bytes as ingested; left out in
                                           ``reference`` mode) and ``ID.json`` (size + curated rows)
     exports/coco.json                     COCO instances + captions + grounded phrases
+    hf/{train,validation}-K-of-N.parquet  one row per image: the image (bytes) and its annotations
+                                          nested, what ``load_dataset(RELEASE)`` gives (hf_dataset)
     florence2/{train,validation}.jsonl    Florence-2 examples: ``image`` (relative to the file),
                                           ``prefix`` (task prompt), ``suffix`` (target) and extras
     README.md                             dataset card: Table 2 / 3 beside FLD-5B, drops, sources
@@ -50,6 +52,7 @@ from engine.release.exports import (
     tar_member,
     webdataset_sample,
 )
+from engine.release.hf_dataset import write_hf_dataset
 from engine.report.stats import markdown_stats, round_stats
 from storage.catalog import Catalog
 from storage.layout import DataRoot
@@ -230,6 +233,12 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
         source = coco_source(root, context["round_config"])
         metas = _write_images(stage, locations, rows_by_image, config, release_file_names(locations, source))
         counts = _write_tables(stage, table, metas, config)
+        if config.images == "webdataset":  # the per-image dataset `load_dataset(RELEASE)` gives
+            from engine.retrain.examples import split_of
+
+            counts.update(write_hf_dataset(stage, stage / IMAGES_DIR, metas, rows_by_image,
+                                           lambda i: split_of(i, config.eval_fraction, config.seed),
+                                           config.images_per_shard))
         coco = coco_json(rows, metas, source)
         _write(stage, "exports/coco.json", coco)
         coco_annotations = json.loads(coco)["annotations"]

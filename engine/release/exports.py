@@ -193,6 +193,50 @@ def webdataset_sample(image_id: str, meta: Mapping[str, Any], rows: list[Row], d
     return members + [(f"{image_id}.json", dumps(doc))]
 
 
+def _yaml_features(fields: Mapping[str, Any], indent: str) -> list[str]:
+    """``datasets`` card YAML of a features dict (``hf_dataset.features()``)."""
+    lines = []
+    for name, feature in fields.items():
+        lines.append(f"{indent}- name: {name}")
+        lines += _yaml_feature(feature, indent + "  ")
+    return lines
+
+
+def _yaml_feature(feature: Mapping[str, Any], indent: str) -> list[str]:
+    kind = feature.get("_type")
+    if kind == "Image":
+        return [f"{indent}dtype: image"]
+    if kind == "Value":
+        return [f"{indent}dtype: {feature['dtype']}"]
+    if kind == "List":
+        inner = feature["feature"]
+        if inner.get("_type") == "Value":
+            return [f"{indent}list: {inner['dtype']}"]
+        return [f"{indent}list:"] + _yaml_features(inner, indent + "  ")
+    return [f"{indent}struct:"] + _yaml_features(feature, indent + "  ")
+
+
+def card_yaml(manifest: Mapping[str, Any]) -> str:
+    """The card's YAML header: configs (``default``: the per-image ``hf/`` files when the release
+    holds the images, else the annotation rows; ``annotations``: the rows), ``dataset_info``
+    (features and split sizes of ``default``) and the license."""
+    from engine.release.hf_dataset import features
+
+    hf = {rel: n for rel, n in manifest["row_counts"].items() if rel.startswith("hf/")}
+    splits = sorted({rel[3:].split("-", 1)[0] for rel in hf})
+    lines = ["license: other", "configs:"]
+    if hf:
+        lines += ["- config_name: default", "  data_files:"]
+        lines += [line for split in splits for line in (f"  - split: {split}", f"    path: hf/{split}-*.parquet")]
+        lines += ["- config_name: annotations", "  data_files:", "  - split: train", "    path: data/*.parquet"]
+        lines += ["dataset_info:", "  config_name: default", "  features:"] + _yaml_features(features(), "  ")
+        lines += ["  splits:"] + [line for split in splits for line in (
+            f"  - name: {split}", f"    num_examples: {sum(n for rel, n in hf.items() if rel.startswith(f'hf/{split}-'))}")]
+    else:
+        lines += ["- config_name: default", "  data_files:", "  - split: train", "    path: data/*.parquet"]
+    return "\n".join(lines)
+
+
 def card_markdown(round_: int, manifest: Mapping[str, Any], stats: Mapping[str, Any], stats_markdown: str) -> str:
     """The release's dataset card (``README.md``, Hugging Face style YAML header): what it holds,
     the Table 2 / Table 3 statistics beside FLD-5B, drops per rule, sources and settings."""
@@ -204,11 +248,7 @@ def card_markdown(round_: int, manifest: Mapping[str, Any], stats: Mapping[str, 
     annotators = "\n".join(f"- `{a}`" for a in manifest["annotators"])
     settings = json.dumps(manifest["filter_settings"], indent=1, sort_keys=True)
     return f"""---
-configs:
-- config_name: default
-  data_files:
-  - split: train
-    path: data/*.parquet
+{card_yaml(manifest)}
 ---
 # fld-engine dataset release (round {round_})
 

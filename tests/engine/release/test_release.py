@@ -260,3 +260,29 @@ def test_coco_keeps_the_inputs_ids_and_cocoeval_needs_no_remapping(report_root, 
         evaluation.params.catIds = [c["id"] for c in truth["categories"] if c["id"] != text]
         evaluation.evaluate(), evaluation.accumulate(), evaluation.summarize()
     assert round(float(evaluation.stats[0]), 4) == curated_quality(root, 1, truth_path)["box_ap"]
+
+
+def test_load_dataset_of_the_release_gives_images_with_their_annotations(release, report_root, tmp_path):
+    from datasets import load_dataset
+    from PIL import Image
+
+    folder = Path(release["path"])
+    loaded = load_dataset(str(folder), cache_dir=str(tmp_path / "hf"))
+    assert set(loaded) <= {"train", "validation"} and sum(len(s) for s in loaded.values()) == release["images"] == 8
+    rows = {r[2]: r for r in catalog_rows(report_root["root"], 1)}
+    seen = 0
+    for split in loaded.values():
+        for example in split:
+            image = example["image"]
+            assert isinstance(image, Image.Image) and image.size == (example["width"], example["height"])
+            data = (folder / "images" / Path(example["image"].filename).name).read_bytes() \
+                if getattr(image, "filename", "") else None
+            assert data is None or hashlib.sha256(data).hexdigest() == example["image_id"]
+            ids = [r["annotation_id"] for key in ("regions", "ocr", "captions", "phrases") for r in example[key]]
+            assert all(rows[i][0] == example["image_id"] for i in ids)
+            seen += len(ids)
+            for region in example["regions"]:
+                assert len(region["bbox"]) == 4 and region["source"]
+    assert seen == len(rows)  # every curated row, nested under its image
+    card = (folder / "README.md").read_text()
+    assert "license: other" in card and "dataset_info:" in card and "dtype: image" in card

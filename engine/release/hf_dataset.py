@@ -1,0 +1,115 @@
+"""A release's images with their annotations, one row per image, as Hugging Face ``datasets``
+loads them: ``load_dataset(RELEASE_FOLDER)`` gives PIL images and nested annotations per split.
+
+Files: ``hf/{split}-KKKKK-of-NNNNN.parquet`` (``split``: train / validation, by image id as the
+Florence-2 examples are split), zstd. Columns (pixels of the upright image; boxes x0, y0, x1, y1;
+scores in [0, 1], null when the source gave none):
+
+* ``image``: ``{bytes, path}``, the bytes as ingested, ``path`` the file name under ``images/``
+  (the ``Image`` feature);
+* ``image_id`` (sha256 of the bytes), ``width``, ``height``;
+* ``regions``: object and other non-OCR regions ``{annotation_id, label, text, region_type, bbox,
+  score, mask_rle (COCO compressed RLE, or null), source}``;
+* ``ocr``: OCR lines ``{annotation_id, text, quad (8 numbers, clockwise from the top-left), bbox,
+  score, source}``;
+* ``captions``: ``{annotation_id, granularity, text, score, source}``;
+* ``phrases``: grounded phrases ``{annotation_id, caption_id, text, span_start, span_end, bbox,
+  score, source}``.
+
+The features are declared in each file's ``huggingface`` schema metadata (``datasets`` 4+
+``List`` form) and in the card's ``dataset_info``, so no ``datasets`` import is needed to build.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+Row = dict[str, Any]
+F32 = pa.float32()
+BOX = pa.list_(F32)
+REGION = pa.struct([("annotation_id", pa.string()), ("label", pa.string()), ("text", pa.string()),
+                    ("region_type", pa.string()), ("bbox", BOX), ("score", F32), ("mask_rle", pa.string()),
+                    ("source", pa.string())])
+OCR = pa.struct([("annotation_id", pa.string()), ("text", pa.string()), ("quad", BOX), ("bbox", BOX),
+                 ("score", F32), ("source", pa.string())])
+CAPTION = pa.struct([("annotation_id", pa.string()), ("granularity", pa.string()), ("text", pa.string()),
+                     ("score", F32), ("source", pa.string())])
+PHRASE = pa.struct([("annotation_id", pa.string()), ("caption_id", pa.string()), ("text", pa.string()),
+                    ("span_start", pa.int32()), ("span_end", pa.int32()), ("bbox", BOX), ("score", F32),
+                    ("source", pa.string())])
+SCHEMA = pa.schema([("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                    ("image_id", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+                    ("regions", pa.list_(REGION)), ("ocr", pa.list_(OCR)), ("captions", pa.list_(CAPTION)),
+                    ("phrases", pa.list_(PHRASE))])
+
+
+def hf_feature(kind: pa.DataType) -> Any:
+    """The ``datasets`` feature dict of an Arrow type (Value / List / struct as a dict)."""
+    if pa.types.is_list(kind):
+        return {"feature": hf_feature(kind.value_type), "_type": "List"}
+    if pa.types.is_struct(kind):
+        return {kind.field(i).name: hf_feature(kind.field(i).type) for i in range(kind.num_fields)}
+    names = {pa.string(): "string", pa.float32(): "float32", pa.int32(): "int32", pa.binary(): "binary"}
+    return {"dtype": names[kind], "_type": "Value"}
+
+
+def features() -> dict[str, Any]:
+    """The features of :data:`SCHEMA`, ``image`` as an ``Image``."""
+    out = {field.name: hf_feature(field.type) for field in SCHEMA}
+    out["image"] = {"_type": "Image"}
+    return out
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _floats(values: Iterable[float] | None) -> list[float] | None:
+    return None if values is None else [float(v) for v in values]
+
+
+def image_row(image_id: str, meta: Mapping[str, Any], data: bytes, rows: list[Row]) -> Row:
+    """One image's row (module docstring) from its curated rows."""
+    regions, ocr, captions, phrases = [], [], [], []
+    for r in sorted(rows, key=lambda r: r["annotation_id"]):
+        common = {"annotation_id": r["annotation_id"], "score": _float(r.get("score")), "source": r.get("source")}
+        if r["kind"] == "caption":
+            captions.append({**common, "granularity": r.get("granularity"), "text": r.get("text")})
+        elif r["kind"] == "phrase":
+            phrases.append({**common, "caption_id": r.get("parent_id"), "text": r.get("text"),
+                            "span_start": r.get("span_start"), "span_end": r.get("span_end"),
+                            "bbox": _floats(r.get("bbox"))})
+        elif r["kind"] == "region" and r.get("region_type") == "ocr":
+            ocr.append({**common, "text": r.get("text"), "quad": _floats(r.get("quad")), "bbox": _floats(r.get("bbox"))})
+        elif r["kind"] == "region":
+            regions.append({**common, "label": r.get("label"), "text": r.get("text"), "region_type": r.get("region_type"),
+                            "bbox": _floats(r.get("bbox")), "mask_rle": r.get("mask_rle")})
+    return {"image": {"bytes": data, "path": meta["file_name"]}, "image_id": image_id, "width": int(meta["width"]),
+            "height": int(meta["height"]), "regions": regions, "ocr": ocr, "captions": captions, "phrases": phrases}
+
+
+def write_hf_dataset(stage: Path, images_dir: Path, metas: Mapping[str, Mapping[str, Any]],
+                     rows_by_image: Mapping[str, list[Row]], split_of: Any, images_per_file: int) -> dict[str, int]:
+    """Write ``hf/`` under ``stage`` (module docstring), reading each image's bytes from
+    ``images_dir / file_name``; returns rows per written file (relative paths)."""
+    by_split: dict[str, list[str]] = {}
+    for image_id in sorted(metas):
+        by_split.setdefault(split_of(image_id), []).append(image_id)
+    schema = SCHEMA.with_metadata({"huggingface": json.dumps({"info": {"features": features()}})})
+    counts: dict[str, int] = {}
+    (stage / "hf").mkdir(parents=True, exist_ok=True)
+    for split, ids in sorted(by_split.items()):
+        files = max(1, -(-len(ids) // images_per_file))
+        for k in range(files):
+            chunk = ids[k * images_per_file:(k + 1) * images_per_file]
+            table = pa.Table.from_pylist([image_row(i, metas[i], (images_dir / metas[i]["file_name"]).read_bytes(),
+                                                    rows_by_image.get(i, [])) for i in chunk], schema=schema)
+            rel = f"hf/{split}-{k:05d}-of-{files:05d}.parquet"
+            pq.write_table(table, stage / rel, compression="zstd")
+            counts[rel] = len(chunk)
+    return counts
