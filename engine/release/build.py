@@ -5,11 +5,13 @@ Layout of a release (every path relative to its folder)::
     data/curated-00000-of-0000N.parquet   the curated rows (CURATED schema), sorted by
                                           (image_id, kind, annotation_id), zstd, fixed row groups
     images/index.parquet                  image_id, width, height, format, num_bytes, member
-                                          (``webdataset/shard-K.tar#ID.ext``), source shard and key
+                                          (``webdataset/EXT-K.tar#ID.EXT``), source shard and key
     images/<file name>                    each image's bytes as ingested (``webdataset`` mode): the
                                           input COCO labels' file name when it had one, else ID.ext
-    webdataset/shard-00000.tar ...        per image: ``ID.ext`` (bytes as ingested; left out in
-                                          ``reference`` mode) and ``ID.json`` (size + curated rows)
+    webdataset/EXT-00000.tar ...          per image: ``ID.EXT`` (bytes as ingested) and ``ID.json``
+                                          (size + curated rows), one tar series per image extension
+                                          so every sample of a tar has the same keys; ``reference``
+                                          mode: ``shard-00000.tar ...`` of JSON-only samples
     exports/coco.json                     COCO instances + captions + grounded phrases
     hf/{train,validation}-K-of-N.parquet  one row per image: the image (bytes) and its annotations
                                           nested, what ``load_dataset(RELEASE)`` gives (hf_dataset)
@@ -156,21 +158,26 @@ def _write_images(stage: Path, locations: dict, rows_by_image: dict, config: Rel
     else:
         stream = ((loc, None) for _, loc in sorted(locations.items(), key=lambda kv: (kv[1].shard, kv[1].key)))
     metas: dict[str, dict] = {}
-    archive, shard = None, -1
+    # one series of tars per image extension: every sample of a tar has the same keys (ext, json),
+    # as `datasets`' webdataset builder needs; reference mode has one series of JSON-only samples
+    open_tars: dict[str, tuple[tarfile.TarFile, int, int]] = {}  # series -> (tar, its number, samples in it)
     try:
-        for n, (location, data) in enumerate(stream):
-            if n // config.images_per_shard != shard:
+        for location, data in stream:
+            series = location.extension if data is not None else "shard"
+            archive, number, held = open_tars.get(series, (None, -1, config.images_per_shard))
+            if held >= config.images_per_shard:
                 if archive is not None:
                     archive.close()
-                shard = n // config.images_per_shard
+                number, held = number + 1, 0
                 (stage / "webdataset").mkdir(parents=True, exist_ok=True)
-                archive = tarfile.open(stage / "webdataset" / f"shard-{shard:05d}.tar", "w", format=tarfile.PAX_FORMAT)
+                archive = tarfile.open(stage / "webdataset" / f"{series}-{number:05d}.tar", "w", format=tarfile.PAX_FORMAT)
+            open_tars[series] = (archive, number, held + 1)
             meta = {"width": location.width, "height": location.height, "extension": location.extension,
                     "shard": location.shard, "key": location.key, "format": location.format,
                     "num_bytes": location.num_bytes}
             member = f"{location.image_id}.{location.extension}"
             meta["file_name"] = file_names[location.image_id] if data is not None else member
-            meta["member"] = (f"webdataset/shard-{shard:05d}.tar#{member}" if data is not None
+            meta["member"] = (f"webdataset/{series}-{number:05d}.tar#{member}" if data is not None
                               else f"{location.shard}#{location.key}")
             if data is not None:  # the files COCO importers and fine-tuning scripts open
                 _write(stage, f"{IMAGES_DIR}/{meta['file_name']}", data)
@@ -178,7 +185,7 @@ def _write_images(stage: Path, locations: dict, rows_by_image: dict, config: Rel
                 tar_member(archive, name, payload)
             metas[location.image_id] = meta
     finally:
-        if archive is not None:
+        for archive, _, _ in open_tars.values():
             archive.close()
     return metas
 

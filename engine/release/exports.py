@@ -265,8 +265,11 @@ top-left; masks are COCO compressed RLE.
 |---|---|
 {rows}
 
-Images: `webdataset/shard-*.tar` (mode `{manifest['image_mode']}`), one sample per image keyed by its
-sha256: the image bytes as ingested and a JSON with its rows. Exports: `exports/coco.json`
+Images: `images/` (each image's bytes as ingested), `hf/` (one row per image with its annotations
+nested: `load_dataset(THIS_FOLDER)`), and `webdataset/EXT-*.tar` (mode `{manifest['image_mode']}`),
+one sample per image keyed by its sha256: the image bytes and a JSON with its rows; one tar series
+per image format, so `load_dataset("webdataset", data_files="webdataset/jpg-*.tar")` reads a
+series and the `webdataset` package reads them all. Exports: `exports/coco.json`
 (COCO instances, every one with a `score`; {manifest.get('coco_segmentations', 0)} of them have a
 `segmentation` (an RLE mask or polygons), the others a box only; the input COCO labels' image ids,
 file names and category ids are kept when the round had them; plus `captions` and

@@ -286,3 +286,22 @@ def test_load_dataset_of_the_release_gives_images_with_their_annotations(release
     assert seen == len(rows)  # every curated row, nested under its image
     card = (folder / "README.md").read_text()
     assert "license: other" in card and "dataset_info:" in card and "dtype: image" in card
+
+
+def test_webdataset_shards_load_with_datasets_and_the_webdataset_package(release, tmp_path):
+    import webdataset as wds
+    from datasets import load_dataset
+
+    folder = Path(release["path"])
+    series = sorted({p.name.split("-")[0] for p in (folder / "webdataset").glob("*.tar")})
+    assert len(series) >= 2  # the sample has JPEG and PNG images: one tar series each
+    keys_seen = set()
+    for ext in series:  # one data_files glob per image format: every sample has the same keys
+        loaded = load_dataset("webdataset", data_files={"train": str(folder / "webdataset" / f"{ext}-*.tar")},
+                              cache_dir=str(tmp_path / f"hf-{ext}"))["train"]
+        for sample in loaded:
+            assert sample[ext] is not None and sample["json"]["image_id"] == sample["__key__"]
+            keys_seen.add(sample["__key__"])
+    tars = sorted(str(p) for p in (folder / "webdataset").glob("*.tar"))
+    package = {sample["__key__"] for sample in wds.WebDataset(tars, shardshuffle=False)}
+    assert keys_seen == package and len(package) == release["images"]
