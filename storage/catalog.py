@@ -24,7 +24,7 @@ from typing import Any, Iterable
 import duckdb
 import pyarrow as pa
 
-from storage import catalog_file, schema
+from storage import catalog_file, catalog_moves, schema
 from storage.decisions import DECISIONS_VIEW_SQL
 from storage.layout import DataRoot
 
@@ -87,9 +87,14 @@ class Catalog:
         elif self.root.catalog.exists():  # a reader reads the published snapshot: it never waits
             private = self.root.catalog
         self.con = catalog_file.connect(private, read_only)
+        if read_only and catalog_moves.moved(self.con, str(self.root.path)):
+            self.con.close()  # a copied or moved root: a writing open repairs and republishes it first
+            Catalog(self.root).close()
+            self.con = catalog_file.connect(self.root.catalog, True)
         if not read_only:
             try:
                 self._create_tables()
+                catalog_moves.record_root(self.con, str(self.root.path))
                 self.refresh_views()
             except BaseException:
                 self.con.close()
@@ -169,8 +174,11 @@ class Catalog:
         """The select list of ``dataset``'s view over ``source``: its schema's columns and,
         with ``describe`` (or legacy columns to look for: one more read of the files' footers),
         typed NULLs for those no file has and legacy columns read where a column is null."""
+        formers = catalog_moves.former_roots(self.con)
+        moved = {"shard": catalog_moves.path_expression("shard", formers, str(self.root.path))} if formers else {}
         if not (describe or dataset.legacy):
-            return ", ".join(f'"{name}"' for name in dataset.schema.names)
+            return ", ".join(f'{moved[name]} AS "{name}"' if name in moved else f'"{name}"'
+                             for name in dataset.schema.names)
         present = {row[0] for row in self.con.execute(f"describe select * from {source}").fetchall()}
         types = {row[0]: row[1] for row in self.con.execute(f"describe _empty_{dataset.name}").fetchall()}
         legacy = dict(dataset.legacy)
@@ -179,6 +187,8 @@ class Catalog:
             expr = f'"{name}"' if name in present else f"NULL::{types[name]}"
             if legacy.get(name) in present:
                 expr = f'coalesce({expr}, "{legacy[name]}"::{types[name]})'
+            if name in moved and expr == f'"{name}"':
+                expr = moved[name]
             items.append(expr if expr == f'"{name}"' else f'{expr} AS "{name}"')
         return ", ".join(items)
 
