@@ -26,7 +26,7 @@ def verify_task(root: str, name: str) -> list[str]:
     return verify_release(DataRoot(root), name)
 
 
-@flow(name="fld-release", log_prints=True)
+@flow(name="fld-release", log_prints=True, flow_run_name="release of {root}")
 def release_flow(root: str, round_number: int, name: str, images: str = "webdataset") -> dict[str, Any]:
     """Build ``releases/NAME`` from round ``round_number``'s curated set and verify every hash."""
     manifest = build_task(root, round_number, name, ReleaseConfig(images=images))

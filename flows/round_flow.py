@@ -18,7 +18,7 @@ quiet_user_errors()  # a full disk or a config problem: one line, no traceback
 guard_server()  # Prefect's temporary API server exits when this process dies, even by SIGKILL
 
 
-@flow(name="fld-round", log_prints=True)
+@flow(name="fld-round", log_prints=True, flow_run_name="round of {root}")
 def round_flow(root: str, config_path: str | None = None, round_number: int | None = None,
                progress: bool = False) -> dict[str, Any]:
     """Annotate -> curate -> train -> evaluate -> promote -> dashboard for one round."""
@@ -28,7 +28,7 @@ def round_flow(root: str, config_path: str | None = None, round_number: int | No
     return result
 
 
-@flow(name="fld-loop", log_prints=True)
+@flow(name="fld-loop", log_prints=True, flow_run_name="loop of {root}")
 def loop_flow(root: str, config_path: str | None = None, rounds: int | None = None,
               progress: bool = False) -> list[dict[str, Any]]:
     """Up to ``rounds`` rounds (default: the config's loop.rounds), stopping early when the

@@ -144,3 +144,10 @@ def write_text_atomic(text: str, final: str | os.PathLike[str]) -> Path:
     with atomic_path(final) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(final)
+
+
+def write_bytes_atomic(data: bytes, final: str | os.PathLike[str]) -> Path:
+    """Write ``data`` to ``final`` atomically (an image file); returns ``final``."""
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(data)
+    return Path(final)

@@ -52,6 +52,14 @@ def test_two_round_loop_end_to_end(tmp_path, tiny_sample):
     assert again[0]["round"] == 2 or again[0].get("skipped")
     release = release_flow(root=str(root.path), round_number=1, name="tiny-v1")
     assert Path(release["path"]).is_dir() and len(release["manifest_sha256"]) == 64
+    # runs of several roots stay apart on one Prefect server: run names name the root (artifact keys
+    # too: tests/flows/test_artifacts.py)
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        names = {run.name for run in client.read_flow_runs(limit=200, sort=FlowRunSort.START_TIME_DESC)}
+    assert {f"round of {root.path}", f"loop of {root.path}", f"release of {root.path}"} <= names
 
 
 def _wait_for(predicate, process, timeout: float = 300) -> bool:
