@@ -21,6 +21,8 @@ Layout of a release (every path relative to its folder)::
     manifest.json                         sha256 and size of every file above, row counts, source
                                           rounds, annotators, configs, models, filter settings
 
+Portable: every path a release file holds is relative (to the release folder for its own files,
+to the data root it was built from for sources, configs and checkpoints; ``..`` where outside).
 Reproducible: no file holds a time, a release name or a temp path, JSON keys are sorted and
 tar members have fixed metadata, so building the same round of the same root twice gives
 byte-identical files. Immutable: a release is built in a hidden staging folder and renamed
@@ -149,8 +151,25 @@ def release_file_names(locations: dict, source: CocoSource | None) -> dict[str, 
     return out
 
 
+QUOTED_PATH = re.compile(r"'(/[^'\n]+)'")
+
+
+def portable(value: Any, root: Path) -> Any:
+    """``value`` with every absolute path string made relative to the data root ``root`` (``..``
+    where it lies outside): no path of the building machine goes into a release."""
+    if isinstance(value, dict):
+        return {k: portable(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, root) for v in value]
+    if isinstance(value, str) and value.startswith("/") and "\n" not in value and len(value) < 4096:
+        return os.path.relpath(value, root)
+    if isinstance(value, str):  # a path quoted inside a sentence ("parsed with spaCy pipeline '/...'")
+        return QUOTED_PATH.sub(lambda m: repr(os.path.relpath(m.group(1), root)), value)
+    return value
+
+
 def _write_images(stage: Path, locations: dict, rows_by_image: dict, config: ReleaseConfig,
-                  file_names: dict[str, str]) -> dict[str, dict]:
+                  file_names: dict[str, str], root_path: Path) -> dict[str, dict]:
     """Tars of WebDataset samples, in shard-read order, and (with the bytes) each image as a file
     ``images/<file name>``; returns image_id -> meta (with member and file name)."""
     if config.images == "webdataset":
@@ -173,12 +192,12 @@ def _write_images(stage: Path, locations: dict, rows_by_image: dict, config: Rel
                 archive = tarfile.open(stage / "webdataset" / f"{series}-{number:05d}.tar", "w", format=tarfile.PAX_FORMAT)
             open_tars[series] = (archive, number, held + 1)
             meta = {"width": location.width, "height": location.height, "extension": location.extension,
-                    "shard": location.shard, "key": location.key, "format": location.format,
+                    "shard": portable(location.shard, root_path), "key": location.key, "format": location.format,
                     "num_bytes": location.num_bytes}
             member = f"{location.image_id}.{location.extension}"
             meta["file_name"] = file_names[location.image_id] if data is not None else member
             meta["member"] = (f"webdataset/{series}-{number:05d}.tar#{member}" if data is not None
-                              else f"{location.shard}#{location.key}")
+                              else f"{meta['shard']}#{location.key}")
             if data is not None:  # the files COCO importers and fine-tuning scripts open
                 _write(stage, f"{IMAGES_DIR}/{meta['file_name']}", data)
             for name, payload in webdataset_sample(location.image_id, meta, rows_by_image[location.image_id], data):
@@ -238,7 +257,8 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
     try:
         stage.mkdir(parents=True)
         source = coco_source(root, context["round_config"])
-        metas = _write_images(stage, locations, rows_by_image, config, release_file_names(locations, source))
+        metas = _write_images(stage, locations, rows_by_image, config, release_file_names(locations, source),
+                              root.path)
         counts = _write_tables(stage, table, metas, config)
         if config.images == "webdataset":  # the per-image dataset `load_dataset(RELEASE)` gives
             from engine.retrain.examples import split_of
@@ -264,9 +284,11 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
             "coco_segmentations": segmentations,
             "examples_by_split_task": examples, "images": len(metas), "image_mode": config.images,
             "annotators": sorted({f"{r['source']}@{r['source_version']}" for r in rows}),
-            "configs": {"release": asdict(config), "round": context["round_config"]},
-            "filter_settings": curation, "drops": stats["drops"], "model_checkpoints": context["models"],
+            "configs": portable({"release": asdict(config), "round": context["round_config"]}, root.path),
+            "filter_settings": portable(curation, root.path), "drops": stats["drops"],
+            "model_checkpoints": portable(context["models"], root.path),
         }
+        stats = portable(stats, root.path)  # Table 3 names its spaCy pipeline
         _write(stage, CARD, card_markdown(int(round_), manifest, stats, markdown_stats(stats)).encode("utf-8"))
         manifest["files"] = {str(p.relative_to(stage)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                              for p in sorted(stage.rglob("*")) if p.is_file()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -130,7 +131,7 @@ def test_manifest_card_and_catalog(release, report_root):
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["round"] == 1 and manifest["source_rounds"] == [0, 1]
     assert sum(v for k, v in manifest["row_counts"].items() if k.startswith("data/")) == len(catalog_rows(report_root["root"], 1))
-    assert manifest["filter_settings"]["text"]["pipeline"] == str(report_root["spacy"])
+    assert manifest["filter_settings"]["text"]["pipeline"] == os.path.relpath(report_root["spacy"], report_root["root"].path)
     assert [m["version"] for m in manifest["model_checkpoints"]] == ["v0", "v1"]
     on_disk = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
     assert sorted(manifest["files"]) == on_disk
@@ -305,3 +306,37 @@ def test_webdataset_shards_load_with_datasets_and_the_webdataset_package(release
     tars = sorted(str(p) for p in (folder / "webdataset").glob("*.tar"))
     package = {sample["__key__"] for sample in wds.WebDataset(tars, shardshuffle=False)}
     assert keys_seen == package and len(package) == release["images"]
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+@pytest.mark.parametrize("mode", ["webdataset", "reference"])
+def test_no_release_file_holds_a_path_of_this_machine(report_root, mode):
+    root = report_root["root"]
+    folder = Path(build_release(root, 1, f"test-portable-{mode}", ReleaseConfig(images=mode))["path"])
+    machine = str(root.path.parent.parent)  # the pytest temp folder everything lives under
+    for path in folder.rglob("*"):
+        if path.suffix in (".json", ".jsonl", ".md"):
+            assert machine not in path.read_text(), path
+        elif path.suffix == ".parquet":
+            table = pq.read_table(path)
+            for column in table.column_names:
+                if column == "image":
+                    continue
+                assert not any(machine in s for s in _strings(table.column(column).to_pylist())), (path, column)
+        elif path.suffix == ".tar":
+            with tarfile.open(path) as archive:
+                for member in archive.getmembers():
+                    if member.name.endswith(".json"):
+                        assert machine not in archive.extractfile(member).read().decode(), (path, member.name)
+    index = pq.read_table(folder / "images/index.parquet").to_pylist()
+    assert all((root.path / r["source_shard"]).resolve().is_file() for r in index)  # relative to the data root
