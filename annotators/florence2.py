@@ -74,6 +74,7 @@ from dataclasses import MISSING, dataclass, field, replace
 from typing import Any, Callable
 
 from annotators.base import Annotator, ImageBatch, ImageItem
+from annotators.checkpoint_check import check_checkpoint
 from annotators.florence2_format import (
     POST_PROCESSOR_CONFIG,
     TASK_DEPENDS,
@@ -229,6 +230,7 @@ class Florence2Annotator(Annotator):
     def __init__(self, **settings: Any) -> None:
         self.settings = settings_from_kwargs(Florence2Settings, settings, self.name)
         self.model_dir = resolve_model_dir(self.settings.model, "florence2")
+        check_checkpoint(self.model_dir, "florence2", self.settings.allow_pickle_weights)
         self.batch_size = self.settings.batch_size
         self._version = checkpoint_version(self.model_dir)
         self.stats: Counter[str] = Counter()
@@ -245,7 +247,7 @@ class Florence2Annotator(Annotator):
             return
         self._device, self._dtype = torch_device_dtype(self.settings.device, self.settings.dtype)
         model, self._processor = load_pretrained(self.model_dir, "Florence2ForConditionalGeneration",
-                                                 "Florence2Processor", self._device, self._dtype)
+                                                 "Florence2Processor", self._device, self._dtype, "florence2")
         # right padding: the text encoder has learned absolute positions, so a right-padded
         # prompt keeps the positions it has alone (batched == one at a time)
         self._processor.tokenizer.padding_side = "right"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
 from annotators.base import Annotator, AnnotatorError
+from annotators.checkpoint_check import check_checkpoint, check_loading_info
 from annotators.model_settings import DTYPES, ModelSettings, settings_from_kwargs
 
 __all__ = ["DTYPES", "PretrainedAnnotator", "checkpoint_version", "from_pretrained_kwargs", "load_pretrained",
@@ -132,21 +133,24 @@ def quiet_progress_bars() -> Iterator[None]:
 
 
 def load_pretrained(model_dir: str | os.PathLike[str], model_class: str, processor_class: str,
-                    device: Any, dtype: Any) -> tuple[Any, Any]:
+                    device: Any, dtype: Any, who: str = "model") -> tuple[Any, Any]:
     """``(model, processor)`` of the checkpoint in ``model_dir``, by transformers class names.
 
     ``model_class``/``processor_class`` name classes of the ``transformers`` package (e.g.
     ``"AutoModelForObjectDetection"``, ``"AutoImageProcessor"``, ``"AutoTokenizer"``). Both load
     offline with :func:`from_pretrained_kwargs`; the model's weights load as ``dtype`` (a
     ``torch.dtype``), then the model moves to ``device`` and is put in eval mode. Progress bars
-    are silenced (:func:`quiet_progress_bars`).
+    are silenced (:func:`quiet_progress_bars`). Weights that do not cover the model raise
+    (``annotators.checkpoint_check.check_loading_info``; ``who`` names the setting).
     """
     import transformers
 
     kwargs = from_pretrained_kwargs()
     with quiet_progress_bars():
         processor = getattr(transformers, processor_class).from_pretrained(model_dir, **kwargs)
-        model = getattr(transformers, model_class).from_pretrained(model_dir, dtype=dtype, **kwargs)
+        model, info = getattr(transformers, model_class).from_pretrained(model_dir, dtype=dtype,
+                                                                         output_loading_info=True, **kwargs)
+    check_loading_info(info, model_dir, who)
     return model.to(device).eval(), processor
 
 
@@ -180,6 +184,7 @@ class PretrainedAnnotator(Annotator):
         for module in self.required_packages:
             require_package(module)
         self.model_dir = resolve_model_dir(self.settings.model, self.name)
+        check_checkpoint(self.model_dir, self.name, self.settings.allow_pickle_weights)
         self._device, self._dtype = torch_device_dtype(self.settings.device, self.settings.dtype)
         self._version: str | None = None
         self._model: Any = None
@@ -196,7 +201,7 @@ class PretrainedAnnotator(Annotator):
         if self._model is not None:
             return
         model, processor = load_pretrained(self.model_dir, self.model_class, self.processor_class,
-                                           self._device, self._dtype)
+                                           self._device, self._dtype, self.name)
         self.prepare_processor(processor)
         self._processor, self._model = processor, model
 

@@ -95,6 +95,8 @@ class ModelSettings:
     (checked further by :func:`annotators.hf_loading.torch_device_dtype`). ``dtype``: fp32,
     bf16 or fp16 (aliases float32, bfloat16, float16). ``batch_size``: inputs per forward pass
     (>= 1; what one input is, an image, a crop or a prompt, the subclass says).
+    ``allow_pickle_weights``: load a checkpoint that has only ``pytorch_model.bin`` weights (with
+    torch's ``weights_only``; default false: safetensors only, see ``annotators.checkpoint_check``).
 
     A subclass redeclares a field to change its default and calls ``super().__post_init__()``
     first in its own ``__post_init__``.
@@ -104,8 +106,10 @@ class ModelSettings:
     device: str = "cpu"
     dtype: str = "fp32"
     batch_size: int = 8
+    allow_pickle_weights: bool = False
 
     def __post_init__(self) -> None:
+        check_bool("allow_pickle_weights", self.allow_pickle_weights)
         if not isinstance(self.model, (str, os.PathLike)):
             raise ValueError(f"model must be a path or hub id string, got {self.model!r}")
         check_str("device", self.device)

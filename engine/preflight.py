@@ -78,6 +78,7 @@ def _device(key: str, device: str) -> list[str]:
 
 def _training(config: EngineConfig) -> list[str]:
     from annotators.base import AnnotatorError
+    from annotators.checkpoint_check import check_checkpoint
     from annotators.hf_loading import resolve_model_dir
 
     training, out = config.training, []
@@ -86,9 +87,11 @@ def _training(config: EngineConfig) -> list[str]:
                    "from-scratch test-size model)")
     elif training.base_model != "tiny":
         try:
-            resolve_model_dir(training.base_model, "training.base_model")
+            check_checkpoint(resolve_model_dir(training.base_model, "training.base_model"), "training.base_model",
+                             training.allow_pickle_weights)
         except (AnnotatorError, OSError) as error:
-            out.append(f"training.base_model: {error}")
+            text = str(error)
+            out.append(text if text.startswith("training.base_model:") else f"training.base_model: {text}")
     if training.ground_truth and not Path(training.ground_truth).expanduser().is_file():
         out.append(f"training.ground_truth: {training.ground_truth} is not a file (a COCO JSON of the true boxes)")
     return out + _device("training.device", training.device)

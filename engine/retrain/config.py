@@ -95,6 +95,8 @@ class TrainingConfig:
     default) the boxes of the curated set some other source than the model gave, as that source
     gave them (not as fusion moved them), so a model's own boxes never confirm it; ``all``
     every curated box as curated.
+    ``allow_pickle_weights``: accept a ``base_model`` with only ``pytorch_model.bin`` weights
+    (``annotators.checkpoint_check``; default false).
     ``new_box_precision``: the stricter precision whose threshold (``new_box_threshold``) a box
     must reach to be added where no curated box is (no other source agrees with it there).
     """
@@ -135,8 +137,11 @@ class TrainingConfig:
     calibration_scope: str = "all"
     calibration_labels: str = "independent"
     new_box_precision: float = 0.95
+    allow_pickle_weights: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.allow_pickle_weights, bool):
+            raise ValueError(f"training.allow_pickle_weights must be true or false, got {self.allow_pickle_weights!r}")
         object.__setattr__(self, "base_model", str(self.base_model))
         object.__setattr__(self, "ground_truth", str(self.ground_truth))
         for name in _POSITIVE_INTS:

@@ -87,7 +87,11 @@ def resolve_start_model(root: DataRoot, round_: int, config: TrainingConfig,
     if not config.base_model:
         raise ValueError(f"no model to fine-tune for round {round_}: no earlier round promoted one and "
                          f"training.base_model is not set (a checkpoint directory, or \"tiny\")")
-    return resolve_model_dir(config.base_model, "training.base_model")
+    from annotators.checkpoint_check import check_checkpoint
+
+    model_dir = resolve_model_dir(config.base_model, "training.base_model")
+    check_checkpoint(model_dir, "training.base_model", config.allow_pickle_weights)
+    return model_dir
 
 
 def vocabulary(examples: Iterable[Example]) -> list[str]:
@@ -115,11 +119,14 @@ def load_model(model_dir: Path, device: Any) -> tuple[Any, Any]:
     """``(model in fp32 on device, processor with right padding)`` loaded by path, offline."""
     from transformers import Florence2ForConditionalGeneration, Florence2Processor
 
+    from annotators.checkpoint_check import check_loading_info
     from annotators.hf_loading import from_pretrained_kwargs
 
     processor = Florence2Processor.from_pretrained(model_dir, **from_pretrained_kwargs())
     processor.tokenizer.padding_side = "right"
-    model = Florence2ForConditionalGeneration.from_pretrained(model_dir, dtype="float32", **from_pretrained_kwargs())
+    model, info = Florence2ForConditionalGeneration.from_pretrained(model_dir, dtype="float32", output_loading_info=True,
+                                                                    **from_pretrained_kwargs())
+    check_loading_info(info, model_dir, "training.base_model")
     return model.to(device), processor
 
 
