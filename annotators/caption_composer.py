@@ -146,12 +146,25 @@ class CaptionComposer(PretrainedAnnotator):
                     ))
         return rows
 
+    def _has_chat_template(self) -> bool:
+        return bool(getattr(self._processor, "chat_template", None))
+
+    def chat_text(self, prompt: str) -> str:
+        """What the model reads for ``prompt``: a chat-tuned model's own template (one user turn
+        and the assistant's turn opened) when its tokenizer has one, else the prompt as is."""
+        if not self._has_chat_template():
+            return prompt
+        return self._processor.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                   add_generation_prompt=True)
+
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
-        """Greedy continuations of ``prompts`` (one batch, left-padded), stripped."""
+        """Greedy continuations of ``prompts`` (one batch, left-padded; through the chat template
+        when the tokenizer has one), stripped."""
         import torch
 
         self.load()
-        enc = self._processor(prompts, return_tensors="pt", padding=True).to(self._device)
+        enc = self._processor([self.chat_text(p) for p in prompts], return_tensors="pt", padding=True,
+                              add_special_tokens=not self._has_chat_template()).to(self._device)
         with torch.inference_mode():
             out = self._model.generate(
                 input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=max_new_tokens,

@@ -100,3 +100,37 @@ def test_load_is_idempotent_and_errors(composer, gpt2_dir, tmp_path):
         build_annotator("caption_composer", model=str(gpt2_dir), prompts={"brief": "{brief}"})
     with pytest.raises(ValueError, match="region_format"):
         build_annotator("caption_composer", model=str(gpt2_dir), region_format="{label}")
+
+
+def test_a_chat_tuned_model_reads_its_own_chat_template(gpt2_dir, tmp_path):
+    import json
+    import shutil
+
+    chat_dir = tmp_path / "chat"
+    shutil.copytree(gpt2_dir, chat_dir)
+    config_path = chat_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["chat_template"] = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                               "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    config_path.write_text(json.dumps(config))
+    chat = build_annotator("caption_composer", model=str(chat_dir), batch_size=4, max_new_tokens=MAX_NEW)
+    chat.load()
+    plain = build_annotator("caption_composer", model=str(gpt2_dir), batch_size=4, max_new_tokens=MAX_NEW)
+    plain.load()
+    prompt = plain.prompt(_items()[0], "detailed")
+    assert plain.chat_text(prompt) == prompt  # no template: a raw completion prompt, as before
+    assert chat.chat_text(prompt) == f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+    sent = []
+    real = chat._processor.__class__.__call__
+
+    def spy(self, texts, *args, **kwargs):
+        sent.extend(texts)
+        return real(self, texts, *args, **kwargs)
+
+    chat._processor.__class__.__call__ = spy
+    try:
+        rows = chat.annotate(ImageBatch(_items()[:1], round=4))
+    finally:
+        chat._processor.__class__.__call__ = real
+    assert sent and all(text.startswith("<|im_start|>user\n") for text in sent)
+    assert {r["granularity"] for r in rows} <= {"detailed", "more_detailed"}
