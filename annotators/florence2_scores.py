@@ -22,7 +22,8 @@ Two steps, both independent of how the sequence was decoded (greedy or beam sear
      a coordinate that the text spells with several ordinary tokens uses the product of their
      probabilities instead of ``M``;
    - a caption (pure text) scores ``exp(mean_t log p_t(y_t))`` over every generated token after
-     the forced ``<s>``, up to and including the ``</s>`` that ends it.
+     the leading special tokens (the forced ``<s>``, repeated by some checkpoints), up to and
+     including the ``</s>`` that ends it.
 
    Every score is a probability in ``[0, 1]``. :func:`sequence_score` is the caption formula over a
    whole sequence (the fallback when the items cannot be matched to tokens).
@@ -123,18 +124,32 @@ def _ocr_lines(text: str, owners: list[int], pattern: str | None) -> list[ItemTo
     return items
 
 
+#: special tokens a generation may open with (Florence-2-large repeats ``<s>``): never scored
+LEADING_SPECIALS = ("<s>", "<pad>")
+
+
+def leading_specials(pieces: Sequence[str], forced_bos: str | None = "<s>") -> int:
+    """How many of the first ``pieces`` are special tokens (``forced_bos`` and
+    :data:`LEADING_SPECIALS`, however many times repeated)."""
+    specials = {*LEADING_SPECIALS, *([forced_bos] if forced_bos is not None else [])}
+    count = 0
+    while count < len(pieces) and pieces[count] in specials:
+        count += 1
+    return count
+
+
 def item_tokens(parse_type: str, pieces: Sequence[str], banned: Collection[str] = (),
                 ocr_pattern: str | None = None, forced_bos: str | None = "<s>") -> list[ItemTokens] | None:
     """The tokens of each item the processor parses for ``parse_type``, in its order.
 
     ``pieces`` are the generated tokens' strings (see :class:`TokenStats`); ``banned`` the
     grounding phrases the processor drops; ``ocr_pattern`` its OCR pattern (default: 8 locations).
-    ``pure_text`` gives one item: every token but a leading ``forced_bos``. ``None`` for a parse
+    ``pure_text`` gives one item: every token after the leading special tokens
+    (:func:`leading_specials`). ``None`` for a parse
     type without per-item scores (polygons) or a pattern this module cannot mirror.
     """
     if parse_type == "pure_text":
-        start = 1 if pieces and forced_bos is not None and pieces[0] == forced_bos else 0
-        return [ItemTokens(tuple(range(start, len(pieces))))]
+        return [ItemTokens(tuple(range(leading_specials(pieces, forced_bos), len(pieces))))]
     text, owners = _text_and_owners(pieces)
     if parse_type == "description_with_bboxes":
         return _grouped_boxes(text, owners, None)
@@ -187,7 +202,7 @@ def item_scores(parse_type: str, stats: TokenStats, banned: Collection[str] = ()
 
 def sequence_score(stats: TokenStats, forced_bos: str | None = "<s>") -> float | None:
     """The caption formula over the whole sequence; ``None`` for an empty one."""
-    start = 1 if stats.pieces and forced_bos is not None and stats.pieces[0] == forced_bos else 0
+    start = leading_specials(stats.pieces, forced_bos)
     return geometric_mean_probability(stats.logp[start:]) if len(stats.logp) > start else None
 
 

@@ -19,7 +19,14 @@ from PIL import Image
 from annotators import florence2_format as ff
 from annotators.base import ImageBatch, ImageItem
 from annotators.florence2_checkpoint import build_checkpoint
-from annotators.florence2_scores import ItemTokens, TokenStats, item_scores, item_tokens, token_statistics
+from annotators.florence2_scores import (
+    ItemTokens,
+    TokenStats,
+    item_scores,
+    item_tokens,
+    sequence_score,
+    token_statistics,
+)
 from annotators.registry import build_annotator
 
 EOS, BOS = 2, 0
@@ -285,6 +292,13 @@ def test_item_scores_follow_the_formula():
     assert score == pytest.approx(math.sqrt(0.9 * 0.4) * (0.9 * 0.8 * 0.7 * 0.6) ** 0.25)
     (caption,) = item_scores("pure_text", stats)
     assert caption == pytest.approx(math.exp(sum(logp[1:]) / 7))
+    # a checkpoint that opens with several <s> (Florence-2-large): none of them is scored
+    repeated = TokenStats(("<s>", "<s>", "<s>", "a", " car", "</s>"), (0.0, math.log(0.01), math.log(0.02),
+                                                                       math.log(0.8), math.log(0.5), math.log(0.9)),
+                          (None,) * 6)
+    (caption,) = item_scores("pure_text", repeated)
+    assert caption == pytest.approx((0.8 * 0.5 * 0.9) ** (1 / 3))
+    assert sequence_score(repeated) == pytest.approx(caption)
 
 
 def test_token_statistics_window_mass_clips_at_the_ends():
