@@ -23,7 +23,8 @@ from annotators.base import Annotator, AnnotatorError
 from annotators.checkpoint_check import check_checkpoint, check_loading_info
 from annotators.model_settings import DTYPES, ModelSettings, settings_from_kwargs
 
-__all__ = ["DTYPES", "PretrainedAnnotator", "checkpoint_version", "from_pretrained_kwargs", "load_pretrained",
+__all__ = ["DTYPES", "PretrainedAnnotator", "checkpoint_version", "drop_machine_keys", "from_pretrained_kwargs",
+           "load_pretrained",
            "move_inputs", "quiet_progress_bars", "require_package", "resolve_model_dir", "torch_device_dtype"]
 
 
@@ -211,3 +212,23 @@ class PretrainedAnnotator(Annotator):
     def model_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """:func:`move_inputs` onto this annotator's device and dtype."""
         return move_inputs(inputs, self._device, self._dtype)
+
+
+#: keys transformers copies from ``from_pretrained``'s arguments into saved configs: they describe
+#: the machine that saved the folder, not the checkpoint
+MACHINE_KEYS = ("is_local", "local_files_only", "cache_dir", "_commit_hash", "token", "use_auth_token")
+SAVED_CONFIGS = ("tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
+
+
+def drop_machine_keys(folder: str | os.PathLike[str]) -> None:
+    """Remove :data:`MACHINE_KEYS` from the configs ``save_pretrained`` wrote into ``folder``."""
+    import json
+
+    for name in SAVED_CONFIGS:
+        path = Path(folder) / name
+        if not path.is_file():
+            continue
+        config = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(config, dict) and any(key in config for key in MACHINE_KEYS):
+            kept = {k: v for k, v in config.items() if k not in MACHINE_KEYS}
+            path.write_text(json.dumps(kept, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -125,12 +125,13 @@ class Segmenter(PretrainedAnnotator):
             )
         iou = outputs.iou_scores[0].float().cpu()  # (boxes, 3)
         best = iou.argmax(dim=-1)
+        # only the best low-resolution mask of each box is upsampled to the image (not all 3)
+        low = outputs.pred_masks.float().cpu()[0]  # (boxes, 3, h, w)
+        chosen = low[torch.arange(len(prompts)), best][:, None]  # (boxes, 1, h, w)
         masks = self._processor.post_process_masks(
-            [outputs.pred_masks.float().cpu()[0]], [original], [reshaped],
-            mask_threshold=float(self.settings.mask_threshold),
-        )[0]  # (boxes, 3, H, W) bool
-        picked = masks[torch.arange(len(prompts)), best].numpy()
-        return list(picked), iou.gather(1, best[:, None])[:, 0].tolist()
+            [chosen], [original], [reshaped], mask_threshold=float(self.settings.mask_threshold),
+        )[0]  # (boxes, 1, H, W) bool
+        return list(masks[:, 0].numpy()), iou.gather(1, best[:, None])[:, 0].tolist()
 
     def _row(self, item: ImageItem, prompt: Mapping[str, Any], mask: Any, score: float, round_: int) -> dict:
         copied = {column: prompt.get(column) for column in COPIED_COLUMNS}

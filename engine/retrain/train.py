@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from annotators.hf_loading import drop_machine_keys
 from engine.retrain.config import TrainingConfig
 from engine.retrain.examples import Example
 from engine.retrain.loss import IGNORE_INDEX, decoder_input_ids, labels_from_ids, token_cross_entropy
@@ -293,6 +294,7 @@ def save_checkpoint(folder: Path, step: int, model: Any, processor: Any, state: 
     try:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
+        drop_machine_keys(tmp)
         torch.save(state, tmp / STATE_FILE)
     except BaseException:  # a full disk: no half-written folder stays behind
         shutil.rmtree(tmp, ignore_errors=True)
@@ -314,6 +316,7 @@ def save_final(model: Any, processor: Any, out_dir: Path) -> None:
     try:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
+        drop_machine_keys(tmp)
     except BaseException:  # a full disk: no half-written folder stays behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise

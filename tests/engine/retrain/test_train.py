@@ -46,6 +46,9 @@ def test_training_lowers_validation_loss_and_the_model_reloads_and_generates(dat
         assert (out / name).is_file(), name
     assert latest_checkpoint(out / "checkpoints").name == "step-300"
     assert (latest_checkpoint(out / "checkpoints") / "model.safetensors").is_file()
+    for folder in (out, latest_checkpoint(out / "checkpoints")):  # nothing of the saving machine in the configs
+        saved = (folder / "tokenizer_config.json").read_text()
+        assert '"is_local"' not in saved and '"local_files_only"' not in saved
 
     before_model, processor = load_model(root.path / "models" / "base-tiny-32", torch.device("cpu"))
     after_model, _ = load_model(out, torch.device("cpu"))
