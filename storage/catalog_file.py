@@ -30,6 +30,10 @@ class CatalogBusy(RuntimeError):
     """Another fld process kept the private catalog open longer than :data:`CATALOG_WAIT_S`."""
 
 
+class CatalogUnreadable(ValueError):
+    """The catalog file is not a DuckDB database (truncated, overwritten): one line, exit 2."""
+
+
 def _locked(error: duckdb.Error) -> bool:
     text = str(error).lower()
     return "lock" in text or "conflicting" in text
@@ -46,7 +50,9 @@ def connect(path: Path, read_only: bool, wait_s: float = CATALOG_WAIT_S) -> duck
                 if _locked(error):
                     raise CatalogBusy(f"another fld command keeps the catalog {path} open (waited {wait_s:.0f} s); "
                                       f"run this again when it has finished") from None
-                raise
+                raise CatalogUnreadable(f"the catalog {path} cannot be opened ({str(error).splitlines()[0]}); "
+                                        f"restore it from a copy, or delete it and the .engine folder: the "
+                                        f"next fld command rebuilds the views from the Parquet files") from None
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
 

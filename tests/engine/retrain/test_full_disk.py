@@ -40,18 +40,33 @@ def test_os_errors_read_as_what_to_do():
 def test_a_read_only_root_is_one_line_for_every_command(tmp_path, monkeypatch, capsys):
     """A read-only root (simulated: this suite may run as root, whom permissions do not stop)."""
     from flows.main import main
+    from storage.catalog import Catalog
     from storage.layout import DataRoot
+
+    root = tmp_path / "root"
+    Catalog(DataRoot(root)).close()  # a real (empty) root, then it turns read-only
 
     def read_only(self, kind="root"):
         raise OSError(errno.EROFS, "Read-only file system", str(self.path))
 
     monkeypatch.setattr(DataRoot, "ensure", read_only)
-    root = tmp_path / "root"
-    root.mkdir()
-    (root / "catalog.duckdb").write_bytes(b"")
-    for argv in (["stats", "--root", str(root)], ["dashboard", "--root", str(root)],
+    assert main(["stats", "--root", str(root)]) == 0  # reading needs no write: it works
+    capsys.readouterr()
+    for argv in (["dashboard", "--root", str(root)],
                  ["release", "build", "--root", str(root), "--round", "0", "--name", "r"],
                  ["ingest", "--root", str(root), str(tmp_path)]):
-        assert main(argv) == 2, argv
+        code = main(argv)
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and ("read-only" in err[0] or "Read-only" in err[0]), (argv, err)
+        assert code == 2 and len(err) == 1, (argv, err)
+        assert "read-only" in err[0].lower() or "no annotations" in err[0] or "no curated set" in err[0], (argv, err)
+
+
+def test_a_broken_catalog_file_is_one_line(tmp_path, capsys):
+    from flows.main import main
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "catalog.duckdb").write_bytes(b"not a database")
+    assert main(["stats", "--root", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be opened" in err[0], err
