@@ -55,19 +55,22 @@ def test_a_second_holder_is_refused_with_the_holder_named_and_a_killed_holder_fr
 
 
 RACER = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     from engine.rounds.lock import RoundBusy, RoundLock
     from storage.layout import DataRoot
-    start = float(sys.argv[2])
-    while time.time() < start:
+    root, go, release = sys.argv[1], sys.argv[2], sys.argv[3]
+    print("ready", flush=True)
+    while not os.path.exists(go):  # every racer spins until the same moment
         pass
     try:
-        RoundLock(DataRoot(sys.argv[1])).acquire()
+        lock = RoundLock(DataRoot(root))
+        lock.acquire()
     except RoundBusy:
         print("busy", flush=True)
         sys.exit(0)
     print("held", flush=True)
-    time.sleep(1.5)
+    while not os.path.exists(release):  # hold it until every racer has answered
+        time.sleep(0.01)
 """)
 
 
@@ -76,10 +79,15 @@ def test_racers_never_hold_it_twice(tmp_path):
     for trial in range(6):
         root = tmp_path / f"trial{trial}"
         root.mkdir()
-        start = time.time() + 1.5  # every racer has imported by then and spins until the same instant
-        racers = [subprocess.Popen([sys.executable, "-c", RACER, str(root), str(start)], cwd=REPO, env=env,
+        go, release = tmp_path / f"go{trial}", tmp_path / f"release{trial}"
+        racers = [subprocess.Popen([sys.executable, "-c", RACER, str(root), str(go), str(release)], cwd=REPO, env=env,
                                    stdout=subprocess.PIPE, text=True) for _ in range(4)]
-        outcomes = sorted(r.communicate(timeout=60)[0].strip() for r in racers)
+        assert all(r.stdout.readline().strip() == "ready" for r in racers)
+        go.touch()
+        outcomes = sorted(r.stdout.readline().strip() for r in racers)
+        release.touch()
+        for racer in racers:
+            racer.wait(timeout=60)
         assert outcomes == ["busy", "busy", "busy", "held"], (trial, outcomes)
 
 
