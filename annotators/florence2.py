@@ -88,9 +88,8 @@ from annotators.florence2_scores import TokenStats, item_scores, location_index,
 from annotators.florence2_views import (
     VIEW_TASKS,
     ScoredBox,
+    apply_views,
     check_views,
-    fuse_payloads,
-    rescore_payloads,
     upright_scored_boxes,
     view_image,
 )
@@ -430,16 +429,14 @@ class Florence2Annotator(Annotator):
         views' boxes (module docstring)."""
         original, im.originals = im.originals, []
         seen = [im.views_seen.pop(v, []) for v in views]
-        if self.settings.view_fusion:
-            template = {"kind": KIND_REGION, "region_type": spec.region_type}
-            added, confirmed = fuse_payloads(original, seen, self.settings.view_iou,
-                                             self.settings.view_min_confirmations, template)
-            im.payloads.extend(added)
-            if spec.name == TASK_DEPENDS["REGION_TO_SEGMENTATION"]:
-                im.objects.extend(added)
+        settings = self.settings
+        added, confirmed = apply_views(original, seen, settings.view_iou, settings.view_min_confirmations,
+                                       settings.view_fusion, spec.region_type)
+        im.payloads.extend(added)
+        if spec.name == TASK_DEPENDS["REGION_TO_SEGMENTATION"]:
+            im.objects.extend(added)
+        if settings.view_fusion:
             self.stats["view_added"] += len(added)
-        else:
-            confirmed = rescore_payloads(original, seen, self.settings.view_iou, self.settings.view_min_confirmations)
         for view, count in zip(views, confirmed):
             self.stats[f"view_confirmed/{view}"] += count
 

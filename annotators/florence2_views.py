@@ -48,6 +48,7 @@ from PIL import Image
 
 from annotators.text_utils import fold_spaces
 from storage.geometry import box_iou_matrix
+from storage.schema import KIND_REGION
 
 #: view name -> the PIL transpose that makes it from the upright image
 VIEWS: dict[str, Image.Transpose] = {"hflip": Image.Transpose.FLIP_LEFT_RIGHT, "vflip": Image.Transpose.FLIP_TOP_BOTTOM}
@@ -195,6 +196,17 @@ def rescore_payloads(original: Sequence[dict], views: Sequence[Sequence[ScoredBo
     for payload, score in zip(scored, scores):
         payload["score"] = score
     return confirmed
+
+
+def apply_views(original: list[dict], views: Sequence[Sequence[ScoredBox]], min_iou: float, min_confirmations: int,
+                fuse: bool, region_type: str | None) -> tuple[list[dict], list[int]]:
+    """What the ``views`` do to the box payloads of the original (in place): rescored
+    (:func:`rescore_payloads`), or with ``fuse`` fused (:func:`fuse_payloads`, new payloads of
+    ``region_type``). Returns ``(the new payloads, boxes confirmed per view)``; the annotator and
+    the evaluation both call this, so a threshold calibrated on one fits the other."""
+    if not fuse:
+        return [], rescore_payloads(original, views, min_iou, min_confirmations)
+    return fuse_payloads(original, views, min_iou, min_confirmations, {"kind": KIND_REGION, "region_type": region_type})
 
 
 def fuse_payloads(original: list[dict], views: Sequence[Sequence[ScoredBox]], min_iou: float,

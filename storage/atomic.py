@@ -50,16 +50,22 @@ def stale_temps(folder: Path) -> list[Path]:
     return sorted(out)
 
 
-def remove_stale_temps(folder: Path) -> list[Path]:
-    """Delete :func:`stale_temps` of ``folder``; returns what was deleted."""
+def remove_path(path: Path, ignore_errors: bool = False) -> None:
+    """Delete a file, a link (not what it points to) or a whole folder (``ignore_errors``: what
+    cannot be deleted in a folder stays, silently)."""
     import shutil
 
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=ignore_errors)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete :func:`stale_temps` of ``folder``; returns what was deleted."""
     found = stale_temps(folder)
     for path in found:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        remove_path(path, ignore_errors=True)
     return found
 
 

@@ -153,6 +153,7 @@ class Catalog:
     # ------------------------------------------------------------------------ views
     def refresh_views(self) -> None:
         """(Re)create one view per Parquet dataset over the files present now."""
+        formers = catalog_moves.former_roots(self.con)
         for dataset in DATASETS:
             if not any(self.root.path.glob(dataset.glob)):
                 extra = f", {dataset.extra_sql.replace('filename', 'NULL::VARCHAR')}" if dataset.extra_sql else ""
@@ -163,18 +164,18 @@ class Catalog:
             source = f"read_parquet({pattern}, union_by_name = true, filename = true, hive_partitioning = false)"
             try:
                 self.con.execute(f"create or replace view {dataset.name} as "
-                                 f"select {self._columns(dataset, source)}{extra} from {source}")
+                                 f"select {self._columns(dataset, source, formers)}{extra} from {source}")
             except duckdb.BinderException:  # a column no file has (files of an earlier version)
                 self.con.execute(f"create or replace view {dataset.name} as "
-                                 f"select {self._columns(dataset, source, describe=True)}{extra} from {source}")
+                                 f"select {self._columns(dataset, source, formers, describe=True)}{extra} from {source}")
         for name, sql in DERIVED_VIEWS.items():
             self.con.execute(f"create or replace view {name} as {sql}")
 
-    def _columns(self, dataset: ParquetDataset, source: str, describe: bool = False) -> str:
+    def _columns(self, dataset: ParquetDataset, source: str, formers: list[str], describe: bool = False) -> str:
         """The select list of ``dataset``'s view over ``source``: its schema's columns and,
         with ``describe`` (or legacy columns to look for: one more read of the files' footers),
-        typed NULLs for those no file has and legacy columns read where a column is null."""
-        formers = catalog_moves.former_roots(self.con)
+        typed NULLs for those no file has and legacy columns read where a column is null; ``shard``
+        paths under ``formers`` (the roots it was at before) read under this root."""
         moved = {"shard": catalog_moves.path_expression("shard", formers, str(self.root.path))} if formers else {}
         if not (describe or dataset.legacy):
             return ", ".join(f'{moved[name]} AS "{name}"' if name in moved else f'"{name}"'

@@ -15,12 +15,13 @@ each other, up to ``CATALOG_WAIT_S`` seconds, then :class:`CatalogBusy` says so 
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
 
 import duckdb
+
+from storage.atomic import atomic_path
 
 #: seconds an fld process waits for another one to close the private catalog
 CATALOG_WAIT_S = 120.0
@@ -72,10 +73,5 @@ def publish(private: Path, published: Path) -> None:
 
 
 def _copy_then_rename(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(target) as tmp:  # a failed copy (a full disk) leaves no temp and the old file
         shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

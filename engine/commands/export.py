@@ -19,6 +19,7 @@ def _florence2(root: DataRoot, round_: int, out: Path, args: argparse.Namespace)
     ``OUT/images/IMAGEID.ext``, the bytes as ingested."""
     from engine.ingest.image_bytes import image_locations as locate
     from engine.ingest.image_bytes import read_images
+    from engine.release.exports import florence2_line
     from storage.atomic import write_bytes_atomic
     from storage.catalog import Catalog
 
@@ -31,8 +32,7 @@ def _florence2(root: DataRoot, round_: int, out: Path, args: argparse.Namespace)
         write_bytes_atomic(data, out / names[location.image_id])
     by_split: dict[str, list[str]] = {}
     for e in examples:
-        line = {"image": names[e.image_id], "prefix": e.prompt, "suffix": e.target, "image_id": e.image_id,
-                "task": e.task, "width": e.width, "height": e.height}
+        line = florence2_line(names[e.image_id], e.image_id, e.task, e.prompt, e.target, e.width, e.height)
         by_split.setdefault(e.split, []).append(json.dumps(line, ensure_ascii=False, sort_keys=True))
     for split, lines in sorted(by_split.items()):
         write_text_atomic("".join(line + "\n" for line in lines), out / f"{split}.jsonl")

@@ -10,9 +10,8 @@ kernel's lock lives on it) and the marker stay.
 
 from __future__ import annotations
 
-import shutil
-
 from engine.rounds.lock import RoundLock
+from storage.atomic import remove_path
 from storage.layout import DataRoot
 
 DEMO_KIND = "demo"
@@ -48,9 +47,6 @@ def clear_demo_root(root: DataRoot) -> list[str]:
     with lock:
         entries = sorted(p for p in path.iterdir() if p not in (lock.path, root.marker))
         names = [p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in entries]
-        for entry, name in zip(entries, names):
-            if name.endswith("/"):
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+        for entry in entries:
+            remove_path(entry)
     return names

@@ -106,9 +106,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-IMAGES_DIR = "images"
-
-
 def _write(stage: Path, rel: str, data: bytes) -> None:
     path = stage / rel
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,11 +192,11 @@ def _write_images(stage: Path, locations: dict, rows_by_image: dict, config: Rel
                     "shard": portable(location.shard, root_path), "key": location.key, "format": location.format,
                     "num_bytes": location.num_bytes}
             member = f"{location.image_id}.{location.extension}"
-            meta["file_name"] = file_names[location.image_id] if data is not None else member
+            meta["file_name"] = file_names[location.image_id]  # under images/ (webdataset mode), and COCO's
             meta["member"] = (f"webdataset/{series}-{number:05d}.tar#{member}" if data is not None
                               else f"{meta['shard']}#{location.key}")
             if data is not None:  # the files COCO importers and fine-tuning scripts open
-                _write(stage, f"{IMAGES_DIR}/{meta['file_name']}", data)
+                _write(stage, f"images/{meta['file_name']}", data)
             for name, payload in webdataset_sample(location.image_id, meta, rows_by_image[location.image_id], data):
                 tar_member(archive, name, payload)
             metas[location.image_id] = meta
@@ -263,7 +260,7 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
         if config.images == "webdataset":  # the per-image dataset `load_dataset(RELEASE)` gives
             from engine.retrain.examples import split_of
 
-            counts.update(write_hf_dataset(stage, stage / IMAGES_DIR, metas, rows_by_image,
+            counts.update(write_hf_dataset(stage, stage / "images", metas, rows_by_image,
                                            lambda i: split_of(i, config.eval_fraction, config.seed),
                                            config.images_per_shard))
         coco = coco_json(rows, metas, source)

@@ -5,8 +5,8 @@ All writers are pure functions of the release's sorted curated rows (dicts with 
 and the images' sizes, and return bytes, so building the same round twice gives the same
 bytes. JSON is written with sorted keys and coordinates rounded to 1/100 pixel.
 
-COCO (``exports/coco.json``): ``images`` sorted by image id (``id`` 1..N, ``file_name`` = the
-WebDataset member ``IMAGEID.ext``, ``fld_image_id``); ``categories``: the object labels
+COCO (``exports/coco.json``): ``images`` sorted by COCO id (``file_name`` = the image's file under
+``images/``: the input COCO labels' name when it had one, else ``IMAGEID.ext``; ``fld_image_id``); ``categories``: the object labels
 (``label``, else ``text``) sorted, then ``text`` for OCR regions; ``annotations``: every region
 with a box, ``bbox`` as COCO ``[x, y, w, h]``, ``segmentation`` = the RLE mask
 (``{"size": [h, w], "counts"}``) when there is one, else the polygons, and no ``segmentation``
@@ -90,10 +90,9 @@ def _numbering(keys: list[str], kept: Mapping[str, int]) -> dict[str, int]:
 
 def coco_json(rows: list[Row], images: Mapping[str, Mapping[str, Any]], source: CocoSource | None = None) -> bytes:
     """COCO instances (+ captions, grounded phrases) of ``rows``; ``images``: image_id ->
-    ``{"width", "height", "file_name"}``; ``source``: the input's COCO identities to keep."""
+    ``{"width", "height", "file_name"}`` (the build names each image, the input's file name when it
+    had one); ``source``: the input's COCO image and category ids to keep."""
     image_ids = _numbering(sorted(images), dict(source.image_ids) if source else {})
-    file_names = {i: (source.file_names.get(image_ids[i]) if source and i in source.image_ids else None)
-                  or images[i]["file_name"] for i in images}
     regions = [r for r in rows if r["kind"] == "region" and r.get("bbox") is not None]
     names = sorted({_category(r) for r in regions if r.get("region_type") != "ocr"})
     if any(r.get("region_type") == "ocr" for r in regions) and TEXT_CATEGORY not in names:
@@ -137,7 +136,7 @@ def coco_json(rows: list[Row], images: Mapping[str, Mapping[str, Any]], source: 
                for i, r in enumerate(r for r in rows if r["kind"] == "phrase")]
     document = {
         "info": {"description": "fld-engine release (FLD-5B-style curated annotations)", "version": "1"},
-        "images": [{"id": image_ids[i], "file_name": file_names[i], "width": images[i]["width"],
+        "images": [{"id": image_ids[i], "file_name": images[i]["file_name"], "width": images[i]["width"],
                     "height": images[i]["height"], "fld_image_id": i}
                    for i in sorted(images, key=lambda i: image_ids[i])],
         "categories": [{"id": cid, "name": name,
@@ -146,6 +145,13 @@ def coco_json(rows: list[Row], images: Mapping[str, Mapping[str, Any]], source: 
         "annotations": annotations, "captions": captions, "grounded_phrases": phrases,
     }
     return dumps(document)
+
+
+def florence2_line(image: str, image_id: str, task: str, prompt: str, target: str, width: int, height: int) -> Row:
+    """One Florence-2 fine-tuning line: ``image`` (a path relative to the JSONL file), ``prefix``
+    (the task prompt), ``suffix`` (the target) and our extras. ``fld export`` writes the same."""
+    return {"image": image, "prefix": prompt, "suffix": target, "image_id": image_id, "task": task,
+            "width": width, "height": height}
 
 
 def florence2_jsonl(rows: list[Row], images: Mapping[str, Mapping[str, Any]], eval_fraction: float,
@@ -168,8 +174,8 @@ def florence2_jsonl(rows: list[Row], images: Mapping[str, Mapping[str, Any]], ev
         image = f"../images/{meta['file_name']}" if meta["member"].startswith("webdataset/") else meta["member"]
         ordered = sorted(by_image[image_id], key=lambda r: r["annotation_id"])
         for task, prompt, target in image_targets(ordered, meta["width"], meta["height"]):
-            lines[split].append(dumps({"image": image, "prefix": prompt, "suffix": target, "image_id": image_id,
-                                       "task": task, "width": meta["width"], "height": meta["height"]}))
+            lines[split].append(dumps(florence2_line(image, image_id, task, prompt, target, meta["width"],
+                                                     meta["height"])))
             counts[f"{split}/{task}"] += 1
     return ({split: b"".join(line + b"\n" for line in lines[split]) for split in sorted(lines)},
             dict(sorted(counts.items())))

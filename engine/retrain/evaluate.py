@@ -151,8 +151,7 @@ def _rescore_with_views(annotator: Any, items: list[tuple[Example, Any]], prompt
     (``annotators.florence2_views``), so a threshold calibrated here fits the scores curation
     sees; in place."""
     from annotators.florence2_format import task_spec
-    from annotators.florence2_views import VIEW_TASKS, fuse_payloads, rescore_payloads, upright_scored_boxes, view_image
-    from storage.schema import KIND_REGION
+    from annotators.florence2_views import VIEW_TASKS, apply_views, upright_scored_boxes, view_image
 
     boxed = [k for k, (e, _) in enumerate(items) if e.task in VIEW_TASKS]
     seen: dict[int, list[list]] = {k: [] for k in boxed}
@@ -165,13 +164,9 @@ def _rescore_with_views(annotator: Any, items: list[tuple[Example, Any]], prompt
                 seen[k].append(upright_scored_boxes(payloads, view, e.width, e.height, score))
     settings = annotator.settings
     for k in boxed:
-        confirmations = getattr(settings, "view_min_confirmations", 0)
-        if getattr(settings, "view_fusion", False):
-            template = {"kind": KIND_REGION, "region_type": task_spec(items[k][0].task).region_type}
-            added, _ = fuse_payloads(out[k][0], seen[k], settings.view_iou, confirmations, template)
-            out[k][0].extend(added)
-        else:
-            rescore_payloads(out[k][0], seen[k], settings.view_iou, confirmations)
+        added, _ = apply_views(out[k][0], seen[k], settings.view_iou, getattr(settings, "view_min_confirmations", 0),
+                               getattr(settings, "view_fusion", False), task_spec(items[k][0].task).region_type)
+        out[k][0].extend(added)
 
 
 def _decoded(examples: list[Example]) -> list[tuple[Example, Any]]:

@@ -42,16 +42,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from annotators.hf_loading import drop_machine_keys
+from engine.retrain.checkpoints import STATE_FILE, WEIGHTS_FILE, latest_checkpoint, save_checkpoint, save_final
 from engine.retrain.config import TrainingConfig
 from engine.retrain.examples import Example
 from engine.retrain.loss import IGNORE_INDEX, decoder_input_ids, labels_from_ids, token_cross_entropy
 from storage.atomic import write_text_atomic
 from storage.layout import DataRoot
 
-STATE_FILE = "trainer_state.pt"
 SUMMARY_FILE = "train_summary.json"
-WEIGHTS_FILE = "model.safetensors"
 
 
 # ----------------------------------------------------------------------- start model
@@ -274,56 +272,6 @@ def mean_loss(model: Any, processor: Any, examples: list[Example], config: Train
             total, tokens = total + float(batch_loss(model, batch, device, amp)), tokens + len(batch["targets"])
     model.train(was_training)
     return total / max(tokens, 1)
-
-
-# ------------------------------------------------------------------------ checkpoints
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The ``step-N`` folder with the largest N (complete: folders appear by rename), or None."""
-    steps = [(int(p.name[5:]), p) for p in folder.glob("step-*") if p.name[5:].isdigit()] if folder.is_dir() else []
-    return max(steps)[1] if steps else None
-
-
-def save_checkpoint(folder: Path, step: int, model: Any, processor: Any, state: dict[str, Any], keep: int) -> Path:
-    """Write ``folder/step-<step>`` (weights, processor, trainer state) by rename; prune to ``keep``."""
-    import torch
-
-    final = folder / f"step-{step}"
-    tmp = folder / f".step-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        drop_machine_keys(tmp)
-        torch.save(state, tmp / STATE_FILE)
-    except BaseException:  # a full disk: no half-written folder stays behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    older = sorted((int(p.name[5:]), p) for p in folder.glob("step-*") if p.name[5:].isdigit())
-    for _, path in older[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
-    return final
-
-
-def save_final(model: Any, processor: Any, out_dir: Path) -> None:
-    """Write the model + processor into a temp folder, then rename each file into ``out_dir``
-    (weights last: a directory with weights holds a complete model)."""
-    tmp = out_dir / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        drop_machine_keys(tmp)
-    except BaseException:  # a full disk: no half-written folder stays behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    files = sorted(tmp.iterdir(), key=lambda p: (p.name == WEIGHTS_FILE, p.name))
-    for path in files:
-        os.replace(path, out_dir / path.name)
-    tmp.rmdir()
 
 
 def cosine_with_warmup(total_steps: int, warmup_ratio: float):

@@ -11,10 +11,9 @@ import time
 import duckdb
 
 from storage.atomic import stale_temps
-from storage.catalog import Catalog
 from storage.layout import DataRoot
 from tests.flows.conftest import fld_process, kill_run, write_config
-from tests.flows.test_round_flows import final_tables
+from tests.flows.test_round_flows import resume_to_the_clean_tables
 
 #: (the step the round must be in, the longest random wait after it is seen there, seconds)
 KILL_POINTS = [("annotate", 1.0), ("annotate", 3.0), ("annotate", 6.0), ("curate", 0.5), ("curate", 1.5),
@@ -91,11 +90,6 @@ def test_random_kills_across_a_round_resume_to_the_same_tables(tmp_path, tiny_sa
     killed_in = {step for _, step in kills if step}
     assert {"annotate", "train"} <= killed_in, kills
 
-    resumed = fld_process("round", "--root", str(root.path), "--config", str(config))
-    assert resumed.wait(timeout=900) == 0, resumed.stderr.read()[-3000:]
-    assert final_tables(root) == final_tables(clean)
-    with Catalog(root) as catalog:
-        assert catalog.query("select status from rounds where round = 0") == [("done",)]
-        assert catalog.query("select count(*) from models where round = 0") == [(1,)]
+    resume_to_the_clean_tables(root, clean, config)
     assert root.report(0).exists()
     assert _leftovers(root) == []

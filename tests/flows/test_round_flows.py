@@ -62,6 +62,17 @@ def test_two_round_loop_end_to_end(tmp_path, tiny_sample):
     assert {f"round of {root.path}", f"loop of {root.path}", f"release of {root.path}"} <= names
 
 
+def resume_to_the_clean_tables(root: DataRoot, clean: DataRoot, config: Path) -> None:
+    """Run the round again on ``root``: it finishes with the tables of the never-killed ``clean`` run,
+    done, with one model."""
+    resumed = fld_process("round", "--root", str(root.path), "--config", str(config))
+    assert resumed.wait(timeout=900) == 0, resumed.stderr.read()[-3000:]
+    assert final_tables(root) == final_tables(clean)
+    with Catalog(root) as catalog:
+        assert catalog.query("select status from rounds where round = 0") == [("done",)]
+        assert catalog.query("select count(*) from models where round = 0") == [(1,)]
+
+
 def _wait_for(predicate, process, timeout: float = 300) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline and process.poll() is None:
@@ -89,12 +100,7 @@ def test_round_killed_in_annotate_and_in_train_resumes_to_the_same_tables(tmp_pa
     kill_run(victim)
     assert not (root.model(0) / "train_summary.json").exists(), "training had finished before the kill"
 
-    resumed = fld_process("round", "--root", str(root.path), "--config", str(config))
-    assert resumed.wait(timeout=900) == 0, resumed.stderr.read()[-3000:]
-    assert final_tables(root) == final_tables(clean)
-    with Catalog(root) as catalog:
-        assert catalog.query("select status from rounds where round = 0") == [("done",)]
-        assert catalog.query("select count(*) from models where round = 0") == [(1,)]
+    resume_to_the_clean_tables(root, clean, config)
     summary = json.loads((root.model(0) / "train_summary.json").read_text())
     assert summary["resumed_from"] > 0  # training continued from its checkpoint
 
