@@ -13,11 +13,15 @@ top-left corner; polygons flat ``[x0, y0, x1, y1, ...]`` lists.
 Target grammar (what the processor's ``post_process_generation(text, task, image_size)`` parses
 back to the same geometry, within one bin):
 
-- OD / DENSE_REGION_CAPTION: ``label<loc_x0><loc_y0><loc_x1><loc_y1>`` repeated, no separator;
+- OD / DENSE_REGION_CAPTION: as the released checkpoints emit them, each label once followed by
+  the 4 location tokens of every box it names (``wheel<loc..>x4<loc..>x4car<loc..>x4``), no
+  separator; the labels in the order of their first box, boxes in the order given (callers pass
+  reading order);
 - OCR_WITH_REGION: ``text`` followed by 8 location tokens (the quad), repeated;
 - CAPTION_TO_PHRASE_GROUNDING: ``phrase`` followed by 4 location tokens per box, repeated;
-- REGION_TO_SEGMENTATION: one mask = ``<poly>`` + polygons joined by ``<sep>`` + ``</poly>``,
-  each polygon its ``x y`` location-token pairs.
+- REGION_TO_SEGMENTATION: as the released checkpoints emit it, bare location tokens: one mask's
+  polygons joined by ``<sep>``, each polygon its ``x y`` location-token pairs (no ``<poly>``
+  wrapper; the processor reads both).
 """
 
 from __future__ import annotations
@@ -104,7 +108,7 @@ def quad_tokens(quad: Sequence[float], width: float, height: float) -> str:
 
 
 def polygon_tokens(polygons: Sequence[Sequence[float]], width: float, height: float) -> str:
-    """One mask as ``<poly>`` polygon ``<sep>`` polygon ... ``</poly>`` (each >= 3 points)."""
+    """One mask as polygon ``<sep>`` polygon ... (each >= 3 points), bare as the released models emit it."""
     if not polygons:
         raise ValueError("a mask needs at least one polygon")
     parts = []
@@ -112,7 +116,7 @@ def polygon_tokens(polygons: Sequence[Sequence[float]], width: float, height: fl
         if len(polygon) < 6 or len(polygon) % 2:
             raise ValueError(f"a polygon needs >= 3 x, y points; got {len(polygon)} values")
         parts.append(point_tokens(polygon, width, height))
-    return POLY_START + POLY_SEP.join(parts) + POLY_END
+    return POLY_SEP.join(parts)
 
 
 # -------------------------------------------------------------------------- tasks
@@ -193,8 +197,12 @@ def _clean_text(text: str) -> str:
 
 
 def regions_target(regions: Iterable[tuple[str, Sequence[float]]], width: float, height: float) -> str:
-    """OD / DENSE_REGION_CAPTION target from ``(label, [x0, y0, x1, y1])`` pairs."""
-    return "".join(_clean_text(label) + box_tokens(box, width, height) for label, box in regions)
+    """OD / DENSE_REGION_CAPTION target from ``(label, [x0, y0, x1, y1])`` pairs: each label once,
+    followed by all its boxes (labels in the order of their first box, boxes in the given order)."""
+    grouped: dict[str, list[str]] = {}
+    for label, box in regions:
+        grouped.setdefault(_clean_text(label), []).append(box_tokens(box, width, height))
+    return "".join(label + "".join(boxes) for label, boxes in grouped.items())
 
 
 def ocr_target(lines: Iterable[tuple[str, Sequence[float]]], width: float, height: float) -> str:

@@ -6,16 +6,19 @@ upright image, boxes x0, y0, x1, y1; location tokens as in DESIGN.md, see
 
 - CAPTION / DETAILED_CAPTION / MORE_DETAILED_CAPTION: one example per caption row of the
   granularity (target = the caption);
-- OD: every object region (no ``parent_id``), ``label<loc>x4`` with the class label
-  (``label`` column when curation kept one, else ``text``), in reading order (y0, x0);
+- OD: every object region (no ``parent_id``) with its class label (``label`` column when
+  curation kept one, else ``text``), boxes in reading order (y0, x0), grouped under their label
+  as the released model emits them: ``label<loc>x4<loc>x4...`` (labels in the order of their
+  first box);
 - DENSE_REGION_CAPTION: object regions whose chosen ``text`` differs from their class label
-  (a description), ``text<loc>x4``;
+  (a description), ``text<loc>x4``, grouped the same way;
 - OCR_WITH_REGION: ``ocr`` regions with text, ``text<loc>x8`` (the quad, or the box's corners);
 - CAPTION_TO_PHRASE_GROUNDING: per caption with grounded phrases (``phrase`` rows whose
   ``parent_id`` is the caption), prompt ``<CAPTION_TO_PHRASE_GROUNDING>caption``, target
   ``phrase<loc>x4...`` in span order; phrases the processor bans (pronouns...) are left out;
 - REGION_TO_SEGMENTATION: per object region with polygons, prompt = the region's box tokens,
-  target = ``<poly>...</poly>``.
+  target = the mask's polygons as bare location tokens joined by ``<sep>`` (as the released
+  model emits them).
 
 The split is deterministic per image id: an image is in validation when the first 8 bytes of
 sha256(f"{seed}:{image_id}") / 2**64 < ``eval_fraction``; all its examples go with it.

@@ -45,6 +45,9 @@ def _rows(width: int, height: int) -> list[dict]:
         start = caption["text"].find(text) if text != "it" else 0
         rows.append(annotation_row(kind="phrase", granularity="brief", text=text, bbox=box, span_start=start,
                                    span_end=start + len(text), parent_id=caption["annotation_id"], **common))
+    low_sign = [0.05 * width, 0.92 * height, 0.2 * width, height]  # below the car: grouped under the first sign
+    rows.append({**annotation_row(kind="region", region_type="object", text="stop sign", bbox=low_sign, **common),
+                 "label": "stop sign"})
     return rows
 
 
@@ -70,8 +73,14 @@ def test_every_target_round_trips_through_the_processor(processor, width, height
                               ("MORE_DETAILED_CAPTION", "more_detailed")):
         assert [answer for _, answer in by_task[task]] == [captions[granularity]]
     car, sign = rows[3]["bbox"], rows[4]["bbox"]
-    (_, od), = by_task["OD"]  # reading order: the sign (y0 = 5%) before the car
-    assert od["labels"] == ["stop sign", "car"] and all(_close(g, w, width, height) for g, w in zip(od["bboxes"], [sign, car]))
+    (_, od), = by_task["OD"]  # reading order: the sign (y0 = 5%) before the car, the low sign grouped with it
+    low_sign = rows[-1]["bbox"]
+    assert od["labels"] == ["stop sign", "stop sign", "car"]
+    assert all(_close(g, w, width, height) for g, w in zip(od["bboxes"], [sign, low_sign, car]))
+    od_target, = [target for task, _, target in targets if task == "OD"]  # each label once, as released models write
+    assert od_target.count("stop sign") == 1 and od_target.startswith("stop sign<loc_")
+    seg_target, = [target for task, _, target in targets if task == "REGION_TO_SEGMENTATION"]
+    assert seg_target.startswith("<loc_") and "<sep>" in seg_target and "poly>" not in seg_target
     (_, dense), = by_task["DENSE_REGION_CAPTION"]  # only the region whose text differs from its label
     assert dense["labels"] == ["a red car parked"] and _close(dense["bboxes"][0], car, width, height)
     (_, ocr), = by_task["OCR_WITH_REGION"]
