@@ -82,7 +82,8 @@ class FilterContext:
     partition's ``prepare`` (None when the rule has no hooks or is called directly: the rule
     then prepares over its own table). calibrated: source -> score threshold calibrated for
     the checkpoint that produced this round's rows of that source (``engine.retrain``
-    measures it on held-out curated labels; empty when none is known).
+    measures it on held-out curated labels; empty when none is known). reviews: the people's
+    verdicts that bind this round (``filters.human_review.ReviewState``; None: no review).
     """
 
     images: pa.Table | None = None
@@ -91,6 +92,7 @@ class FilterContext:
     workers: int | None = None
     prepared: Any = None
     calibrated: Mapping[str, float] = field(default_factory=dict)
+    reviews: Any = None
 
 
 REASON_TYPE = pa.dictionary(pa.int32(), pa.string())  #: the type of dictionary-encoded reasons
@@ -156,7 +158,9 @@ CombineFn = Callable[[list], Any]
 class FilterSpec:
     """A registered rule: its function, its config section and that section's settings
     class, whether it takes the working form, and its optional ``prepare`` and ``combine``
-    hooks (state computed over the rows of all partitions, see the module docstring)."""
+    hooks (state computed over the rows of all partitions, see the module docstring).
+    ``protects``: the rows it judges and keeps are judged by no later rule and merge as they
+    are (people's verdicts, ``filters.human_review``)."""
 
     name: str
     fn: FilterFn
@@ -165,6 +169,7 @@ class FilterSpec:
     working_form: bool = False
     prepare: PrepareFn | None = None
     combine: CombineFn | None = None
+    protects: bool = False
 
 
 _REGISTRY: dict[str, FilterSpec] = {}
@@ -172,7 +177,7 @@ _SECTIONS: dict[str, type] = {}
 
 
 def register_filter(name: str, *, settings: type, section: str | None = None, working_form: bool = False,
-                    prepare: PrepareFn | None = None, combine: CombineFn | None = None
+                    prepare: PrepareFn | None = None, combine: CombineFn | None = None, protects: bool = False
                     ) -> Callable[[FilterFn], FilterFn]:
     """Decorator: register ``fn`` as rule ``name``.
 
@@ -180,7 +185,8 @@ def register_filter(name: str, *, settings: type, section: str | None = None, wo
     defaults); ``section``: the ``[curation.SECTION]`` table it reads (default ``name``;
     rules sharing a section share one settings class); ``working_form``: the rule accepts
     the working form (module docstring); ``prepare`` and ``combine``: the hooks for state
-    over every partition's rows (both or neither)."""
+    over every partition's rows (both or neither); ``protects``: the rows it judges and keeps
+    are exempt from every later rule and from the merge."""
     section = section or name
     if (prepare is None) != (combine is None):
         raise ValueError(f"filter {name!r} needs both a prepare and a combine hook, or neither")
@@ -194,7 +200,7 @@ def register_filter(name: str, *, settings: type, section: str | None = None, wo
     def wrap(fn: FilterFn) -> FilterFn:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"filter {name!r} is already registered by {_REGISTRY[name].fn.__qualname__}")
-        _REGISTRY[name] = FilterSpec(name, fn, section, settings, working_form, prepare, combine)
+        _REGISTRY[name] = FilterSpec(name, fn, section, settings, working_form, prepare, combine, protects)
         _SECTIONS[section] = settings
         return fn
 

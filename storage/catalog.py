@@ -60,6 +60,8 @@ DATASETS = (
     ParquetDataset("decision_trails", "decisions/round=*/*.parquet", schema.DECISION_TRAILS,
                    legacy=(("merged_into", "absorbed_by"),)),
     ParquetDataset("errors", "errors/round=*/source=*/*.parquet", schema.ERRORS),
+    ParquetDataset("review_queue", "review/round=*/queue.parquet", schema.REVIEW_QUEUE),
+    ParquetDataset("review_verdicts", "reviews/import=*/verdicts.parquet", schema.REVIEW_VERDICTS),
 )
 
 

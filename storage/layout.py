@@ -62,6 +62,14 @@ class DataRoot:
     def decisions(self, round_: int) -> Path:
         return self.path / "decisions" / f"round={int(round_)}"
 
+    def review_queue(self, round_: int) -> Path:
+        """The ranked review queue of a round (``fld review plan``)."""
+        return self.path / "review" / f"round={int(round_)}" / "queue.parquet"
+
+    def review_import(self, review_id: str) -> Path:
+        """One imported review (``fld review import``): ``verdicts.parquet`` and ``import.json``."""
+        return self.path / "reviews" / f"import={review_id}"
+
     def model(self, round_: int) -> Path:
         return self.path / "models" / f"round={int(round_)}"
 

@@ -239,6 +239,40 @@ TEXT_METRICS = pa.schema(
         pa.field("action_complexity", pa.float32(), nullable=False),
     ]
 )
+# ----------------------------------------------------------------------------- review
+#: the source name of people's corrections (``fld review import``)
+HUMAN_SOURCE = "human"
+#: ``review/round=R/queue.parquet``: images ranked by how much a human look would change the
+#: data (``engine.review.plan``); ``reasons`` are one text per finding, counts per signal
+REVIEW_QUEUE = pa.schema([
+    pa.field("round", pa.int32(), nullable=False),
+    pa.field("rank", pa.int32(), nullable=False),  # 1 = look at it first
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("priority", pa.float64(), nullable=False),  # weighted sum of the findings
+    pa.field("rows", pa.int32(), nullable=False),  # curated rows in review scope on the image
+    pa.field("disputed_labels", pa.int32(), nullable=False),
+    pa.field("one_source", pa.int32(), nullable=False),
+    pa.field("near_threshold", pa.int32(), nullable=False),
+    pa.field("borderline_drops", pa.int32(), nullable=False),
+    pa.field("reasons", pa.list_(pa.string()), nullable=False),
+])
+#: ``reviews/import=J/verdicts.parquet``: what people did to every row they were shown
+#: (``kept``, ``corrected``, ``deleted``) and every row they drew (``added``)
+REVIEW_VERDICTS = pa.schema([
+    pa.field("review_id", pa.string(), nullable=False),  # J: sha256 of the imported file, 16 hex
+    pa.field("reviewed_round", pa.int32(), nullable=False),  # the round whose curated rows were shown
+    pa.field("target_round", pa.int32(), nullable=False),  # the round whose curation applies it
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("annotation_id", pa.string()),  # the row shown; null for ``added``
+    pa.field("human_id", pa.string()),  # the human row written; null for ``kept``/``deleted``
+    pa.field("verdict", pa.string(), nullable=False),  # kept | corrected | deleted | added
+    pa.field("kind", pa.string(), nullable=False),
+    pa.field("region_type", pa.string()),
+    pa.field("sources", pa.list_(pa.string()), nullable=False),  # sources of the row shown (seen_by's names)
+    pa.field("detail", pa.string()),  # what changed, e.g. "label 'circle' -> 'square'; box IoU 0.62"
+    pa.field("imported_at", TIMESTAMP, nullable=False),
+])
+
 # ----------------------------------------------------------------------------- releases
 #: ``images/index.parquet`` of a release: one row per image and where its bytes are
 RELEASE_IMAGE_INDEX = pa.schema([pa.field("image_id", pa.string()), pa.field("width", pa.int32()), pa.field("height", pa.int32()),

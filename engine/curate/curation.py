@@ -69,10 +69,14 @@ from engine.curate.parquet_io import (
 from engine.curate.rules import partition_count, run_rules, take_table
 from engine.curate.text_metrics import metrics_function
 from engine.curate.working_table import image_ids_of, plain_rows, scatter_strings, working_table
+from engine.review.carry import carried_trails, replaced_previous
+from engine.review.state import review_state
 from filters.base import (
     IMAGE_INDEX,
     FilterContext,
 )
+from filters.human_review import RULE as HUMAN_REVIEW
+from filters.human_review import ReviewState
 from storage.arrow_masks import with_nulls
 from storage.atomic import write_text_atomic
 from storage.decisions import build_trails, judged_counts, value_counts
@@ -105,6 +109,7 @@ def curate_tables(
     on_curated: Callable[[pa.Table], None] | None = None, partitions: int | None = None,
     on_trails: Callable[[pa.Table], None] | None = None, decoded: bool = True,
     calibrated: Mapping[str, float] | None = None, new_box_thresholds: Mapping[str, float] | None = None,
+    reviews: ReviewState | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Curate the raw annotations of round ``round_`` -> (curated :data:`CURATED`, decision
     trails :data:`DECISION_TRAILS`, one row per raw row; ``expand_trails`` gives the long form).
@@ -125,19 +130,23 @@ def curate_tables(
     ``calibrated``: source -> the calibrated score threshold of the checkpoint that produced
     its rows (``FilterContext.calibrated``); ``new_box_thresholds``: source -> the stricter
     threshold its boxes need to be added where no previous curated box is (the merge).
+    ``reviews``: the people's verdicts that bind this round (``engine.review.state``): the
+    ``human_review`` rule runs (right after ``image`` when the config does not list it), the
+    rows it keeps skip every later rule and the merge, and previous rows a fresh review
+    replaces leave the curated set with a trail each (numbered after the raw rows').
     """
     workers = os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         count = partition_count(raw.num_rows, workers) if partitions is None else partitions
         curated, trails = _curate(raw, previous, images, config, round_, pool, on_curated, on_trails, count,
-                                  dict(calibrated or {}), dict(new_box_thresholds or {}))
+                                  dict(calibrated or {}), dict(new_box_thresholds or {}), reviews or ReviewState())
         return (conform(curated, CURATED) if decoded else curated), trails
 
 
 def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int,
             pool: ThreadPoolExecutor, on_curated: Callable[[pa.Table], None] | None,
             on_trails: Callable[[pa.Table], None] | None, partitions: int, calibrated: dict[str, float],
-            new_box_thresholds: dict[str, float]) -> tuple[pa.Table, pa.Table]:
+            new_box_thresholds: dict[str, float], reviews: ReviewState) -> tuple[pa.Table, pa.Table]:
     raw = conform(raw, ANNOTATIONS, keep_dictionaries=True)
     # the ids are gathered by every partition take and for the absorbed rows' lists: from one
     # chunk, not from one per file (the trails reference absorbers by position, not by id)
@@ -145,12 +154,14 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     raw = raw.set_column(raw.schema.get_field_index("annotation_id"), "annotation_id", ids)
     previous = conform(previous, CURATED) if previous is not None else None
     n = raw.num_rows
+    previous, left = replaced_previous(previous, reviews)
     merging = previous is not None and config.merge.enabled
-    rule_names = [*config.rules, *([MERGE_RULE] if merging else [])]
+    rules = reviewed_rules(config.rules, reviews)
+    rule_names = [*rules, *([MERGE_RULE] if merging else [])]
 
     ctx = FilterContext(images=conform(images, IMAGE_SIZES).combine_chunks(), previous=previous,
                         text_metrics=metrics_function(config.text.pipeline, config.text.batch_size),
-                        calibrated=calibrated)
+                        calibrated=calibrated, reviews=reviews)
     # the narrow working table: image ids are hashed once here, the filters read the index
     work, producer = working_table(raw, ctx.images, pool)
     index = work[IMAGE_INDEX].to_numpy()
@@ -159,7 +170,7 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     def plain(table: pa.Table, rows: np.ndarray) -> pa.Table:
         return plain_rows(table, rows, raw, images)
 
-    work, gidx, outcomes = run_rules(work, config.rules, config, ctx, index, pool, partitions, plain)
+    work, gidx, outcomes = run_rules(work, rules, config, ctx, index, pool, partitions, plain)
     judged, dropped_by, into, agrees = outcomes.judged, outcomes.dropped_by, outcomes.into, outcomes.agrees
     drops = [(np.zeros(0, np.int64), pa.array([], pa.string())), *outcomes.drops]
     # rows merged into the previous round's (never also absorbed by a rule): set by the merge
@@ -168,6 +179,8 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     def finish_trails() -> pa.Table:  # one job: a worker never waits here on another worker's result
         trails = build_trails(raw["annotation_id"], round_, rule_names, judged, dropped_by,
                               _scatter_reasons(drops, n), into, scatter_strings(merged_into, n) if merged_into else None)
+        if left:
+            trails = pa.concat_tables([trails, carried_trails(left, round_, n)])
         if on_trails is not None:
             on_trails(trails)
         return trails
@@ -187,7 +200,8 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     curated = conform(agreement_columns(survivors, gidx, raw, into, agrees, producer), CURATED,
                       keep_dictionaries=previous is None)
     if merging:
-        curated, merged, reason, into_previous = merge_with_previous(curated, previous, config, new_box_thresholds)
+        curated, merged, reason, into_previous = merge_with_previous(curated, previous, config, new_box_thresholds,
+                                                                     outcomes.protected[gidx])
         judged[gidx] |= 1 << (len(rule_names) - 1)
         dropped_by[gidx[merged]] = len(rule_names) - 1
         drops.append((gidx[merged], reason.filter(pa.array(merged))))
@@ -199,6 +213,15 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     if on_curated is not None:
         on_curated(curated)
     return curated, (trails_job.result() if not merging else finish_trails())
+
+
+def reviewed_rules(rules: tuple[str, ...], reviews: ReviewState) -> tuple[str, ...]:
+    """``rules`` with ``human_review`` right after ``image`` (first without it) when reviews bind
+    the round and the config does not list the rule itself."""
+    if not reviews or HUMAN_REVIEW in rules:
+        return rules
+    at = rules.index("image") + 1 if "image" in rules else 0
+    return (*rules[:at], HUMAN_REVIEW, *rules[at:])
 
 
 def _check_accounting(new_rows: int, dropped_by: np.ndarray, n: int) -> None:
@@ -227,13 +250,15 @@ def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
                 jobs[name] = writer.submit(write_datasets, [(table, folder)], rows_per_part)
             return submit
 
+        reviews = review_state(root, round_)
         calibrated = calibrated_thresholds(root, raw)
         new_box = calibrated_thresholds(root, raw, NEW_BOX_KEY)
         curated, trails = curate_tables(raw, previous, image_sizes.result(), config, round_,
                                         write("curated", root.curated(round_)),
                                         on_trails=write("decisions", root.decisions(round_)), decoded=False,
-                                        calibrated=calibrated, new_box_thresholds=new_box)
-        dropped_rows = trails.num_rows - trails["dropped_by"].null_count  # counted while the parts are written
+                                        calibrated=calibrated, new_box_thresholds=new_box, reviews=reviews)
+        carried_left = trails.num_rows - raw.num_rows  # previous rows a fresh review replaced (trails after the raw rows')
+        dropped_rows = trails.num_rows - trails["dropped_by"].null_count - carried_left  # while the parts are written
         new_rows = raw.num_rows - dropped_rows  # curate_tables checked that every raw row is accounted for
         judged = judged_counts(trails)
         summary = {
@@ -242,6 +267,8 @@ def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
             "kept_new_rows": new_rows,
             "dropped_rows": dropped_rows,
             "carried_rows": previous.num_rows if previous is not None else 0,
+            "carried_rows_replaced_by_review": carried_left,
+            "reviews": sorted(set(reviews.latest.values())),
             "curated_rows": curated.num_rows,
             "dropped_by_rule": value_counts(trails["dropped_by"]),
             "judged_by_rule": judged,

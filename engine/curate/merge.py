@@ -82,7 +82,7 @@ def _absorb_into_previous(prev: pa.Table, new: pa.Table, target: np.ndarray) -> 
 
 
 def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
-                        new_box_thresholds: Mapping[str, float] | None = None
+                        new_box_thresholds: Mapping[str, float] | None = None, protected: np.ndarray | None = None
                         ) -> tuple[pa.Table, np.ndarray, pa.Array, pa.Array]:
     """Merge this round's survivors into the previous curated set.
 
@@ -96,9 +96,11 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
     the curated table, ``merged`` (bool per row of ``new``: it merged into a previous row, or
     was refused, instead of being added), the reason per row of ``new`` (null where neither)
     and the ids of the previous rows the merged rows went into (one per merged row; null for a
-    refused one)."""
+    refused one). ``protected`` rows (bool per row of ``new``: people's verdicts) are added as
+    they are: they merge into nothing and no threshold holds them back."""
     merge = config.merge
-    is_caption = pc.fill_null(pc.equal(new["kind"], "caption"), False).to_numpy(zero_copy_only=False)
+    protected = np.zeros(new.num_rows, bool) if protected is None else np.asarray(protected, bool)
+    is_caption = pc.fill_null(pc.equal(new["kind"], "caption"), False).to_numpy(zero_copy_only=False) & ~protected
     target = np.full(new.num_rows, -1, np.int64)
     iou = np.zeros(new.num_rows)
     caps = np.flatnonzero(is_caption)
@@ -108,8 +110,8 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
     prev_caption = prev["annotation_id"].take(pa.array(target[caps][target[caps] >= 0]))
     new = new.set_column(new.schema.get_field_index("parent_id"), "parent_id",
                          pc.coalesce(pc.take(prev_caption, moved), new["parent_id"]))
-    boxes = fusable(new) & merge.fuse
-    rest = np.flatnonzero(~is_caption & ~boxes)
+    boxes = fusable(new) & merge.fuse & ~protected
+    rest = np.flatnonzero(~is_caption & ~boxes & ~protected)
     target[rest], iou[rest] = match_previous(new.take(pa.array(rest)), prev, merge.iou_threshold)
     fused = np.flatnonzero(boxes)
     prev_boxes = np.flatnonzero(fusable(prev))

@@ -35,17 +35,20 @@ class RuleOutcomes:
     """Per raw row: ``judged`` (int64, bit ``r`` set = rule ``r`` judged it), ``dropped_by``
     (int16 rule index, -1 = kept), ``into`` (raw row of the survivor that absorbed it, -1)
     and ``agrees`` (its absorption counts as agreement); ``drops``: ``(raw rows, reasons)``
-    per rule that dropped rows, per partition."""
+    per rule that dropped rows, per partition; ``protected``: a protecting rule judged and
+    kept the row (no later rule judges it, the merge adds it as it is)."""
 
     judged: np.ndarray
     dropped_by: np.ndarray
     into: np.ndarray
     agrees: np.ndarray
+    protected: np.ndarray
     drops: list[tuple[np.ndarray, pa.Array]] = field(default_factory=list)
 
     @classmethod
     def empty(cls, n: int) -> "RuleOutcomes":
-        return cls(np.zeros(n, np.int64), np.full(n, -1, np.int16), np.full(n, -1, np.int64), np.zeros(n, bool))
+        return cls(np.zeros(n, np.int64), np.full(n, -1, np.int16), np.full(n, -1, np.int64), np.zeros(n, bool),
+                   np.zeros(n, bool))
 
     def record(self, r: int, res: FilterResult, gidx: np.ndarray) -> list[tuple[np.ndarray, pa.Array]]:
         """Record rule ``r``'s result over the rows at raw positions ``gidx``; returns the drops
@@ -56,6 +59,19 @@ class RuleOutcomes:
         if not len(dropped):
             return []
         return [(dropped, res.reason.filter(pa.array(~res.keep)))]
+
+
+def shield(res: FilterResult, protected: np.ndarray, table: pa.Table) -> FilterResult:
+    """``res`` with the ``protected`` rows (bool per row of the rule's input ``table``) unjudged,
+    kept, absorbed by nothing and their replaced columns restored."""
+    if not protected.any():
+        return res
+    mask = pa.array(protected)
+    reason = res.reason.cast(pa.string()) if pa.types.is_dictionary(res.reason.type) else res.reason
+    absorbed = None if res.absorbed_by is None else np.where(protected, -1, res.absorbed_by)
+    replace = {column: pc.if_else(mask, table[column].cast(values.type), values) for column, values in res.replace.items()}
+    return FilterResult(keep=res.keep | protected, reason=pc.if_else(mask, pa.scalar(None, pa.string()), reason),
+                        judged=res.judged & ~protected, absorbed_by=absorbed, agrees=res.agrees, replace=replace)
 
 
 def partition_count(rows: int, workers: int) -> int:
@@ -128,7 +144,12 @@ def _run_stage(stage: list[tuple[int, str]], table: pa.Table, gidx: np.ndarray, 
     for k, (r, rule) in enumerate(stage):
         rule_ctx = dataclasses.replace(ctx, prepared=prepared) if k == 0 and prepared is not None else ctx
         spec = filter_spec(rule)
-        res = spec.fn(rule_input(spec, table, gidx, plain), config.section(rule), rule_ctx)
+        given = rule_input(spec, table, gidx, plain)
+        res = spec.fn(given, config.section(rule), rule_ctx)
+        if spec.protects:
+            outcomes.protected[gidx[res.judged & res.keep]] = True
+        else:
+            res = shield(res, outcomes.protected[gidx], given)
         drops += outcomes.record(r, res, gidx)
         for column, values in res.replace.items():
             i = table.schema.get_field_index(column)

@@ -14,6 +14,7 @@ from engine.curate.curation import curate_tables
 from engine.curate.text_metrics import metrics_function
 from filters.base import FilterContext, filter_names, filter_spec, settings_sections
 from filters.caption_similarity import CaptionSimilarityConfig
+from filters.human_review import ReviewState
 from filters.text_complexity import TextComplexityConfig
 from storage.arrow_masks import valid_mask
 from storage.schema import ANNOTATIONS
@@ -56,8 +57,22 @@ def _rows() -> list[dict]:
         phrase("img-a", brief, 0, 3, [10, 10, 60, 60], text="it", score=0.9),  # span mismatch / blacklist
         phrase("img-a", brief, 19, 24, [0, 60, 100, 100], text="grass", score=0.9),  # span mismatch
         phrase("img-a", {"annotation_id": "gone", "text": "x" * 40, "granularity": "brief"}, 0, 3, [1, 1, 9, 9]),
+        region("img-b", [21, 20, 119, 100], source="human", label="dog", score=1.0, version="review-2"),  # a person's fix
+        region("img-b", [60, 60, 90, 90], source="human", label="cup", score=1.0, version="review-1"),  # superseded
     ]
     return rows
+
+
+def _reviews(rows: list[dict]) -> ReviewState:
+    """A review of img-b: the caption kept, the florence2 cat corrected to the person's dog,
+    the detector cat deleted; the OCR lines were never kept (a later model's output)."""
+    def find(**want) -> str:
+        return next(r["annotation_id"] for r in rows if all(r.get(k) == v for k, v in want.items()))
+    fixed = find(source="human", source_version="review-2")
+    return ReviewState(latest={"img-b": "review-2"}, kept=frozenset({find(image_id="img-b", kind="caption")}),
+                       corrected={find(image_id="img-b", source="florence2", kind="region"): fixed},
+                       deleted=frozenset({find(image_id="img-b", source="detector", kind="region")}),
+                       fresh=frozenset({"img-b"}))
 
 
 def plain_table(raw: pa.Table) -> pa.Table:
@@ -72,7 +87,8 @@ def setting(tiny_spacy_pipeline):
     raw = table(_rows())
     config = CurationConfig(sections={"text": TextComplexityConfig(pipeline=str(tiny_spacy_pipeline), max_objects=3),
                                       "caption_similarity": CaptionSimilarityConfig(min_similarity=0.5)})
-    ctx = FilterContext(images=IMAGES, text_metrics=metrics_function(str(tiny_spacy_pipeline)))
+    ctx = FilterContext(images=IMAGES, text_metrics=metrics_function(str(tiny_spacy_pipeline)),
+                        reviews=_reviews(_rows()))
     return raw, config, ctx
 
 
@@ -86,9 +102,10 @@ def _direct(rule: str, raw: pa.Table, config: CurationConfig, ctx: FilterContext
     return res, drops, absorbed
 
 
-def _through_curation(rule: str, raw: pa.Table, config: CurationConfig):
+def _through_curation(rule: str, raw: pa.Table, config: CurationConfig, ctx: FilterContext):
     config = CurationConfig(rules=(rule,), merge=config.merge, sections=config.sections)
-    curated, trails = curate_tables(raw, None, IMAGES, config, 0)
+    reviews = ctx.reviews if filter_spec(rule).protects else None  # other rules run alone, without the review
+    curated, trails = curate_tables(raw, None, IMAGES, config, 0, reviews=reviews)
     ids = trails["annotation_id"].to_pylist()
     dropped = valid_mask(trails["dropped_by"])
     reasons = trails["reason"].cast(pa.string()).to_pylist()
@@ -102,7 +119,7 @@ def _through_curation(rule: str, raw: pa.Table, config: CurationConfig):
 def test_every_filter_decides_the_same_called_directly_and_through_curation(rule, setting):
     raw, config, ctx = setting
     res, direct_drops, direct_absorbed = _direct(rule, raw, config, ctx)
-    curated, drops, absorbed = _through_curation(rule, raw, config)
+    curated, drops, absorbed = _through_curation(rule, raw, config, ctx)
     assert drops == direct_drops
     assert absorbed == direct_absorbed
     kept = {aid: k for k, aid in enumerate(raw["annotation_id"].to_pylist()) if res.keep[k]}

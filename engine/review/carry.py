@@ -1,0 +1,70 @@
+"""The previous round's curated rows that a fresh review replaces, and the decisions that record it.
+
+On an image whose standing review this round applies (``ReviewState.fresh``), a previous
+curated row in review scope stands only when people kept it; rows they corrected, deleted or
+never saw leave the curated set, and so do the rows whose ``parent_id`` names one that left
+(phrases of a replaced caption, candidates of a replaced region). Each leaving row gets a
+decision trail of this round (rule ``human_review``, ``row`` after the raw rows',
+``merged_into`` = the human row that replaces it, if any), so the catalog's ``decisions``
+view shows why it left and for what.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from filters.base import equals, valid
+from filters.human_review import RULE, ReviewState, review_scope
+from storage.schema import DECISION_TRAILS, HUMAN_SOURCE
+
+
+def replaced_previous(previous: pa.Table, state: ReviewState) -> tuple[pa.Table, list[tuple[str, str, str | None]]]:
+    """``previous`` without the rows fresh reviews replace, and ``(annotation_id, reason,
+    replaced_by)`` for each row that left."""
+    if previous is None or not state.fresh or previous.num_rows == 0:
+        return previous, []
+    images = previous["image_id"].to_pylist()
+    ids = previous["annotation_id"].to_pylist()
+    fresh = np.array([i in state.fresh for i in images], bool)
+    scope = review_scope(previous) & fresh
+    human = equals(previous["source"], HUMAN_SOURCE)
+    versions = pc.cast(previous["source_version"], pa.string()).to_pylist()
+    leaving: dict[int, tuple[str, str | None]] = {}
+    for i in np.flatnonzero(scope):
+        review = state.latest[images[i]]
+        if human[i] and versions[i] == review or ids[i] in state.kept:
+            continue
+        if ids[i] in state.corrected:
+            leaving[i] = (f"corrected by a person (review {review})", state.corrected[ids[i]])
+        elif ids[i] in state.deleted:
+            leaving[i] = (f"deleted by a person (review {review})", None)
+        else:
+            leaving[i] = (f"the image was reviewed by a person (review {review}): rows people did not keep leave it", None)
+    gone = {ids[i] for i in leaving}
+    if gone:  # children of a row that left go with it
+        parents = previous["parent_id"].to_pylist()
+        for i in np.flatnonzero(valid(previous["parent_id"]) & fresh):
+            if parents[i] in gone and i not in leaving:
+                leaving[i] = (f"its parent {parents[i]} was replaced in review {state.latest[images[i]]}", None)
+    if not leaving:
+        return previous, []
+    stay = np.ones(previous.num_rows, bool)
+    stay[list(leaving)] = False
+    return previous.filter(pa.array(stay)), [(ids[i], reason, into) for i, (reason, into) in sorted(leaving.items())]
+
+
+def carried_trails(left: list[tuple[str, str, str | None]], round_: int, first_row: int) -> pa.Table:
+    """Decision trails (:data:`DECISION_TRAILS`) of the previous rows that left, numbered from ``first_row``."""
+    n = len(left)
+    rule = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([RULE]))
+    return pa.Table.from_arrays([
+        pa.array([i for i, _, _ in left], pa.string()),
+        pa.array(np.full(n, round_, np.int32)),
+        pa.array(np.arange(first_row, first_row + n, dtype=np.int32)),
+        rule, rule,
+        pa.array([reason for _, reason, _ in left], pa.string()).dictionary_encode(),
+        pa.nulls(n, pa.int32()),
+        pa.array([into for _, _, into in left], pa.string()),
+    ], schema=DECISION_TRAILS)

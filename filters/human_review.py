@@ -1,0 +1,102 @@
+"""People's verdicts take precedence: on an image a person reviewed, only what they kept or drew stands.
+
+Scope: top-level rows a review shows (``kind`` region or caption without ``parent_id``;
+phrases and region-text candidates are not reviewed). For every such row of an image that a
+review applicable to this round covers (``FilterContext.reviews``, built by
+``engine.review.state``):
+
+* a ``human`` row is kept when it belongs to the image's latest review, else dropped as
+  superseded by it;
+* any other row is kept only when people kept it in that review (its id is among the rows
+  they left unchanged); a row they corrected is dropped and absorbed by its human
+  replacement (found in the same table: curation partitions hold whole images), a row they
+  deleted is dropped, and a row they never saw (a later model's output) is dropped because
+  the image's reviewed rows are closed to other sources.
+
+The rule is registered with ``protects``: the rows it judges and keeps are judged by no later
+rule (NMS cannot suppress a box a person drew, the region-text matcher cannot rename it), and
+the merge adds them as they are. Without reviews it judges nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from filters.base import FilterContext, FilterResult, equals, register_filter, valid
+from storage.schema import HUMAN_SOURCE, KIND_CAPTION, KIND_REGION
+
+RULE = "human_review"
+
+
+@dataclass(frozen=True)
+class ReviewState:
+    """The reviews that bind one round's curation (ids are annotation ids, images image ids).
+
+    latest: image -> the review id whose verdicts stand for it (the latest applicable one);
+    kept: rows people left unchanged in those reviews; corrected: row -> the human row that
+    replaces it; deleted: rows people deleted; fresh: images whose latest review is applied by
+    this round (their previous curated rows are replaced now, ``engine.review.state``)."""
+
+    latest: Mapping[str, str] = field(default_factory=dict)
+    kept: frozenset[str] = frozenset()
+    corrected: Mapping[str, str] = field(default_factory=dict)
+    deleted: frozenset[str] = frozenset()
+    fresh: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.latest)
+
+
+@dataclass(frozen=True)
+class HumanReviewConfig:
+    """No settings: the verdicts come from the imported reviews (``fld review import``)."""
+
+
+def review_scope(table: pa.Table) -> np.ndarray:
+    """Rows a review shows: top-level regions and captions (no ``parent_id``)."""
+    if table.num_rows == 0:
+        return np.zeros(0, bool)
+    return (equals(table["kind"], KIND_REGION) | equals(table["kind"], KIND_CAPTION)) & ~valid(table["parent_id"])
+
+
+@register_filter(RULE, settings=HumanReviewConfig, protects=True)
+def human_review_filter(table: pa.Table, config: HumanReviewConfig, ctx: FilterContext) -> FilterResult:
+    """Keep what people kept or drew on reviewed images; drop the rest with the verdict as reason."""
+    n = table.num_rows
+    state: ReviewState | None = ctx.reviews
+    if not state or n == 0:
+        return FilterResult.keep_all(np.zeros(n, bool))
+    images = table["image_id"].to_pylist()
+    review = [state.latest.get(i) for i in images]
+    judged = review_scope(table) & np.array([r is not None for r in review], bool)
+    if not judged.any():
+        return FilterResult.keep_all(judged)
+    ids = table["annotation_id"].to_pylist()
+    human = equals(table["source"], HUMAN_SOURCE)
+    versions = pc.cast(table["source_version"], pa.string()).to_pylist()
+    position = {ids[i]: i for i in np.flatnonzero(judged & human)}
+    keep = np.ones(n, bool)
+    absorbed_by = np.full(n, -1, np.int64)
+    reasons: list[str | None] = [None] * n
+    for i in np.flatnonzero(judged):
+        latest = review[i]
+        if human[i]:
+            if versions[i] != latest:
+                keep[i], reasons[i] = False, f"superseded by a later review of the image ({latest})"
+            continue
+        if ids[i] in state.kept:
+            continue
+        keep[i] = False
+        if ids[i] in state.corrected:
+            absorbed_by[i] = position.get(state.corrected[ids[i]], -1)
+            reasons[i] = f"corrected by a person (review {latest})"
+        elif ids[i] in state.deleted:
+            reasons[i] = f"deleted by a person (review {latest})"
+        else:
+            reasons[i] = f"the image was reviewed by a person (review {latest}): rows people did not keep cannot enter it"
+    return FilterResult(keep=keep, reason=pa.array(reasons, pa.string()), judged=judged, absorbed_by=absorbed_by)
