@@ -40,6 +40,7 @@ COMMAND_MODULES = (
     "engine.commands.train",
     "engine.commands.dashboard",
     "engine.commands.release",
+    "engine.commands.review",
 )
 
 

@@ -37,6 +37,7 @@ from typing import Any, Mapping
 from engine.annotate.runners import RUNNERS
 from engine.curate.config import CurationConfig
 from engine.retrain.config import TrainingConfig
+from engine.review.config import ReviewConfig
 from engine.typed_config import from_plain, to_plain
 from storage.plugins import add_plugins
 from storage.readers.base import MAX_MEMBER_BYTES
@@ -157,6 +158,7 @@ class EngineConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     loop: LoopSection = field(default_factory=LoopSection)
     flow: FlowSection = field(default_factory=FlowSection)
+    review: ReviewConfig = field(default_factory=ReviewConfig)
     #: modules of the user's own annotators and filters, imported before the config is checked
     #: (added to ``FLD_PLUGINS``, so workers and child processes import them too)
     plugins: tuple[str, ...] = ()

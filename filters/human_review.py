@@ -6,7 +6,7 @@ review applicable to this round covers (``FilterContext.reviews``, built by
 ``engine.review.state``):
 
 * a ``human`` row is kept when it belongs to the image's latest review, else dropped as
-  superseded by it;
+  superseded by it (or, with no review of its image on record, as part of an import cut short);
 * any other row is kept only when people kept it in that review (its id is among the rows
   they left unchanged); a row they corrected is dropped and absorbed by its human
   replacement (found in the same table: curation partitions hold whole images), a row they
@@ -69,15 +69,16 @@ def human_review_filter(table: pa.Table, config: HumanReviewConfig, ctx: FilterC
     """Keep what people kept or drew on reviewed images; drop the rest with the verdict as reason."""
     n = table.num_rows
     state: ReviewState | None = ctx.reviews
-    if not state or n == 0:
+    if n == 0:
         return FilterResult.keep_all(np.zeros(n, bool))
+    state = state or ReviewState()
     images = table["image_id"].to_pylist()
     review = [state.latest.get(i) for i in images]
-    judged = review_scope(table) & np.array([r is not None for r in review], bool)
+    human = equals(table["source"], HUMAN_SOURCE)
+    judged = review_scope(table) & (np.array([r is not None for r in review], bool) | human)
     if not judged.any():
         return FilterResult.keep_all(judged)
     ids = table["annotation_id"].to_pylist()
-    human = equals(table["source"], HUMAN_SOURCE)
     versions = pc.cast(table["source_version"], pa.string()).to_pylist()
     position = {ids[i]: i for i in np.flatnonzero(judged & human)}
     keep = np.ones(n, bool)
@@ -86,7 +87,9 @@ def human_review_filter(table: pa.Table, config: HumanReviewConfig, ctx: FilterC
     for i in np.flatnonzero(judged):
         latest = review[i]
         if human[i]:
-            if versions[i] != latest:
+            if latest is None:
+                keep[i], reasons[i] = False, f"its review ({versions[i]}) has no import record (an import was cut short)"
+            elif versions[i] != latest:
                 keep[i], reasons[i] = False, f"superseded by a later review of the image ({latest})"
             continue
         if ids[i] in state.kept:

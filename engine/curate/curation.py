@@ -200,9 +200,10 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     curated = conform(agreement_columns(survivors, gidx, raw, into, agrees, producer), CURATED,
                       keep_dictionaries=previous is None)
     if merging:
+        protected = outcomes.protected[gidx]
         curated, merged, reason, into_previous = merge_with_previous(curated, previous, config, new_box_thresholds,
-                                                                     outcomes.protected[gidx])
-        judged[gidx] |= 1 << (len(rule_names) - 1)
+                                                                     protected)
+        judged[gidx[~protected]] |= 1 << (len(rule_names) - 1)  # people's rows skip the merge
         dropped_by[gidx[merged]] = len(rule_names) - 1
         drops.append((gidx[merged], reason.filter(pa.array(merged))))
         merged_into.append((gidx[merged], into_previous, None))

@@ -1,0 +1,177 @@
+"""``fld review plan``: rank a round's images by how much a human look would change the data.
+
+Nothing here reads ground truth: every finding comes from the round's own annotations, its
+curated set and its decision trails. Per image (object boxes, pixels, IoU over boxes):
+
+* ``disputed_labels``: curated boxes that a raw box of the round overlaps (IoU >= ``iou``)
+  with another label (two sources, or the model and a specialist, disagree on what it is);
+* ``one_source``: curated boxes only one source saw (``seen_by``) on an image where at least
+  two sources gave boxes (the others missed it, or it is not there);
+* ``near_threshold``: curated boxes whose score lies within ``margin`` of their source's
+  threshold (the round's calibrated new-box or confidence threshold, else the configured one);
+* ``borderline_drops``: raw boxes the ``confidence`` rule or the merge's new-box threshold
+  dropped with a score within ``margin`` of it and no curated box there (an object the round
+  may have missed).
+
+``priority`` = the weighted sum of the counts (:class:`engine.review.config.ReviewConfig`);
+ties are broken by a hash of the image id, so the order is stable. The queue of the top
+``budget`` images is written to ``review/round=R/queue.parquet`` (the catalog's
+``review_queue`` view), one text per finding in ``reasons``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.curate.parquet_io import read_curated, read_raw
+from engine.review.config import ReviewConfig
+from storage.atomic import write_parquet_atomic
+from storage.geometry import box_iou_matrix
+from storage.layout import DataRoot
+from storage.schema import HUMAN_SOURCE, REVIEW_QUEUE, table_from_rows
+
+SIGNALS = ("disputed_labels", "one_source", "near_threshold", "borderline_drops")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Score thresholds per source: the round's calibrated ones first, then the configured."""
+
+    calibrated: Mapping[str, float]
+    configured: Mapping[str, float]
+    default: float
+
+    def of(self, source: str) -> float:
+        return float(self.calibrated.get(source, self.configured.get(source, self.default)))
+
+
+def round_thresholds(root: DataRoot, round_: int, confidence: Any) -> Thresholds:
+    """The thresholds round ``round_`` used: its curation summary's new-box and calibrated
+    thresholds over ``confidence`` (a ``ConfidenceConfig``)."""
+    summary_path = root.curated(round_) / "_summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    calibrated = {**(summary.get("calibrated_thresholds") or {}), **(summary.get("new_box_thresholds") or {})}
+    return Thresholds(calibrated, dict(confidence.per_source), float(confidence.default))
+
+
+def _objects(table: pa.Table) -> pa.Table:
+    mask = pc.and_(pc.and_(pc.equal(table["kind"], "region"), pc.equal(table["region_type"], "object")),
+                   pc.and_(pc.is_null(table["parent_id"]), pc.is_valid(table["bbox"])))
+    return table.filter(pc.fill_null(mask, False))
+
+
+def _label(row: dict[str, Any]) -> str:
+    return " ".join(str(row.get("label") or row.get("text") or "").lower().split())
+
+
+def _box(rows: list[dict[str, Any]]) -> np.ndarray:
+    return np.array([r["bbox"] for r in rows], np.float64).reshape(-1, 4)
+
+
+def _sources(row: dict[str, Any]) -> set[str]:
+    return {s.split("@", 1)[0] for s in row.get("seen_by") or []} or {row["source"]}
+
+
+def _dropped_raw(root: DataRoot, round_: int) -> set[str]:
+    """Ids of raw rows the confidence rule or the merge's new-box threshold dropped."""
+    import duckdb
+
+    files = sorted(str(p) for p in root.decisions(round_).glob("part-*.parquet"))
+    if not files:
+        return set()
+    with duckdb.connect() as con:
+        rows = con.execute(
+            "select annotation_id from read_parquet(?) where dropped_by = 'confidence' "
+            "or (dropped_by = 'merge' and merged_into is null and absorbed_row is null)", [files]).fetchall()
+    return {r[0] for r in rows}
+
+
+def image_findings(curated: list[dict[str, Any]], raw: list[dict[str, Any]], dropped: set[str],
+                   thresholds: Thresholds, config: ReviewConfig) -> dict[str, Any]:
+    """The counts and reasons of one image from its curated and raw object boxes."""
+    counts = dict.fromkeys(SIGNALS, 0)
+    reasons: list[str] = []
+    kept_raw = [r for r in raw if r["annotation_id"] not in dropped]
+    cur_boxes, raw_boxes = _box(curated), _box(kept_raw)
+    iou = box_iou_matrix(cur_boxes, raw_boxes) if len(curated) and len(kept_raw) else np.zeros((len(curated), 0))
+    image_sources = {r["source"] for r in raw}
+    for i, row in enumerate(curated):
+        label = _label(row)
+        disputes = sorted({(_label(kept_raw[j]), kept_raw[j]["source"]) for j in np.flatnonzero(iou[i] >= config.iou)
+                           if _label(kept_raw[j]) != label and kept_raw[j]["source"] != HUMAN_SOURCE})
+        if disputes:
+            counts["disputed_labels"] += 1
+            reasons.append(f"box {label!r} is also called " + ", ".join(f"{other!r} ({source})" for other, source in disputes))
+        sources = _sources(row)
+        if len(sources) == 1 and len(image_sources - {HUMAN_SOURCE}) >= 2 and HUMAN_SOURCE not in sources:
+            counts["one_source"] += 1
+            reasons.append(f"box {label!r} only {next(iter(sources))} gave")
+        score, source = row.get("score"), row["source"]
+        if score is not None and source != HUMAN_SOURCE and abs(float(score) - thresholds.of(source)) <= config.margin:
+            counts["near_threshold"] += 1
+            reasons.append(f"box {label!r} scores {float(score):.2f}, near {source}'s threshold {thresholds.of(source):.2f}")
+    for r in raw:
+        if r["annotation_id"] not in dropped or r.get("score") is None:
+            continue
+        threshold = thresholds.of(r["source"])
+        if float(r["score"]) < threshold - config.margin:
+            continue
+        overlap = box_iou_matrix(_box([r]), cur_boxes) if len(curated) else np.zeros((1, 0))
+        if overlap.size and overlap.max() >= config.iou:
+            continue
+        counts["borderline_drops"] += 1
+        reasons.append(f"{r['source']} box {_label(r)!r} dropped at {float(r['score']):.2f} "
+                       f"(threshold {threshold:.2f}) where no curated box is")
+    weights = {"disputed_labels": config.disputed_label_weight, "one_source": config.one_source_weight,
+               "near_threshold": config.near_threshold_weight, "borderline_drops": config.borderline_drop_weight}
+    return {**counts, "priority": float(sum(weights[k] * counts[k] for k in SIGNALS)), "reasons": reasons,
+            "rows": len(curated)}
+
+
+def rank_images(root: DataRoot, round_: int, thresholds: Thresholds, config: ReviewConfig) -> list[dict[str, Any]]:
+    """Every curated image of the round with its findings, highest priority first."""
+    curated_table = read_curated(root, round_)
+    if curated_table is None:
+        raise ValueError(f"round {round_} has no curated set: run the round before planning its review")
+    curated_by, raw_by = defaultdict(list), defaultdict(list)
+    for row in _objects(curated_table).to_pylist():
+        curated_by[row["image_id"]].append(row)
+    raw = read_raw(root, round_)
+    dropped = _dropped_raw(root, round_)
+    for row in _objects(raw).to_pylist():
+        raw_by[row["image_id"]].append(row)
+    images = sorted(set(curated_table["image_id"].to_pylist()))
+    ranked = []
+    for image in images:
+        found = image_findings(curated_by.get(image, []), raw_by.get(image, []), dropped, thresholds, config)
+        ranked.append({"round": round_, "image_id": image, **found})
+    ranked.sort(key=lambda r: (-r["priority"], hashlib.sha256(r["image_id"].encode()).hexdigest()))
+    for rank, row in enumerate(ranked, 1):
+        row["rank"] = rank
+    return ranked
+
+
+def plan_review(root: DataRoot, round_: int, budget: int, thresholds: Thresholds, config: ReviewConfig) -> pa.Table:
+    """Rank round ``round_``'s images and write the top ``budget`` as its review queue."""
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"--budget must be a whole number of images >= 1, got {budget!r}")
+    queue = table_from_rows(rank_images(root, round_, thresholds, config)[:budget], REVIEW_QUEUE)
+    write_parquet_atomic(queue, root.review_queue(round_))
+    publish_views(root)
+    return queue
+
+
+def publish_views(root: DataRoot) -> None:
+    """Refresh the catalog's views over the review files and publish it to readers."""
+    from storage.catalog import Catalog
+
+    with Catalog(root) as catalog:
+        catalog.refresh_views()

@@ -1,0 +1,28 @@
+"""The curated rows a review shows, read back per image."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.curate.parquet_io import read_curated
+from filters.human_review import review_scope
+from storage.layout import DataRoot
+
+
+def scoped_rows(root: DataRoot, round_: int, image_ids: Iterable[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """image_id -> the curated rows of ``round_`` in review scope (top-level regions and
+    captions), ordered by annotation id; raises ``ValueError`` when the round has no curated set."""
+    table = read_curated(root, round_)
+    if table is None:
+        raise ValueError(f"round {round_} has no curated set under {root.curated(round_)}: run its round first")
+    if image_ids is not None:
+        table = table.filter(pc.is_in(table["image_id"], value_set=pa.array(sorted(set(image_ids)), pa.string())))
+    table = table.filter(pa.array(review_scope(table))) if table.num_rows else table
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in sorted(table.to_pylist(), key=lambda r: r["annotation_id"]):
+        out[row["image_id"]].append(row)
+    return dict(out)

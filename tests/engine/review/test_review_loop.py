@@ -1,0 +1,137 @@
+"""The review loop without a server: plan ranks by disagreement, export writes tasks Label Studio
+reads, a person's export comes back as verdicts and human rows, and curation gives them precedence
+with every decision recorded (the same path the real Label Studio test drives through its API)."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import duckdb
+import pytest
+
+from engine.curate.config import CurationConfig
+from engine.curate.curation import curate_round
+from engine.curate.parquet_io import read_curated
+from engine.review.config import ReviewConfig
+from engine.review.export import export_label_studio
+from engine.review.importing import ReviewImportError, import_review
+from engine.review.plan import plan_review, round_thresholds
+from storage.catalog import Catalog
+from tests.engine.review.data import reviewed_root, write_sources
+from tests.engine.review.people import export_of, objects
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("review")
+    root, boxes = reviewed_root(tmp)
+    plan_review(root, 0, 4, round_thresholds(root, 0, CurationConfig().confidence), ReviewConfig())
+    export_label_studio(root, 0, tmp / "ls")
+    return root, boxes, tmp / "ls"
+
+
+def _person(result):
+    """Move the first box 10 px right, relabel the second, delete the third, draw a new one."""
+    boxes = objects(result)
+    boxes[0]["value"]["x"] += 10 * 100 / boxes[0]["original_width"]
+    boxes[1]["value"]["rectanglelabels"] = ["triangle"]
+    result.remove(boxes[2])
+    result.append({"id": "drawn1", "from_name": "object", "to_name": "image", "type": "rectanglelabels",
+                   "original_width": boxes[0]["original_width"], "original_height": boxes[0]["original_height"],
+                   "value": {"x": 1, "y": 1, "width": 10, "height": 10, "rotation": 0, "rectanglelabels": ["circle"]}})
+    return result
+
+
+def test_plan_ranks_disputed_images_first_and_the_catalog_shows_the_queue(exported):
+    root, _, _ = exported
+    with Catalog(root, read_only=True) as catalog:
+        queue = catalog.query("select rank, priority, disputed_labels, reasons from review_queue order by rank")
+    assert [r[0] for r in queue] == [1, 2, 3, 4]
+    assert queue[0][1] >= queue[-1][1] and queue[0][2] >= 1  # a swapped seed label is a dispute
+    assert any("is also called" in reason for reason in queue[0][3])
+    priorities = [r[1] for r in queue]
+    assert priorities == sorted(priorities, reverse=True)
+
+
+def test_export_writes_tasks_config_and_images_label_studio_reads(exported):
+    root, _, out = exported
+    tasks = json.loads((out / "tasks.json").read_text())
+    config = ET.fromstring((out / "label_config.xml").read_text())
+    controls = {el.get("name") for el in config.iter() if el.get("toName") == "image"}
+    assert len(tasks) == 4
+    for task in tasks:
+        assert (out / task["data"]["image"].split("?d=", 1)[1]).is_file()
+        for item in task["predictions"][0]["result"]:
+            assert item["from_name"] in controls and 0 <= item["value"].get("x", 0) <= 100
+        assert {i["id"] for i in task["predictions"][0]["result"]} >= set(task["data"]["fld_shown"])
+    labels = {el.get("value") for el in config.iter("Label")}
+    assert {"circle", "square", "triangle"} <= labels
+
+
+def test_import_then_curate_holds_exactly_the_corrections(exported, tmp_path):
+    root, boxes, out = exported
+    tasks = json.loads((out / "tasks.json").read_text())
+    export = tmp_path / "project-1.json"
+    export.write_text(json.dumps(export_of(tasks, {0: _person}, cancelled=(1,))))
+    summary = import_review(root, export)
+    shown = tasks[0]["data"]["fld_shown"]
+    assert (summary.reviewed_images, summary.corrected, summary.deleted, summary.added) == (1, 2, 1, 1)
+    assert summary.kept == len(shown) - 3 and summary.target_round == 1
+    before = read_curated(root, 0).to_pylist()
+    curate_round(root, 1, CurationConfig())
+    image = tasks[0]["data"]["fld_image_id"]
+    after = [r for r in read_curated(root, 1).to_pylist() if r["image_id"] == image and r["kind"] == "region"]
+    originals = {r["annotation_id"]: r for r in before if r["image_id"] == image and r["kind"] == "region"}
+    first, second, third = (objects(tasks[0]["predictions"][0]["result"])[i]["id"] for i in range(3))
+    assert {r["annotation_id"] for r in after if r["source"] != "human"} == set(originals) - {first, second, third}
+    humans = {r["text"]: r for r in after if r["source"] == "human"}
+    moved = originals[first]
+    moved_label = moved["label"] or moved["text"]
+    assert humans.get("triangle") is not None and humans["triangle"]["bbox"] == pytest.approx(originals[second]["bbox"])
+    fixed = [r for r in after if r["source"] == "human" and r["bbox"] == pytest.approx(
+        [moved["bbox"][0] + 10, moved["bbox"][1], moved["bbox"][2] + 10, moved["bbox"][3]], abs=0.5)]
+    assert len(fixed) == 1 and fixed[0]["text"] == moved_label
+    assert any(r["source"] == "human" and r["bbox"][2] < 0.12 * tasks[0]["data"]["fld_width"] for r in after)  # drawn
+    assert sum(r["source"] == "human" for r in after) == 3
+    # every precedence is a recorded decision: the originals left with the person's reason
+    with duckdb.connect() as con:
+        decided = dict((r[0], r[1:]) for r in con.execute(
+            "select annotation_id, rules, dropped_by, reason, merged_into from read_parquet(?)",
+            [str(root.decisions(1) / "*.parquet")]).fetchall())
+    assert decided[third][1] == "human_review" and "deleted by a person" in decided[third][2]
+    assert decided[second][1] == "human_review" and "corrected by a person" in decided[second][2]
+    assert decided[second][3] == humans["triangle"]["annotation_id"]  # absorbed by its replacement
+    assert {decided[h["annotation_id"]][0] for h in humans.values()} == {"image,human_review"}  # no later rule judged them
+    # the skipped task's image is untouched
+    skipped = tasks[1]["data"]["fld_image_id"]
+    assert sorted(r["annotation_id"] for r in read_curated(root, 1).to_pylist() if r["image_id"] == skipped) == \
+        sorted(r["annotation_id"] for r in before if r["image_id"] == skipped)
+
+    # the same file again adds nothing
+    files = sorted(p.name for p in root.path.rglob("*.parquet"))
+    again = import_review(root, export)
+    assert again.already and sorted(p.name for p in root.path.rglob("*.parquet")) == files
+
+    # a later model cannot override people: its box where the deleted one was is dropped, with the reason
+    write_sources(root, boxes, 2)
+    curate_round(root, 2, CurationConfig())
+    later = [r for r in read_curated(root, 2).to_pylist() if r["image_id"] == image and r["kind"] == "region"]
+    assert sorted(r["annotation_id"] for r in later) == sorted(r["annotation_id"] for r in after)
+    with duckdb.connect() as con:
+        reasons = {r[0] for r in con.execute(
+            "select reason from read_parquet(?) t join read_parquet(?) a using (annotation_id) "
+            "where a.image_id = ? and t.dropped_by = 'human_review'",
+            [str(root.decisions(2) / "*.parquet"), str(root.annotations(2) / "*/*.parquet"), image]).fetchall()}
+    assert reasons and all("reviewed by a person" in r for r in reasons)
+
+
+def test_a_file_that_is_not_our_export_is_one_clear_error(exported, tmp_path):
+    root, _, _ = exported
+    bad = tmp_path / "x.json"
+    bad.write_text(json.dumps([{"data": {"image": "a.png"}}]))
+    with pytest.raises(ReviewImportError, match="did not write"):
+        import_review(root, bad)
+    bad.write_text("{not json")
+    with pytest.raises(ReviewImportError, match="not JSON"):
+        import_review(root, bad)
