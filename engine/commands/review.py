@@ -58,7 +58,7 @@ def declare(parser: argparse.ArgumentParser):
     plan = actions.add_parser("plan", help="rank a round's images by how much a human look would change the data")
     add_root_argument(plan)
     plan.add_argument("--round", type=int, required=True, help="the curated round to review")
-    plan.add_argument("--budget", type=int, required=True, help="how many images people will look at")
+    plan.add_argument("--budget", type=int, help="how many images people will look at (default: [review] budget_fraction)")
     plan.add_argument("--config", help="engine TOML config: its [review] weights and [curation.confidence] thresholds")
     plan.add_argument("--show", type=int, default=10, help="queue rows to print (default 10)")
     export = actions.add_parser("export", help="write the round's review queue as Label Studio tasks")

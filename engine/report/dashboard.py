@@ -7,7 +7,8 @@ the round's curated captions, from :mod:`engine.report.captions`), ``scores`` (s
 are clipped into ``[0, 1]``), ``drops`` (rows judged and dropped per rule, and the reasons),
 ``agreement`` (curated rows per agreement level; a source x source matrix of curated rows
 seen by both, from ``seen_by``; the model (``florence2``) versus the specialists), ``models``
-(each recorded model's numeric metrics over rounds) and ``gallery``
+(each recorded model's numeric metrics over rounds), ``review`` (the review queue and what
+people corrected, from :mod:`engine.report.review`) and ``gallery``
 (:mod:`engine.report.gallery`). Charts are inline SVG (:mod:`engine.report.charts`); the
 page's only script is the gallery's click handler. The data behind it is embedded as JSON in
 ``<script type="application/json" id="dashboard-data">``.
@@ -24,6 +25,7 @@ from typing import Any
 from engine.report import charts
 from engine.report.captions import caption_retrieval, retrieval_grid
 from engine.report.gallery import GALLERY_SCRIPT, gallery_html
+from engine.report.review import review_data, review_section
 from engine.report.stats import open_catalog, require_round, round_stats, table2_grid, table3_grid
 from engine.retrain.examples import MODEL_SOURCES
 from storage.atomic import write_text_atomic
@@ -131,6 +133,7 @@ def dashboard_data(catalog: Catalog, round_: int, config: DashboardConfig = Dash
         "stats": stats,
         "agreement": _agreement(catalog, r),
         "models": models,
+        "review": review_data(catalog, r),
         "captions": caption_retrieval(catalog, r, config.caption_images) if config.caption_images else
         {"available": False, "note": "not computed (dashboard caption_images = 0)"},
     }
@@ -223,6 +226,7 @@ def render_page(data: dict[str, Any], gallery: str) -> str:
                 ("drops", f"Drops per rule, round {data['round']}", _drops_section(data)),
                 ("agreement", f"Agreement, round {data['round']}", _agreement_section(data)),
                 ("models", "Model metrics over rounds", _models_section(data)),
+                ("review", f"People in the loop, round {data['round']}", review_section(data["review"], data["round"])),
                 ("gallery", f"Gallery, round {data['round']}", gallery)]
     body = "".join(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{content}</section>'
                    for sid, title, content in sections)

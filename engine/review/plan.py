@@ -159,11 +159,14 @@ def rank_images(root: DataRoot, round_: int, thresholds: Thresholds, config: Rev
     return ranked
 
 
-def plan_review(root: DataRoot, round_: int, budget: int, thresholds: Thresholds, config: ReviewConfig) -> pa.Table:
-    """Rank round ``round_``'s images and write the top ``budget`` as its review queue."""
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+def plan_review(root: DataRoot, round_: int, budget: int | None, thresholds: Thresholds, config: ReviewConfig
+                ) -> pa.Table:
+    """Rank round ``round_``'s images and write the top ``budget`` (None: ``config.budget``) as its review queue."""
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
         raise ValueError(f"--budget must be a whole number of images >= 1, got {budget!r}")
-    queue = table_from_rows(rank_images(root, round_, thresholds, config)[:budget], REVIEW_QUEUE)
+    ranked = rank_images(root, round_, thresholds, config)
+    budget = config.budget(len(ranked)) if budget is None else budget
+    queue = table_from_rows(ranked[:budget], REVIEW_QUEUE)
     write_parquet_atomic(queue, root.review_queue(round_))
     publish_views(root)
     return queue

@@ -1,5 +1,5 @@
-"""The steps of one annotate-refine round, in order: ingest, annotate, curate, train, evaluate,
-promote, dashboard.
+"""The steps of one annotate-refine round, in order: ingest, annotate, curate, review, train,
+evaluate, promote, dashboard.
 
 Each step is a plain function of a :class:`~engine.rounds.context.RoundContext` that returns
 a JSON-able summary; :data:`ROUND_STEPS` holds them in the order a round runs them
@@ -70,6 +70,22 @@ def curate_step(ctx: RoundContext) -> dict[str, Any]:
     return summary
 
 
+def review_step(ctx: RoundContext) -> dict[str, Any]:
+    """Queue the images that most need a human look and write them as Label Studio tasks
+    (``[review]``); it waits for nobody: corrections imported later apply to the next round."""
+    from engine.review.export import export_label_studio
+    from engine.review.plan import plan_review, round_thresholds
+
+    config = ctx.config.review
+    if config.budget_fraction == 0:
+        return {"queue": 0, "note": "review.budget_fraction = 0: no queue"}
+    thresholds = round_thresholds(ctx.root, ctx.round, ctx.config.curation.confidence)
+    queue = plan_review(ctx.root, ctx.round, None, thresholds, config)
+    out = ctx.root.review_queue(ctx.round).parent / "label-studio"
+    exported = export_label_studio(ctx.root, ctx.round, out) if config.export and queue.num_rows else None
+    return {"queue": queue.num_rows, "export": str(out) if exported else None}
+
+
 def train_step(ctx: RoundContext) -> dict[str, Any]:
     """Build the training set from the curated round and fine-tune the current model on it."""
     from engine.retrain.round import train_round
@@ -119,6 +135,7 @@ ROUND_STEPS: tuple[RoundStep, ...] = (
     RoundStep("ingest", ingest_step),
     RoundStep("annotate", annotate_step),
     RoundStep("curate", curate_step),
+    RoundStep("review", review_step),
     RoundStep("train", train_step),
     RoundStep("evaluate", evaluate_step),
     RoundStep("promote", promote_step),

@@ -76,7 +76,7 @@ def test_random_kills_across_a_round_resume_to_the_same_tables(tmp_path, tiny_sa
             deadline = time.time() + 600
             while victim.poll() is None and time.time() < deadline:
                 current = _step(root)
-                order = ["ingest", "annotate", "curate", "train", "evaluate", "promote", "dashboard"]
+                order = ["ingest", "annotate", "curate", "review", "train", "evaluate", "promote", "dashboard"]
                 if current is not None and order.index(current) >= order.index(step):
                     time.sleep(rng.uniform(0.0, longest))
                     kills.append((step, _step(root)))

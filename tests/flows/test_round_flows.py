@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from engine.annotate.plan import read_markers
 from flows.release_flow import release_flow
+from flows.review_flow import review_flow
 from flows.round_flow import loop_flow
 from storage.catalog import Catalog
 from storage.layout import DataRoot
@@ -36,8 +37,9 @@ def test_two_round_loop_end_to_end(tmp_path, tiny_sample):
     results = loop_flow(root=str(root.path), config_path=str(config), rounds=2)
     assert [r["round"] for r in results] == [0, 1]
     steps = results[0]["steps"]
-    assert list(steps) == ["ingest", "annotate", "curate", "train", "evaluate", "promote", "dashboard"]
+    assert list(steps) == ["ingest", "annotate", "curate", "review", "train", "evaluate", "promote", "dashboard"]
     assert steps["ingest"]["ok"] == 12
+    assert steps["review"]["queue"] == 1 and Path(steps["review"]["export"], "tasks.json").is_file()  # 10% of 12
     assert set(steps["annotate"]["sources"]) == {"coco_labels", "ocr", "sidecar_captions"}
     assert "florence2" in results[1]["steps"]["annotate"]["sources"]  # the current model annotates from round 1
     with Catalog(root) as catalog:
@@ -52,6 +54,8 @@ def test_two_round_loop_end_to_end(tmp_path, tiny_sample):
     assert again[0]["round"] == 2 or again[0].get("skipped")
     release = release_flow(root=str(root.path), round_number=1, name="tiny-v1")
     assert Path(release["path"]).is_dir() and len(release["manifest_sha256"]) == 64
+    review = review_flow(root=str(root.path), round_number=1, out=str(tmp_path / "review"), budget=3)
+    assert review["queued"] == 3 and review["tasks"] == 3 and (tmp_path / "review" / "label_config.xml").is_file()
     # runs of several roots stay apart on one Prefect server: run names name the root (artifact keys
     # too: tests/flows/test_artifacts.py)
     from prefect.client.orchestration import get_client

@@ -5,6 +5,7 @@ with every decision recorded (the same path the real Label Studio test drives th
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 
 import duckdb
@@ -13,6 +14,7 @@ import pytest
 from engine.curate.config import CurationConfig
 from engine.curate.curation import curate_round
 from engine.curate.parquet_io import read_curated
+from engine.report.dashboard import DashboardConfig, build_dashboard
 from engine.review.config import ReviewConfig
 from engine.review.export import export_label_studio
 from engine.review.importing import ReviewImportError, import_review
@@ -107,6 +109,14 @@ def test_import_then_curate_holds_exactly_the_corrections(exported, tmp_path):
     skipped = tasks[1]["data"]["fld_image_id"]
     assert sorted(r["annotation_id"] for r in read_curated(root, 1).to_pylist() if r["image_id"] == skipped) == \
         sorted(r["annotation_id"] for r in before if r["image_id"] == skipped)
+
+    # the dashboard of the round that applied it shows what people did and how far each source agreed
+    page = build_dashboard(root, 1, config=DashboardConfig(caption_images=0)).read_text()
+    review = json.loads(re.search(r'id="dashboard-data">(.*?)</script>', page, re.S).group(1))["review"]
+    assert review["people"] == [{"round": 1, "kept": summary.kept, "corrected": 2, "deleted": 1, "added": 1}]
+    agreement = {a["source"]: a for a in review["agreement"]}
+    assert set(agreement) <= {"seed", "model"} and sum(a["shown"] for a in agreement.values()) >= len(shown)
+    assert all(0 <= a["agreement"] <= 1 for a in agreement.values()) and 'id="review"' in page
 
     # the same file again adds nothing
     files = sorted(p.name for p in root.path.rglob("*.parquet"))
