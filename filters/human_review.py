@@ -3,7 +3,7 @@
 Scope: top-level rows a review shows (``kind`` region or caption without ``parent_id``;
 phrases and region-text candidates are not reviewed). For every such row of an image that a
 review applicable to this round covers (``FilterContext.reviews``, built by
-``engine.review.state``):
+``engine.curate.review_state``):
 
 * a ``human`` row is kept when it belongs to the image's latest review, else dropped as
   superseded by it (or, with no review of its image on record, as part of an import cut short);
@@ -40,7 +40,7 @@ class ReviewState:
     latest: image -> the review id whose verdicts stand for it (the latest applicable one);
     kept: rows people left unchanged in those reviews; corrected: row -> the human row that
     replaces it; deleted: rows people deleted; fresh: images whose latest review is applied by
-    this round (their previous curated rows are replaced now, ``engine.review.state``)."""
+    this round (their previous curated rows are replaced now, ``engine.curate.review_state``)."""
 
     latest: Mapping[str, str] = field(default_factory=dict)
     kept: frozenset[str] = frozenset()

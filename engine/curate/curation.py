@@ -66,11 +66,11 @@ from engine.curate.parquet_io import (
     read_raw,
     write_datasets,
 )
+from engine.curate.review_carry import carried_trails, replaced_previous
+from engine.curate.review_state import review_state
 from engine.curate.rules import partition_count, run_rules, take_table
 from engine.curate.text_metrics import metrics_function
 from engine.curate.working_table import image_ids_of, plain_rows, scatter_strings, working_table
-from engine.review.carry import carried_trails, replaced_previous
-from engine.review.state import review_state
 from filters.base import (
     IMAGE_INDEX,
     FilterContext,
@@ -130,7 +130,7 @@ def curate_tables(
     ``calibrated``: source -> the calibrated score threshold of the checkpoint that produced
     its rows (``FilterContext.calibrated``); ``new_box_thresholds``: source -> the stricter
     threshold its boxes need to be added where no previous curated box is (the merge).
-    ``reviews``: the people's verdicts that bind this round (``engine.review.state``): the
+    ``reviews``: the people's verdicts that bind this round (``engine.curate.review_state``): the
     ``human_review`` rule runs (right after ``image`` when the config does not list it), the
     rows it keeps skip every later rule and the merge, and previous rows a fresh review
     replaces leave the curated set with a trail each (numbered after the raw rows').

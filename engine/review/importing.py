@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.curate.review_state import IMPORT_FILE, VERDICTS_FILE
 from engine.review.label_studio import MASK_SUFFIX, Region, regions_of, same_box, submitted_annotation
 from engine.review.plan import publish_views
 from engine.review.rounds_started import last_started_round
 from engine.review.rows import scoped_rows
-from engine.review.state import IMPORT_FILE, VERDICTS_FILE
 from storage.atomic import write_parquet_atomic, write_text_atomic
 from storage.layout import DataRoot
 from storage.masks import polygons_to_rle

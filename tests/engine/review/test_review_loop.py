@@ -145,3 +145,26 @@ def test_a_file_that_is_not_our_export_is_one_clear_error(exported, tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ReviewImportError, match="not JSON"):
         import_review(root, bad)
+
+
+def test_cli_plans_exports_and_imports_with_one_line_errors(tmp_path, capsys):
+    from engine.cli import main
+
+    root, _ = reviewed_root(tmp_path, images=6)
+    out = tmp_path / "ls"
+    assert main(["review", "export", "--root", str(root.path), "--round", "0", "--out", str(out)]) == 2
+    assert "no review queue" in capsys.readouterr().err  # one line says what to run first
+    assert main(["review", "plan", "--root", str(root.path), "--round", "0", "--budget", "2"]) == 0
+    assert "review queue of round 0: 2 images" in capsys.readouterr().out
+    assert main(["review", "export", "--root", str(root.path), "--round", "0", "--out", str(out)]) == 0
+    assert "2 tasks" in capsys.readouterr().out
+    tasks = json.loads((out / "tasks.json").read_text())
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(export_of(tasks, {0: lambda result: result})))  # a person kept everything
+    assert main(["review", "import", "--root", str(root.path), str(export)]) == 0
+    assert "1 of 2 images reviewed" in capsys.readouterr().out
+    assert main(["review", "import", "--root", str(root.path), str(export)]) == 0
+    assert "nothing added" in capsys.readouterr().out
+    assert main(["review", "plan", "--root", str(root.path), "--round", "7", "--budget", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "round 7 has no curated set" in err and len(err.strip().splitlines()) == 1
