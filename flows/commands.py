@@ -101,6 +101,7 @@ def declare_demo(parser: argparse.ArgumentParser):
             format_quality_trend,
             prepare_demo,
         )
+        from engine.demo.review_value import format_review_value, review_value
         from flows.round_flow import loop_flow
 
         root = DataRoot(args.root)
@@ -121,6 +122,9 @@ def declare_demo(parser: argparse.ArgumentParser):
             print(format_demo_report(reports[-1]))
             print(format_loop(figures[-1]))
         print(format_quality_trend(reports))
+        if results:
+            value = review_value(root, root.path / "sample" / "ground_truth.json", fraction=0.1, draws=5)
+            print(f"[demo] {format_review_value(value)}")
         last = results[-1]["round"] if results else 0
         print(f"[demo] dashboard: {root.report(last)}   (or: fld serve --root {args.root})")
         print(f'[demo] query it: duckdb {root.catalog} "select source, count(*) from annotations group by 1"')

@@ -167,6 +167,17 @@ def review_value(root: DataRoot, ground_truth: Path, fraction: float = 0.1, draw
             "fixed_random": randoms, "fixed_random_mean": float(np.mean(randoms)) if randoms else 0.0}
 
 
+def format_review_value(result: dict[str, Any]) -> str:
+    """One line: wrong boxes fixed by the plan's top images and by random ones, honest when it does not win."""
+    randoms = ", ".join(str(n) for n in result["fixed_random"])
+    verdict = ("the ranking beats random" if result["fixed_top"] > result["fixed_random_mean"]
+               else "the ranking does NOT beat random here")
+    return (f"people in the loop (round {result['round']}, {result['wrong_before']} wrong boxes in "
+            f"{result['images']} images): reviewing the top {result['budget']} by `fld review plan` fixes "
+            f"{result['fixed_top']}; a random {result['budget']} fixes {result['fixed_random_mean']:.1f} "
+            f"(draws: {randoms}); {verdict} (a simulated person from ground truth)")
+
+
 def _round_curation(root: DataRoot, round_: int) -> CurationConfig:
     """The curation config the round ran with (its recorded config), else the defaults."""
     path = root.path / "rounds" / f"round={round_}" / "config.json"
@@ -187,9 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     result = review_value(root, truth, args.fraction, args.draws)
     print(f"round {result['round']}: {result['wrong_before']} wrong boxes in {result['images']} images; "
           f"people review {result['budget']}")
-    print(f"  random {result['budget']}: fixed {result['fixed_random']}")
-    print(f"reviewing the top {result['budget']} by the plan fixes {result['fixed_top']} wrong boxes; "
-          f"a random {result['budget']} fixes {result['fixed_random_mean']:.1f} (mean of {len(result['fixed_random'])})")
+    print(format_review_value(result))
     return 0
 
 
