@@ -21,7 +21,7 @@ from engine.review.importing import ReviewImportError, import_review
 from engine.review.plan import plan_review, round_thresholds
 from storage.catalog import Catalog
 from tests.engine.review.data import reviewed_root, write_sources
-from tests.engine.review.people import export_of, objects
+from tests.engine.review.people import assert_holds_the_corrections, correct, export_of
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +31,6 @@ def exported(tmp_path_factory):
     plan_review(root, 0, 4, round_thresholds(root, 0, CurationConfig().confidence), ReviewConfig())
     export_label_studio(root, 0, tmp / "ls")
     return root, boxes, tmp / "ls"
-
-
-def _person(result):
-    """Move the first box 10 px right, relabel the second, delete the third, draw a new one."""
-    boxes = objects(result)
-    boxes[0]["value"]["x"] += 10 * 100 / boxes[0]["original_width"]
-    boxes[1]["value"]["rectanglelabels"] = ["triangle"]
-    result.remove(boxes[2])
-    result.append({"id": "drawn1", "from_name": "object", "to_name": "image", "type": "rectanglelabels",
-                   "original_width": boxes[0]["original_width"], "original_height": boxes[0]["original_height"],
-                   "value": {"x": 1, "y": 1, "width": 10, "height": 10, "rotation": 0, "rectanglelabels": ["circle"]}})
-    return result
 
 
 def test_plan_ranks_disputed_images_first_and_the_catalog_shows_the_queue(exported):
@@ -75,36 +63,16 @@ def test_import_then_curate_holds_exactly_the_corrections(exported, tmp_path):
     root, boxes, out = exported
     tasks = json.loads((out / "tasks.json").read_text())
     export = tmp_path / "project-1.json"
-    export.write_text(json.dumps(export_of(tasks, {0: _person}, cancelled=(1,))))
+    export.write_text(json.dumps(export_of(tasks, {0: correct}, cancelled=(1,))))
     summary = import_review(root, export)
     shown = tasks[0]["data"]["fld_shown"]
     assert (summary.reviewed_images, summary.corrected, summary.deleted, summary.added) == (1, 2, 1, 1)
     assert summary.kept == len(shown) - 3 and summary.target_round == 1
     before = read_curated(root, 0).to_pylist()
     curate_round(root, 1, CurationConfig())
+    assert_holds_the_corrections(root, tasks[0], before, 1)
     image = tasks[0]["data"]["fld_image_id"]
     after = [r for r in read_curated(root, 1).to_pylist() if r["image_id"] == image and r["kind"] == "region"]
-    originals = {r["annotation_id"]: r for r in before if r["image_id"] == image and r["kind"] == "region"}
-    first, second, third = (objects(tasks[0]["predictions"][0]["result"])[i]["id"] for i in range(3))
-    assert {r["annotation_id"] for r in after if r["source"] != "human"} == set(originals) - {first, second, third}
-    humans = {r["text"]: r for r in after if r["source"] == "human"}
-    moved = originals[first]
-    moved_label = moved["label"] or moved["text"]
-    assert humans.get("triangle") is not None and humans["triangle"]["bbox"] == pytest.approx(originals[second]["bbox"])
-    fixed = [r for r in after if r["source"] == "human" and r["bbox"] == pytest.approx(
-        [moved["bbox"][0] + 10, moved["bbox"][1], moved["bbox"][2] + 10, moved["bbox"][3]], abs=0.5)]
-    assert len(fixed) == 1 and fixed[0]["text"] == moved_label
-    assert any(r["source"] == "human" and r["bbox"][2] < 0.12 * tasks[0]["data"]["fld_width"] for r in after)  # drawn
-    assert sum(r["source"] == "human" for r in after) == 3
-    # every precedence is a recorded decision: the originals left with the person's reason
-    with duckdb.connect() as con:
-        decided = dict((r[0], r[1:]) for r in con.execute(
-            "select annotation_id, rules, dropped_by, reason, merged_into from read_parquet(?)",
-            [str(root.decisions(1) / "*.parquet")]).fetchall())
-    assert decided[third][1] == "human_review" and "deleted by a person" in decided[third][2]
-    assert decided[second][1] == "human_review" and "corrected by a person" in decided[second][2]
-    assert decided[second][3] == humans["triangle"]["annotation_id"]  # absorbed by its replacement
-    assert {decided[h["annotation_id"]][0] for h in humans.values()} == {"image,human_review"}  # no later rule judged them
     # the skipped task's image is untouched
     skipped = tasks[1]["data"]["fld_image_id"]
     assert sorted(r["annotation_id"] for r in read_curated(root, 1).to_pylist() if r["image_id"] == skipped) == \
