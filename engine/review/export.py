@@ -8,7 +8,8 @@
   (``engine.review.label_studio``), the image referenced as ``IMAGE_URL_PREFIX`` +
   ``images/<file>`` (Label Studio's local-files URL, served with
   ``LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true`` and
-  ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=OUT``);
+  ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=OUT`` and a *Local files* storage of ``OUT/images``
+  on the project);
 * ``label_config.xml``: the labelling config that matches the tasks (every object label of the
   round's curated set, so a person can pick any class);
 * ``README.md``: the steps from here to ``fld review import``.
@@ -41,11 +42,13 @@ README = """# Review of round {round} ({tasks} images)
        LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true \\
        LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={out} label-studio start
 
-2. Create a project, paste `label_config.xml` as its labelling interface, and import `tasks.json`
-   (the boxes, masks, OCR text and captions appear as predictions to correct).
-3. Correct each task and submit it (move or relabel boxes, delete wrong ones, draw missing ones,
+2. Create a project and paste `label_config.xml` as its labelling interface. In the project's
+   Settings -> Cloud Storage, add a Source Storage of type *Local files* with the absolute path
+   `{out}/images` (Label Studio serves local files only under such a storage; no sync needed).
+3. Import `tasks.json` (the boxes, masks, OCR text and captions appear as predictions to correct).
+4. Correct each task and submit it (move or relabel boxes, delete wrong ones, draw missing ones,
    fix texts). Skipped tasks count as not reviewed.
-4. Export the project as JSON and bring the corrections back:
+5. Export the project as JSON and bring the corrections back:
 
        fld review import --root {root} EXPORT.json
 
