@@ -76,7 +76,8 @@ def test_dashboard_renders_in_chromium(dashboard, report_root, tmp_path):
               loaded: f.querySelector('image').getBBox().width > 0})),
           };
         })()""")
-        assert dom["sections"] == ["counts", "table2", "table3", "captions", "scores", "drops", "agreement", "models", "gallery"]
+        assert dom["sections"] == ["counts", "table2", "table3", "captions", "scores", "drops", "agreement", "models", "review",
+                               "gallery"]
         assert dom["charts"] >= 6
         assert dom["histograms"] >= 2  # round 0: ocr and grounder scores
         assert {k: v for k, v in dom["drops"].items() if v} == drops
