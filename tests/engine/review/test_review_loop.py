@@ -20,7 +20,7 @@ from engine.review.export import export_label_studio
 from engine.review.importing import ReviewImportError, import_review
 from engine.review.plan import plan_review, round_thresholds
 from storage.catalog import Catalog
-from tests.engine.review.data import reviewed_root, write_sources
+from tests.engine.review.data import CURATION, reviewed_root, write_sources
 from tests.engine.review.people import assert_holds_the_corrections, correct, export_of
 
 
@@ -69,7 +69,7 @@ def test_import_then_curate_holds_exactly_the_corrections(exported, tmp_path):
     assert (summary.reviewed_images, summary.corrected, summary.deleted, summary.added) == (1, 2, 1, 1)
     assert summary.kept == len(shown) - 3 and summary.target_round == 1
     before = read_curated(root, 0).to_pylist()
-    curate_round(root, 1, CurationConfig())
+    curate_round(root, 1, CURATION)
     assert_holds_the_corrections(root, tasks[0], before, 1)
     image = tasks[0]["data"]["fld_image_id"]
     after = [r for r in read_curated(root, 1).to_pylist() if r["image_id"] == image and r["kind"] == "region"]
@@ -83,7 +83,8 @@ def test_import_then_curate_holds_exactly_the_corrections(exported, tmp_path):
     review = json.loads(re.search(r'id="dashboard-data">(.*?)</script>', page, re.S).group(1))["review"]
     assert review["people"] == [{"round": 1, "kept": summary.kept, "corrected": 2, "deleted": 1, "added": 1}]
     agreement = {a["source"]: a for a in review["agreement"]}
-    assert set(agreement) <= {"seed", "model"} and sum(a["shown"] for a in agreement.values()) >= len(shown)
+    assert set(agreement) <= {"seed", "model", "reader", "captioner"} and agreement["reader"]["agreement"] == 1.0
+    assert sum(a["shown"] for a in agreement.values()) >= len(shown)
     assert all(0 <= a["agreement"] <= 1 for a in agreement.values()) and 'id="review"' in page
 
     # the same file again adds nothing
@@ -93,7 +94,7 @@ def test_import_then_curate_holds_exactly_the_corrections(exported, tmp_path):
 
     # a later model cannot override people: its box where the deleted one was is dropped, with the reason
     write_sources(root, boxes, 2)
-    curate_round(root, 2, CurationConfig())
+    curate_round(root, 2, CURATION)
     later = [r for r in read_curated(root, 2).to_pylist() if r["image_id"] == image and r["kind"] == "region"]
     assert sorted(r["annotation_id"] for r in later) == sorted(r["annotation_id"] for r in after)
     with duckdb.connect() as con:
