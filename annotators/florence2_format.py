@@ -15,8 +15,8 @@ back to the same geometry, within one bin):
 
 - OD / DENSE_REGION_CAPTION: as the released checkpoints emit them, each label once followed by
   the 4 location tokens of every box it names (``wheel<loc..>x4<loc..>x4car<loc..>x4``), no
-  separator; the labels in the order of their first box, boxes in the order given (callers pass
-  reading order);
+  separator; the labels in alphabetical order (``car``, ``door``, ``wheel`` as in the released
+  model card's example), boxes in the order given (callers pass reading order);
 - OCR_WITH_REGION: ``text`` followed by 8 location tokens (the quad), repeated;
 - CAPTION_TO_PHRASE_GROUNDING: ``phrase`` followed by 4 location tokens per box, repeated;
 - REGION_TO_SEGMENTATION: as the released checkpoints emit it, bare location tokens: one mask's
@@ -198,11 +198,11 @@ def _clean_text(text: str) -> str:
 
 def regions_target(regions: Iterable[tuple[str, Sequence[float]]], width: float, height: float) -> str:
     """OD / DENSE_REGION_CAPTION target from ``(label, [x0, y0, x1, y1])`` pairs: each label once,
-    followed by all its boxes (labels in the order of their first box, boxes in the given order)."""
+    followed by all its boxes (labels in alphabetical order, boxes in the given order)."""
     grouped: dict[str, list[str]] = {}
     for label, box in regions:
         grouped.setdefault(_clean_text(label), []).append(box_tokens(box, width, height))
-    return "".join(label + "".join(boxes) for label, boxes in grouped.items())
+    return "".join(label + "".join(grouped[label]) for label in sorted(grouped))
 
 
 def ocr_target(lines: Iterable[tuple[str, Sequence[float]]], width: float, height: float) -> str:

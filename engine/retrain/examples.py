@@ -8,8 +8,7 @@ upright image, boxes x0, y0, x1, y1; location tokens as in DESIGN.md, see
   granularity (target = the caption);
 - OD: every object region (no ``parent_id``) with its class label (``label`` column when
   curation kept one, else ``text``), boxes in reading order (y0, x0), grouped under their label
-  as the released model emits them: ``label<loc>x4<loc>x4...`` (labels in the order of their
-  first box);
+  as the released model emits them: ``label<loc>x4<loc>x4...`` (labels in alphabetical order);
 - DENSE_REGION_CAPTION: object regions whose chosen ``text`` differs from their class label
   (a description), ``text<loc>x4``, grouped the same way;
 - OCR_WITH_REGION: ``ocr`` regions with text, ``text<loc>x8`` (the quad, or the box's corners);

@@ -73,12 +73,12 @@ def test_every_target_round_trips_through_the_processor(processor, width, height
                               ("MORE_DETAILED_CAPTION", "more_detailed")):
         assert [answer for _, answer in by_task[task]] == [captions[granularity]]
     car, sign = rows[3]["bbox"], rows[4]["bbox"]
-    (_, od), = by_task["OD"]  # reading order: the sign (y0 = 5%) before the car, the low sign grouped with it
+    (_, od), = by_task["OD"]  # labels alphabetical; a label's boxes in reading order: the sign (y0 = 5%), the low sign
     low_sign = rows[-1]["bbox"]
-    assert od["labels"] == ["stop sign", "stop sign", "car"]
-    assert all(_close(g, w, width, height) for g, w in zip(od["bboxes"], [sign, low_sign, car]))
+    assert od["labels"] == ["car", "stop sign", "stop sign"]
+    assert all(_close(g, w, width, height) for g, w in zip(od["bboxes"], [car, sign, low_sign]))
     od_target, = [target for task, _, target in targets if task == "OD"]  # each label once, as released models write
-    assert od_target.count("stop sign") == 1 and od_target.startswith("stop sign<loc_")
+    assert od_target.count("stop sign") == 1 and od_target.startswith("car<loc_")
     seg_target, = [target for task, _, target in targets if task == "REGION_TO_SEGMENTATION"]
     assert seg_target.startswith("<loc_") and "<sep>" in seg_target and "poly>" not in seg_target
     (_, dense), = by_task["DENSE_REGION_CAPTION"]  # only the region whose text differs from its label
