@@ -13,7 +13,8 @@ round of a demo root, with a budget of ``fraction`` of its images:
    imported and the next round curated, exactly as ``fld review import`` and a round would.
 3. ``wrong boxes`` of a curated set: object boxes matching no true box of their class
    (IoU >= 0.5, each used once) plus true boxes no curated box matches. ``fixed`` = wrong
-   boxes before - after, over the whole set.
+   boxes before - after, over the whole set; for scale, the wrong boxes on the ``budget``
+   images that hold the most (what an oracle would pick).
 
 ``python -m engine.demo.review_value --root ROOT`` prints one line per selection and, last,
 both figures.
@@ -157,14 +158,18 @@ def review_value(root: DataRoot, ground_truth: Path, fraction: float = 0.1, draw
     budget = max(1, round(fraction * len(ranked)))
     before = wrong_boxes(curated_boxes(root, round_), truth)
     rng = random.Random(seed)
-    selections = [("top", ranked[:budget])] + [(f"random {d + 1}", rng.sample(ranked, budget)) for d in range(draws)]
+    images = sorted(ranked)
+    selections = [("top", ranked[:budget])] + [(f"random {d + 1}", rng.sample(images, budget)) for d in range(draws)]
     fixed = {}
     for name, images in selections:
         with tempfile.TemporaryDirectory(prefix="fld-review-value-") as work:
             fixed[name] = before - review_selection(root, round_, images, truth, curation, Path(work))
     randoms = [fixed[name] for name, _ in selections[1:]]
+    curated = curated_boxes(root, round_)
+    per_image = sorted((wrong_boxes({i: curated.get(i, [])}, {i: truth[i]}) for i in ranked if i in truth), reverse=True)
     return {"round": round_, "images": len(ranked), "budget": budget, "wrong_before": before, "fixed_top": fixed["top"],
-            "fixed_random": randoms, "fixed_random_mean": float(np.mean(randoms)) if randoms else 0.0}
+            "fixed_random": randoms, "fixed_random_mean": float(np.mean(randoms)) if randoms else 0.0,
+            "wrong_on_worst": int(sum(per_image[:budget]))}
 
 
 def format_review_value(result: dict[str, Any]) -> str:
@@ -175,7 +180,8 @@ def format_review_value(result: dict[str, Any]) -> str:
     return (f"people in the loop (round {result['round']}, {result['wrong_before']} wrong boxes in "
             f"{result['images']} images): reviewing the top {result['budget']} by `fld review plan` fixes "
             f"{result['fixed_top']}; a random {result['budget']} fixes {result['fixed_random_mean']:.1f} "
-            f"(draws: {randoms}); {verdict} (a simulated person from ground truth)")
+            f"(draws: {randoms}); {verdict}; the {result['budget']} images with the most wrong boxes hold "
+            f"{result['wrong_on_worst']} (a simulated person from ground truth)")
 
 
 def _round_curation(root: DataRoot, round_: int) -> CurationConfig:

@@ -5,10 +5,12 @@ curated set and its decision trails. Per image (object boxes, pixels, IoU over b
 
 * ``disputed_labels``: curated boxes that a raw box of the round overlaps (IoU >= ``iou``)
   with another label (two sources, or the model and a specialist, disagree on what it is);
-* ``one_source``: curated boxes only one source saw (``seen_by``) on an image where at least
-  two sources gave boxes (the others missed it, or it is not there);
+* ``one_source``: curated boxes only one source saw (``seen_by``) while another source that
+  gives boxes of that label in this round gave boxes on the image (it missed this one, or the
+  box is not there; a class only one source knows is no disagreement);
 * ``near_threshold``: curated boxes whose score lies within ``margin`` of their source's
-  threshold (the round's calibrated new-box or confidence threshold, else the configured one);
+  threshold (the round's calibrated new-box or confidence threshold, else the configured one),
+  for sources that score their rows (a prior given to unscored labels is no confidence);
 * ``borderline_drops``: raw boxes the ``confidence`` rule or the merge's new-box threshold
   dropped with a score within ``margin`` of it and no curated box there (an object the round
   may have missed).
@@ -94,9 +96,29 @@ def _dropped_raw(root: DataRoot, round_: int) -> set[str]:
     return {r[0] for r in rows}
 
 
+@dataclass(frozen=True)
+class RoundSources:
+    """What the round's sources give: the labels of each source's boxes, and the sources that score them."""
+
+    labels: Mapping[str, frozenset[str]]
+    scored: frozenset[str]
+
+    @classmethod
+    def of(cls, raw: list[dict[str, Any]]) -> "RoundSources":
+        labels: dict[str, set[str]] = defaultdict(set)
+        scored = set()
+        for row in raw:
+            labels[row["source"]].add(_label(row))
+            if row.get("score") is not None:
+                scored.add(row["source"])
+        return cls({k: frozenset(v) for k, v in labels.items()}, frozenset(scored))
+
+
 def image_findings(curated: list[dict[str, Any]], raw: list[dict[str, Any]], dropped: set[str],
-                   thresholds: Thresholds, config: ReviewConfig) -> dict[str, Any]:
-    """The counts and reasons of one image from its curated and raw object boxes."""
+                   thresholds: Thresholds, config: ReviewConfig, sources: RoundSources | None = None) -> dict[str, Any]:
+    """The counts and reasons of one image from its curated and raw object boxes (``sources``:
+    what the round's sources give, default from ``raw``)."""
+    sources_of_round = sources or RoundSources.of(raw)
     counts = dict.fromkeys(SIGNALS, 0)
     reasons: list[str] = []
     kept_raw = [r for r in raw if r["annotation_id"] not in dropped]
@@ -111,11 +133,13 @@ def image_findings(curated: list[dict[str, Any]], raw: list[dict[str, Any]], dro
             counts["disputed_labels"] += 1
             reasons.append(f"box {label!r} is also called " + ", ".join(f"{other!r} ({source})" for other, source in disputes))
         sources = _sources(row)
-        if len(sources) == 1 and len(image_sources - {HUMAN_SOURCE}) >= 2 and HUMAN_SOURCE not in sources:
+        knowing = {s for s in image_sources - sources - {HUMAN_SOURCE} if label in sources_of_round.labels.get(s, ())}
+        if len(sources) == 1 and knowing and HUMAN_SOURCE not in sources:
             counts["one_source"] += 1
-            reasons.append(f"box {label!r} only {next(iter(sources))} gave")
+            reasons.append(f"box {label!r} only {next(iter(sources))} gave ({', '.join(sorted(knowing))} did not)")
         score, source = row.get("score"), row["source"]
-        if score is not None and source != HUMAN_SOURCE and abs(float(score) - thresholds.of(source)) <= config.margin:
+        if score is not None and source in sources_of_round.scored and \
+                abs(float(score) - thresholds.of(source)) <= config.margin:
             counts["near_threshold"] += 1
             reasons.append(f"box {label!r} scores {float(score):.2f}, near {source}'s threshold {thresholds.of(source):.2f}")
     for r in raw:
@@ -146,12 +170,14 @@ def rank_images(root: DataRoot, round_: int, thresholds: Thresholds, config: Rev
         curated_by[row["image_id"]].append(row)
     raw = read_raw(root, round_)
     dropped = _dropped_raw(root, round_)
-    for row in _objects(raw).to_pylist():
+    raw_objects = _objects(raw).to_pylist()
+    for row in raw_objects:
         raw_by[row["image_id"]].append(row)
+    sources = RoundSources.of(raw_objects)
     images = sorted(set(curated_table["image_id"].to_pylist()))
     ranked = []
     for image in images:
-        found = image_findings(curated_by.get(image, []), raw_by.get(image, []), dropped, thresholds, config)
+        found = image_findings(curated_by.get(image, []), raw_by.get(image, []), dropped, thresholds, config, sources)
         ranked.append({"round": round_, "image_id": image, **found})
     ranked.sort(key=lambda r: (-r["priority"], hashlib.sha256(r["image_id"].encode()).hexdigest()))
     for rank, row in enumerate(ranked, 1):
