@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +31,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LABEL_STUDIO_VENV = REPO_ROOT / ".venv-label-studio"
 LABEL_STUDIO_EXECUTABLE = LABEL_STUDIO_VENV / "bin" / "label-studio"
 INSTALLED_MARKER = LABEL_STUDIO_VENV / ".fld-installed"
+#: a database with every migration applied (scripts/install_label_studio.sh makes it): a server started on
+#: a copy of it skips the minute of migrations
+MIGRATED_DATABASE = LABEL_STUDIO_VENV / "migrated" / "label_studio.sqlite3"
 
 USERNAME = "fld-review@localhost"
 PASSWORD = "fld-review-password"
@@ -231,6 +235,8 @@ def running_label_studio(workdir: Path, document_root: Path, timeout_s: float = 
     workdir = Path(workdir).resolve()
     data_dir = workdir / "label-studio-data"
     data_dir.mkdir(parents=True, exist_ok=True)
+    if MIGRATED_DATABASE.is_file():
+        shutil.copyfile(MIGRATED_DATABASE, data_dir / "label_studio.sqlite3")
     log_path = workdir / "label-studio.log"
     token = secrets.token_hex(20)
     port = free_port()
