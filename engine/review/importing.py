@@ -159,6 +159,9 @@ def import_review(root: DataRoot, path: Path) -> ImportSummary:
         return ImportSummary(review_id, reviewed, int(record["target_round"]), len(tasks), 0, already=True)
     target = max(last_started_round(root) + 1, reviewed + 1)
     submitted = {t["data"]["fld_image_id"]: (t, a) for t in tasks if (a := submitted_annotation(t)) is not None}
+    if not submitted:
+        raise ReviewImportError(f"no task in {path} has a submitted annotation: export the Label Studio project "
+                                "(JSON) after people submitted their corrections")
     shown_rows = scoped_rows(root, reviewed, submitted)
     now = utc_now()
     verdicts: list[dict[str, Any]] = []

@@ -111,6 +111,12 @@ def test_a_file_that_is_not_our_export_is_one_clear_error(exported, tmp_path):
     bad.write_text(json.dumps([{"data": {"image": "a.png"}}]))
     with pytest.raises(ReviewImportError, match="did not write"):
         import_review(root, bad)
+    tasks = json.loads((exported[2] / "tasks.json").read_text())  # our own tasks: nobody submitted anything
+    bad.write_text(json.dumps(tasks))
+    with pytest.raises(ReviewImportError, match="no task .* has a submitted annotation"):
+        import_review(root, bad)
+    assert not any((root.path / "reviews").glob("import=*/import.json")) or \
+        all(json.loads(p.read_text())["file"] != str(bad) for p in (root.path / "reviews").glob("import=*/import.json"))
     bad.write_text("{not json")
     with pytest.raises(ReviewImportError, match="not JSON"):
         import_review(root, bad)
