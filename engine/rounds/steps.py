@@ -73,6 +73,7 @@ def curate_step(ctx: RoundContext) -> dict[str, Any]:
 def review_step(ctx: RoundContext) -> dict[str, Any]:
     """Queue the images that most need a human look and write them as Label Studio tasks
     (``[review]``); it waits for nobody: corrections imported later apply to the next round."""
+    from engine.ingest.image_bytes import ImageBytesError
     from engine.review.export import export_label_studio
     from engine.review.plan import plan_review, round_thresholds
 
@@ -82,8 +83,13 @@ def review_step(ctx: RoundContext) -> dict[str, Any]:
     thresholds = round_thresholds(ctx.root, ctx.round, ctx.config.curation.confidence)
     queue = plan_review(ctx.root, ctx.round, None, thresholds, config)
     out = ctx.root.review_queue(ctx.round).parent / "label-studio"
-    exported = export_label_studio(ctx.root, ctx.round, out) if config.export and queue.num_rows else None
-    return {"queue": queue.num_rows, "export": str(out) if exported else None}
+    if not (config.export and queue.num_rows):
+        return {"queue": queue.num_rows, "export": None}
+    try:
+        export_label_studio(ctx.root, ctx.round, out)
+    except (ImageBytesError, OSError) as exc:  # the queue stands; the tasks can be exported again by hand
+        return {"queue": queue.num_rows, "export": None, "export_error": f"{exc} (fld review export writes them again)"}
+    return {"queue": queue.num_rows, "export": str(out)}
 
 
 def train_step(ctx: RoundContext) -> dict[str, Any]:
