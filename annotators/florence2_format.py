@@ -196,9 +196,25 @@ def _clean_text(text: str) -> str:
     return text
 
 
-def regions_target(regions: Iterable[tuple[str, Sequence[float]]], width: float, height: float) -> str:
+#: how training writes boxes and masks: ``released`` as the released Florence-2 checkpoints emit
+#: them (the default); ``per_box`` a label before every box and masks wrapped in ``<poly>``, for a
+#: checkpoint that was trained so (the demo's); transformers' post-processor reads both
+TARGET_FORMATS = ("released", "per_box")
+
+
+def check_target_format(name: str) -> str:
+    if name not in TARGET_FORMATS:
+        raise ValueError(f"target_format must be one of {', '.join(TARGET_FORMATS)}, got {name!r}")
+    return name
+
+
+def regions_target(regions: Iterable[tuple[str, Sequence[float]]], width: float, height: float,
+                   target_format: str = "released") -> str:
     """OD / DENSE_REGION_CAPTION target from ``(label, [x0, y0, x1, y1])`` pairs: each label once,
-    followed by all its boxes (labels in alphabetical order, boxes in the given order)."""
+    followed by all its boxes (labels in alphabetical order, boxes in the given order); with
+    ``per_box``, ``label<loc>x4`` per pair in the given order."""
+    if check_target_format(target_format) == "per_box":
+        return "".join(_clean_text(label) + box_tokens(box, width, height) for label, box in regions)
     grouped: dict[str, list[str]] = {}
     for label, box in regions:
         grouped.setdefault(_clean_text(label), []).append(box_tokens(box, width, height))
@@ -219,9 +235,11 @@ def grounding_target(phrases: Iterable[tuple[str, Sequence[Sequence[float]]]], w
     )
 
 
-def segmentation_target(polygons: Sequence[Sequence[float]], width: float, height: float) -> str:
-    """REGION_TO_SEGMENTATION target: the polygons of one mask."""
-    return polygon_tokens(polygons, width, height)
+def segmentation_target(polygons: Sequence[Sequence[float]], width: float, height: float,
+                        target_format: str = "released") -> str:
+    """REGION_TO_SEGMENTATION target: the polygons of one mask (``per_box``: wrapped in ``<poly>``)."""
+    tokens = polygon_tokens(polygons, width, height)
+    return POLY_START + tokens + POLY_END if check_target_format(target_format) == "per_box" else tokens
 
 
 def caption_target(text: str) -> str:

@@ -58,6 +58,8 @@ class PretrainConfig:
     warmup_steps: int = 50
     aux_loss_weight: float = 1.0
     seed: int = 0
+    #: the committed checkpoint's: a label before every box (``annotators.florence2_format.TARGET_FORMATS``)
+    target_format: str = "per_box"
     pool_seed: int = POOL_SEED
     heldout_seed: int = HELDOUT_SEED
     images_per_shard: int = 250
@@ -79,7 +81,8 @@ class PretrainConfig:
                              f"are below), got {self.pool_seed!r}, {self.heldout_seed!r}")
 
 
-def od_examples(sample_dir: Path, labels_file: str, images_per_shard: int, split: str = "train") -> list[Example]:
+def od_examples(sample_dir: Path, labels_file: str, images_per_shard: int, split: str = "train",
+                target_format: str = "per_box") -> list[Example]:
     """One ``<OD>`` example per image of a ``write_sample`` folder, from the COCO file
     ``labels_file`` in it (the noisy copy or the ground truth), built by the engine's own
     example builder; images without boxes give none."""
@@ -96,7 +99,7 @@ def od_examples(sample_dir: Path, labels_file: str, images_per_shard: int, split
         key = image["file_name"].rsplit(".", 1)[0]
         shard = sample_dir / "shards" / f"shard-{(image['id'] - 1) // images_per_shard:05d}.tar"
         for task, prompt, target in image_targets(boxes.get(image["id"], []), image["width"], image["height"],
-                                                  ("OD",)):
+                                                  ("OD",), target_format=target_format):
             out.append(Example(f"{sample_dir.name}-{image['id']}", task, prompt, target, image["width"],
                                image["height"], str(shard), key, "tar", split))
     return out
@@ -149,7 +152,7 @@ def pretrain(out: Path, work: Path, config: PretrainConfig, log: Any = print) ->
 
     started = time.perf_counter()
     pool = write_pool(work / "pool", config.images, config.pool_seed, config.images_per_shard, noise=True)
-    examples = od_examples(pool, "noisy_labels.json", config.images_per_shard)
+    examples = od_examples(pool, "noisy_labels.json", config.images_per_shard, target_format=config.target_format)
     init = work / "init"
     if not (init / "model.safetensors").exists():
         build_demo_checkpoint(init, seed=config.seed)

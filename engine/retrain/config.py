@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from annotators.florence2_format import TASK_ORDER, task_spec
+from annotators.florence2_format import TARGET_FORMATS, TASK_ORDER, task_spec
 from engine.typed_config import from_plain
 
 #: metric name -> True when higher is better (the promotion rule reads this table)
@@ -99,11 +99,16 @@ class TrainingConfig:
     (``annotators.checkpoint_check``; default false).
     ``new_box_precision``: the stricter precision whose threshold (``new_box_threshold``) a box
     must reach to be added where no curated box is (no other source agrees with it there).
+    ``target_format``: how targets write boxes and masks: ``released`` as the released
+    Florence-2 checkpoints emit them (each label once, then its boxes; bare mask polygons), the
+    default; ``per_box`` for a checkpoint trained with a label before every box and ``<poly>``
+    masks (the demo's), so fine-tuning keeps the checkpoint's own output format.
     """
 
     base_model: str = ""
     tiny_image_size: int = 64
     tasks: tuple[str, ...] = TASK_ORDER
+    target_format: str = "released"
     epochs: int = 1
     max_steps: int = 0
     batch_size: int = 8
@@ -174,6 +179,9 @@ class TrainingConfig:
             raise ValueError(f"training.dtype must be one of {', '.join(DTYPE_NAMES)}; got {self.dtype!r}")
         if not isinstance(self.device, str) or not DEVICE_RE.match(self.device):
             raise ValueError(f"training.device must be cpu, cuda, cuda:N or auto; got {self.device!r}")
+        if self.target_format not in TARGET_FORMATS:
+            raise ValueError(f"training.target_format must be one of {', '.join(TARGET_FORMATS)}; "
+                             f"got {self.target_format!r}")
         if isinstance(self.tasks, str) or not self.tasks:
             raise ValueError(f"training.tasks must be a non-empty list of task names, got {self.tasks!r}")
         names = {task_spec(t).name for t in self.tasks}  # raises on an unknown task

@@ -83,23 +83,23 @@ def _objects(rows: list[Row]) -> list[Row]:
             and r.get("bbox") is not None]
 
 
-def _captions(granularity: str) -> Callable[[list[Row], int, int], list[tuple[str, str]]]:
-    def build(rows: list[Row], width: int, height: int) -> list[tuple[str, str]]:
+def _captions(granularity: str) -> Callable[..., list[tuple[str, str]]]:
+    def build(rows: list[Row], width: int, height: int, fmt: str = "released") -> list[tuple[str, str]]:
         return [("", ff.caption_target(r["text"])) for r in rows
                 if r["kind"] == "caption" and r.get("granularity") == granularity and (r.get("text") or "").strip()]
     return build
 
 
-def _od(rows: list[Row], width: int, height: int) -> list[tuple[str, str]]:
+def _od(rows: list[Row], width: int, height: int, fmt: str = "released") -> list[tuple[str, str]]:
     regions = [(_label(r), r["bbox"]) for r in _reading_order(r for r in _objects(rows) if _label(r))]
-    return [("", ff.regions_target(regions, width, height))] if regions else []
+    return [("", ff.regions_target(regions, width, height, fmt))] if regions else []
 
 
-def _dense(rows: list[Row], width: int, height: int) -> list[tuple[str, str]]:
+def _dense(rows: list[Row], width: int, height: int, fmt: str = "released") -> list[tuple[str, str]]:
     described = [r for r in _objects(rows) if r.get("label") and (r.get("text") or "").strip()
                  and r["text"].strip() != r["label"].strip()]
     regions = [(r["text"], r["bbox"]) for r in _reading_order(described)]
-    return [("", ff.regions_target(regions, width, height))] if regions else []
+    return [("", ff.regions_target(regions, width, height, fmt))] if regions else []
 
 
 def _quad(row: Row) -> list[float]:
@@ -109,14 +109,14 @@ def _quad(row: Row) -> list[float]:
     return [x0, y0, x1, y0, x1, y1, x0, y1]
 
 
-def _ocr(rows: list[Row], width: int, height: int) -> list[tuple[str, str]]:
+def _ocr(rows: list[Row], width: int, height: int, fmt: str = "released") -> list[tuple[str, str]]:
     lines = [r for r in rows if r["kind"] == "region" and r.get("region_type") == "ocr" and (r.get("text") or "").strip()
              and (r.get("quad") is not None or r.get("bbox") is not None)]
     lines.sort(key=lambda r: (min(_quad(r)[1::2]), min(_quad(r)[0::2]), r["text"]))
     return [("", ff.ocr_target([(r["text"], _quad(r)) for r in lines], width, height))] if lines else []
 
 
-def _grounding(rows: list[Row], width: int, height: int) -> list[tuple[str, str]]:
+def _grounding(rows: list[Row], width: int, height: int, fmt: str = "released") -> list[tuple[str, str]]:
     children = collections.defaultdict(list)
     for r in rows:
         if r["kind"] == "phrase" and r.get("parent_id") and r.get("bbox") is not None and (r.get("text") or "").strip() \
@@ -137,18 +137,18 @@ def _grounding(rows: list[Row], width: int, height: int) -> list[tuple[str, str]
     return out
 
 
-def _segmentation(rows: list[Row], width: int, height: int) -> list[tuple[str, str]]:
+def _segmentation(rows: list[Row], width: int, height: int, fmt: str = "released") -> list[tuple[str, str]]:
     out = []
     for r in _reading_order(o for o in _objects(rows) if o.get("polygons")):
         polygons = [list(p) for p in r["polygons"] if p is not None and len(p) >= 6 and len(p) % 2 == 0]
         if polygons:
             prompt = ff.task_prompt("REGION_TO_SEGMENTATION", bbox=r["bbox"], width=width, height=height)
-            out.append((prompt, ff.segmentation_target(polygons, width, height)))
+            out.append((prompt, ff.segmentation_target(polygons, width, height, fmt)))
     return out
 
 
 #: task -> builder(rows of one image, width, height) -> [(prompt or "" for the bare token, target)]
-BUILDERS: dict[str, Callable[[list[Row], int, int], list[tuple[str, str]]]] = {
+BUILDERS: dict[str, Callable[..., list[tuple[str, str]]]] = {
     "CAPTION": _captions("brief"),
     "DETAILED_CAPTION": _captions("detailed"),
     "MORE_DETAILED_CAPTION": _captions("more_detailed"),
@@ -161,13 +161,16 @@ BUILDERS: dict[str, Callable[[list[Row], int, int], list[tuple[str, str]]]] = {
 
 
 def image_targets(rows: list[Row], width: int, height: int, tasks: Iterable[str] = ff.TASK_ORDER,
-                  skipped: collections.Counter | None = None) -> list[tuple[str, str, str]]:
+                  skipped: collections.Counter | None = None, target_format: str = "released"
+                  ) -> list[tuple[str, str, str]]:
     """``(task, prompt, target)`` of one image's curated rows (pure); a row set a task cannot
-    encode (e.g. a caption holding special tokens) is skipped and counted in ``skipped``."""
+    encode (e.g. a caption holding special tokens) is skipped and counted in ``skipped``.
+    ``target_format``: :data:`annotators.florence2_format.TARGET_FORMATS`."""
+    ff.check_target_format(target_format)
     out = []
     for task in tasks:
         try:
-            pairs = BUILDERS[task](rows, width, height)
+            pairs = BUILDERS[task](rows, width, height, target_format)
         except ValueError:
             if skipped is not None:
                 skipped[task] += 1
@@ -292,8 +295,8 @@ def image_locations(root: DataRoot) -> dict[str, dict[str, Any]]:
 
 
 def build_examples(root: DataRoot, round_: int, eval_fraction: float = 0.1, seed: int = 0,
-                   tasks: Iterable[str] = ff.TASK_ORDER, rows: list[Row] | None = None
-                   ) -> tuple[list[Example], dict[str, Any]]:
+                   tasks: Iterable[str] = ff.TASK_ORDER, rows: list[Row] | None = None,
+                   target_format: str = "released") -> tuple[list[Example], dict[str, Any]]:
     """Every example of round ``round_``'s curated set, with its split, and a summary
     (examples per task and split, images without a location, skipped row sets); ``rows``: the
     curated rows when the caller has read them already (:func:`read_curated_rows`)."""
@@ -311,7 +314,8 @@ def build_examples(root: DataRoot, round_: int, eval_fraction: float = 0.1, seed
             missing += 1
             continue
         split = split_of(image_id, eval_fraction, seed)
-        for task, prompt, target in image_targets(by_image[image_id], where["width"], where["height"], tasks, skipped):
+        for task, prompt, target in image_targets(by_image[image_id], where["width"], where["height"], tasks, skipped,
+                                                  target_format):
             examples.append(Example(image_id, task, prompt, target, where["width"], where["height"],
                                     where["shard"], where["key"], where["shard_format"], split))
     counts = collections.Counter(f"{e.split}/{e.task}" for e in examples)

@@ -27,7 +27,8 @@ def train_round(root: DataRoot, round_: int, config: TrainingConfig, log: Any = 
                 stop_after: int = 0) -> dict[str, Any]:
     """Build the round's training set (also written as Florence-2 JSONL beside the model) and
     fine-tune on it; resumes from the last checkpoint, and does nothing once trained."""
-    examples, summary = build_examples(root, round_, config.eval_fraction, config.seed, config.tasks)
+    examples, summary = build_examples(root, round_, config.eval_fraction, config.seed, config.tasks,
+                                       target_format=config.target_format)
     write_jsonl(examples, root.training_set(round_))
     result = train(root, round_, examples, config, stop_after=stop_after, log=log)
     return {"round": round_, "examples": summary, "train": asdict(result)}
@@ -42,7 +43,8 @@ def evaluate_round(root: DataRoot, round_: int, config: TrainingConfig,
     model_dir = root.model(round_)
     start_model = json.loads((model_dir / SUMMARY_FILE).read_text())["start_model"]
     rows = read_curated_rows(root, round_)
-    examples, _ = build_examples(root, round_, config.eval_fraction, config.seed, config.tasks, rows)
+    examples, _ = build_examples(root, round_, config.eval_fraction, config.seed, config.tasks, rows,
+                                  target_format=config.target_format)
     validation = [e for e in examples if e.split == "validation"]
     locations = image_locations(root) if config.ground_truth else None
     settings = annotator_settings or {}

@@ -46,3 +46,11 @@ def test_an_int_is_a_fine_float():
 def test_a_confidence_threshold_outside_0_1_is_refused(table):
     with pytest.raises(ValueError, match=r"confidence\.(default|per_source\['ocr'\]) must be a number in \[0, 1\]"):
         EngineConfig.from_dict({"curation": {"confidence": table}})
+
+
+def test_training_target_format_is_checked():
+    from engine.retrain.config import TrainingConfig
+
+    assert TrainingConfig().target_format == "released"
+    with pytest.raises(ValueError, match="training.target_format must be one of released, per_box"):
+        TrainingConfig(target_format="grouped")

@@ -164,3 +164,23 @@ def test_fld_export_writes_the_examples(small_root, tmp_path, capsys):
     assert {p.stem for p in out.glob("*.jsonl")} == {"train", "validation"}
     assert main(["export", "--root", str(root.path), "--round", "9", "--out", str(tmp_path / "x")]) == 2
     assert "no curated set" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("width,height", [(640, 480), (37, 91)])
+def test_per_box_targets_keep_a_per_box_checkpoint_s_format_and_parse_to_the_same_geometry(processor, width, height):
+    rows = _rows(width, height)
+    released = {t: (p, x) for t, p, x in image_targets(rows, width, height)}
+    per_box = {t: (p, x) for t, p, x in image_targets(rows, width, height, target_format="per_box")}
+    assert per_box["OD"][1].count("stop sign") == 2 and per_box["OD"][1].startswith("stop sign<loc_")  # reading order
+    assert per_box["REGION_TO_SEGMENTATION"][1].startswith("<poly>") and per_box["REGION_TO_SEGMENTATION"][1].endswith("</poly>")
+    for task in ("OD", "REGION_TO_SEGMENTATION"):
+        token = ff.task_spec(task).token
+        parsed = [processor.post_process_generation(targets[task][1], task=token, image_size=(width, height))[token]
+                  for targets in (released, per_box)]
+        if task == "OD":  # the same boxes, each with its label, in another order
+            pairs = [sorted(zip(p["labels"], map(tuple, p["bboxes"]))) for p in parsed]
+            assert pairs[0] == pairs[1]
+        else:
+            assert parsed[0]["polygons"] == parsed[1]["polygons"]
+    with pytest.raises(ValueError, match="target_format"):
+        image_targets(rows, width, height, target_format="grouped")
