@@ -19,6 +19,7 @@ from typing import Callable
 from annotators.base import AnnotatorError
 from engine.rounds.lock import RoundBusy
 from storage.catalog_file import CatalogBusy
+from storage.layout import DataRoot
 
 # Beam logs these on the root logger at import / run time on every machine without GCP
 # libraries; they say nothing to an fld user.
@@ -61,6 +62,14 @@ def command(name: str, help: str) -> Callable[[Declare], Declare]:
 def add_root_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default=os.environ.get("FLD_ROOT", "./fld-data"),
                         help="data root of this engine (default: $FLD_ROOT or ./fld-data)")
+
+
+def existing_root(path: str) -> DataRoot:
+    """The data root at ``path``; a missing one is a usage error (one line)."""
+    root = DataRoot(path)
+    if not root.path.is_dir():
+        raise UsageError(f"data root {root.path} does not exist")
+    return root
 
 
 def accept_pass_through(parser: argparse.ArgumentParser) -> None:

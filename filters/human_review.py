@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from filters.base import FilterContext, FilterResult, equals, register_filter, valid
+from filters.base import FilterContext, FilterResult, equals, is_in, register_filter, valid
 from storage.schema import HUMAN_SOURCE, KIND_CAPTION, KIND_REGION
 
 RULE = "human_review"
@@ -68,23 +68,22 @@ def review_scope(table: pa.Table) -> np.ndarray:
 def human_review_filter(table: pa.Table, config: HumanReviewConfig, ctx: FilterContext) -> FilterResult:
     """Keep what people kept or drew on reviewed images; drop the rest with the verdict as reason."""
     n = table.num_rows
-    state: ReviewState | None = ctx.reviews
-    if n == 0:
-        return FilterResult.keep_all(np.zeros(n, bool))
-    state = state or ReviewState()
-    images = table["image_id"].to_pylist()
-    review = [state.latest.get(i) for i in images]
+    state: ReviewState = ctx.reviews or ReviewState()
     human = equals(table["source"], HUMAN_SOURCE)
-    judged = review_scope(table) & (np.array([r is not None for r in review], bool) | human)
-    if not judged.any():
+    reviewed = is_in(table["image_id"], list(state.latest)) if state else np.zeros(n, bool)
+    judged = review_scope(table) & (reviewed | human)
+    if not judged.any():  # no review and no human row: nothing to judge (no per-row work)
         return FilterResult.keep_all(judged)
-    ids = table["annotation_id"].to_pylist()
-    versions = pc.cast(table["source_version"], pa.string()).to_pylist()
-    position = {ids[i]: i for i in np.flatnonzero(judged & human)}
+    rows = np.flatnonzero(judged)  # only these rows are read into Python
+    index = pa.array(rows)
+    ids = dict(zip(rows, table["annotation_id"].take(index).to_pylist()))
+    review = {i: state.latest.get(image) for i, image in zip(rows, table["image_id"].take(index).to_pylist())}
+    versions = dict(zip(rows, pc.cast(table["source_version"].take(index), pa.string()).to_pylist()))
+    position = {ids[i]: i for i in rows if human[i]}
     keep = np.ones(n, bool)
     absorbed_by = np.full(n, -1, np.int64)
     reasons: list[str | None] = [None] * n
-    for i in np.flatnonzero(judged):
+    for i in rows:
         latest = review[i]
         if human[i]:
             if latest is None:

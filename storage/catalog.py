@@ -73,6 +73,12 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def publish_views(root: DataRoot | str | Path) -> None:
+    """Publish the catalog with views over the files present now (a writing open refreshes the
+    views; closing it publishes the snapshot readers open)."""
+    Catalog(root).close()
+
+
 class Catalog:
     """An open connection to the root's catalog; use as a context manager. Writing (the default)
     opens the engine's private file and publishes it on close; ``read_only`` opens the published

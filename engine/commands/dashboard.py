@@ -20,7 +20,7 @@ from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from engine.cli import UsageError, add_root_argument, command
+from engine.cli import UsageError, add_root_argument, command, existing_root
 from storage.layout import DataRoot
 
 HOST = "127.0.0.1"
@@ -134,9 +134,7 @@ def declare_serve(parser: argparse.ArgumentParser):
     parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
 
     def run(args: argparse.Namespace) -> int:
-        root = DataRoot(args.root)
-        if not root.path.is_dir():
-            raise UsageError(f"data root {root.path} does not exist")
+        root = existing_root(args.root)
         if not 0 <= args.port <= 65535:
             raise UsageError(f"--port must be within 0..65535, got {args.port}")
         try:

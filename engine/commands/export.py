@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from engine.cli import UsageError, add_root_argument, command
+from engine.cli import UsageError, add_root_argument, command, existing_root
 from engine.retrain.examples import build_examples
 from storage.atomic import write_text_atomic
 from storage.layout import DataRoot
@@ -60,9 +60,7 @@ def declare(parser: argparse.ArgumentParser):
     parser.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
 
     def run(args: argparse.Namespace) -> int:
-        root = DataRoot(args.root)
-        if not root.path.is_dir():
-            raise UsageError(f"data root {root.path} does not exist")
+        root = existing_root(args.root)
         if not 0 <= args.eval_fraction < 1:
             raise UsageError(f"--eval-fraction must be in [0, 1), got {args.eval_fraction}")
         if args.round < 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from engine.cli import UsageError, add_root_argument, command
+from engine.cli import UsageError, add_root_argument, command, existing_root
 from storage.layout import DataRoot
 
 
@@ -61,8 +61,7 @@ def declare(parser: argparse.ArgumentParser):
     verify.add_argument("release", help="the release name")
 
     def run(args: argparse.Namespace) -> int:
-        if not DataRoot(args.root).path.is_dir():
-            raise UsageError(f"data root {DataRoot(args.root).path} does not exist")
+        existing_root(args.root)
         return ACTIONS[args.action](args)
 
     return run

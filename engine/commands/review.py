@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.cli import UsageError, add_root_argument, command
+from engine.cli import UsageError, add_root_argument, command, existing_root
 from storage.layout import DataRoot
 
 
@@ -73,8 +73,7 @@ def declare(parser: argparse.ArgumentParser):
     imported.add_argument("file", help="the JSON export of the Label Studio project")
 
     def run(args: argparse.Namespace) -> int:
-        if not DataRoot(args.root).path.is_dir():
-            raise UsageError(f"data root {DataRoot(args.root).path} does not exist")
+        existing_root(args.root)
         if getattr(args, "round", 0) < 0:
             raise UsageError(f"--round must be >= 0, got {args.round}")
         return ACTIONS[args.action](args)

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from filters.base import equals, valid
+from filters.base import equals, is_in, valid
 from filters.human_review import RULE, ReviewState, review_scope
 from storage.schema import DECISION_TRAILS, HUMAN_SOURCE
 
@@ -25,34 +25,33 @@ def replaced_previous(previous: pa.Table, state: ReviewState) -> tuple[pa.Table,
     replaced_by)`` for each row that left."""
     if previous is None or not state.fresh or previous.num_rows == 0:
         return previous, []
-    images = previous["image_id"].to_pylist()
-    ids = previous["annotation_id"].to_pylist()
-    fresh = np.array([i in state.fresh for i in images], bool)
-    scope = review_scope(previous) & fresh
-    human = equals(previous["source"], HUMAN_SOURCE)
-    versions = pc.cast(previous["source_version"], pa.string()).to_pylist()
-    leaving: dict[int, tuple[str, str | None]] = {}
-    for i in np.flatnonzero(scope):
-        review = state.latest[images[i]]
-        if human[i] and versions[i] == review or ids[i] in state.kept:
+    on_fresh = np.flatnonzero(is_in(previous["image_id"], list(state.fresh)))
+    sub = previous.take(pa.array(on_fresh))  # only the rows of freshly reviewed images are read into Python
+    images, ids = sub["image_id"].to_pylist(), sub["annotation_id"].to_pylist()
+    human = equals(sub["source"], HUMAN_SOURCE)
+    versions = pc.cast(sub["source_version"], pa.string()).to_pylist()
+    leaving: dict[int, tuple[str, str | None]] = {}  # position in ``sub`` -> (reason, replaced by)
+    for k in np.flatnonzero(review_scope(sub)):
+        review = state.latest[images[k]]
+        if human[k] and versions[k] == review or ids[k] in state.kept:
             continue
-        if ids[i] in state.corrected:
-            leaving[i] = (f"corrected by a person (review {review})", state.corrected[ids[i]])
-        elif ids[i] in state.deleted:
-            leaving[i] = (f"deleted by a person (review {review})", None)
+        if ids[k] in state.corrected:
+            leaving[k] = (f"corrected by a person (review {review})", state.corrected[ids[k]])
+        elif ids[k] in state.deleted:
+            leaving[k] = (f"deleted by a person (review {review})", None)
         else:
-            leaving[i] = (f"the image was reviewed by a person (review {review}): rows people did not keep leave it", None)
-    gone = {ids[i] for i in leaving}
+            leaving[k] = (f"the image was reviewed by a person (review {review}): rows people did not keep leave it", None)
+    gone = {ids[k] for k in leaving}
     if gone:  # children of a row that left go with it
-        parents = previous["parent_id"].to_pylist()
-        for i in np.flatnonzero(valid(previous["parent_id"]) & fresh):
-            if parents[i] in gone and i not in leaving:
-                leaving[i] = (f"its parent {parents[i]} was replaced in review {state.latest[images[i]]}", None)
+        parents = sub["parent_id"].to_pylist()
+        for k in np.flatnonzero(valid(sub["parent_id"])):
+            if parents[k] in gone and k not in leaving:
+                leaving[k] = (f"its parent {parents[k]} was replaced in review {state.latest[images[k]]}", None)
     if not leaving:
         return previous, []
     stay = np.ones(previous.num_rows, bool)
-    stay[list(leaving)] = False
-    return previous.filter(pa.array(stay)), [(ids[i], reason, into) for i, (reason, into) in sorted(leaving.items())]
+    stay[on_fresh[list(leaving)]] = False
+    return previous.filter(pa.array(stay)), [(ids[k], reason, into) for k, (reason, into) in sorted(leaving.items())]
 
 
 def carried_trails(left: list[tuple[str, str, str | None]], round_: int, first_row: int) -> pa.Table:

@@ -25,7 +25,7 @@ from typing import Any
 from engine.report import charts
 from engine.report.captions import caption_retrieval, retrieval_grid
 from engine.report.gallery import GALLERY_SCRIPT, gallery_html
-from engine.report.review import review_data, review_section
+from engine.report.review import VERDICTS, review_data
 from engine.report.stats import open_catalog, require_round, round_stats, table2_grid, table3_grid
 from engine.retrain.examples import MODEL_SOURCES
 from storage.atomic import write_text_atomic
@@ -212,6 +212,29 @@ def _models_section(data: dict[str, Any]) -> str:
                                                           "models")
 
 
+def _review_section(data: dict[str, Any], round_: int) -> str:
+    parts = []
+    if data["queue"]:
+        parts.append(f'<h3>review queue ({data["queue_images"]} images; `fld review export --round {round_}` '
+                     'writes them for Label Studio)</h3>')
+        parts.append(_table(["rank", "image", "priority", "why"],
+                            [[q["rank"], q["image_id"][:12], f"{q['priority']:.1f}", "; ".join(q["reasons"][:4])]
+                             for q in data["queue"]], "review-queue"))
+    else:
+        parts.append(f'<p class="empty">no review queue for this round (`fld review plan --round {round_} --budget N`)</p>')
+    if data["people"]:
+        parts.append("<h3>rows people reviewed, by the round that applied them</h3>")
+        parts.append(_table(["round", *VERDICTS], [[p["round"], *(p[v] for v in VERDICTS)] for p in data["people"]],
+                            "review-people"))
+        parts.append("<h3>agreement of each source with people</h3>")
+        parts.append(_table(["source", "rows shown", "kept unchanged", "agreement"],
+                            [[a["source"], a["shown"], a["kept"], a["agreement"]] for a in data["agreement"]],
+                            "review-agreement"))
+    else:
+        parts.append('<p class="empty">no review imported yet (`fld review import`)</p>')
+    return "".join(parts)
+
+
 def render_page(data: dict[str, Any], gallery: str) -> str:
     """The whole HTML document of :func:`dashboard_data` plus the gallery's HTML."""
     t2, t3 = _stats_sections(data)
@@ -226,7 +249,7 @@ def render_page(data: dict[str, Any], gallery: str) -> str:
                 ("drops", f"Drops per rule, round {data['round']}", _drops_section(data)),
                 ("agreement", f"Agreement, round {data['round']}", _agreement_section(data)),
                 ("models", "Model metrics over rounds", _models_section(data)),
-                ("review", f"People in the loop, round {data['round']}", review_section(data["review"], data["round"])),
+                ("review", f"People in the loop, round {data['round']}", _review_section(data["review"], data["round"])),
                 ("gallery", f"Gallery, round {data['round']}", gallery)]
     body = "".join(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{content}</section>'
                    for sid, title, content in sections)

@@ -1,4 +1,4 @@
-"""The dashboard's ``review`` section: the round's review queue and what people did, per round.
+"""The data of the dashboard's ``review`` section: the round's review queue and what people did, per round.
 
 From the catalog's ``review_queue`` (``fld review plan``) and ``review_verdicts`` (``fld review
 import``) views: the top of round R's queue with each image's reasons; per round up to R, the
@@ -9,7 +9,6 @@ a row counts for every source in its ``seen_by``).
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 from storage.catalog import Catalog
@@ -38,32 +37,3 @@ def review_data(catalog: Catalog, round_: int, top: int = 10) -> dict[str, Any]:
             "agreement": [{"source": s, "shown": int(n), "kept": int(kept), "agreement": round(kept / n, 4) if n else None}
                           for s, n, kept in agreement]}
 
-
-def _table(headers: list[str], grid: list[list[Any]], cls: str) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in grid)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def review_section(data: dict[str, Any], round_: int) -> str:
-    """The section's HTML."""
-    parts = []
-    if data["queue"]:
-        parts.append(f'<h3>review queue ({data["queue_images"]} images; `fld review export --round {round_}` '
-                     'writes them for Label Studio)</h3>')
-        parts.append(_table(["rank", "image", "priority", "why"],
-                            [[q["rank"], q["image_id"][:12], f"{q['priority']:.1f}", "; ".join(q["reasons"][:4])]
-                             for q in data["queue"]], "review-queue"))
-    else:
-        parts.append(f'<p class="empty">no review queue for this round (`fld review plan --round {round_} --budget N`)</p>')
-    if data["people"]:
-        parts.append("<h3>rows people reviewed, by the round that applied them</h3>")
-        parts.append(_table(["round", *VERDICTS], [[p["round"], *(p[v] for v in VERDICTS)] for p in data["people"]],
-                            "review-people"))
-        parts.append("<h3>agreement of each source with people</h3>")
-        parts.append(_table(["source", "rows shown", "kept unchanged", "agreement"],
-                            [[a["source"], a["shown"], a["kept"], a["agreement"]] for a in data["agreement"]],
-                            "review-agreement"))
-    else:
-        parts.append('<p class="empty">no review imported yet (`fld review import`)</p>')
-    return "".join(parts)

@@ -25,22 +25,29 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(steps)[1] if steps else None
 
 
-def save_checkpoint(folder: Path, step: int, model: Any, processor: Any, state: dict[str, Any], keep: int) -> Path:
-    """Write ``folder/step-<step>`` (weights, processor, trainer state) by rename; prune to ``keep``."""
-    import torch
-
-    final = folder / f"step-{step}"
-    tmp = folder / f".step-{step}.tmp"
+def _write_model(tmp: Path, model: Any, processor: Any, state: dict[str, Any] | None = None) -> Path:
+    """Model, processor (machine-local keys dropped) and, given, the trainer ``state`` into a fresh
+    ``tmp`` folder; on any failure (a full disk) the folder is removed, so none stays half-written."""
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         drop_machine_keys(tmp)
-        torch.save(state, tmp / STATE_FILE)
-    except BaseException:  # a full disk: no half-written folder stays behind
+        if state is not None:
+            import torch
+
+            torch.save(state, tmp / STATE_FILE)
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return tmp
+
+
+def save_checkpoint(folder: Path, step: int, model: Any, processor: Any, state: dict[str, Any], keep: int) -> Path:
+    """Write ``folder/step-<step>`` (weights, processor, trainer state) by rename; prune to ``keep``."""
+    final = folder / f"step-{step}"
+    tmp = _write_model(folder / f".step-{step}.tmp", model, processor, state)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     older = sorted((int(p.name[5:]), p) for p in folder.glob("step-*") if p.name[5:].isdigit())
@@ -52,16 +59,7 @@ def save_checkpoint(folder: Path, step: int, model: Any, processor: Any, state: 
 def save_final(model: Any, processor: Any, out_dir: Path) -> None:
     """Write the model + processor into a temp folder, then rename each file into ``out_dir``
     (weights last: a directory with weights holds a complete model)."""
-    tmp = out_dir / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        drop_machine_keys(tmp)
-    except BaseException:  # a full disk: no half-written folder stays behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    tmp = _write_model(out_dir / ".final.tmp", model, processor)
     files = sorted(tmp.iterdir(), key=lambda p: (p.name == WEIGHTS_FILE, p.name))
     for path in files:
         os.replace(path, out_dir / path.name)

@@ -22,9 +22,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from engine.curate.parquet_io import read_curated
 from engine.ingest.image_bytes import image_locations, read_images
 from engine.review.label_studio import label_config, task
 from engine.review.rows import scoped_rows
@@ -75,7 +77,8 @@ def export_label_studio(root: DataRoot, round_: int, out: Path, image_url_prefix
                                 f"--round {round_} --budget N` first")
     queue = pq.read_table(queue_path).sort_by("rank")
     image_ids = queue["image_id"].to_pylist()
-    rows = scoped_rows(root, round_, image_ids)
+    curated = read_curated(root, round_)
+    rows = scoped_rows(root, round_, image_ids, curated)
     with Catalog(root, read_only=True) as catalog:
         locations = image_locations(catalog, image_ids)
     out = Path(out)
@@ -87,7 +90,7 @@ def export_label_studio(root: DataRoot, round_: int, out: Path, image_url_prefix
     tasks = [task(image, f"{image_url_prefix}images/{files[image]}", round_, rows.get(image, []),
                   locations[image].width, locations[image].height, model_version=f"fld-round-{round_}")
              for image in image_ids if image in files]
-    labels = _round_labels(root, round_)
+    labels = _object_labels(curated)
     has_masks = any(r.get("polygons") for image_rows in rows.values() for r in image_rows)
     write_text_atomic(label_config(labels, masks=has_masks), out / "label_config.xml")
     write_text_atomic(json.dumps(tasks, indent=1), out / "tasks.json")
@@ -96,13 +99,8 @@ def export_label_studio(root: DataRoot, round_: int, out: Path, image_url_prefix
             "missing_images": len(image_ids) - len(tasks), "labels": len(labels), "out": str(out)}
 
 
-def _round_labels(root: DataRoot, round_: int) -> list[str]:
-    """Every object label of the round's curated set."""
-    from engine.curate.parquet_io import read_curated
-
-    table = read_curated(root, round_)
-    if table is None:
-        return []
+def _object_labels(table: pa.Table) -> list[str]:
+    """Every object label of a curated set."""
     objects = table.filter(pc.fill_null(pc.and_(pc.equal(table["kind"], "region"),
                                                 pc.equal(table["region_type"], "object")), False))
     labels = pc.coalesce(objects["label"], objects["text"])

@@ -28,10 +28,10 @@ from typing import Any
 
 from engine.curate.review_state import IMPORT_FILE, VERDICTS_FILE
 from engine.review.label_studio import MASK_SUFFIX, Region, regions_of, same_box, submitted_annotation
-from engine.review.plan import publish_views
 from engine.review.rounds_started import last_started_round
-from engine.review.rows import scoped_rows
+from engine.review.rows import row_sources, scoped_rows
 from storage.atomic import write_parquet_atomic, write_text_atomic
+from storage.catalog import publish_views
 from storage.layout import DataRoot
 from storage.masks import polygons_to_rle
 from storage.schema import ANNOTATIONS, HUMAN_SOURCE, REVIEW_VERDICTS, annotation_row, table_from_rows, utc_now
@@ -78,10 +78,6 @@ def _load_tasks(path: Path) -> tuple[bytes, list[dict[str, Any]]]:
     if not tasks or any("fld_image_id" not in t["data"] or "fld_round" not in t["data"] for t in tasks):
         raise ReviewImportError(f"{path} holds tasks that `fld review export` did not write (no fld_image_id/fld_round)")
     return data, tasks
-
-
-def _sources(row: dict[str, Any]) -> list[str]:
-    return sorted({s.split("@", 1)[0] for s in row.get("seen_by") or []} or {row["source"]})
 
 
 def _changes(row: dict[str, Any], region: Region) -> list[str]:
@@ -176,7 +172,7 @@ def import_review(root: DataRoot, path: Path) -> ImportSummary:
                          "image_id": image_id, "annotation_id": row["annotation_id"] if row else None,
                          "human_id": human["annotation_id"] if human else None, "verdict": verdict_,
                          "kind": source.get("kind", "region"), "region_type": source.get("region_type"),
-                         "sources": _sources(row) if row else [HUMAN_SOURCE], "detail": detail, "imported_at": now})
+                         "sources": sorted(row_sources(row)) if row else [HUMAN_SOURCE], "detail": detail, "imported_at": now})
 
     for image_id, (task, annotation) in sorted(submitted.items()):
         width, height = int(task["data"].get("fld_width") or 0), int(task["data"].get("fld_height") or 0)

@@ -35,7 +35,9 @@ import pyarrow.compute as pc
 
 from engine.curate.parquet_io import read_curated, read_raw
 from engine.review.config import ReviewConfig
+from engine.review.rows import row_sources
 from storage.atomic import write_parquet_atomic
+from storage.catalog import publish_views
 from storage.geometry import box_iou_matrix
 from storage.layout import DataRoot
 from storage.schema import HUMAN_SOURCE, REVIEW_QUEUE, table_from_rows
@@ -76,10 +78,6 @@ def _label(row: dict[str, Any]) -> str:
 
 def _box(rows: list[dict[str, Any]]) -> np.ndarray:
     return np.array([r["bbox"] for r in rows], np.float64).reshape(-1, 4)
-
-
-def _sources(row: dict[str, Any]) -> set[str]:
-    return {s.split("@", 1)[0] for s in row.get("seen_by") or []} or {row["source"]}
 
 
 def _dropped_raw(root: DataRoot, round_: int) -> set[str]:
@@ -132,7 +130,7 @@ def image_findings(curated: list[dict[str, Any]], raw: list[dict[str, Any]], dro
         if disputes:
             counts["disputed_labels"] += 1
             reasons.append(f"box {label!r} is also called " + ", ".join(f"{other!r} ({source})" for other, source in disputes))
-        sources = _sources(row)
+        sources = row_sources(row)
         knowing = {s for s in image_sources - sources - {HUMAN_SOURCE} if label in sources_of_round.labels.get(s, ())}
         if len(sources) == 1 and knowing and HUMAN_SOURCE not in sources:
             counts["one_source"] += 1
@@ -197,10 +195,3 @@ def plan_review(root: DataRoot, round_: int, budget: int | None, thresholds: Thr
     publish_views(root)
     return queue
 
-
-def publish_views(root: DataRoot) -> None:
-    """Refresh the catalog's views over the review files and publish it to readers."""
-    from storage.catalog import Catalog
-
-    with Catalog(root) as catalog:
-        catalog.refresh_views()

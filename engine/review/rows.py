@@ -13,10 +13,12 @@ from filters.human_review import review_scope
 from storage.layout import DataRoot
 
 
-def scoped_rows(root: DataRoot, round_: int, image_ids: Iterable[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+def scoped_rows(root: DataRoot, round_: int, image_ids: Iterable[str] | None = None,
+                table: pa.Table | None = None) -> dict[str, list[dict[str, Any]]]:
     """image_id -> the curated rows of ``round_`` in review scope (top-level regions and
-    captions), ordered by annotation id; raises ``ValueError`` when the round has no curated set."""
-    table = read_curated(root, round_)
+    captions), ordered by annotation id; ``table``: the round's curated set when the caller read
+    it already. Raises ``ValueError`` when the round has no curated set."""
+    table = read_curated(root, round_) if table is None else table
     if table is None:
         raise ValueError(f"round {round_} has no curated set under {root.curated(round_)}: run its round first")
     if image_ids is not None:
@@ -26,3 +28,8 @@ def scoped_rows(root: DataRoot, round_: int, image_ids: Iterable[str] | None = N
     for row in sorted(table.to_pylist(), key=lambda r: r["annotation_id"]):
         out[row["image_id"]].append(row)
     return dict(out)
+
+
+def row_sources(row: dict[str, Any]) -> set[str]:
+    """The sources that gave a curated row: the names in its ``seen_by`` (``source@version``), else its own."""
+    return {s.split("@", 1)[0] for s in row.get("seen_by") or []} or {row["source"]}
