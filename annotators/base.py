@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 from PIL import Image
 
+from hf.errors import ModelError
+
 
 @dataclass(frozen=True)
 class ImageItem:
@@ -48,8 +50,8 @@ class ImageBatch:
         return len(self.items)
 
 
-class AnnotatorError(RuntimeError):
-    """An annotator cannot be built or run; the message says what to install or configure."""
+#: an annotator cannot be built or run; the message says what to install or configure
+AnnotatorError = ModelError
 
 
 class Annotator(abc.ABC):

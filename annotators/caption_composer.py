@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from annotators.base import ImageBatch, ImageItem
-from annotators.hf_loading import PretrainedAnnotator
-from annotators.model_settings import ModelSettings, check_positive_int, check_str, str_tuple, subset_tuple
+from annotators.pretrained import PretrainedAnnotator
 from annotators.registry import register_annotator
 from annotators.text_utils import dedupe
+from hf.settings import ModelSettings, check_positive_int, check_str, str_tuple, subset_tuple
 from storage.schema import KIND_CAPTION, KIND_REGION, annotation_row
 
 COMPOSED = ("detailed", "more_detailed")
@@ -41,7 +41,7 @@ _REGION_FIELDS = {"text": "x", "x0": 0, "y0": 0, "x1": 1, "y1": 1}
 class CaptionComposerSettings(ModelSettings):
     """Settings of the ``caption_composer`` annotator (``[annotators.caption_composer]``).
 
-    ``model``, ``device``, ``dtype``: see :class:`~annotators.model_settings.ModelSettings`.
+    ``model``, ``device``, ``dtype``: see :class:`~hf.settings.ModelSettings`.
     ``batch_size``: prompts per generate call.
     ``granularities``: which captions to write (subset of detailed, more_detailed).
     ``prompts``, ``max_new_tokens``: per granularity; given keys override the defaults.

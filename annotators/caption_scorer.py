@@ -31,9 +31,9 @@ from typing import Any, Mapping, Sequence
 
 from annotators.base import ImageBatch, ImageItem
 from annotators.clip_features import image_embeddings, similarity01, text_embeddings
-from annotators.hf_loading import PretrainedAnnotator
-from annotators.model_settings import ModelSettings, str_tuple
+from annotators.pretrained import PretrainedAnnotator
 from annotators.registry import register_annotator
+from hf.settings import ModelSettings, str_tuple
 from storage.schema import GRANULARITIES, KIND_CAPTION, annotation_row
 
 __all__ = ["CaptionScorer", "CaptionScorerSettings"]
@@ -43,7 +43,7 @@ __all__ = ["CaptionScorer", "CaptionScorerSettings"]
 class CaptionScorerSettings(ModelSettings):
     """Settings of the ``caption_scorer`` annotator (``[annotators.caption_scorer]``).
 
-    ``model``, ``device``, ``dtype``: see :class:`~annotators.model_settings.ModelSettings`
+    ``model``, ``device``, ``dtype``: see :class:`~hf.settings.ModelSettings`
     (a CLIP-style checkpoint directory, e.g. the region-text matcher's).
     ``batch_size``: images per forward pass (their captions are embedded in passes of the same
     size). ``sources``: caption sources scored (empty: every source). ``granularities``:

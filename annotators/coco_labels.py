@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from annotators.base import Annotator, AnnotatorError, ImageBatch, ImageItem
-from annotators.crops import clamp_points
-from annotators.model_settings import check_positive_int, settings_from_kwargs
 from annotators.registry import register_annotator
+from hf.settings import check_positive_int, settings_from_kwargs
+from storage.geometry import clamp_points
 from storage.masks import decode_rle, encode_rle, mask_to_polygons, polygons_to_rle
 from storage.schema import KIND_REGION, annotation_row
 

@@ -41,23 +41,6 @@ def _clamp(value: int, low: int, high: int) -> int:
     return max(low, min(high, value))
 
 
-def clip_box(box: Sequence[float], width: int, height: int) -> list[float] | None:
-    """``[x0, y0, x1, y1]`` (floats) clipped to a ``width x height`` image; ``None`` when it is
-    empty after clipping (``x1 <= x0`` or ``y1 <= y0``)."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    x0, x1 = min(max(x0, 0.0), float(width)), min(max(x1, 0.0), float(width))
-    y0, y1 = min(max(y0, 0.0), float(height)), min(max(y1, 0.0), float(height))
-    if x1 <= x0 or y1 <= y0:
-        return None
-    return [x0, y0, x1, y1]
-
-
-def clamp_points(xy: Sequence[float], width: int, height: int) -> list[float]:
-    """Flat ``x, y, x, y, ...`` (quads, polygons, boxes) as floats clamped to ``[0, width] x [0, height]``."""
-    limits = (float(width), float(height))
-    return [min(max(float(v), 0.0), limits[i % 2]) for i, v in enumerate(xy)]
-
-
 def crop_region(image: Image.Image, bbox: Sequence[float], margin: float = 0.1) -> Image.Image:
     """Cut ``bbox`` (absolute pixels) plus ``margin`` (a fraction of the box size per side).
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from annotators.base import ImageBatch, ImageItem
-from annotators.crops import clip_box
-from annotators.hf_loading import PretrainedAnnotator
-from annotators.model_settings import ModelSettings, check_range
+from annotators.pretrained import PretrainedAnnotator
 from annotators.registry import register_annotator
+from hf.settings import ModelSettings, check_range
+from storage.geometry import clip_box
 from storage.schema import KIND_REGION, annotation_row
 
 
@@ -29,7 +29,7 @@ from storage.schema import KIND_REGION, annotation_row
 class DetectorSettings(ModelSettings):
     """Settings of the ``detector`` annotator (the ``[annotators.detector]`` config table).
 
-    ``model``, ``device``, ``dtype``: see :class:`~annotators.model_settings.ModelSettings`.
+    ``model``, ``device``, ``dtype``: see :class:`~hf.settings.ModelSettings`.
     ``batch_size``: images per forward pass (>= 1).
     ``threshold``: minimum detection score kept, in [0, 1].
     """

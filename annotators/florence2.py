@@ -13,7 +13,7 @@ and maps it to annotation rows (absolute pixels of the upright image, boxes x0, 
 - REGION_TO_SEGMENTATION, prompted with each OD box -> polygons and mask_rle on that OD row.
 
 ``score`` is per row, computed from the row's own generated tokens (module
-:mod:`annotators.florence2_scores`). After generation, one teacher-forced decoder pass over each
+:mod:`florence2.scores`). After generation, one teacher-forced decoder pass over each
 returned sequence (the encoder outputs of generation reused) gives the model's distribution
 ``p_t`` at every generated position ``t`` (softmax of the raw logits, temperature 1, no logits
 processors), whatever the decoding (greedy or beam search: the returned beam's own tokens).
@@ -31,7 +31,7 @@ Every score is a probability in [0, 1] (no unit):
   ``<s>``, up to and including the ``</s>`` that ends the caption;
 - REGION_TO_SEGMENTATION adds its mask to the prompted OD row and leaves that row's score alone.
 
-View consistency (test-time augmentation, module :mod:`annotators.florence2_views`): with the
+View consistency (test-time augmentation, module :mod:`florence2.views`): with the
 ``views`` setting (e.g. ``["hflip"]``; default none), the box tasks OD and DENSE_REGION_CAPTION
 also generate on each transformed view of every image (a flip: same size), in the same
 ``generate`` calls as the original images, parse its boxes and map them back to the upright
@@ -48,7 +48,7 @@ needed), so the confidence rule drops it with its reason. Rows stay those of the
 (same ids, same columns but ``score``); boxes only a transformed view found make no row.
 
 With ``view_fusion = true`` the boxes of the original and of every view are clustered instead
-(:func:`annotators.florence2_views.fused_views`): each cluster (at most one box per view, same
+(:func:`florence2.views.fused_views`): each cluster (at most one box per view, same
 label, IoU >= ``view_iou`` with the box that started it) is one row whose box is the
 score-weighted mean of its boxes and whose score is the same average as above; a cluster of
 at least ``1 + view_min_confirmations`` boxes that no original box is in becomes a new row, so
@@ -74,8 +74,8 @@ from dataclasses import MISSING, dataclass, field, replace
 from typing import Any, Callable
 
 from annotators.base import Annotator, ImageBatch, ImageItem
-from annotators.checkpoint_check import check_checkpoint
-from annotators.florence2_format import (
+from annotators.registry import register_annotator
+from florence2.format import (
     POST_PROCESSOR_CONFIG,
     TASK_DEPENDS,
     TASK_ORDER,
@@ -83,9 +83,9 @@ from annotators.florence2_format import (
     task_prompt,
     task_spec,
 )
-from annotators.florence2_payloads import ANSWER_ITEMS, Payload, output_payloads
-from annotators.florence2_scores import TokenStats, item_scores, location_index, sequence_score, token_statistics
-from annotators.florence2_views import (
+from florence2.payloads import ANSWER_ITEMS, Payload, output_payloads
+from florence2.scores import TokenStats, item_scores, location_index, sequence_score, token_statistics
+from florence2.views import (
     VIEW_TASKS,
     ScoredBox,
     apply_views,
@@ -93,15 +93,15 @@ from annotators.florence2_views import (
     upright_scored_boxes,
     view_image,
 )
-from annotators.hf_loading import (
+from hf.checkpoint_check import check_checkpoint
+from hf.loading import (
     checkpoint_version,
     load_pretrained,
     move_inputs,
     resolve_model_dir,
     torch_device_dtype,
 )
-from annotators.model_settings import ModelSettings, check_int, check_number, check_positive_int, settings_from_kwargs
-from annotators.registry import register_annotator
+from hf.settings import ModelSettings, check_int, check_number, check_positive_int, settings_from_kwargs
 from storage.schema import KIND_CAPTION, KIND_PHRASE, KIND_REGION, annotation_row
 
 DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|auto)$")
@@ -114,7 +114,7 @@ class Florence2Settings(ModelSettings):
     """Settings of the annotator (the ``[annotators.florence2]`` table of the engine config).
 
     ``model`` (required), ``device`` (default auto, checked against a GPU only at ``load()``),
-    ``dtype``, ``batch_size``: see :class:`~annotators.model_settings.ModelSettings`;
+    ``dtype``, ``batch_size``: see :class:`~hf.settings.ModelSettings`;
     ``tasks``: task names (default all eight; grounding needs CAPTION, segmentation needs OD);
     generation is greedy when ``num_beams`` is 1, beam search otherwise; ``score_window``: the
     ``k`` of the score formula (module docstring), in location bins either side of a generated
@@ -263,7 +263,7 @@ class Florence2Annotator(Annotator):
                          caption: str | None = None, stats: TokenStats | None = None) -> list[Payload]:
         """Payloads of one generated text (special tokens kept); counts a failure when empty.
 
-        With ``stats`` (the generation's tokens, see :mod:`annotators.florence2_scores`) every
+        With ``stats`` (the generation's tokens, see :mod:`florence2.scores`) every
         payload carries its own ``score``; without, none does.
         """
         return self._parse(task_spec(task), text, width, height, caption, stats)

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from annotators.base import ImageBatch, ImageItem
-from annotators.crops import clip_box
-from annotators.hf_loading import PretrainedAnnotator
-from annotators.model_settings import ModelSettings, check_positive_int, check_range, check_str, subset_tuple
 from annotators.noun_phrases import NounPhraseExtractor, Phrase
+from annotators.pretrained import PretrainedAnnotator
 from annotators.registry import register_annotator
+from hf.settings import ModelSettings, check_positive_int, check_range, check_str, subset_tuple
+from storage.geometry import clip_box
 from storage.schema import GRANULARITIES, KIND_CAPTION, KIND_PHRASE, annotation_row
 
 
@@ -38,7 +38,7 @@ from storage.schema import GRANULARITIES, KIND_CAPTION, KIND_PHRASE, annotation_
 class GroundingSettings(ModelSettings):
     """Settings of the ``grounding`` annotator (the ``[annotators.grounding]`` config table).
 
-    ``model``, ``device``, ``dtype``: see :class:`~annotators.model_settings.ModelSettings`.
+    ``model``, ``device``, ``dtype``: see :class:`~hf.settings.ModelSettings`.
     ``batch_size``: (image, caption) pairs per forward pass.
     ``box_threshold``, ``text_threshold``: in [0, 1] (see the module docstring).
     ``spacy_model``: spaCy pipeline for noun chunks ("" = the built-in rule-based chunker).

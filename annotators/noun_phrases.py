@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from annotators.base import AnnotatorError
-from annotators.hf_loading import require_package
+from hf.loading import require_package
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from annotators.base import Annotator, ImageBatch, ImageItem
-from annotators.crops import clamp_points
-from annotators.hf_loading import require_package
-from annotators.model_settings import check_bool, check_int, check_positive_int, check_range, settings_from_kwargs
 from annotators.registry import register_annotator
+from hf.loading import require_package
+from hf.settings import check_bool, check_int, check_positive_int, check_range, settings_from_kwargs
+from storage.geometry import clamp_points
 from storage.schema import KIND_REGION, annotation_row
 
 PACKAGE = "rapidocr_onnxruntime"

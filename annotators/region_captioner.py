@@ -23,10 +23,10 @@ from typing import Any, Mapping
 
 from annotators.base import ImageBatch, ImageItem
 from annotators.crops import crop_region
-from annotators.hf_loading import PretrainedAnnotator
-from annotators.model_settings import ModelSettings, check_positive_int, check_range, check_str, str_tuple
+from annotators.pretrained import PretrainedAnnotator
 from annotators.registry import register_annotator
 from annotators.text_utils import strip_prompt
+from hf.settings import ModelSettings, check_positive_int, check_range, check_str, str_tuple
 from storage.schema import KIND_REGION, annotation_row
 
 #: sources whose region rows are derived from other regions: never inputs to region models
@@ -39,7 +39,7 @@ MARGIN_UNIT = " (fraction of the box size)"
 class RegionCaptionerSettings(ModelSettings):
     """Settings of the ``region_captioner`` annotator (``[annotators.region_captioner]``).
 
-    ``model``, ``device``, ``dtype``: see :class:`~annotators.model_settings.ModelSettings`.
+    ``model``, ``device``, ``dtype``: see :class:`~hf.settings.ModelSettings`.
     ``batch_size``: crops per generate call.
     ``prompt``: text given with each crop ("<CAPTION>" for Florence-2, "" for BLIP-like).
     ``margin``: fraction of the box size added on each side of the crop, in [0, 10].

@@ -27,12 +27,12 @@ from typing import Any, Mapping, Sequence
 from annotators.base import ImageBatch, ImageItem
 from annotators.clip_features import image_embeddings, text_embeddings
 from annotators.crops import crop_region
-from annotators.hf_loading import PretrainedAnnotator
-from annotators.model_settings import ModelSettings, check_bool, check_range, check_str, str_tuple
 from annotators.noun_phrases import NounPhraseExtractor
+from annotators.pretrained import PretrainedAnnotator
 from annotators.region_captioner import DERIVED_SOURCES, MARGIN_UNIT, object_regions
 from annotators.registry import register_annotator
 from annotators.text_utils import dedupe
+from hf.settings import ModelSettings, check_bool, check_range, check_str, str_tuple
 from storage.schema import KIND_REGION, annotation_row
 
 __all__ = ["RegionTextMatcher", "RegionTextMatcherSettings", "choose_best", "dedupe"]
@@ -42,7 +42,7 @@ __all__ = ["RegionTextMatcher", "RegionTextMatcherSettings", "choose_best", "ded
 class RegionTextMatcherSettings(ModelSettings):
     """Settings of the ``region_text_matcher`` annotator (``[annotators.region_text_matcher]``).
 
-    ``model``, ``device``, ``dtype``: see :class:`~annotators.model_settings.ModelSettings`.
+    ``model``, ``device``, ``dtype``: see :class:`~hf.settings.ModelSettings`.
     ``batch_size``: regions per forward pass.
     ``margin``: fraction of the box size added on each side of the crop, in [0, 10].
     ``captioner_source``: source whose region captions are candidates.

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from annotators.base import ImageBatch, ImageItem
-from annotators.hf_loading import PretrainedAnnotator
-from annotators.model_settings import ModelSettings, check_number, check_positive_int
+from annotators.pretrained import PretrainedAnnotator
 from annotators.registry import register_annotator
+from hf.settings import ModelSettings, check_number, check_positive_int
 from storage.masks import encode_rle, mask_to_polygons
 from storage.schema import KIND_PHRASE, KIND_REGION, annotation_row
 
@@ -41,7 +41,7 @@ COPIED_COLUMNS = ("text", "region_type", "granularity")
 class SegmenterSettings(ModelSettings):
     """Settings of the ``segmenter`` annotator.
 
-    ``model``, ``device``, ``dtype``: see :class:`~annotators.model_settings.ModelSettings`.
+    ``model``, ``device``, ``dtype``: see :class:`~hf.settings.ModelSettings`.
     ``batch_size``: images per vision-encoder pass.
     ``max_boxes_per_pass``: boxes per mask-decoder call. ``mask_threshold``: logit above which
     a pixel is inside the mask. ``polygon_tolerance``: polygon simplification in pixels (0 =

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from annotators.base import Annotator, ImageBatch
-from annotators.model_settings import check_positive_int, settings_from_kwargs
 from annotators.registry import register_annotator
+from hf.settings import check_positive_int, settings_from_kwargs
 from storage.schema import GRANULARITIES, KIND_CAPTION, annotation_row
 
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from annotators.florence2_checkpoint import build_checkpoint
-from annotators.florence2_format import task_spec
-from annotators.hf_loading import torch_device_dtype
 from bench.bench_data import ingested_root, write_shards
 from engine.annotate.plan import AnnotateRequest, annotate
+from florence2.checkpoint import build_checkpoint
+from florence2.format import task_spec
+from hf.loading import torch_device_dtype
 
 
 def plain_loop(model_dir: Path, shards: list[Path], task: str, max_new_tokens: int, device: str, dtype: str) -> int:

@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from annotators.florence2_checkpoint import build_checkpoint  # noqa: E402
 from engine.retrain.config import TrainingConfig  # noqa: E402
 from engine.retrain.examples import build_examples  # noqa: E402
 from engine.retrain.train import Collator, precision, train, vocabulary  # noqa: E402
+from florence2.checkpoint import build_checkpoint  # noqa: E402
 from storage.readers import READERS  # noqa: E402
 from tests.engine.retrain.data import curated_rows, make_root, write_curated  # noqa: E402
 

@@ -54,7 +54,7 @@ def _annotators(config: EngineConfig) -> list[str]:
 
 def _model_annotator(config: EngineConfig) -> list[str]:
     from annotators.florence2 import Florence2Settings
-    from annotators.model_settings import settings_from_kwargs
+    from hf.settings import settings_from_kwargs
 
     try:
         settings = settings_from_kwargs(Florence2Settings, {"model": "current", **config.model.annotator}, "florence2")
@@ -78,8 +78,8 @@ def _device(key: str, device: str) -> list[str]:
 
 def _training(config: EngineConfig) -> list[str]:
     from annotators.base import AnnotatorError
-    from annotators.checkpoint_check import check_checkpoint
-    from annotators.hf_loading import resolve_model_dir
+    from hf.checkpoint_check import check_checkpoint
+    from hf.loading import resolve_model_dir
 
     training, out = config.training, []
     if not training.base_model:

@@ -10,6 +10,8 @@ All computations run in float64; areas are in square pixels.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -179,3 +181,21 @@ def quad_bounds(quads: np.ndarray) -> np.ndarray:
     """Axis-aligned bounding boxes ``(n, 4)`` of ``(n, 8)`` quads."""
     x, y = quads[:, 0::2], quads[:, 1::2]
     return np.stack([x.min(axis=1), y.min(axis=1), x.max(axis=1), y.max(axis=1)], axis=1)
+
+
+# ------------------------------------------------------------ one box or point list
+def clip_box(box: Sequence[float], width: int, height: int) -> list[float] | None:
+    """``[x0, y0, x1, y1]`` (floats) clipped to a ``width x height`` image; ``None`` when it is
+    empty after clipping (``x1 <= x0`` or ``y1 <= y0``)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    x0, x1 = min(max(x0, 0.0), float(width)), min(max(x1, 0.0), float(width))
+    y0, y1 = min(max(y0, 0.0), float(height)), min(max(y1, 0.0), float(height))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return [x0, y0, x1, y1]
+
+
+def clamp_points(xy: Sequence[float], width: int, height: int) -> list[float]:
+    """Flat ``x, y, x, y, ...`` (quads, polygons, boxes) as floats clamped to ``[0, width] x [0, height]``."""
+    limits = (float(width), float(height))
+    return [min(max(float(v), 0.0), limits[i % 2]) for i, v in enumerate(xy)]

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from annotators.base import Annotator, ImageBatch
-from annotators.model_settings import check_positive_int, settings_from_kwargs
 from annotators.registry import register_annotator
+from hf.settings import check_positive_int, settings_from_kwargs
 from storage.schema import annotation_row
 
 

@@ -3,7 +3,7 @@
 :func:`build_demo_checkpoint` writes a complete checkpoint directory (``config.json``,
 ``generation_config.json``, ``model.safetensors``, tokenizer and processor files) that
 ``Florence2ForConditionalGeneration.from_pretrained`` / ``Florence2Processor.from_pretrained``
-load offline; the tokenizer and processor come from :mod:`annotators.florence2_checkpoint`.
+load offline; the tokenizer and processor come from :mod:`florence2.checkpoint`.
 The recipe is the one measured in ``shared/notes/demo-model.md``:
 
 - **Size** (:data:`S128`, about 2M parameters): square 128 px input; DaViT with 3 stages,
@@ -30,9 +30,9 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from annotators.florence2_checkpoint import ModelSize, build_config, build_processor, build_tokenizer, generation_config
-from annotators.florence2_format import LOC_TOKENS
-from annotators.hf_loading import quiet_progress_bars
+from florence2.checkpoint import ModelSize, build_config, build_processor, build_tokenizer, generation_config
+from florence2.format import LOC_TOKENS
+from hf.loading import quiet_progress_bars
 
 #: the demo model's dimensions (see the module docstring)
 S128 = ModelSize(d_model=128, layers=2, heads=4, ffn=512, max_positions=1024, depths=(1, 1, 1),

@@ -13,7 +13,7 @@ What it does, all reproducible from the settings in :class:`PretrainConfig`:
    jittered, classes swapped: the labels the engine starts from). ``fld demo --seed S`` renders
    scene ``S * 1_000_003 + i``, so demo seeds below 10,000 never meet the pool's scenes.
 2. **Examples**: each image's noisy boxes become the engine's own ``<OD>`` example
-   (:func:`engine.retrain.examples.image_targets` over curated-style rows).
+   (:func:`florence2.targets.image_targets` over curated-style rows).
 3. **Model**: :func:`engine.demo.model.build_demo_checkpoint` (s128, sinusoidal inits).
 4. **Training**: :func:`engine.retrain.train.train` with the auxiliary per-cell head
    (``aux_loss_weight`` 1; AdamW lr 1e-3, batch 16, warm-up then cosine, grad-clip 1).
@@ -38,7 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.retrain.examples import CURATED_COLUMNS, Example, image_targets
+from engine.retrain.examples import CURATED_COLUMNS, Example
+from florence2.targets import image_targets
 
 #: sample seeds of the pre-training pool and of the held-out check (the demo's default is 0)
 POOL_SEED, HELDOUT_SEED = 10_000, 20_000
@@ -58,7 +59,7 @@ class PretrainConfig:
     warmup_steps: int = 50
     aux_loss_weight: float = 1.0
     seed: int = 0
-    #: the committed checkpoint's: a label before every box (``annotators.florence2_format.TARGET_FORMATS``)
+    #: the committed checkpoint's: a label before every box (``florence2.format.TARGET_FORMATS``)
     target_format: str = "per_box"
     pool_seed: int = POOL_SEED
     heldout_seed: int = HELDOUT_SEED

@@ -28,9 +28,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from annotators.florence2_format import NUM_BINS
 from engine.retrain.examples import Example
-from engine.retrain.loss import IGNORE_INDEX
+from florence2.format import NUM_BINS
+from florence2.loss import IGNORE_INDEX
 
 Box = tuple[str, tuple[float, float, float, float]]
 _REGION_RE = re.compile(r"([^<]+)((?:<loc_\d+>)+)")

@@ -2,7 +2,7 @@
 
 Every folder appears by rename once complete (a folder with weights holds a whole model); a full
 disk leaves no half-written folder; the configs written lose machine-local keys
-(``annotators.hf_loading.drop_machine_keys``). ``STATE_FILE`` holds the trainer state (optimizer,
+(``hf.loading.drop_machine_keys``). ``STATE_FILE`` holds the trainer state (optimizer,
 scheduler, step, RNG) beside the weights of each ``step-N``.
 """
 
@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from annotators.hf_loading import drop_machine_keys
+from hf.loading import drop_machine_keys
 
 STATE_FILE = "trainer_state.pt"
 WEIGHTS_FILE = "model.safetensors"

@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from annotators.florence2_format import TARGET_FORMATS, TASK_ORDER, task_spec
 from engine.typed_config import from_plain
+from florence2.format import TARGET_FORMATS, TASK_ORDER, task_spec
 
 #: metric name -> True when higher is better (the promotion rule reads this table)
 METRICS: dict[str, bool] = {
@@ -96,7 +96,7 @@ class TrainingConfig:
     gave them (not as fusion moved them), so a model's own boxes never confirm it; ``all``
     every curated box as curated.
     ``allow_pickle_weights``: accept a ``base_model`` with only ``pytorch_model.bin`` weights
-    (``annotators.checkpoint_check``; default false).
+    (``hf.checkpoint_check``; default false).
     ``new_box_precision``: the stricter precision whose threshold (``new_box_threshold``) a box
     must reach to be added where no curated box is (no other source agrees with it there).
     ``target_format``: how targets write boxes and masks: ``released`` as the released

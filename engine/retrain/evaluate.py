@@ -148,10 +148,10 @@ def _rescore_with_views(annotator: Any, items: list[tuple[Example, Any]], prompt
                         out: list[tuple[list, float | None]], views: tuple[str, ...]) -> None:
     """The boxes of the box tasks rescored by view consistency (or fused with the views' boxes,
     with ``view_fusion``), as the annotator scores the rows it annotates
-    (``annotators.florence2_views``), so a threshold calibrated here fits the scores curation
+    (``florence2.views``), so a threshold calibrated here fits the scores curation
     sees; in place."""
-    from annotators.florence2_format import task_spec
-    from annotators.florence2_views import VIEW_TASKS, apply_views, upright_scored_boxes, view_image
+    from florence2.format import task_spec
+    from florence2.views import VIEW_TASKS, apply_views, upright_scored_boxes, view_image
 
     boxed = [k for k, (e, _) in enumerate(items) if e.task in VIEW_TASKS]
     seen: dict[int, list[list]] = {k: [] for k in boxed}
@@ -253,7 +253,7 @@ def image_dependence(model: Any, processor: Any, examples: list[Example], batch_
 
 def detection_predictions(annotator: Any, images: list[tuple[Example, Any]]) -> list[dict[str, Any]]:
     """``<OD>`` on every image, then ``<REGION_TO_SEGMENTATION>`` on every predicted box."""
-    from annotators.florence2_format import task_prompt
+    from florence2.format import task_prompt
 
     od = [(Example(**{**e.to_json(), "task": "OD", "prompt": "<OD>", "target": ""}), im) for e, im in images]
     predictions, seg_items, seg_prompts = [], [], []

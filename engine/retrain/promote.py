@@ -82,8 +82,8 @@ def decide(new: Mapping[str, Any], current: Mapping[str, Any] | None, metric: st
 def record(root: DataRoot, round_: int, model_dir: Path, new: Mapping[str, Any], current: Mapping[str, Any] | None,
            current_path: str | None, decision: Decision, config: TrainingConfig) -> dict[str, Any]:
     """Write the decision to the catalog and ``metrics.json``; returns what was written."""
-    from annotators.hf_loading import checkpoint_version
     from engine.retrain.evaluate import write_metrics
+    from hf.loading import checkpoint_version
     from storage.catalog import Catalog
     from storage.schema import utc_now
 

@@ -13,7 +13,7 @@ Optimisation: AdamW (no weight decay on biases and norms), linear warm-up over
 ``warmup_ratio`` of the steps then cosine decay to 0, gradient accumulation over
 ``grad_accum`` micro-batches (the loss is the token mean over the whole window), gradient
 clipping, autocast bf16/fp16 on the GPU with fp32 master weights (a grad scaler for fp16).
-The loss is :func:`engine.retrain.loss.token_cross_entropy` on the unshifted labels; the
+The loss is :func:`florence2.loss.token_cross_entropy` on the unshifted labels; the
 whole model trains, vision encoder included (freezing it costs region tasks dearly). With
 ``aux_loss_weight`` > 0 the auxiliary per-cell head of :mod:`engine.retrain.aux_head` adds its
 loss (targets from the training split's OD examples); the head is kept in the trainer state
@@ -45,7 +45,7 @@ from typing import Any, Iterable, Iterator
 from engine.retrain.checkpoints import STATE_FILE, WEIGHTS_FILE, latest_checkpoint, save_checkpoint, save_final
 from engine.retrain.config import TrainingConfig
 from engine.retrain.examples import Example
-from engine.retrain.loss import IGNORE_INDEX, decoder_input_ids, labels_from_ids, token_cross_entropy
+from florence2.loss import IGNORE_INDEX, decoder_input_ids, labels_from_ids, token_cross_entropy
 from storage.atomic import write_text_atomic
 from storage.layout import DataRoot
 
@@ -67,13 +67,13 @@ def current_model(root: DataRoot, round_: int) -> Path | None:
 def resolve_start_model(root: DataRoot, round_: int, config: TrainingConfig,
                         vocab_words: Iterable[str] = ()) -> Path:
     """Checkpoint directory training starts from (see the module docstring)."""
-    from annotators.hf_loading import resolve_model_dir
+    from hf.loading import resolve_model_dir
 
     promoted = current_model(root, round_)
     if promoted is not None:
         return promoted
     if config.base_model == "tiny":
-        from annotators.florence2_checkpoint import build_checkpoint
+        from florence2.checkpoint import build_checkpoint
 
         out = root.model(round_).parent / f"base-tiny-{config.tiny_image_size}"
         if not (out / WEIGHTS_FILE).exists():
@@ -86,7 +86,7 @@ def resolve_start_model(root: DataRoot, round_: int, config: TrainingConfig,
     if not config.base_model:
         raise ValueError(f"no model to fine-tune for round {round_}: no earlier round promoted one and "
                          f"training.base_model is not set (a checkpoint directory, or \"tiny\")")
-    from annotators.checkpoint_check import check_checkpoint
+    from hf.checkpoint_check import check_checkpoint
 
     model_dir = resolve_model_dir(config.base_model, "training.base_model")
     check_checkpoint(model_dir, "training.base_model", config.allow_pickle_weights)
@@ -104,7 +104,7 @@ def precision(config: TrainingConfig) -> tuple[Any, Any]:
     """``(torch.device, autocast dtype or None)``: autocast runs on the GPU only."""
     import torch
 
-    from annotators.hf_loading import torch_device_dtype
+    from hf.loading import torch_device_dtype
 
     device, _ = torch_device_dtype(config.device, "fp32")
     if device.type != "cuda" or config.dtype == "fp32":
@@ -118,8 +118,8 @@ def load_model(model_dir: Path, device: Any) -> tuple[Any, Any]:
     """``(model in fp32 on device, processor with right padding)`` loaded by path, offline."""
     from transformers import Florence2ForConditionalGeneration, Florence2Processor
 
-    from annotators.checkpoint_check import check_loading_info
-    from annotators.hf_loading import from_pretrained_kwargs
+    from hf.checkpoint_check import check_loading_info
+    from hf.loading import from_pretrained_kwargs
 
     processor = Florence2Processor.from_pretrained(model_dir, **from_pretrained_kwargs())
     processor.tokenizer.padding_side = "right"

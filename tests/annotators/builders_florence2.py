@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from annotators.base import Annotator
-from annotators.florence2_checkpoint import build_checkpoint
 from annotators.registry import build_annotator
+from florence2.checkpoint import build_checkpoint
 from tests.annotators.builders import tiny_builder
 
 

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from annotators.base import AnnotatorError, ImageBatch, ImageItem
-from annotators.hf_loading import checkpoint_version
 from annotators.registry import build_annotator
+from hf.loading import checkpoint_version
 from storage.schema import ANNOTATIONS, annotation_row, table_from_rows
 from tests.annotators.builders_language import context_rows, save_gpt2
 

@@ -8,9 +8,9 @@ from PIL import Image
 
 from annotators.base import AnnotatorError, ImageBatch, ImageItem
 from annotators.clip_features import max_text_tokens, similarity01
-from annotators.hf_loading import checkpoint_version
 from annotators.registry import annotator_class, build_annotator
 from engine.annotate.stages import annotation_stages, runs_after
+from hf.loading import checkpoint_version
 from storage.schema import ANNOTATIONS, annotation_row, table_from_rows
 from tests.annotators.builders_language import context_rows, save_clip
 

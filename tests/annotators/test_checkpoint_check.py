@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from annotators.base import AnnotatorError, ImageBatch, ImageItem
-from annotators.checkpoint_check import check_checkpoint
-from annotators.florence2_checkpoint import build_checkpoint
 from annotators.registry import build_annotator
+from florence2.checkpoint import build_checkpoint
+from hf.checkpoint_check import check_checkpoint
 from tests.annotators.builders_vision import tiny_detr_dir
 
 

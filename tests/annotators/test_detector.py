@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from annotators.base import AnnotatorError, ImageBatch, ImageItem
-from annotators.hf_loading import checkpoint_version
 from annotators.registry import build_annotator
+from hf.loading import checkpoint_version
 from storage.schema import ANNOTATIONS, table_from_rows
 from tests.annotators.builders_vision import LABELS, tiny_detr_dir, tiny_rtdetr_dir
 

@@ -15,11 +15,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from annotators import florence2_format as ff
 from annotators.base import AnnotatorError, ImageBatch, ImageItem
 from annotators.florence2 import Florence2Settings, output_payloads
-from annotators.florence2_checkpoint import SIZES, build_checkpoint, build_config, image_seq_length
 from annotators.registry import build_annotator
+from florence2 import format as ff
+from florence2.checkpoint import SIZES, build_checkpoint, build_config, image_seq_length
 from storage.masks import decode_rle, rle_bbox
 from storage.schema import ANNOTATIONS, table_from_rows
 

@@ -16,10 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-from annotators import florence2_format as ff
 from annotators.base import ImageBatch, ImageItem
-from annotators.florence2_checkpoint import build_checkpoint
-from annotators.florence2_scores import (
+from annotators.registry import build_annotator
+from florence2 import format as ff
+from florence2.checkpoint import build_checkpoint
+from florence2.scores import (
     ItemTokens,
     TokenStats,
     item_scores,
@@ -27,7 +28,6 @@ from annotators.florence2_scores import (
     sequence_score,
     token_statistics,
 )
-from annotators.registry import build_annotator
 
 EOS, BOS = 2, 0
 NEG = -1e9  # a logit whose probability is exactly 0 in float32

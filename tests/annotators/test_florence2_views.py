@@ -15,10 +15,10 @@ from PIL import Image, ImageDraw
 
 from annotators.base import ImageBatch, ImageItem
 from annotators.florence2 import _Generation
-from annotators.florence2_checkpoint import build_checkpoint
-from annotators.florence2_scores import TokenStats
-from annotators.florence2_views import box_to_upright, consistency_scores, fused_views, label_key, view_image
 from annotators.registry import build_annotator
+from florence2.checkpoint import build_checkpoint
+from florence2.scores import TokenStats
+from florence2.views import box_to_upright, consistency_scores, fused_views, label_key, view_image
 
 
 # ----------------------------------------------------------------------- pure functions

@@ -8,9 +8,9 @@ from PIL import Image
 
 from annotators.base import AnnotatorError, ImageBatch, ImageItem
 from annotators.grounding import build_prompt, token_phrase_mask
-from annotators.hf_loading import checkpoint_version
 from annotators.noun_phrases import rule_based_noun_phrases
 from annotators.registry import build_annotator
+from hf.loading import checkpoint_version
 from storage.schema import ANNOTATIONS, annotation_row, table_from_rows
 from tests.annotators.builders_language import context_rows, save_grounding_dino
 

@@ -8,8 +8,9 @@ import pytest
 
 from annotators.detector import DetectorSettings
 from annotators.florence2 import Florence2Settings
-from annotators.hf_loading import load_pretrained, quiet_progress_bars, torch_device_dtype
-from annotators.model_settings import (
+from annotators.registry import annotator_names, build_annotator
+from hf.loading import load_pretrained, quiet_progress_bars, torch_device_dtype
+from hf.settings import (
     ModelSettings,
     check_bool,
     check_int,
@@ -21,7 +22,6 @@ from annotators.model_settings import (
     str_tuple,
     subset_tuple,
 )
-from annotators.registry import annotator_names, build_annotator
 from tests.annotators.builders_vision import tiny_detr_dir
 
 

@@ -8,9 +8,9 @@ from PIL import Image
 
 from annotators.base import AnnotatorError, ImageBatch, ImageItem
 from annotators.crops import crop_box, crop_region
-from annotators.hf_loading import checkpoint_version
 from annotators.region_captioner import strip_prompt
 from annotators.registry import build_annotator
+from hf.loading import checkpoint_version
 from storage.schema import ANNOTATIONS, annotation_row, table_from_rows
 from tests.annotators.builders_language import context_rows, save_blip
 
@@ -113,7 +113,7 @@ def test_strip_prompt():
 
 
 def test_florence2_region_captions(tmp_path):
-    from annotators.florence2_checkpoint import build_checkpoint
+    from florence2.checkpoint import build_checkpoint
 
     model_dir = build_checkpoint(tmp_path / "florence2", size="tiny")
     captioner = build_annotator("region_captioner", model=str(model_dir), max_new_tokens=6, batch_size=4)

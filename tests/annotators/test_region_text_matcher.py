@@ -10,9 +10,9 @@ from PIL import Image
 
 from annotators.base import AnnotatorError, ImageBatch, ImageItem
 from annotators.crops import crop_region
-from annotators.hf_loading import checkpoint_version
 from annotators.region_text_matcher import choose_best, dedupe
 from annotators.registry import build_annotator
+from hf.loading import checkpoint_version
 from storage.schema import ANNOTATIONS, annotation_row, table_from_rows
 from tests.annotators.builders_language import context_rows, save_clip
 

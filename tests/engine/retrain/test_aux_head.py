@@ -10,12 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from annotators.florence2_checkpoint import build_checkpoint
-from annotators.florence2_format import regions_target
 from engine.retrain.aux_head import AuxTargets, aux_loss, cell_targets, class_vocabulary, grid_side, new_head, od_boxes
 from engine.retrain.config import TrainingConfig
 from engine.retrain.examples import Example, build_examples
 from engine.retrain.train import STATE_FILE, Collator, latest_checkpoint, load_model, stream_examples, train
+from florence2.checkpoint import build_checkpoint
+from florence2.format import regions_target
 from tests.engine.retrain.data import curated_rows, make_root, write_curated
 
 

@@ -82,10 +82,10 @@ def _blind(model):
 
 
 def test_image_dependence_is_zero_for_a_blind_model_and_positive_for_one_that_sees(sample, tmp_path):
-    from annotators.florence2_checkpoint import build_checkpoint
     from engine.demo.model import build_demo_checkpoint
-    from engine.retrain.examples import image_targets
     from engine.retrain.train import load_model
+    from florence2.checkpoint import build_checkpoint
+    from florence2.targets import image_targets
 
     root, truth, locations = sample
     names = {c["id"]: c["name"] for c in truth["categories"]}

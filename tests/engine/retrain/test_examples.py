@@ -8,9 +8,10 @@ import json
 
 import pytest
 
-from annotators import florence2_format as ff
-from annotators.florence2_checkpoint import build_checkpoint
-from engine.retrain.examples import build_examples, image_targets, split_of
+from engine.retrain.examples import build_examples, split_of
+from florence2 import format as ff
+from florence2.checkpoint import build_checkpoint
+from florence2.targets import image_targets
 from storage.schema import annotation_row
 from tests.engine.retrain.data import curated_rows, make_root, write_curated
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from annotators.florence2_checkpoint import build_checkpoint
-from engine.retrain.loss import count_tokens, decoder_input_ids, labels_from_ids, token_cross_entropy
+from florence2.checkpoint import build_checkpoint
+from florence2.loss import count_tokens, decoder_input_ids, labels_from_ids, token_cross_entropy
 
 
 def _expected(logits: torch.Tensor, labels: torch.Tensor) -> float:

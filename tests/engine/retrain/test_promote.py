@@ -46,11 +46,11 @@ def test_a_model_that_ignores_the_image_is_refused_whatever_the_mode(mode):
 def test_a_blind_checkpoint_measures_zero_image_dependence_and_is_refused(tmp_path):
     import torch
 
-    from annotators.florence2_checkpoint import build_checkpoint
     from engine.retrain.config import TrainingConfig
     from engine.retrain.evaluate import evaluate_model
     from engine.retrain.examples import build_examples
     from engine.retrain.train import load_model
+    from florence2.checkpoint import build_checkpoint
 
     root, truth = make_root(tmp_path, images=8, seed=2, per_shard=4)
     write_curated(root, curated_rows(root, truth), 1)
@@ -85,8 +85,8 @@ def _models(root):
 
 def test_fld_train_evaluates_promotes_and_the_next_round_starts_from_it(tmp_path, capsys):
     import engine.commands.train  # noqa: F401  (registers the command)
-    from annotators.hf_loading import checkpoint_version
     from engine.cli import main
+    from hf.loading import checkpoint_version
 
     root, truth = make_root(tmp_path, images=12, seed=3, per_shard=6)
     rows = curated_rows(root, truth)

@@ -1,4 +1,4 @@
-"""Loading Hugging Face checkpoints from local places only, for every model-backed annotator.
+"""Loading Hugging Face checkpoints from local places only, for every model-backed component.
 
 A model setting is either a local directory (what ``save_pretrained`` wrote, or a snapshot
 the user downloaded beforehand) or a hub id that is already in the local Hugging Face cache.
@@ -6,8 +6,8 @@ Nothing is ever downloaded: every ``from_pretrained`` call here passes
 ``local_files_only=True`` and ``trust_remote_code=False``.
 
 :func:`load_pretrained` is the one loading step (processor + model onto device/dtype, eval
-mode, transformers' progress bars silenced); :class:`PretrainedAnnotator` is the base of the
-annotators backed by one checkpoint (settings, checkpoint resolution, lazy idempotent load).
+mode, transformers' progress bars silenced); ``annotators.pretrained.PretrainedAnnotator`` is
+the base of the annotators backed by one checkpoint.
 """
 
 from __future__ import annotations
@@ -17,47 +17,47 @@ import hashlib
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
-from annotators.base import Annotator, AnnotatorError
-from annotators.checkpoint_check import check_checkpoint, check_loading_info
-from annotators.model_settings import DTYPES, ModelSettings, settings_from_kwargs
+from hf.checkpoint_check import check_loading_info
+from hf.errors import ModelError
+from hf.settings import DTYPES
 
-__all__ = ["DTYPES", "PretrainedAnnotator", "checkpoint_version", "drop_machine_keys", "from_pretrained_kwargs",
+__all__ = ["DTYPES", "checkpoint_version", "drop_machine_keys", "from_pretrained_kwargs",
            "load_pretrained",
            "move_inputs", "quiet_progress_bars", "require_package", "resolve_model_dir", "torch_device_dtype"]
 
 
 def require_package(module: str, extra: str | None = None) -> None:
-    """Raise :class:`AnnotatorError` naming what to install when ``module`` is not importable.
+    """Raise :class:`ModelError` naming what to install when ``module`` is not importable.
 
     ``extra``: the pip extra that brings it, or None for a core dependency of fld-engine.
     """
     if importlib.util.find_spec(module) is None:
         how = f"pip install 'fld-engine[{extra}]'" if extra else "pip install fld-engine (a core dependency)"
-        raise AnnotatorError(f"the Python package {module!r} is not installed; install it with `{how}`")
+        raise ModelError(f"the Python package {module!r} is not installed; install it with `{how}`")
 
 
 def resolve_model_dir(model: str | os.PathLike[str], annotator: str) -> Path:
     """Return the local directory of ``model``: a path, or a hub id found in the local cache.
 
-    Raises :class:`AnnotatorError` saying where to put the weights when neither exists.
+    Raises :class:`ModelError` saying where to put the weights when neither exists.
     """
     if not model:
-        raise AnnotatorError(f"annotator {annotator!r} needs a `model` setting: a local checkpoint directory")
+        raise ModelError(f"annotator {annotator!r} needs a `model` setting: a local checkpoint directory")
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise AnnotatorError(f"{path} has no config.json: it is not a transformers checkpoint directory")
+            raise ModelError(f"{path} has no config.json: it is not a transformers checkpoint directory")
         return path.resolve()
     if path.exists():
-        raise AnnotatorError(f"model {str(path)!r} for {annotator!r} is a file; give the checkpoint directory")
+        raise ModelError(f"model {str(path)!r} for {annotator!r} is a file; give the checkpoint directory")
     try:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(str(model), local_files_only=True))
     except Exception:  # not cached, bad id, or hub library missing: one clear message
-        raise AnnotatorError(
+        raise ModelError(
             f"model {str(model)!r} for annotator {annotator!r} is neither a local directory nor in the "
             f"local Hugging Face cache; download it beforehand (e.g. `huggingface-cli download {model} "
             f"--local-dir DIR`) and set `model = \"DIR\"` in the config. Nothing is downloaded at run time."
@@ -104,7 +104,7 @@ def torch_device_dtype(device: str, dtype: str) -> tuple[Any, Any]:
     if not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
         raise ValueError(f"device must be cpu, cuda, cuda:N or auto; got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise AnnotatorError(f"device {device!r} was asked for but torch sees no CUDA GPU")
+        raise ModelError(f"device {device!r} was asked for but torch sees no CUDA GPU")
     return torch.device(device), getattr(torch, DTYPES[dtype])
 
 
@@ -142,7 +142,7 @@ def load_pretrained(model_dir: str | os.PathLike[str], model_class: str, process
     offline with :func:`from_pretrained_kwargs`; the model's weights load as ``dtype`` (a
     ``torch.dtype``), then the model moves to ``device`` and is put in eval mode. Progress bars
     are silenced (:func:`quiet_progress_bars`). Weights that do not cover the model raise
-    (``annotators.checkpoint_check.check_loading_info``; ``who`` names the setting).
+    (``hf.checkpoint_check.check_loading_info``; ``who`` names the setting).
     """
     import transformers
 
@@ -160,58 +160,6 @@ def move_inputs(inputs: Mapping[str, Any], device: Any, dtype: Any) -> dict[str,
     to ``dtype``, the others (ids, masks) keep theirs. Entries that are not tensors are dropped."""
     return {key: value.to(device, dtype) if value.is_floating_point() else value.to(device)
             for key, value in inputs.items() if hasattr(value, "is_floating_point")}
-
-
-class PretrainedAnnotator(Annotator):
-    """Base of the annotators backed by one transformers checkpoint (a model and its processor).
-
-    A subclass sets ``settings_class`` (a :class:`~annotators.model_settings.ModelSettings`
-    subclass), ``model_class`` and ``processor_class`` (names in ``transformers``), and
-    ``required_packages`` (modules checked at construction besides torch/transformers).
-    Construction validates the settings (unknown names raise ``ValueError``), checks the
-    packages, resolves the checkpoint directory and the device/dtype, so a bad setting or a
-    missing model fails there; :meth:`load` loads the model once (idempotent) and
-    :meth:`prepare_processor` lets a subclass adjust the processor before first use.
-    """
-
-    settings_class: ClassVar[type[ModelSettings]] = ModelSettings
-    model_class: ClassVar[str] = ""
-    processor_class: ClassVar[str] = "AutoProcessor"
-    required_packages: ClassVar[tuple[str, ...]] = ()
-
-    def __init__(self, **settings: Any) -> None:
-        self.settings = settings_from_kwargs(self.settings_class, settings, self.name)
-        self.batch_size = self.settings.batch_size
-        for module in self.required_packages:
-            require_package(module)
-        self.model_dir = resolve_model_dir(self.settings.model, self.name)
-        check_checkpoint(self.model_dir, self.name, self.settings.allow_pickle_weights)
-        self._device, self._dtype = torch_device_dtype(self.settings.device, self.settings.dtype)
-        self._version: str | None = None
-        self._model: Any = None
-        self._processor: Any = None
-
-    @property
-    def version(self) -> str:
-        """:func:`checkpoint_version` of the checkpoint directory (computed once)."""
-        if self._version is None:
-            self._version = checkpoint_version(self.model_dir)
-        return self._version
-
-    def load(self) -> None:
-        if self._model is not None:
-            return
-        model, processor = load_pretrained(self.model_dir, self.model_class, self.processor_class,
-                                           self._device, self._dtype, self.name)
-        self.prepare_processor(processor)
-        self._processor, self._model = processor, model
-
-    def prepare_processor(self, processor: Any) -> None:
-        """Adjust the freshly loaded processor (padding side, pad token...); nothing by default."""
-
-    def model_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """:func:`move_inputs` onto this annotator's device and dtype."""
-        return move_inputs(inputs, self._device, self._dtype)
 
 
 #: keys transformers copies from ``from_pretrained``'s arguments into saved configs: they describe

@@ -91,12 +91,12 @@ class ModelSettings:
     """Settings every model-backed annotator has; its own settings class extends this one.
 
     ``model``: checkpoint directory or a hub id already in the local cache (see
-    :func:`annotators.hf_loading.resolve_model_dir`). ``device``: cpu, cuda, cuda:N or auto
-    (checked further by :func:`annotators.hf_loading.torch_device_dtype`). ``dtype``: fp32,
+    :func:`hf.loading.resolve_model_dir`). ``device``: cpu, cuda, cuda:N or auto
+    (checked further by :func:`hf.loading.torch_device_dtype`). ``dtype``: fp32,
     bf16 or fp16 (aliases float32, bfloat16, float16). ``batch_size``: inputs per forward pass
     (>= 1; what one input is, an image, a crop or a prompt, the subclass says).
     ``allow_pickle_weights``: load a checkpoint that has only ``pytorch_model.bin`` weights (with
-    torch's ``weights_only``; default false: safetensors only, see ``annotators.checkpoint_check``).
+    torch's ``weights_only``; default false: safetensors only, see ``hf.checkpoint_check``).
 
     A subclass redeclares a field to change its default and calls ``super().__post_init__()``
     first in its own ``__post_init__``.

@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Collection, Sequence
 
-from annotators.florence2_format import LOC_TOKENS, NUM_BINS
+from florence2.format import LOC_TOKENS, NUM_BINS
 
 #: token strings the processor removes before parsing regions (``text.replace(...)``)
 DROPPED_PIECES = ("<s>", "</s>", "<pad>")

@@ -46,7 +46,6 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from annotators.text_utils import fold_spaces
 from storage.geometry import box_iou_matrix
 from storage.schema import KIND_REGION
 
@@ -87,7 +86,7 @@ def box_to_upright(box: Sequence[float], view: str, width: int, height: int) -> 
 
 def label_key(text: str) -> str:
     """The label two boxes must share to confirm each other: white space folded, case-folded."""
-    return fold_spaces(text).casefold()
+    return " ".join(str(text or "").split()).casefold()
 
 
 def best_matches(original: Sequence[ScoredBox], view: Sequence[ScoredBox], min_iou: float) -> list[int | None]:

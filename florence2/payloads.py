@@ -11,8 +11,8 @@ from __future__ import annotations
 from itertools import repeat
 from typing import Any, Callable, Sequence
 
-from annotators.crops import clamp_points, clip_box
-from annotators.florence2_format import SPECIAL_TOKEN_RE, TaskSpec, task_spec
+from florence2.format import SPECIAL_TOKEN_RE, TaskSpec, task_spec
+from storage.geometry import clamp_points, clip_box
 from storage.masks import polygons_to_rle, rle_area
 from storage.schema import KIND_CAPTION, KIND_PHRASE, KIND_REGION
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from annotators.florence2_format import EXTRA_TOKENS, IMAGE_TOKEN, POST_PROCESSOR_CONFIG
-from annotators.hf_loading import quiet_progress_bars
+from florence2.format import EXTRA_TOKENS, IMAGE_TOKEN, POST_PROCESSOR_CONFIG
+from hf.loading import quiet_progress_bars
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]

@@ -1,7 +1,7 @@
 """The one check every checkpoint folder passes before any model-backed annotator or training
 uses it: the layouts people download are loaded or refused in one line, never half-loaded.
 
-:func:`check_checkpoint` refuses (``AnnotatorError``, one line saying what to do):
+:func:`check_checkpoint` refuses (``ModelError``, one line saying what to do):
 
 * a remote-code checkpoint (``auto_map`` in ``config.json``, or ``modeling_*.py`` /
   ``configuration_*.py`` / ``processing_*.py`` files beside it): fld never runs downloaded code.
@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from annotators.base import AnnotatorError
+from hf.errors import ModelError
 
 SAFE_WEIGHTS = ("*.safetensors",)
 PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
@@ -40,7 +40,7 @@ def _config(model_dir: Path) -> dict[str, Any]:
     try:
         value = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise AnnotatorError(f"{model_dir}/config.json cannot be read: {error}") from None
+        raise ModelError(f"{model_dir}/config.json cannot be read: {error}") from None
     return value if isinstance(value, dict) else {}
 
 
@@ -58,19 +58,19 @@ def check_checkpoint(model_dir: str | Path, who: str, allow_pickle_weights: bool
         kind = str(config.get("model_type", "")).lower()
         native = NATIVE_EQUIVALENTS.get(kind, "a checkpoint in the native transformers layout (no auto_map, no .py files)")
         found = "auto_map in config.json" if "auto_map" in config else f"{code[0].name}"
-        raise AnnotatorError(f"{who}: {model_dir} is a remote-code checkpoint ({found}); fld never runs "
+        raise ModelError(f"{who}: {model_dir} is a remote-code checkpoint ({found}); fld never runs "
                              f"downloaded code. Use {native}")
     if config.get("use_timm_backbone") and importlib.util.find_spec("timm") is None:
-        raise AnnotatorError(f"{who}: {model_dir} uses a timm backbone (use_timm_backbone) and the timm package is "
+        raise ModelError(f"{who}: {model_dir} uses a timm backbone (use_timm_backbone) and the timm package is "
                              f"not installed; `pip install 'fld-engine[timm]'`, or download the checkpoint's "
                              f"no_timm revision (e.g. `huggingface-cli download facebook/detr-resnet-50 --revision "
                              f"no_timm --local-dir DIR`)")
     safe, pickled = _any(model_dir, SAFE_WEIGHTS), _any(model_dir, PICKLE_WEIGHTS)
     if not safe and not pickled:
-        raise AnnotatorError(f"{who}: {model_dir} holds no weights (no *.safetensors); download the whole "
+        raise ModelError(f"{who}: {model_dir} holds no weights (no *.safetensors); download the whole "
                              f"checkpoint folder")
     if not safe and not allow_pickle_weights:
-        raise AnnotatorError(f"{who}: {model_dir} holds only pickle weights ({pickled[0].name}); convert them to "
+        raise ModelError(f"{who}: {model_dir} holds only pickle weights ({pickled[0].name}); convert them to "
                              f"safetensors, or set allow_pickle_weights = true for it (loaded with torch's "
                              f"weights_only, which runs no code)")
 
@@ -79,6 +79,6 @@ def check_loading_info(info: Mapping[str, Any], model_dir: str | Path, who: str)
     """Raise when transformers' loading info shows parameters the checkpoint did not provide."""
     missing = sorted(info.get("missing_keys") or [])
     if missing:
-        raise AnnotatorError(f"{who}: the weights in {model_dir} do not cover the model: {len(missing)} parameters "
+        raise ModelError(f"{who}: the weights in {model_dir} do not cover the model: {len(missing)} parameters "
                              f"missing (e.g. {missing[0]}); it is not a checkpoint of this architecture, or was "
                              f"saved by other code")
