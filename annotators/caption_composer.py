@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from annotators.base import ImageBatch, ImageItem
+from annotators.base import ImageBatch, ImageItem, Rows
 from annotators.pretrained import PretrainedAnnotator
 from annotators.registry import register_annotator
 from annotators.text_utils import dedupe
@@ -98,6 +98,8 @@ class CaptionComposer(PretrainedAnnotator):
 
     kinds = (KIND_CAPTION,)
     needs = ("annotations",)
+    reads = (Rows(KIND_CAPTION, derived=False), Rows(KIND_REGION, derived=False))  # the brief caption, regions
+    emits = (Rows(KIND_CAPTION, derived=False),)
     settings_class = CaptionComposerSettings
     model_class = "AutoModelForCausalLM"
     processor_class = "AutoTokenizer"  # self._processor is the tokenizer

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from annotators.base import ImageBatch, ImageItem
+from annotators.base import ImageBatch, ImageItem, Rows
 from annotators.clip_features import image_embeddings, similarity01, text_embeddings
 from annotators.pretrained import PretrainedAnnotator
 from annotators.registry import register_annotator
@@ -69,6 +69,8 @@ class CaptionScorer(PretrainedAnnotator):
 
     kinds = (KIND_CAPTION,)
     needs = ("annotations",)
+    reads = (Rows(KIND_CAPTION, derived=False),)
+    emits = (Rows(KIND_CAPTION, derived=True),)  # a score row under each caption
     settings_class = CaptionScorerSettings
     model_class = "AutoModel"
 

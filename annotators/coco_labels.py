@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from annotators.base import Annotator, AnnotatorError, ImageBatch, ImageItem
+from annotators.base import Annotator, AnnotatorError, ImageBatch, ImageItem, Rows
 from annotators.registry import register_annotator
 from hf.settings import check_positive_int, settings_from_kwargs
 from storage.geometry import clamp_points
@@ -78,6 +78,8 @@ class CocoLabels(Annotator):
 
     kinds = (KIND_REGION,)
     needs = ("meta",)
+    reads = ()
+    emits = (Rows(KIND_REGION, derived=False, region_type="object"),)
 
     def __init__(self, **settings: Any) -> None:
         self.settings = settings_from_kwargs(CocoLabelsSettings, settings, self.name)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from annotators.base import ImageBatch, ImageItem
+from annotators.base import ImageBatch, ImageItem, Rows
 from annotators.pretrained import PretrainedAnnotator
 from annotators.registry import register_annotator
 from hf.settings import ModelSettings, check_range
@@ -47,6 +47,8 @@ class Detector(PretrainedAnnotator):
     """Closed-vocabulary object detector (DETR / RT-DETR) emitting ``region`` rows of type object."""
 
     kinds = (KIND_REGION,)
+    reads = ()
+    emits = (Rows(KIND_REGION, derived=False, region_type="object"),)
     settings_class = DetectorSettings
     model_class = "AutoModelForObjectDetection"
     processor_class = "AutoImageProcessor"

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from annotators.base import ImageBatch, ImageItem
+from annotators.base import ImageBatch, ImageItem, Rows
 from annotators.noun_phrases import NounPhraseExtractor, Phrase
 from annotators.pretrained import PretrainedAnnotator
 from annotators.registry import register_annotator
@@ -110,6 +110,8 @@ class Grounding(PretrainedAnnotator):
 
     kinds = (KIND_PHRASE,)
     needs = ("annotations",)
+    reads = (Rows(KIND_CAPTION, derived=False),)
+    emits = (Rows(KIND_PHRASE, derived=True),)
     settings_class = GroundingSettings
     model_class = "AutoModelForZeroShotObjectDetection"
 

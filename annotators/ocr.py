@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from annotators.base import Annotator, ImageBatch, ImageItem
+from annotators.base import Annotator, ImageBatch, ImageItem, Rows
 from annotators.registry import register_annotator
 from hf.loading import require_package
 from hf.settings import check_bool, check_int, check_positive_int, check_range, settings_from_kwargs
@@ -93,6 +93,8 @@ class OCR(Annotator):
     """RapidOCR text lines as ``region`` rows of type ocr (quad + enclosing bbox + text)."""
 
     kinds = (KIND_REGION,)
+    reads = ()
+    emits = (Rows(KIND_REGION, derived=False, region_type="ocr"),)
 
     def __init__(self, **settings: Any) -> None:
         self.settings = settings_from_kwargs(OCRSettings, settings, self.name)

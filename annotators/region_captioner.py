@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from annotators.base import ImageBatch, ImageItem
+from annotators.base import ImageBatch, ImageItem, Rows
 from annotators.crops import crop_region
 from annotators.pretrained import PretrainedAnnotator
 from annotators.registry import register_annotator
@@ -78,6 +78,8 @@ class RegionCaptioner(PretrainedAnnotator):
 
     kinds = (KIND_REGION,)
     needs = ("annotations",)
+    reads = (Rows(KIND_REGION, derived=False, region_type="object"),)
+    emits = (Rows(KIND_REGION, derived=True, region_type="object"),)
     settings_class = RegionCaptionerSettings
     model_class = "AutoModelForImageTextToText"
 

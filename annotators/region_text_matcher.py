@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from annotators.base import ImageBatch, ImageItem
+from annotators.base import ImageBatch, ImageItem, Rows
 from annotators.clip_features import image_embeddings, text_embeddings
 from annotators.crops import crop_region
 from annotators.noun_phrases import NounPhraseExtractor
@@ -92,6 +92,9 @@ class RegionTextMatcher(PretrainedAnnotator):
 
     kinds = (KIND_REGION,)
     needs = ("annotations",)
+    reads = (Rows(KIND_REGION, derived=False, region_type="object"),  # the regions, and the candidate texts
+             Rows(KIND_REGION, derived=True, region_type="object", source=RegionTextMatcherSettings.captioner_source))
+    emits = (Rows(KIND_REGION, derived=True, region_type="object"),)
     settings_class = RegionTextMatcherSettings
     model_class = "AutoModel"
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from annotators.base import ImageBatch, ImageItem
+from annotators.base import ImageBatch, ImageItem, Rows
 from annotators.pretrained import PretrainedAnnotator
 from annotators.registry import register_annotator
 from hf.settings import ModelSettings, check_number, check_positive_int
@@ -74,6 +74,8 @@ class Segmenter(PretrainedAnnotator):
 
     kinds = (KIND_REGION, KIND_PHRASE)
     needs = ("annotations",)
+    reads = (Rows(KIND_REGION, derived=False), Rows(KIND_PHRASE))
+    emits = (Rows(KIND_REGION, derived=True), Rows(KIND_PHRASE, derived=True))
     settings_class = SegmenterSettings
     model_class = "SamModel"
     processor_class = "SamProcessor"

@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from annotators.base import Annotator, ImageBatch
+from annotators.base import Annotator, ImageBatch, Rows
 from annotators.registry import register_annotator
 from hf.settings import check_positive_int, settings_from_kwargs
 from storage.schema import GRANULARITIES, KIND_CAPTION, annotation_row
@@ -52,6 +52,8 @@ class SidecarCaptions(Annotator):
 
     kinds = (KIND_CAPTION,)
     needs = ("meta",)
+    reads = ()
+    emits = (Rows(KIND_CAPTION, derived=False),)
 
     def __init__(self, **settings: Any):
         self.settings = settings_from_kwargs(SidecarCaptionSettings, settings, self.name)

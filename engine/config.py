@@ -39,6 +39,8 @@ from engine.curate.config import CurationConfig
 from engine.retrain.config import TrainingConfig
 from engine.review.config import ReviewConfig
 from engine.typed_config import from_plain, to_plain
+from florence2.settings import Florence2Settings
+from hf.settings import settings_from_kwargs
 from storage.plugins import add_plugins
 from storage.readers.base import MAX_MEMBER_BYTES
 
@@ -174,6 +176,22 @@ class EngineConfig:
                 raise ValueError(f"annotators.{name} is not a registered annotator; known: {', '.join(known)}")
             if not isinstance(table, Mapping):
                 raise ValueError(f"annotators.{name} must be a table of settings")
+
+    def current_model_table(self) -> dict[str, Any]:
+        """The ``florence2`` settings the current model runs with, its checkpoint left out:
+        ``[annotators.florence2]`` overridden by ``[model.annotator]``."""
+        table = {k: v for k, v in self.annotators.get("florence2", {}).items() if k != "model"}
+        return {**table, **self.model.annotator}
+
+    def current_model_settings(self, checkpoint: str | Path = "current") -> Florence2Settings:
+        """:meth:`current_model_table` as typed settings of ``checkpoint``: what ``fld round``,
+        ``fld train`` and ``fld loop`` annotate and evaluate the current model with, so the same
+        model is scored (and its threshold calibrated) the same way whichever command runs it."""
+        try:
+            return settings_from_kwargs(Florence2Settings, {**self.current_model_table(), "model": str(checkpoint)},
+                                        "florence2")
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"model.annotator: {exc}") from None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "EngineConfig":

@@ -53,13 +53,10 @@ def _annotators(config: EngineConfig) -> list[str]:
 
 
 def _model_annotator(config: EngineConfig) -> list[str]:
-    from annotators.florence2 import Florence2Settings
-    from hf.settings import settings_from_kwargs
-
     try:
-        settings = settings_from_kwargs(Florence2Settings, {"model": "current", **config.model.annotator}, "florence2")
-    except (ValueError, TypeError) as error:
-        return [f"model.annotator: {error}"]
+        settings = config.current_model_settings()
+    except ValueError as error:
+        return [str(error)]
     return _device("model.annotator.device", settings.device)
 
 

@@ -187,6 +187,15 @@ def task_prompt(name: str, text: str | None = None, bbox: Sequence[float] | None
     return spec.token + box_tokens(bbox, width, height)
 
 
+def prompt_caption(prompt: str) -> str | None:
+    """The caption a text-input prompt (``<CAPTION_TO_PHRASE_GROUNDING>caption``) carries; None for
+    a prompt of a task without a text input."""
+    for spec in TASKS.values():
+        if spec.input == "text" and prompt.startswith(spec.token):
+            return prompt[len(spec.token):]
+    return None
+
+
 # ------------------------------------------------------------------------- targets
 def _clean_text(text: str) -> str:
     """Text as it can appear before location tokens: stripped, with no '<' (ends a phrase)."""

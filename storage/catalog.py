@@ -5,13 +5,15 @@ and one view per Parquet dataset (``images``, ``annotations``, ``curated``,
 ``decision_trails``, ``errors``) plus ``decisions``, the long form of the trails, so
 ``duckdb ROOT/catalog.duckdb "select count(*) from images"`` works from the
 DuckDB command line. Views hold absolute paths and are rebuilt by :meth:`Catalog.refresh_views`
-after every write (and on every open), so a moved root is repaired by the next ``fld`` call.
-A dataset with no files yet is a view over an empty table of its schema.
+on every writing open, so a moved root is repaired by the next ``fld`` call; code that only
+added Parquet files calls :func:`publish_views`. A dataset with no files yet is a view over an
+empty table of its schema.
 
 Only the driver process opens the catalog (DuckDB allows one writer); workers write Parquet.
 The engine opens its private copy (``storage.catalog_file``: ``ROOT/.engine/catalog.duckdb``)
 and publishes ``ROOT/catalog.duckdb`` when a writing :class:`Catalog` closes, so a reader of the
-published file never blocks a round.
+published file never blocks a round. Code that only reads opens :meth:`Catalog.reading`: the
+private file through a read-only connection, which never writes or publishes.
 """
 
 from __future__ import annotations
@@ -82,11 +84,16 @@ def publish_views(root: DataRoot | str | Path) -> None:
 class Catalog:
     """An open connection to the root's catalog; use as a context manager. Writing (the default)
     opens the engine's private file and publishes it on close; ``read_only`` opens the published
-    snapshot (no wait for a running round, views as of the last write)."""
+    snapshot (no wait for a running round, views as of the last write: for long reads, such as
+    ``fld stats``); :meth:`reading` opens the engine's state now without writing (brief reads by
+    the engine's own code). A catalog opened for reading raises on :meth:`upsert`."""
 
-    def __init__(self, root: DataRoot | str | Path, read_only: bool = False):
+    def __init__(self, root: DataRoot | str | Path, read_only: bool = False, *, current: bool = False):
         self.root = root if isinstance(root, DataRoot) else DataRoot(Path(root))
-        self.read_only = read_only
+        self.read_only = read_only or current
+        if current:
+            self.con = self._connect_current()
+            return
         private = self.root.engine_catalog
         if not read_only:
             self.root.ensure()
@@ -108,6 +115,35 @@ class Catalog:
                 self.con.close()
                 raise
 
+    @classmethod
+    def reading(cls, root: DataRoot | str | Path) -> "Catalog":
+        """The engine's catalog as it is now, for code that only reads: the private file through
+        a read-only DuckDB connection (``storage.catalog_file.connect_reading``), so it never
+        writes, never publishes, and waits only while another fld process writes (a reader
+        called inside this process's writer shares it). Its views over the Parquet files present
+        now are temporary ones of this connection (as a writing open would make them, nothing
+        stored); a root without a catalog reads as an empty one (in memory, no file made); a
+        moved root is first repaired by one writing open."""
+        return cls(root, current=True)
+
+    def _connect_current(self) -> duckdb.DuckDBPyConnection:
+        private, published = self.root.engine_catalog, self.root.catalog
+        if not private.exists() and not published.exists():
+            self.con = duckdb.connect(":memory:")  # nothing recorded yet: empty tables, views over the files
+        else:
+            self.con = catalog_file.connect_reading(private if private.exists() else published)  # published: an older root
+            if catalog_moves.moved(self.con, str(self.root.path)):
+                self.con.close()  # views and paths of the former root: a writing open rewrites them
+                Catalog(self.root).close()
+                self.con = catalog_file.connect_reading(private)
+        try:
+            self._create_tables(temp=True)
+            self.refresh_views(temp=True)
+        except BaseException:
+            self.con.close()
+            raise
+        return self.con
+
     def __enter__(self) -> "Catalog":
         return self
 
@@ -128,26 +164,33 @@ class Catalog:
         catalog_file.publish(self.root.engine_catalog, self.root.catalog)
 
     # ----------------------------------------------------------------------- tables
-    def _create_tables(self) -> None:
+    def _create_tables(self, temp: bool = False) -> None:
+        """The tables of this version; ``temp``: as temporary tables of this connection, where the
+        file lacks them (a reader: nothing is stored)."""
+        kind = "temp table" if temp else "table"
         for name, (table_schema, key) in TABLES.items():
-            self._create_from_schema(name, table_schema, key)
+            self._create_from_schema(name, table_schema, () if temp else key, kind)
         for dataset in DATASETS:  # remade on every open: they follow the schemas of this version
             empty = dataset.schema.empty_table()  # noqa: F841 (read by DuckDB's replacement scan)
-            self.con.execute(f"create or replace table _empty_{dataset.name} as select * from empty")
+            self.con.execute(f"create or replace {kind} _empty_{dataset.name} as select * from empty")
 
-    def _create_from_schema(self, name: str, table_schema: pa.Schema, key: tuple[str, ...]) -> None:
+    def _create_from_schema(self, name: str, table_schema: pa.Schema, key: tuple[str, ...],
+                            kind: str = "table") -> None:
         exists = self.con.execute(
             "select count(*) from information_schema.tables where table_name = ?", [name]
         ).fetchone()[0]
         if exists:
             return
         empty = table_schema.empty_table()  # noqa: F841 (read by DuckDB's replacement scan)
-        self.con.execute(f"create table {name} as select * from empty")
+        self.con.execute(f"create {kind} {name} as select * from empty")
         if key:
             self.con.execute(f"create unique index {name}_key on {name} ({', '.join(key)})")
 
     def upsert(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
         """Insert rows into a catalog table, replacing rows with the same primary key."""
+        if self.read_only:
+            raise duckdb.InvalidInputException(f"the catalog of {self.root.path} is open for reading; "
+                                               f"write through a writing Catalog")
         table_schema, key = TABLES[table]
         arrow = schema.table_from_rows(rows, table_schema)  # noqa: F841
         if arrow.num_rows == 0:
@@ -159,25 +202,27 @@ class Catalog:
         self.con.execute("commit")
 
     # ------------------------------------------------------------------------ views
-    def refresh_views(self) -> None:
-        """(Re)create one view per Parquet dataset over the files present now."""
+    def refresh_views(self, temp: bool = False) -> None:
+        """(Re)create one view per Parquet dataset over the files present now (``temp``: as
+        temporary views of this connection, which shadow the stored ones)."""
+        view = "temp view" if temp else "view"
         formers = catalog_moves.former_roots(self.con)
         for dataset in DATASETS:
             if not any(self.root.path.glob(dataset.glob)):
                 extra = f", {dataset.extra_sql.replace('filename', 'NULL::VARCHAR')}" if dataset.extra_sql else ""
-                self.con.execute(f"create or replace view {dataset.name} as select *{extra} from _empty_{dataset.name}")
+                self.con.execute(f"create or replace {view} {dataset.name} as select *{extra} from _empty_{dataset.name}")
                 continue
             pattern = _sql_string(str(self.root.path / dataset.glob))
             extra = f", {dataset.extra_sql}" if dataset.extra_sql else ""
             source = f"read_parquet({pattern}, union_by_name = true, filename = true, hive_partitioning = false)"
             try:
-                self.con.execute(f"create or replace view {dataset.name} as "
+                self.con.execute(f"create or replace {view} {dataset.name} as "
                                  f"select {self._columns(dataset, source, formers)}{extra} from {source}")
             except duckdb.BinderException:  # a column no file has (files of an earlier version)
-                self.con.execute(f"create or replace view {dataset.name} as "
+                self.con.execute(f"create or replace {view} {dataset.name} as "
                                  f"select {self._columns(dataset, source, formers, describe=True)}{extra} from {source}")
         for name, sql in DERIVED_VIEWS.items():
-            self.con.execute(f"create or replace view {name} as {sql}")
+            self.con.execute(f"create or replace {view} {name} as {sql}")
 
     def _columns(self, dataset: ParquetDataset, source: str, formers: list[str], describe: bool = False) -> str:
         """The select list of ``dataset``'s view over ``source``: its schema's columns and,

@@ -9,8 +9,10 @@ processes open, each briefly, and after every write *publishes* a copy as
 one opens the new file. Anything written into the published file is replaced by the next
 publish: it is for reading.
 
-Two ``fld`` processes that open the private file at once (``fld stats`` during a round) wait for
-each other, up to ``CATALOG_WAIT_S`` seconds, then :class:`CatalogBusy` says so in one line.
+Two ``fld`` processes that open the private file at once wait for each other, up to
+``CATALOG_WAIT_S`` seconds, then :class:`CatalogBusy` says so in one line. Engine code that only
+reads opens the private file through :func:`connect_reading` (a read-only DuckDB connection:
+readers share the file, wait only while a writer has it, and never write or publish).
 """
 
 from __future__ import annotations
@@ -40,12 +42,28 @@ def _locked(error: duckdb.Error) -> bool:
     return "lock" in text or "conflicting" in text
 
 
-def connect(path: Path, read_only: bool, wait_s: float = CATALOG_WAIT_S) -> duckdb.DuckDBPyConnection:
-    """A connection to ``path``, retried (0.05 .. 1 s apart) while another process holds it."""
+def _other_mode_here(error: duckdb.Error) -> bool:
+    """DuckDB opens a file in one mode per process: this process has it open in the other one."""
+    return isinstance(error, duckdb.ConnectionException) and "different configuration" in str(error)
+
+
+def connect(path: Path, read_only: bool, wait_s: float | None = None) -> duckdb.DuckDBPyConnection:
+    """A connection to ``path``, retried (0.05 .. 1 s apart, for ``wait_s``, default
+    :data:`CATALOG_WAIT_S`) while another process holds it (or, for a writer, while another
+    thread of this process reads it)."""
+    wait_s = CATALOG_WAIT_S if wait_s is None else wait_s
     deadline, pause = time.monotonic() + wait_s, 0.05
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.ConnectionException as error:
+            if read_only or not _other_mode_here(error):
+                raise  # a reader inside this process's writer: connect_reading shares the writer's database
+            if time.monotonic() >= deadline:
+                raise CatalogBusy(f"this process keeps the catalog {path} open for reading (waited "
+                                  f"{wait_s:.0f} s)") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
         except duckdb.IOException as error:
             if not _locked(error) or time.monotonic() >= deadline:
                 if _locked(error):
@@ -56,6 +74,19 @@ def connect(path: Path, read_only: bool, wait_s: float = CATALOG_WAIT_S) -> duck
                                         f"next fld command rebuilds the views from the Parquet files") from None
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
+
+
+def connect_reading(path: Path, wait_s: float | None = None) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to ``path`` (any write through it raises); it waits only while
+    another process writes the file. Where this process already has the file open for writing
+    (a reader called inside a writing ``Catalog``), it shares that open database instead, since
+    DuckDB opens a file in one mode per process: it sees what the writer has committed."""
+    try:
+        return connect(path, True, wait_s)
+    except duckdb.ConnectionException as error:
+        if not _other_mode_here(error):
+            raise
+        return duckdb.connect(str(path))
 
 
 def adopt(private: Path, published: Path) -> None:

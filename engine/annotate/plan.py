@@ -22,7 +22,7 @@ from engine.annotate.elements import ShardTask
 from engine.annotate.handler import AnnotatorModelHandler
 from engine.annotate.pipeline import build_pipeline
 from engine.annotate.runners import runner_options
-from storage.catalog import Catalog
+from storage.catalog import Catalog, publish_views
 from storage.decode import DecodeLimits
 from storage.layout import DataRoot
 
@@ -62,7 +62,7 @@ class AnnotateRequest:
 
 def plan_tasks(root: DataRoot, round_: int, sources: list[str]) -> list[ShardTask]:
     """One task per ingested shard that still lacks a marker for some source."""
-    with Catalog(root) as catalog:
+    with Catalog.reading(root) as catalog:
         shards = catalog.query("select shard_id, shard, format from shards where images_ok > 0 order by shard")
     tasks = []
     for shard_id, shard, fmt in shards:
@@ -134,8 +134,7 @@ def annotate(root: DataRoot, request: AnnotateRequest) -> dict[str, Any]:
                 client = getattr(result, "client", None)  # the Dask runner's; it never closes it
                 if client is not None:
                     client.close()
-    with Catalog(root) as catalog:
-        catalog.refresh_views()
+    publish_views(root)  # the workers added Parquet files only
     totals: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for marker in read_markers(root, request.round):
         if marker["source"] in sources:

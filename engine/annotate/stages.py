@@ -1,57 +1,52 @@
 """Order of annotators within a round: who reads whose rows.
 
-Annotators that read earlier rows of the round (``needs`` has ``annotations``) must run after
-the ones producing those rows. :func:`runs_after` lists, per annotator, the annotators whose output
-it reads; :func:`annotation_stages` turns the configured names into stages (lists run in one
-Beam pipeline each), keeping config order within a stage.
+Each annotator declares the rows of the round it reads (``Annotator.reads``) and the rows it
+emits (``Annotator.emitted_rows``, see :class:`annotators.base.Rows`). Among the configured
+annotators, A runs after every other one that emits rows A reads (:func:`runs_after`);
+:func:`annotation_stages` turns the configured names into stages (lists run in one Beam
+pipeline each), keeping config order within a stage. No annotator is known here by name.
 """
 
 from __future__ import annotations
 
-from annotators.registry import annotator_class, annotator_names
-from storage.schema import KIND_CAPTION, KIND_REGION
+from typing import Iterable
 
-CAPTIONERS = ("florence2", "caption_composer")
-#: annotators that read every caption of the round (so they run after every caption maker)
-CAPTION_READERS = ("caption_scorer",)
+from annotators.registry import annotator_class
 
 
-def region_makers() -> tuple[str, ...]:
-    """Registered annotators that emit regions from the image alone (they read no row of the
-    round): florence2, detector, coco_labels, ocr and any plugin of that kind."""
-    return tuple(name for name in annotator_names()
-                 if KIND_REGION in annotator_class(name).kinds and "annotations" not in annotator_class(name).needs)
+def reads_rows_of(reader: str, writer: str) -> bool:
+    """Whether annotator ``reader`` reads rows that annotator ``writer`` may emit."""
+    return any(wanted.may_hold(made, writer)
+               for wanted in annotator_class(reader).reads for made in annotator_class(writer).emitted_rows())
 
 
-def caption_makers() -> tuple[str, ...]:
-    """Registered annotators that emit captions, minus the caption readers: florence2,
-    caption_composer, sidecar_captions and any plugin of that kind."""
-    return tuple(name for name in annotator_names()
-                 if KIND_CAPTION in annotator_class(name).kinds and name not in CAPTION_READERS)
+def runs_after(names: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """Per annotator of ``names``, the other annotators of ``names`` whose rows it reads."""
+    names = list(dict.fromkeys(names))
+    return {a: tuple(b for b in names if b != a and reads_rows_of(a, b)) for a in names}
 
 
-def runs_after() -> dict[str, tuple[str, ...]]:
-    """Per reading annotator, the annotators whose rows it reads."""
-    makers = region_makers()
-    return {
-        "caption_composer": makers,
-        "region_captioner": makers,
-        "grounding": CAPTIONERS,
-        "region_text_matcher": ("region_captioner", *makers),
-        "segmenter": ("grounding", *makers),
-        "caption_scorer": caption_makers(),
-    }
+def _cycle(after: dict[str, tuple[str, ...]], remaining: list[str]) -> list[str]:
+    """A cycle among ``remaining`` (each of which waits for another of them), closed: [a, b, a]."""
+    path = [remaining[0]]
+    while True:
+        nxt = next(d for d in after[path[-1]] if d in remaining)
+        if nxt in path:
+            return path[path.index(nxt):] + [nxt]
+        path.append(nxt)
 
 
 def annotation_stages(names: list[str]) -> list[list[str]]:
     """Stages of ``names``: each annotator comes after every configured one it reads."""
     remaining = list(dict.fromkeys(names))
-    after = runs_after()
+    after = runs_after(remaining)
     stages: list[list[str]] = []
     while remaining:
-        ready = [n for n in remaining if not any(d != n and d in remaining for d in after.get(n, ()))]
+        ready = [n for n in remaining if not any(d in remaining for d in after[n])]
         if not ready:
-            raise ValueError(f"annotators depend on each other in a cycle: {remaining}")
+            cycle = _cycle(after, remaining)
+            raise ValueError(f"annotators {', '.join(sorted(set(cycle)))} read each other's rows in a cycle "
+                             f"({' reads '.join(cycle)}): declare their reads/emits (annotators.base.Rows) more precisely")
         stages.append(ready)
         remaining = [n for n in remaining if n not in ready]
     return stages

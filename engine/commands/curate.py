@@ -8,7 +8,7 @@ import json
 from engine.cli import UsageError, add_root_argument, command
 from engine.config import EngineConfig
 from engine.curate.curation import curate_round
-from storage.catalog import Catalog
+from storage.catalog import publish_views
 from storage.layout import DataRoot
 
 
@@ -26,8 +26,7 @@ def declare(parser: argparse.ArgumentParser):
             raise UsageError(f"round {args.round} has no annotations; run `fld annotate --round {args.round}` first")
         config = EngineConfig.load(args.config)
         summary = curate_round(root, args.round, config.curation)
-        with Catalog(root) as catalog:
-            catalog.refresh_views()
+        publish_views(root)  # curation added Parquet files only
         print(json.dumps(summary, indent=2))
         return 0
 

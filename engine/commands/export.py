@@ -17,8 +17,8 @@ def _florence2(root: DataRoot, round_: int, out: Path, args: argparse.Namespace)
     """``OUT/{train,validation}.jsonl`` in the release's schema (``image`` relative to the file,
     ``prefix``, ``suffix``, ``image_id``, ``task``, ``width``, ``height``) and each image as
     ``OUT/images/IMAGEID.ext``, the bytes as ingested."""
-    from engine.ingest.image_bytes import image_locations as locate
-    from engine.ingest.image_bytes import read_images
+    from engine.dataset.locations import image_locations as locate
+    from engine.dataset.locations import read_images
     from engine.release.exports import florence2_line
     from storage.atomic import write_bytes_atomic
     from storage.catalog import Catalog

@@ -11,6 +11,7 @@ from engine.cli import UsageError, add_root_argument, command
 from engine.config import EngineConfig
 from engine.retrain.config import TrainingConfig
 from engine.typed_config import to_plain
+from florence2.settings import Florence2Settings
 from storage.layout import DataRoot
 
 #: command-line flags that override keys of the [training] table
@@ -18,12 +19,14 @@ OVERRIDES = {"base_model": str, "max_steps": int, "epochs": int, "batch_size": i
              "lr": float, "promote": str, "ground_truth": str}
 
 
-def load_training_config(path: str | None, overrides: dict[str, object]) -> TrainingConfig:
-    """The ``[training]`` table of the engine config ``path`` (None: defaults), with overrides."""
-    table = to_plain(dataclasses.asdict(EngineConfig.load(path).training))
+def load_training_config(path: str | None, overrides: dict[str, object]) -> tuple[TrainingConfig, Florence2Settings]:
+    """The ``[training]`` table of the engine config ``path`` (None: defaults), with overrides,
+    and the current model's settings (``EngineConfig.current_model_settings``, as ``fld round`` has them)."""
+    engine_config = EngineConfig.load(path)
+    table = to_plain(dataclasses.asdict(engine_config.training))
     table.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return TrainingConfig.from_dict(table)
+        return TrainingConfig.from_dict(table), engine_config.current_model_settings()
     except ValueError as exc:
         raise UsageError(f"{path or 'command line'}: {exc}") from None
 
@@ -45,7 +48,7 @@ def declare(parser: argparse.ArgumentParser):
         from engine.retrain.round import retrain_round
 
         hf_logging.disable_progress_bar()  # "Loading weights" bars for every checkpoint load
-        config = load_training_config(args.config, {k: getattr(args, k) for k in OVERRIDES})
+        config, settings = load_training_config(args.config, {k: getattr(args, k) for k in OVERRIDES})
         root = DataRoot(args.root)
         if not root.curated(args.round).is_dir():
             raise UsageError(f"round {args.round} has no curated set under {root.curated(args.round)}")
@@ -53,7 +56,7 @@ def declare(parser: argparse.ArgumentParser):
         def log(step: int, loss: float, lr: float) -> None:
             print(f"step {step}  loss {loss:.4f}  lr {lr:.3g}", file=sys.stderr)
 
-        summary = retrain_round(root, args.round, config, log=None if args.quiet else log)
+        summary = retrain_round(root, args.round, config, log=None if args.quiet else log, settings=settings)
         result = summary["train"]
         if result["already_trained"]:
             print(f"round {args.round} was already trained: {result['model_dir']}")

@@ -48,7 +48,7 @@ def calibrated_thresholds(root: DataRoot, raw: pa.Table, key: str = THRESHOLD_KE
     by_source = {s: v for s, v in producers(raw).items() if len(v) == 1}
     if not by_source:
         return {}
-    with Catalog(root) as catalog:
+    with Catalog.reading(root) as catalog:
         rows = catalog.query("select version, metrics from models order by round")
     threshold_of = {}
     for version, metrics in rows:  # later rounds' measurements of a checkpoint replace earlier ones

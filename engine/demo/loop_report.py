@@ -23,7 +23,7 @@ from storage.layout import DataRoot
 
 
 def _model_facts(root: DataRoot, round_: int) -> dict[str, Any]:
-    with Catalog(root) as catalog:
+    with Catalog.reading(root) as catalog:
         rows = catalog.query("select metrics from models where round = ?", [round_])
     payload = json.loads(rows[0][0] or "{}") if rows else {}
     new = payload.get("new") or {}

@@ -38,7 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.retrain.examples import CURATED_COLUMNS, Example
+from engine.dataset.curated import CURATED_COLUMNS
+from engine.retrain.examples import Example
 from florence2.targets import image_targets
 
 #: sample seeds of the pre-training pool and of the held-out check (the demo's default is 0)
@@ -119,17 +120,18 @@ def write_pool(folder: Path, images: int, seed: int, per_shard: int, noise: bool
 def heldout_metrics(model_dir: Path, examples: list[Example], config: PretrainConfig) -> dict[str, Any]:
     """Per-box precision/recall (class-aware, IoU >= 0.5) of greedy ``<OD>`` against the
     examples' targets, for shapes and for every class, and the image dependence."""
-    from annotators.registry import build_annotator
     from engine.demo.scenes import SHAPES
     from engine.retrain.evaluate import _decoded, _pairs, image_dependence, matched_pairs, run_examples
+    from florence2.model import Florence2Model
+    from florence2.settings import Florence2Settings
 
-    annotator = build_annotator("florence2", model=str(model_dir), device=config.device, dtype="fp32",
-                                batch_size=16, max_new_tokens=config.max_new_tokens, num_beams=1, tasks=["OD"])
-    annotator.load()
+    model = Florence2Model(Florence2Settings(model=str(model_dir), device=config.device, dtype="fp32", batch_size=16,
+                                             max_new_tokens=config.max_new_tokens, num_beams=1, tasks=("OD",)))
+    model.load()
     items = _decoded(examples)
     counts = {"shapes": [0, 0, 0], "all": [0, 0, 0]}  # hits, predicted, reference
-    for (e, _), (payloads, _) in zip(items, run_examples(annotator, items)):
-        truth = _pairs(annotator.parse_generation("OD", e.target, e.width, e.height))
+    for (e, _), payloads in zip(items, run_examples(model, items)):
+        truth = _pairs(model.parse("OD", e.target, e.width, e.height))
         pred = _pairs(payloads)
         for name, keep in (("shapes", lambda label: label in SHAPES), ("all", lambda label: True)):
             p, t = [b for b in pred if keep(b[0])], [b for b in truth if keep(b[0])]
@@ -140,7 +142,7 @@ def heldout_metrics(model_dir: Path, examples: list[Example], config: PretrainCo
         out[f"{name}_box_recall"] = hits / reference if reference else 0.0
         out[f"{name}_box_precision"] = hits / predicted if predicted else 0.0
         out[f"{name}_boxes"] = {"matched": hits, "predicted": predicted, "reference": reference}
-    out["image_dependence"] = image_dependence(annotator._model, annotator._processor, examples[:64])
+    out["image_dependence"] = image_dependence(model.torch_model, model.processor, examples[:64])
     return out
 
 

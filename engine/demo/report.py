@@ -148,7 +148,7 @@ def prepare_demo(root: DataRoot, images: int, seed: int, rounds: int, training: 
 
 def demo_round_report(root: DataRoot, round_: int, ground_truth: Path) -> dict[str, Any]:
     """Counts, drop reasons, model metrics and curated quality of one round."""
-    with Catalog(root) as catalog:
+    with Catalog.reading(root) as catalog:
         counts = dict(catalog.query("select source, count(*) from annotations where round = ? group by 1 order by 1",
                                     [round_]))
         curated = catalog.query("select kind, count(*) from curated where curated_round = ? group by 1 order by 1",

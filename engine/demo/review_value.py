@@ -35,9 +35,9 @@ import numpy as np
 from engine.curate.config import CurationConfig
 from engine.curate.curation import curate_round
 from engine.curate.parquet_io import read_curated
+from engine.dataset.coco_eval import coco_image_ids
+from engine.dataset.locations import image_locations
 from engine.report.loop_quality import _coco_boxes, _norm, match
-from engine.retrain.coco_eval import coco_image_ids
-from engine.retrain.examples import image_locations
 from engine.review.config import ReviewConfig
 from engine.review.export import export_label_studio
 from engine.review.importing import import_review

@@ -46,7 +46,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.ingest.image_bytes import image_locations, read_images
+from engine.dataset.coco_eval import coco_image_ids
+from engine.dataset.locations import image_locations, read_images
+from engine.dataset.splits import split_of
 from engine.release.exports import (
     CocoSource,
     card_markdown,
@@ -236,7 +238,7 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
         raise ReleaseError(f"release {name!r} already exists at {final}; releases are immutable, choose another name")
     if not root.catalog.exists():
         raise ReleaseError(f"no catalog at {root.catalog}")
-    with Catalog(root) as catalog:
+    with Catalog.reading(root) as catalog:
         if catalog.query("select 1 from releases where name = ?", [name]):
             raise ReleaseError(f"release {name!r} is recorded in the catalog; releases are immutable")
         table, context = _read_round(catalog, int(round_))
@@ -258,8 +260,6 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
                               root.path)
         counts = _write_tables(stage, table, metas, config)
         if config.images == "webdataset":  # the per-image dataset `load_dataset(RELEASE)` gives
-            from engine.retrain.examples import split_of
-
             counts.update(write_hf_dataset(stage, stage / "images", metas, rows_by_image,
                                            lambda i: split_of(i, config.eval_fraction, config.seed),
                                            config.images_per_shard))
@@ -308,15 +308,12 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
 
 def coco_source(root: DataRoot, round_config: dict[str, Any] | None) -> CocoSource | None:
     """The COCO identities of the round's ``coco_labels`` input (its file, read again), or None."""
-    from engine.retrain.coco_eval import coco_image_ids
-    from engine.retrain.examples import image_locations as located
-
     path = ((round_config or {}).get("annotators") or {}).get("coco_labels", {}).get("path")
     if not path or not Path(path).is_file():
         return None
     try:
         coco = json.loads(Path(path).read_text(encoding="utf-8"))
-        return CocoSource(image_ids=coco_image_ids(coco, located(root)),
+        return CocoSource(image_ids=coco_image_ids(coco, image_locations(root)),
                           file_names={int(i["id"]): str(i.get("file_name", "")) for i in coco["images"]},
                           categories=tuple(coco.get("categories", [])))
     except (ValueError, KeyError, TypeError) as error:
@@ -366,7 +363,7 @@ def verify_release(root: DataRoot | str | Path, name: str) -> list[str]:
                    and p.relative_to(folder) not in needed)
     problems += [f"{rel}/: a folder not in the manifest" for rel in stray]
     if root.catalog.exists():
-        with Catalog(root) as catalog:
+        with Catalog.reading(root) as catalog:
             recorded = catalog.query("select manifest_sha256 from releases where name = ?", [name])
         if recorded and recorded[0][0] != sha256_file(folder / MANIFEST):
             problems.append(f"{MANIFEST}: sha256 differs from the one recorded in the catalog")

@@ -161,7 +161,8 @@ def florence2_jsonl(rows: list[Row], images: Mapping[str, Mapping[str, Any]], ev
     the target, plus ``image_id``, ``task``, ``width``, ``height``) and their count per
     ``split/task``. ``image`` is ``../images/<file name>`` when the release holds the bytes,
     else the source shard and key (reference mode)."""
-    from engine.retrain.examples import CURATED_COLUMNS, split_of
+    from engine.dataset.curated import CURATED_COLUMNS
+    from engine.dataset.splits import split_of
     from florence2.targets import image_targets
 
     by_image: dict[str, list[Row]] = collections.defaultdict(list)

@@ -38,7 +38,7 @@ import numpy as np
 
 from annotators.clip_features import similarity01
 from annotators.registry import build_annotator
-from engine.ingest.image_bytes import image_locations, read_images
+from engine.dataset.locations import image_locations, read_images
 from engine.report.stats import GRANULARITY_NAMES, open_catalog
 from storage.catalog import Catalog
 from storage.decode import decode_rgb

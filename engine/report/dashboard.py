@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.dataset.curated import MODEL_SOURCES
 from engine.report import charts
 from engine.report.captions import caption_retrieval, retrieval_grid
 from engine.report.gallery import GALLERY_SCRIPT, gallery_html
 from engine.report.review import VERDICTS, review_data
 from engine.report.stats import open_catalog, require_round, round_stats, table2_grid, table3_grid
-from engine.retrain.examples import MODEL_SOURCES
 from storage.atomic import write_text_atomic
 from storage.catalog import Catalog
 from storage.layout import DataRoot

@@ -16,7 +16,7 @@ import base64
 import io
 from typing import Any, Callable
 
-from engine.ingest.image_bytes import image_locations, read_images
+from engine.dataset.locations import image_locations, read_images
 from engine.report.charts import esc
 from storage.catalog import Catalog
 from storage.decode import decode_rgb

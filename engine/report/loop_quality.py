@@ -16,7 +16,7 @@ seed labels (the existing labels the loop started from, a COCO file) and the gro
   the mean IoU of the box with that ground-truth box before and after.
 
 Boxes are absolute pixels of the upright image, x0 y0 x1 y1; images are matched to the
-ground truth as in ``engine.retrain.coco_eval`` (sidecar ``coco_id``, else file name).
+ground truth as in ``engine.dataset.coco_eval`` (sidecar ``coco_id``, else file name).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.retrain.coco_eval import coco_image_ids
-from engine.retrain.examples import image_locations
+from engine.dataset.coco_eval import coco_image_ids
+from engine.dataset.locations import image_locations
 from storage.catalog import Catalog
 from storage.geometry import box_iou_matrix
 from storage.layout import DataRoot
@@ -87,7 +87,7 @@ def loop_quality(root: DataRoot, round_: int, ground_truth: str | Path, seed_lab
     truth_boxes = _coco_boxes(truth, shapes)
     seed_boxes = _coco_boxes(seed, seed_shapes)
     ids = coco_image_ids(truth, image_locations(root))  # image_id (sha) -> COCO id
-    with Catalog(root) as catalog:
+    with Catalog.reading(root) as catalog:
         rows = _curated(catalog, round_)
         first = {r[0]: r for r in _curated(catalog, 0)} if round_ > 0 else {}
     by_image: dict[int, list[tuple]] = {}

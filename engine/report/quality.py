@@ -3,7 +3,7 @@
 Object regions of the curated set become COCO detections: the category is the region's class
 label (``label``, else ``text``) matched to a ground-truth category name, the score is the
 annotator's score (1.0 when it reported none). Images and labels are matched as in
-``engine.retrain.coco_eval``.
+``engine.dataset.coco_eval``.
 OCR regions are scored as word recall: a ground-truth word counts as found when a curated OCR
 region has the same text (case-insensitive) and box IoU >= 0.5.
 Boxes: COCO ``[x, y, w, h]`` in absolute pixels of the upright image.
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.retrain.coco_eval import coco_detections, coco_image_ids, coco_stats
-from engine.retrain.examples import image_locations
+from engine.dataset.coco_eval import coco_detections, coco_image_ids, coco_stats
+from engine.dataset.locations import image_locations
 from storage.catalog import Catalog
 from storage.geometry import box_iou_matrix
 from storage.layout import DataRoot
@@ -65,6 +65,6 @@ def curated_quality(root: DataRoot, round_: int, ground_truth: str | Path) -> di
     """Box AP/recall and OCR word recall of round ``round_``'s curated set vs ``ground_truth``."""
     truth = json.loads(Path(ground_truth).read_text())
     ids = coco_image_ids(truth, image_locations(root))
-    with Catalog(root) as catalog:
+    with Catalog.reading(root) as catalog:
         return {"round": round_, "images_matched": len(ids), **box_quality(catalog, truth, ids, round_),
                 **word_recall(catalog, truth, ids, round_)}

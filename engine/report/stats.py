@@ -109,7 +109,7 @@ def open_catalog(source: Catalog | DataRoot | str | Path) -> Iterator[Catalog]:
     root = source if isinstance(source, DataRoot) else DataRoot(Path(source))
     if not root.catalog.exists():
         raise FileNotFoundError(f"no catalog at {root.catalog}; nothing was ingested into {root.path}")
-    with Catalog(root) as catalog:
+    with Catalog.reading(root) as catalog:
         yield catalog
 
 

@@ -1,8 +1,9 @@
 """Evaluate a Florence-2 checkpoint on a round's held-out (validation) examples.
 
-Predictions go through the ``florence2`` annotator's own code path (batched generation,
-the processor's ``post_process_generation``, the same payload mapping); the curated answers
-are the validation targets parsed back by that same parser, so both sides are compared in
+Predictions go through :meth:`florence2.model.Florence2Model.answer`, the path the ``florence2``
+annotator runs (batched generation, the processor's ``post_process_generation``, the same payload
+mapping, per-item scores and views); the curated answers are the validation targets parsed back
+by that same parser, so both sides are compared in
 the same pixels (absolute, upright image; boxes x0, y0, x1, y1). Metrics:
 
 - ``val_loss``: token-mean cross-entropy over every validation example (lower is better);
@@ -28,7 +29,7 @@ the same pixels (absolute, upright image; boxes x0, y0, x1, y1). Metrics:
   of ``<REGION_TO_SEGMENTATION>`` masks prompted with each predicted box, against a ground-truth
   COCO file. Images are matched by ``coco_id`` in their sidecar JSON, else by file name (the
   tar member / file key); labels by category name (case-insensitive); unknown labels are
-  dropped. A detection's score is the annotator's score of its row (or of its sequence).
+  dropped. A detection's score is the score the model gives its row.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from __future__ import annotations
 import collections
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -46,10 +48,15 @@ from engine.retrain.coco_eval import coco_detections, coco_image_ids, coco_map  
 from engine.retrain.config import TrainingConfig
 from engine.retrain.examples import Example
 from engine.retrain.train import Collator, batched, mean_loss, precision, scored_logits, stream_examples
+from florence2.format import TASK_ORDER, prompt_caption
+from florence2.model import Florence2Model, Query
+from florence2.settings import Florence2Settings
 from storage.atomic import write_text_atomic
 from storage.geometry import box_iou_matrix
 
 IOU = 0.5
+#: the tasks of the COCO detection and mask evaluation
+DETECTION_TASKS = ("OD", "REGION_TO_SEGMENTATION")
 CAPTION_TASKS = ("CAPTION", "DETAILED_CAPTION", "MORE_DETAILED_CAPTION")
 #: metric -> the tasks whose validation examples it is computed from
 TASK_METRICS = {"caption_agreement": CAPTION_TASKS, "od_agreement": ("OD",),
@@ -91,82 +98,32 @@ def _pairs(payloads: list[dict[str, Any]]) -> list[tuple[str, list[float]]]:
 
 
 # ----------------------------------------------------------------------- generation
-#: annotator settings evaluation decides itself (the rest, e.g. scoring and views, follow the
-#: settings the model annotates with)
-EVALUATION_OWNED = ("model", "device", "dtype", "batch_size", "max_new_tokens", "num_beams", "tasks")
-
-
-def _annotator(model_dir: Path, config: TrainingConfig, settings: Mapping[str, Any] | None = None) -> Any:
-    from annotators.registry import build_annotator
-
+def evaluation_settings(model_dir: Path, config: TrainingConfig, settings: Florence2Settings | None) -> Florence2Settings:
+    """The settings a checkpoint is evaluated with: the evaluation's own device, dtype, batch
+    size, generation length, beams and tasks (``[training]``), and every scoring setting (score
+    window, views, view fusion) of ``settings``, the model's resolved ``[model.annotator]``."""
     device, amp = precision(config)
     dtype = "fp32" if amp is None else {"torch.bfloat16": "bf16", "torch.float16": "fp16"}[str(amp)]
-    scoring = {k: v for k, v in (settings or {}).items() if k not in EVALUATION_OWNED}
-    annotator = build_annotator("florence2", model=str(model_dir), device=str(device), dtype=dtype,
-                                batch_size=config.eval_batch_size, max_new_tokens=config.max_new_tokens,
-                                num_beams=config.num_beams, **scoring)
-    annotator.load()
-    return annotator
+    owned = {"model": str(model_dir), "device": str(device), "dtype": dtype, "batch_size": config.eval_batch_size,
+             "max_new_tokens": config.max_new_tokens, "num_beams": config.num_beams, "tasks": TASK_ORDER}
+    return replace(settings, **owned) if settings is not None else Florence2Settings(**owned)
 
 
-def _caption_of(example: Example) -> str | None:
-    token = "<CAPTION_TO_PHRASE_GROUNDING>"
-    return example.prompt[len(token):] if example.prompt.startswith(token) else None
+def _model(model_dir: Path, config: TrainingConfig, settings: Florence2Settings | None = None) -> Florence2Model:
+    model = Florence2Model(evaluation_settings(model_dir, config, settings))
+    model.load()
+    return model
 
 
-def run_examples(annotator: Any, items: list[tuple[Example, Any]], prompts: list[str] | None = None) -> list[tuple[list, float | None]]:
-    """``(payloads, score)`` per ``(example, image)``: generate with the example's prompt (or
-    ``prompts``) in batches of ``annotator.batch_size`` and parse the answers. When the
-    annotator scores each row from its own tokens, the payloads carry their ``score`` and
-    ``score`` is None; an annotator giving one score per sequence gives it as ``score``."""
-    out = []
-    prompts = prompts or [e.prompt for e, _ in items]
-    for start in range(0, len(items), annotator.batch_size):
-        chunk = items[start:start + annotator.batch_size]
-        out += _parsed(annotator, chunk, prompts[start:start + len(chunk)], [im for _, im in chunk])
-    views = tuple(getattr(getattr(annotator, "settings", None), "views", ()) or ())
-    if views:
-        _rescore_with_views(annotator, items, prompts, out, views)
-    return out
+def run_examples(model: Florence2Model, items: list[tuple[Example, Any]]) -> list[list[dict[str, Any]]]:
+    """The scored payloads of every ``(example, image)``, asked with the example's own prompt
+    (:meth:`florence2.model.Florence2Model.answer`: the views and scores the model annotates with)."""
+    return model.answer([Query(image, e.task, prompt=e.prompt) for e, image in items])
 
 
-def _parsed(annotator: Any, chunk: list[tuple[Example, Any]], prompts: list[str], images: list[Any]
-            ) -> list[tuple[list, float | None]]:
-    generated = annotator._generate(prompts, images)
-    if isinstance(generated, tuple):  # (texts, one score per sequence)
-        results = [(text, score, None) for text, score in zip(*generated)]
-    else:  # generations with the token statistics that score each row
-        results = [(g.text, None, g.stats) for g in generated]
-    out = []
-    for (e, _), (text, score, stats) in zip(chunk, results):
-        extra = {"stats": stats} if stats is not None else {}
-        out.append((annotator.parse_generation(e.task, text, e.width, e.height, _caption_of(e), **extra), score))
-    return out
-
-
-def _rescore_with_views(annotator: Any, items: list[tuple[Example, Any]], prompts: list[str],
-                        out: list[tuple[list, float | None]], views: tuple[str, ...]) -> None:
-    """The boxes of the box tasks rescored by view consistency (or fused with the views' boxes,
-    with ``view_fusion``), as the annotator scores the rows it annotates
-    (``florence2.views``), so a threshold calibrated here fits the scores curation
-    sees; in place."""
-    from florence2.format import task_spec
-    from florence2.views import VIEW_TASKS, apply_views, upright_scored_boxes, view_image
-
-    boxed = [k for k, (e, _) in enumerate(items) if e.task in VIEW_TASKS]
-    seen: dict[int, list[list]] = {k: [] for k in boxed}
-    for view in views:
-        for start in range(0, len(boxed), annotator.batch_size):
-            part = boxed[start:start + annotator.batch_size]
-            chunk = [items[k] for k in part]
-            parsed = _parsed(annotator, chunk, [prompts[k] for k in part], [view_image(im, view) for _, im in chunk])
-            for k, (e, _), (payloads, score) in zip(part, chunk, parsed):
-                seen[k].append(upright_scored_boxes(payloads, view, e.width, e.height, score))
-    settings = annotator.settings
-    for k in boxed:
-        added, _ = apply_views(out[k][0], seen[k], settings.view_iou, getattr(settings, "view_min_confirmations", 0),
-                               getattr(settings, "view_fusion", False), task_spec(items[k][0].task).region_type)
-        out[k][0].extend(added)
+def _reference(model: Florence2Model, e: Example) -> list[dict[str, Any]]:
+    """The example's curated target parsed back with the model's own parser (same pixels)."""
+    return model.parse(e.task, e.target, e.width, e.height, prompt_caption(e.prompt))
 
 
 def _decoded(examples: list[Example]) -> list[tuple[Example, Any]]:
@@ -175,7 +132,7 @@ def _decoded(examples: list[Example]) -> list[tuple[Example, Any]]:
     return [(e, decode_rgb(data)) for e, data in stream_examples(examples, 0, 0, 1)]
 
 
-def agreement_metrics(annotator: Any, examples: list[Example], cap: int = 0, target_precision: float = 0.9,
+def agreement_metrics(model: Florence2Model, examples: list[Example], cap: int = 0, target_precision: float = 0.9,
                       calibration_iou: float = IOU, calibration_scope: str = "all",
                       new_box_precision: float | None = None,
                       references: Mapping[str, list[tuple[str, list[float]]]] | None = None) -> dict[str, float]:
@@ -191,14 +148,14 @@ def agreement_metrics(annotator: Any, examples: list[Example], cap: int = 0, tar
         items = _decoded([e for t in tasks for e in by_task.get(t, [])])
         if not items:
             continue
-        results = run_examples(annotator, items)
+        results = run_examples(model, items)
         scores, hits, n_pred, n_ref = [], 0, 0, 0
         box_scores, box_hits, n_calibration_ref = [], [], 0
-        for (e, _), (payloads, score) in zip(items, results):
+        for (e, _), payloads in zip(items, results):
             if metric == "caption_agreement":
                 scores.append(word_f1(payloads[0]["text"] if payloads else "", e.target))
                 continue
-            truth = _pairs(annotator.parse_generation(e.task, e.target, e.width, e.height, _caption_of(e)))
+            truth = _pairs(_reference(model, e))
             pred = _pairs(payloads)
             hits, n_pred, n_ref = hits + matched_pairs(pred, truth), n_pred + len(pred), n_ref + len(truth)
             if metric == "od_agreement":
@@ -206,7 +163,7 @@ def agreement_metrics(annotator: Any, examples: list[Example], cap: int = 0, tar
                 reference = truth if references is None else references.get(e.image_id, [])
                 counted = np.ones(len(boxed), bool) if calibration_scope == "all" else \
                     calibrate.labelled(pred, reference, calibration_iou)
-                box_scores += [float(p.get("score", score) or 0.0) for p, c in zip(boxed, counted) if c]
+                box_scores += [float(p.get("score") or 0.0) for p, c in zip(boxed, counted) if c]
                 box_hits += calibrate.hits(pred, reference, calibration_iou)[counted].tolist()
                 n_calibration_ref += len(reference)
         if metric == "caption_agreement":
@@ -251,43 +208,34 @@ def image_dependence(model: Any, processor: Any, examples: list[Example], batch_
     return (change / norm) ** 0.5 if norm > 0 else 0.0
 
 
-def detection_predictions(annotator: Any, images: list[tuple[Example, Any]]) -> list[dict[str, Any]]:
-    """``<OD>`` on every image, then ``<REGION_TO_SEGMENTATION>`` on every predicted box."""
-    from florence2.format import task_prompt
-
-    od = [(Example(**{**e.to_json(), "task": "OD", "prompt": "<OD>", "target": ""}), im) for e, im in images]
-    predictions, seg_items, seg_prompts = [], [], []
-    for (e, im), (payloads, score) in zip(od, run_examples(annotator, od)):
-        for p in payloads:
-            predictions.append({"image_id": e.image_id, "label": p["text"], "bbox": p["bbox"],
-                                "score": p.get("score", score),
-                                "width": e.width, "height": e.height})
-            prompt = task_prompt("REGION_TO_SEGMENTATION", bbox=p["bbox"], width=e.width, height=e.height)
-            seg_items.append((Example(**{**e.to_json(), "task": "REGION_TO_SEGMENTATION", "prompt": prompt}), im))
-            seg_prompts.append(prompt)
-    for prediction, (payloads, _) in zip(predictions, run_examples(annotator, seg_items, seg_prompts)):
-        if payloads:
-            prediction["mask_rle"] = payloads[0]["mask_rle"]
+def detection_predictions(model: Florence2Model, images: list[tuple[Example, Any]]) -> list[dict[str, Any]]:
+    """``<OD>`` on every image, then ``<REGION_TO_SEGMENTATION>`` on every predicted box
+    (:meth:`florence2.model.Florence2Model.predict`)."""
+    predictions = []
+    for (e, _), found in zip(images, model.predict([image for _, image in images], DETECTION_TASKS)):
+        predictions += [{"image_id": e.image_id, "label": p["text"], "bbox": p["bbox"], "score": p.get("score"),
+                         "width": e.width, "height": e.height, **({"mask_rle": p["mask_rle"]} if "mask_rle" in p else {})}
+                        for p in found.payloads]
     return predictions
 
 
 def evaluate_model(model_dir: Path, examples: list[Example], config: TrainingConfig,
                    locations: dict[str, dict[str, Any]] | None = None,
-                   annotator_settings: Mapping[str, Any] | None = None,
+                   settings: Florence2Settings | None = None,
                    references: Mapping[str, list[tuple[str, list[float]]]] | None = None) -> dict[str, float]:
     """Every metric of the checkpoint in ``model_dir`` on the validation ``examples``;
-    ``annotator_settings``: the florence2 settings the model annotates with (its scoring);
+    ``settings``: the settings the model annotates with (its scoring: :func:`evaluation_settings`);
     ``references``: the labels its threshold is calibrated against (see :func:`agreement_metrics`)."""
-    annotator = _annotator(Path(model_dir), config, annotator_settings)
+    model = _model(Path(model_dir), config, settings)
     device, _ = precision(config)
     metrics: dict[str, float] = {}
-    loss = mean_loss(annotator._model, annotator._processor, examples, config, device, None)
+    loss = mean_loss(model.torch_model, model.processor, examples, config, device, None)
     if loss is not None:
         metrics["val_loss"] = loss
-    metrics.update(agreement_metrics(annotator, examples, config.eval_max_examples, config.calibration_precision,
+    metrics.update(agreement_metrics(model, examples, config.eval_max_examples, config.calibration_precision,
                                      config.calibration_iou, config.calibration_scope, config.new_box_precision,
                                      references))
-    dependence = image_dependence(annotator._model, annotator._processor, examples[:config.image_dependence_examples],
+    dependence = image_dependence(model.torch_model, model.processor, examples[:config.image_dependence_examples],
                                   config.eval_batch_size, config.max_target_tokens, device)
     if dependence is not None:
         metrics["image_dependence"] = dependence
@@ -297,7 +245,7 @@ def evaluate_model(model_dir: Path, examples: list[Example], config: TrainingCon
                                            if e.image_id in locations})
         first = {e.image_id: e for e in examples if e.image_id in image_map}
         chosen = list(first.values())[: config.eval_max_examples or None]
-        detections = coco_detections(detection_predictions(annotator, _decoded(chosen)), truth, image_map)
+        detections = coco_detections(detection_predictions(model, _decoded(chosen)), truth, image_map)
         metrics.update(coco_map(truth, detections, [image_map[e.image_id] for e in chosen]))
     return metrics
 

@@ -1,19 +1,15 @@
 """Curated annotations of a round -> Florence-2 training examples with their split.
 
 The (task, prompt, target) of one image's curated rows are :func:`florence2.targets.image_targets`
-(absolute pixels of the upright image, boxes x0, y0, x1, y1); this module reads the round's
-rows, locates each image and assigns it a split.
-
-The split is deterministic per image id: an image is in validation when the first 8 bytes of
-sha256(f"{seed}:{image_id}") / 2**64 < ``eval_fraction``; all its examples go with it.
-Curated Parquet is read by column name through DuckDB (extra columns are ignored, missing
-optional ones are null; pyarrow cannot read fixed-size list columns holding nulls).
+(absolute pixels of the upright image, boxes x0, y0, x1, y1); this module takes the round's
+rows (``engine.dataset.curated``), locates each image (``engine.dataset.locations``) and
+assigns it its split (``engine.dataset.splits``: deterministic per image id, all of an
+image's examples go with it).
 """
 
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,15 +17,13 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
+from engine.dataset.curated import MODEL_SOURCES, read_curated_rows
+from engine.dataset.locations import image_locations
+from engine.dataset.splits import split_of
 from florence2 import format as ff
 from florence2.targets import Row, image_targets, object_rows, row_label
 from storage.atomic import write_text_atomic
 from storage.layout import DataRoot
-
-CURATED_COLUMNS = ("annotation_id", "image_id", "kind", "granularity", "region_type", "text", "label",
-                   "bbox", "quad", "polygons", "parent_id", "span_start", "span_end", "absorbed_ids")
-#: the sources that are the model being trained (its own boxes do not calibrate it)
-MODEL_SOURCES = ("florence2",)
 
 
 @dataclass(frozen=True)
@@ -101,84 +95,17 @@ def _independent_raw_boxes(root: DataRoot, round_: int, ids: set[str], model_sou
     return out
 
 
-def split_of(image_id: str, eval_fraction: float, seed: int = 0) -> str:
-    """``"validation"`` or ``"train"``: a pure function of (seed, image_id)."""
-    digest = hashlib.sha256(f"{seed}:{image_id}".encode()).digest()
-    return "validation" if int.from_bytes(digest[:8], "big") / 2.0 ** 64 < eval_fraction else "train"
-
-
-# ------------------------------------------------------------------------------ I/O
-def read_curated_rows(root: DataRoot, round_: int) -> list[Row]:
-    """The curated rows of ``round_`` as dicts of :data:`CURATED_COLUMNS` (missing ones None)."""
-    import duckdb
-
-    files = sorted(str(p) for p in root.curated(round_).glob("part-*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"round {round_} has no curated set under {root.curated(round_)}")
-    with duckdb.connect() as con:
-        rel = con.sql("select * from read_parquet(?, union_by_name = true, hive_partitioning = false)",
-                      params=[files])
-        present = [c for c in CURATED_COLUMNS if c in rel.columns]
-        table = rel.select(", ".join(present)).order("image_id, annotation_id").to_arrow_table()
-    return [{c: row.get(c) for c in CURATED_COLUMNS} for row in table.to_pylist()]
-
-
-def shard_formats(root: DataRoot) -> dict[str, str]:
-    """shard path -> reader format, from the catalog's ``shards`` table ({} without a catalog)."""
-    import duckdb
-
-    if not root.catalog.exists():
-        return {}
-    try:
-        with duckdb.connect(str(root.catalog), read_only=True) as con:
-            return dict(con.execute("select shard, format from shards").fetchall())
-    except duckdb.Error:  # held by a writer: formats are then found from the paths
-        return {}
-
-
-def _format_of(path: str) -> str:
-    from storage.readers.discover import reader_for_file
-
-    if Path(path).is_dir():
-        return "folder"
-    reader = reader_for_file(Path(path))
-    if reader is None:
-        raise ValueError(f"no shard reader handles {path}")
-    return reader.format
-
-
-def image_locations(root: DataRoot) -> dict[str, dict[str, Any]]:
-    """image_id -> {shard, key, width, height, shard_format, meta} of images with status ok."""
-    import duckdb
-
-    files = sorted(str(p) for p in root.images.glob("part-*.parquet"))
-    if not files:
-        return {}
-    with duckdb.connect() as con:
-        rows = con.execute(
-            "select image_id, shard, key, width, height, meta from read_parquet(?, union_by_name = true) "
-            "where status = 'ok' and image_id is not null order by shard, key", [files]).fetchall()
-    formats = shard_formats(root)
-    out: dict[str, dict[str, Any]] = {}
-    for image_id, shard, key, width, height, meta in rows:
-        if image_id not in out:
-            fmt = formats.get(shard) or _format_of(shard)
-            out[image_id] = {"shard": shard, "key": key, "width": int(width), "height": int(height),
-                             "shard_format": fmt, "meta": json.loads(meta) if meta else {}}
-    return out
-
-
 def build_examples(root: DataRoot, round_: int, eval_fraction: float = 0.1, seed: int = 0,
                    tasks: Iterable[str] = ff.TASK_ORDER, rows: list[Row] | None = None,
                    target_format: str = "released") -> tuple[list[Example], dict[str, Any]]:
     """Every example of round ``round_``'s curated set, with its split, and a summary
     (examples per task and split, images without a location, skipped row sets); ``rows``: the
-    curated rows when the caller has read them already (:func:`read_curated_rows`)."""
+    curated rows when the caller has read them already (``engine.dataset.curated.read_curated_rows``)."""
     tasks = tuple(ff.task_spec(t).name for t in tasks)
-    locations = image_locations(root)
     by_image: dict[str, list[Row]] = collections.defaultdict(list)
     for row in read_curated_rows(root, round_) if rows is None else rows:
         by_image[row["image_id"]].append(row)
+    locations = image_locations(root, by_image)
     examples: list[Example] = []
     skipped: collections.Counter = collections.Counter()
     missing = 0
@@ -188,10 +115,10 @@ def build_examples(root: DataRoot, round_: int, eval_fraction: float = 0.1, seed
             missing += 1
             continue
         split = split_of(image_id, eval_fraction, seed)
-        for task, prompt, target in image_targets(by_image[image_id], where["width"], where["height"], tasks, skipped,
+        for task, prompt, target in image_targets(by_image[image_id], where.width, where.height, tasks, skipped,
                                                   target_format):
-            examples.append(Example(image_id, task, prompt, target, where["width"], where["height"],
-                                    where["shard"], where["key"], where["shard_format"], split))
+            examples.append(Example(image_id, task, prompt, target, where.width, where.height,
+                                    where.shard, where.key, where.shard_format, split))
     counts = collections.Counter(f"{e.split}/{e.task}" for e in examples)
     summary = {"examples": len(examples), "images": len(by_image) - missing, "images_not_found": missing,
                "by_split_task": dict(sorted(counts.items())), "skipped": dict(skipped)}

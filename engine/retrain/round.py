@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from engine.retrain.config import TrainingConfig
-from engine.retrain.evaluate import evaluate_model
+from engine.retrain.evaluate import evaluate_model, evaluation_settings
 from engine.retrain.examples import build_examples, calibration_references, image_locations, read_curated_rows, write_jsonl
 from engine.retrain.promote import decide, record
 from engine.retrain.train import SUMMARY_FILE, train
+from florence2.settings import Florence2Settings
 from storage.atomic import write_text_atomic
 from storage.layout import DataRoot
 
@@ -35,11 +36,12 @@ def train_round(root: DataRoot, round_: int, config: TrainingConfig, log: Any = 
 
 
 def evaluate_round(root: DataRoot, round_: int, config: TrainingConfig,
-                   annotator_settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   settings: Florence2Settings | None = None) -> dict[str, Any]:
     """Evaluate the round's new model and the model it started from on the validation split;
     the result is also kept in ``models/round=R/evaluation.json`` for :func:`promote_round`.
-    ``annotator_settings``: the ``[model.annotator]`` settings the model annotates with
-    (scoring, views), so the calibrated threshold is measured on the scores curation sees."""
+    ``settings``: what the model annotates with (``EngineConfig.current_model_settings``: scoring,
+    views), so the calibrated threshold is measured on the scores curation sees; recorded as
+    ``annotator_settings`` in the result."""
     model_dir = root.model(round_)
     start_model = json.loads((model_dir / SUMMARY_FILE).read_text())["start_model"]
     rows = read_curated_rows(root, round_)
@@ -47,14 +49,15 @@ def evaluate_round(root: DataRoot, round_: int, config: TrainingConfig,
                                   target_format=config.target_format)
     validation = [e for e in examples if e.split == "validation"]
     locations = image_locations(root) if config.ground_truth else None
-    settings = annotator_settings or {}
     held_out = {e.image_id for e in validation}
     references = calibration_references(root, round_, [r for r in rows if r["image_id"] in held_out],
                                         independent=config.calibration_labels == "independent")
     new = evaluate_model(model_dir, validation, config, locations, settings, references) if validation else {}
     current = evaluate_model(Path(start_model), validation, config, locations, settings, references) if validation else {}
+    used = evaluation_settings(model_dir, config, settings)
     result = {"round": round_, "new": new, "current": current, "current_model": start_model,
-              "validation_examples": len(validation)}
+              "validation_examples": len(validation),
+              "annotator_settings": {k: v for k, v in asdict(used).items() if k != "model"}}
     write_text_atomic(json.dumps(result, indent=2, sort_keys=True), model_dir / "evaluation.json")
     return result
 
@@ -70,17 +73,18 @@ def promote_round(root: DataRoot, round_: int, config: TrainingConfig) -> dict[s
 
 
 def retrain_round(root: DataRoot, round_: int, config: TrainingConfig, log: Any = None,
-                  stop_after: int = 0) -> dict[str, Any]:
+                  stop_after: int = 0, settings: Florence2Settings | None = None) -> dict[str, Any]:
     """The retrain steps of a round in one call: train -> evaluate both models -> promote.
 
     Returns a summary: examples per split/task, the training result, both models' metrics and
-    the decision. When training stops early (``stop_after``) nothing is evaluated or promoted.
+    the decision; ``settings``: the current model's settings (:func:`evaluate_round`).
+    When training stops early (``stop_after``) nothing is evaluated or promoted.
     Re-running after a finished round retrains nothing (the final model is there) and
     evaluates and decides again.
     """
     out = train_round(root, round_, config, log=log, stop_after=stop_after)
     if not out["train"]["finished"]:
         return out
-    evaluate_round(root, round_, config)
+    evaluate_round(root, round_, config, settings)
     out["promotion"] = promote_round(root, round_, config)
     return out

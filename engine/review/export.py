@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.curate.parquet_io import read_curated
-from engine.ingest.image_bytes import image_locations, read_images
+from engine.dataset.locations import image_locations, read_images
 from engine.review.label_studio import label_config, task
 from engine.review.rows import scoped_rows
 from storage.atomic import write_bytes_atomic, write_text_atomic

@@ -28,7 +28,7 @@ StepRunner = Callable[[RoundContext, str], dict[str, Any]]
 
 def round_status(root: DataRoot) -> dict[int, str]:
     """``{round: status}`` of every recorded round."""
-    with Catalog(root) as catalog:
+    with Catalog.reading(root) as catalog:
         return {int(r): s for r, s in catalog.query("select round, status from rounds order by round")}
 
 
@@ -78,7 +78,7 @@ def run_round(root: DataRoot, config: EngineConfig, round_: int | None = None, s
 
 def metric_history(root: DataRoot, metric: str) -> list[tuple[int, float]]:
     """``(round, value)`` of ``metric`` from every recorded model, in round order."""
-    with Catalog(root) as catalog:
+    with Catalog.reading(root) as catalog:
         rows = catalog.query("select round, metrics from models order by round")
     history = []
     for round_, metrics in rows:

@@ -21,7 +21,7 @@ from storage.layout import DataRoot
 
 def completed_steps(root: DataRoot, round_: int) -> dict[str, dict[str, Any]]:
     """``{step: summary}`` of the steps recorded done for ``round_``."""
-    with Catalog(root) as catalog:
+    with Catalog.reading(root) as catalog:
         rows = catalog.query("select step, summary from round_steps where round = ? and status = 'done'", [round_])
     return {step: json.loads(summary or "{}") for step, summary in rows}
 

@@ -16,7 +16,7 @@ from engine.curate.curation import curate_round
 from engine.ingest.shards import IngestConfig, ingest
 from engine.report.dashboard import build_dashboard
 from engine.rounds.context import RoundContext
-from storage.catalog import Catalog
+from storage.catalog import publish_views
 from storage.decode import DecodeLimits
 
 TRAIN_SUMMARY_KEYS = ("start_model", "step", "resumed_from", "steps_run", "samples", "samples_per_second",
@@ -43,8 +43,7 @@ def round_annotators(ctx: RoundContext) -> dict[str, dict[str, Any]]:
     annotators = {name: dict(settings) for name, settings in ctx.config.annotators.items()}
     if ctx.round >= ctx.config.model.annotate_from_round:
         checkpoint = resolve_start_model(ctx.root, ctx.round, ctx.config.training)
-        annotators["florence2"] = {**annotators.get("florence2", {}), **ctx.config.model.annotator,
-                                   "model": str(checkpoint)}
+        annotators["florence2"] = {**ctx.config.current_model_table(), "model": str(checkpoint)}
     return annotators
 
 
@@ -65,8 +64,7 @@ def annotate_step(ctx: RoundContext) -> dict[str, Any]:
 def curate_step(ctx: RoundContext) -> dict[str, Any]:
     """Curate the round (merging the previous round's curated set)."""
     summary = curate_round(ctx.root, ctx.round, ctx.config.curation)
-    with Catalog(ctx.root) as catalog:
-        catalog.refresh_views()
+    publish_views(ctx.root)  # curation added Parquet files only: the published catalog's views list them
     return summary
 
 
@@ -112,7 +110,7 @@ def evaluate_step(ctx: RoundContext) -> dict[str, Any]:
     """Metrics of the new model and of the model it started from, on the validation split."""
     from engine.retrain.round import evaluate_round
 
-    result = evaluate_round(ctx.root, ctx.round, ctx.config.training, ctx.config.model.annotator)
+    result = evaluate_round(ctx.root, ctx.round, ctx.config.training, ctx.config.current_model_settings())
     return {**result["new"], "current": result["current"]}
 
 

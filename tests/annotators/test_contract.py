@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from annotators.base import ImageBatch, ImageItem
+from annotators.base import ImageBatch, ImageItem, Rows
 from annotators.registry import annotator_class, annotator_names
 from storage.schema import ANNOTATIONS, KINDS, table_from_rows
 from tests.annotators.builders import all_builders
@@ -69,6 +69,8 @@ def test_contract(name, tmp_path):
     for row in rows:
         assert row["source"] == name and row["round"] == ROUND and row["source_version"] == annotator.version
         assert row["kind"] in KINDS and row["kind"] in annotator_class(name).kinds
+        made = Rows(row["kind"], derived=row.get("parent_id") is not None, region_type=row.get("region_type"))
+        assert any(r.may_hold(made, name) for r in annotator_class(name).emitted_rows()), ("not in emits", made)
         width, height = sizes[row["image_id"]]
         for column in ("bbox", "quad"):
             if row.get(column) is not None:

@@ -16,10 +16,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from annotators.base import AnnotatorError, ImageBatch, ImageItem
-from annotators.florence2 import Florence2Settings, output_payloads
 from annotators.registry import build_annotator
 from florence2 import format as ff
 from florence2.checkpoint import SIZES, build_checkpoint, build_config, image_seq_length
+from florence2.payloads import output_payloads
+from florence2.settings import Florence2Settings
 from storage.masks import decode_rle, rle_bbox
 from storage.schema import ANNOTATIONS, table_from_rows
 
@@ -76,7 +77,7 @@ def trained_dir(tmp_path_factory):
     for width, height, box, colour, caption, phrase in SCENES:
         od = ff.regions_target([("square", box)], width, height)
         # segmentation is prompted with the OD box as the annotator parses it back
-        od_box = parser.parse_generation("OD", od, width, height)[0]["bbox"]
+        od_box = parser.model.parse("OD", od, width, height)[0]["bbox"]
         for prompt, target in [
             ("<CAPTION>", caption), ("<OD>", od),
             ("<OCR_WITH_REGION>", ff.ocr_target([("STOP", _quad(box))], width, height)),
@@ -145,7 +146,7 @@ def test_quantize_round_trip_within_one_bin_and_clamps():
 
 
 def test_task_table_matches_the_transformers_processor(annotator):
-    processor = annotator._processor
+    processor = annotator.model.processor
     for name, spec in ff.TASKS.items():
         assert processor.tasks_answer_post_processing_type[spec.token] == spec.parse_type, name
         table = processor.task_prompts_with_input if spec.input else processor.task_prompts_without_inputs
@@ -163,14 +164,14 @@ def test_written_targets_parse_back_to_rows(annotator, width, height):
     sign = [0.5 * width, 0.05 * height, width, 0.3 * height]
     far_car = [0.7 * width, 0.5 * height, 0.95 * width, 0.7 * height]
     od_text = "</s><s>" + ff.regions_target([("car", car), ("stop sign", sign), ("car", far_car)], width, height) + "</s>"
-    od = annotator.parse_generation("OD", od_text, width, height)  # the cars grouped, as released models write
+    od = annotator.model.parse("OD", od_text, width, height)  # the cars grouped, as released models write
     assert [p["text"] for p in od] == ["car", "car", "stop sign"] and [p["region_type"] for p in od] == ["object"] * 3
     assert all(_close(p["bbox"], box, width, height) for p, box in zip(od, [car, far_car, sign]))
 
     quad = [0.1 * width, 0.1 * height, 0.8 * width, 0.15 * height,
             0.78 * width, 0.4 * height, 0.12 * width, 0.35 * height]
     ocr_text = ff.ocr_target([("OPEN 24h", quad)], width, height)
-    ocr = annotator.parse_generation("OCR_WITH_REGION", ocr_text, width, height)
+    ocr = annotator.model.parse("OCR_WITH_REGION", ocr_text, width, height)
     assert len(ocr) == 1 and ocr[0]["text"] == "OPEN 24h" and ocr[0]["region_type"] == "ocr"
     assert _close(ocr[0]["quad"], quad, width, height)
     assert ocr[0]["bbox"] == [min(ocr[0]["quad"][0::2]), min(ocr[0]["quad"][1::2]),
@@ -178,14 +179,14 @@ def test_written_targets_parse_back_to_rows(annotator, width, height):
 
     caption = "A red car parks next to a stop sign."
     grounded = ff.grounding_target([("red car", [car]), ("stop sign", [sign, car]), ("a boat", [car])], width, height)
-    phrases = annotator.parse_generation("CAPTION_TO_PHRASE_GROUNDING", grounded, width, height, caption=caption)
+    phrases = annotator.model.parse("CAPTION_TO_PHRASE_GROUNDING", grounded, width, height, caption=caption)
     assert [(p["text"], caption[p["span_start"]:p["span_end"]]) for p in phrases] == [
         ("red car", "red car"), ("stop sign", "stop sign"), ("stop sign", "stop sign")]  # "a boat" is not in it
     assert _close(phrases[1]["bbox"], sign, width, height) and _close(phrases[2]["bbox"], car, width, height)
 
     triangle, square = [0.1 * width, 0.1 * height, 0.5 * width, 0.1 * height, 0.3 * width, 0.5 * height], _quad(car)
     seg_text = ff.segmentation_target([triangle, square], width, height)
-    seg = annotator.parse_generation("REGION_TO_SEGMENTATION", seg_text, width, height)
+    seg = annotator.model.parse("REGION_TO_SEGMENTATION", seg_text, width, height)
     assert len(seg) == 1 and len(seg[0]["polygons"]) == 2
     assert _close(seg[0]["polygons"][0], triangle, width, height)
     assert _close(seg[0]["polygons"][1], square, width, height)
@@ -205,7 +206,7 @@ def test_garbage_generations_count_parse_failures(annotator):
                ("REGION_TO_SEGMENTATION", "<poly><loc_1><loc_2><loc_3><loc_4></poly>"),  # two points
                ("CAPTION_TO_PHRASE_GROUNDING", "ship<loc_1><loc_2><loc_30><loc_40>")]  # not in the caption
     for task, text in garbage:
-        assert annotator.parse_generation(task, text, 64, 48, caption="a cat") == []
+        assert annotator.model.parse(task, text, 64, 48, caption="a cat") == []
     assert annotator.stats["parse_failures"] - before == len(garbage)
     assert annotator.stats["parse_failures/OD"] >= 2
 
@@ -290,7 +291,7 @@ def test_checkpoint_is_deterministic_per_seed(tiny_dir, tmp_path):
 
 
 def test_tiny_checkpoint_loads_and_agrees_with_its_vision_tower(annotator):
-    model, processor = annotator._model, annotator._processor
+    model, processor = annotator.model.torch_model, annotator.model.processor
     tokenizer = processor.tokenizer
     assert [tokenizer.convert_ids_to_tokens(i) for i in range(5)] == ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     assert tokenizer.convert_tokens_to_ids(["<loc_0>", "<loc_999>"]) == [

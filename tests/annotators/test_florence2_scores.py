@@ -97,16 +97,16 @@ def scripted(model_dir, monkeypatch, **settings):
     annotator = build_annotator("florence2", model=str(model_dir), device="cpu", dtype="fp32",
                                 max_new_tokens=40, **settings)
     annotator.load()
-    tokenizer = annotator._processor.tokenizer
-    script = Script(tokenizer, annotator._model.config.text_config.vocab_size)
-    handle = annotator._model.register_forward_hook(script.hook, with_kwargs=True)
-    original = annotator._generate
+    tokenizer = annotator.model.processor.tokenizer
+    script = Script(tokenizer, annotator.model.torch_model.config.text_config.vocab_size)
+    handle = annotator.model.torch_model.register_forward_hook(script.hook, with_kwargs=True)
+    original = annotator.model.generate
 
     def generate(prompts, images):  # the table of the task being run
         script.active = "grounding" if prompts[0].startswith("<CAPTION_TO_PHRASE_GROUNDING>") else script.active
         return original(prompts, images)
 
-    monkeypatch.setattr(annotator, "_generate", generate)
+    monkeypatch.setattr(annotator.model, "generate", generate)
     return annotator, script, handle
 
 
@@ -248,8 +248,8 @@ def test_scoring_pass_matches_the_returned_beams_generation_logits(model_dir, nu
     annotator.load()
     images = [Image.effect_noise((64, 48), 80).convert("RGB"), Image.new("RGB", (40, 70), "red")]
     prompts = ["<OD>", "<OCR_WITH_REGION>"]
-    generations = annotator._generate(prompts, images)
-    processor, model = annotator._processor, annotator._model
+    generations = annotator.model.generate(prompts, images)
+    processor, model = annotator.model.processor, annotator.model.torch_model
     inputs = processor(text=prompts, images=images, return_tensors="pt", padding=True)
     with torch.inference_mode():
         out = model.generate(**inputs, max_new_tokens=20, num_beams=num_beams, do_sample=False,
@@ -323,13 +323,13 @@ def test_item_tokens_agree_with_the_processor_on_random_sequences(model_dir, tas
     """Same items, same order, same bins as transformers' parser, on random token soups."""
     annotator = build_annotator("florence2", model=str(model_dir), device="cpu")
     annotator.load()
-    post, spec = annotator._processor.post_processor, ff.task_spec(task)
+    post, spec = annotator.model.processor.post_processor, ff.task_spec(task)
     words = ["red", " square", "it", " the", "STOP", " ", "<", "loc_", "12", ">", "<od>", "<pad>", "</s>", "<s>", "a"]
     rng = random.Random(task)
     for _ in range(300):
         pieces = [rng.choice(words) if rng.random() < 0.35 else f"<loc_{rng.randrange(1000)}>"
                   for _ in range(rng.randrange(1, 40))]
-        answer = annotator._processor.post_process_generation("".join(pieces), task=spec.token,
+        answer = annotator.model.processor.post_process_generation("".join(pieces), task=spec.token,
                                                               image_size=(1000, 1000))[spec.token]
         items = item_tokens(spec.parse_type, pieces, banned=post.banned_grounding_tokens)
         geometry = answer.get("quad_boxes") if task == "OCR_WITH_REGION" else answer["bboxes"]

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from annotators.base import ImageBatch, ImageItem
-from annotators.florence2 import _Generation
 from annotators.registry import build_annotator
 from florence2.checkpoint import build_checkpoint
+from florence2.model import Generation
 from florence2.scores import TokenStats
 from florence2.views import box_to_upright, consistency_scores, fused_views, label_key, view_image
 
@@ -84,7 +84,7 @@ def _items() -> list[ImageItem]:
             ImageItem(image_id="b", image=_image(200, 80, "blue"), width=200, height=80)]
 
 
-def _generation(boxes: list[tuple[str, list[int], float]]) -> _Generation:
+def _generation(boxes: list[tuple[str, list[int], float]]) -> Generation:
     """An OD generation of ``(label, 4 location bins, p)`` boxes, each scoring exactly ``p``."""
     pieces, logp, mass = ["<s>"], [0.0], [None]
     for label, bins, p in boxes:
@@ -94,7 +94,7 @@ def _generation(boxes: list[tuple[str, list[int], float]]) -> _Generation:
     pieces.append("</s>")
     logp.append(0.0)
     mass.append(None)
-    return _Generation("".join(pieces), TokenStats(tuple(pieces), tuple(logp), tuple(mass)))
+    return Generation("".join(pieces), TokenStats(tuple(pieces), tuple(logp), tuple(mass)))
 
 
 def scripted(model_dir, monkeypatch, outputs, **settings):
@@ -115,7 +115,7 @@ def scripted(model_dir, monkeypatch, outputs, **settings):
         calls.append(which)
         return [_generation(outputs.get(w, [])) for w in which]
 
-    monkeypatch.setattr(annotator, "_generate", generate)
+    monkeypatch.setattr(annotator.model, "generate", generate)
     return annotator, calls
 
 

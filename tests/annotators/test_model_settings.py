@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from annotators.detector import DetectorSettings
-from annotators.florence2 import Florence2Settings
 from annotators.registry import annotator_names, build_annotator
+from florence2.settings import Florence2Settings
 from hf.loading import load_pretrained, quiet_progress_bars, torch_device_dtype
 from hf.settings import (
     ModelSettings,

@@ -49,3 +49,11 @@ def test_help_lists_every_command():
     result = fld("--help")
     for name in ("sample", "ingest", "stats"):
         assert name in result.stdout
+
+
+def test_annotators_lists_what_each_reads():
+    rows = {row["name"]: row for row in json.loads(fld("annotators", "--json").stdout)}
+    assert rows["grounding"]["reads"] == ["top-level caption"] and rows["grounding"]["emitted_rows"] == ["derived phrase"]
+    assert rows["ocr"]["reads"] == [] and rows["ocr"]["emits"] == ["region"]
+    text = fld("annotators").stdout
+    assert "caption_scorer" in text and "reads top-level caption" in text and "reads no row of the round" in text

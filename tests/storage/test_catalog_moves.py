@@ -6,7 +6,7 @@ import shutil
 
 import duckdb
 
-from engine.ingest.image_bytes import image_locations, read_images
+from engine.dataset.locations import image_locations, read_images
 from engine.ingest.shards import IngestConfig, ingest
 from flows.main import main
 from storage.catalog import Catalog

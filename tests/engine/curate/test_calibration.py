@@ -60,3 +60,12 @@ def test_the_confidence_rule_applies_a_calibrated_threshold_and_says_so():
     off = CurationConfig(rules=("confidence",), sections={"confidence": ConfidenceConfig(calibrated=False)})
     _, trails = curate_tables(table(rows), None, IMAGES, off, 0, calibrated={"florence2": 0.6})
     assert trails["reason"].cast(pa.string()).to_pylist() == [None, "score below 0.3 for its source"]
+
+
+def test_reading_thresholds_publishes_nothing(tmp_path):
+    root = DataRoot(tmp_path / "root")
+    _model(root, 0, "m0", 0.61)
+    before = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in (root.catalog, root.engine_catalog)]
+    raw = table([region("img", [1, 1, 20, 20], source="florence2", version="m0", score=0.5)])
+    assert calibrated_thresholds(root, raw) == {"florence2": 0.61}
+    assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in (root.catalog, root.engine_catalog)] == before

@@ -155,7 +155,7 @@ def test_a_repeated_key_keeps_its_first_record(tmp_path):
     assert (summary.ok, summary.error) == (2, 2)
     statuses = [(r["key"], r["status"]) for r in _images(root)]
     assert sorted(statuses) == [("a", "error"), ("a", "error"), ("a", "ok"), ("b", "ok")]
-    from engine.ingest.image_bytes import image_locations, read_images
+    from engine.dataset.locations import image_locations, read_images
 
     with Catalog(root) as catalog:
         locations = image_locations(catalog)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import engine.report.captions as captions_module
-from engine.ingest.image_bytes import image_locations, read_images
+from engine.dataset.locations import image_locations, read_images
 from engine.report.captions import caption_retrieval, retrieval_grid, retrieval_metrics, scorer_settings
 from engine.report.dashboard import DashboardConfig, build_dashboard
 from storage.catalog import Catalog

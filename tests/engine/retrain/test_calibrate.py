@@ -4,14 +4,17 @@ curated held-out labels, on hand-made scores and through the evaluation's own ma
 from __future__ import annotations
 
 import copy
-from types import SimpleNamespace
+from collections import Counter
 
 import numpy as np
 import pytest
 
+from engine.dataset.locations import image_locations
 from engine.retrain.calibrate import calibration, hits, threshold_at_precision
 from engine.retrain.evaluate import agreement_metrics
-from engine.retrain.examples import Example, image_locations
+from engine.retrain.examples import Example
+from florence2.model import Florence2Model, Generation
+from florence2.settings import Florence2Settings
 from tests.engine.retrain.data import make_root
 
 
@@ -40,21 +43,23 @@ def test_matches_are_class_aware_and_one_to_one():
         [True, False, False]
 
 
-class ScriptedAnnotator:
-    """Gives scripted ``<OD>`` boxes (with per-box scores) per image, in call order; parses
-    curated targets from a table (the evaluation parses targets with the annotator's parser)."""
+class ScriptedModel(Florence2Model):
+    """A Florence-2 model whose generations are scripted: ``<OD>`` boxes (with per-box scores) per
+    generation, in call order, and curated targets parsed from a table (the evaluation parses
+    targets with the model's parser). Everything else (batching, views, fusion) is the real
+    :class:`Florence2Model`'s."""
 
-    batch_size = 3
-
-    def __init__(self, predictions: list[list[dict]], targets: dict[str, list[dict]]):
+    def __init__(self, predictions: list[list[dict]], targets: dict[str, list[dict]], views: tuple[str, ...] = ()):
+        self.settings = Florence2Settings(model="scripted", batch_size=3, tasks=("OD",), views=views)
+        self.stats = Counter()
         self.predictions, self.targets, self.calls = predictions, targets, 0
 
-    def _generate(self, prompts, images):
-        out = [SimpleNamespace(text=f"PRED:{self.calls + k}", stats=None) for k in range(len(prompts))]
+    def generate(self, prompts, images):
+        out = [Generation(f"PRED:{self.calls + k}", None) for k in range(len(prompts))]
         self.calls += len(prompts)
         return out
 
-    def parse_generation(self, task, text, width, height, caption=None):
+    def parse(self, task, text, width, height, caption=None, stats=None, counter=""):
         return self.predictions[int(text[5:])] if text.startswith("PRED:") else self.targets[text]
 
 
@@ -66,21 +71,21 @@ def test_the_threshold_comes_from_the_curated_validation_labels(tmp_path):
     for k, (image_id, w) in enumerate(locations):
         target = f"square-{k}"
         targets[target] = [{"text": "square", "bbox": box}]
-        examples.append(Example(image_id, "OD", "<OD>", target, w["width"], w["height"], w["shard"], w["key"],
-                                w["shard_format"], "validation"))
+        examples.append(Example(image_id, "OD", "<OD>", target, w.width, w.height, w.shard, w.key,
+                                w.shard_format, "validation"))
         # a right box scored by k, and a wrong one scored 0.55
         predictions.append([{"text": "square", "bbox": box, "score": 0.5 + 0.08 * k},
                             {"text": "circle", "bbox": box, "score": 0.55}])
-    metrics = agreement_metrics(ScriptedAnnotator(predictions, targets), examples, target_precision=0.9)
+    metrics = agreement_metrics(ScriptedModel(predictions, targets), examples, target_precision=0.9)
     scores = np.array([0.5 + 0.08 * k for k in range(6)])
     assert metrics["score_threshold"] == pytest.approx(float(scores[scores > 0.55].min()))
     assert metrics["calibration_precision"] == 1.0 and metrics["box_precision"] == 0.5
     # other curated labels (every box a circle): the confident squares are now wrong, no cut
     # reaches 0.9, and no box of this model is trusted
     circles = {t: [{"text": "circle", "bbox": box}] for t in targets}
-    other = agreement_metrics(ScriptedAnnotator(predictions, circles), examples, target_precision=0.9)
+    other = agreement_metrics(ScriptedModel(predictions, circles), examples, target_precision=0.9)
     assert not other["calibration_reached"] and other["score_threshold"] > scores.max()
-    lenient = agreement_metrics(ScriptedAnnotator(predictions, circles), examples, target_precision=0.54)
+    lenient = agreement_metrics(ScriptedModel(predictions, circles), examples, target_precision=0.54)
     assert lenient["score_threshold"] == pytest.approx(0.55)
 
 
@@ -99,12 +104,12 @@ def test_boxes_off_the_labels_do_not_move_a_labelled_threshold(tmp_path):
     examples, targets, predictions = [], {}, []
     for k, (image_id, w) in enumerate(sorted(image_locations(root).items())):
         targets[f"t{k}"] = [{"text": "square", "bbox": box}]
-        examples.append(Example(image_id, "OD", "<OD>", f"t{k}", w["width"], w["height"], w["shard"], w["key"],
-                                w["shard_format"], "validation"))
+        examples.append(Example(image_id, "OD", "<OD>", f"t{k}", w.width, w.height, w.shard, w.key,
+                                w.shard_format, "validation"))
         predictions.append([{"text": "square", "bbox": box, "score": 0.6 + 0.05 * k},
                             {"text": "square", "bbox": elsewhere, "score": 0.95}])  # an object the labels may miss
-    everything = agreement_metrics(ScriptedAnnotator(predictions, targets), examples, target_precision=0.9)
-    looked = agreement_metrics(ScriptedAnnotator(predictions, targets), examples, target_precision=0.9,
+    everything = agreement_metrics(ScriptedModel(predictions, targets), examples, target_precision=0.9)
+    looked = agreement_metrics(ScriptedModel(predictions, targets), examples, target_precision=0.9,
                                calibration_scope="labelled")
     assert not everything["calibration_reached"]  # the top-scored boxes are off the labels
     assert looked["score_threshold"] == pytest.approx(0.6) and looked["calibration_boxes"] == 4
@@ -161,14 +166,14 @@ def test_a_model_is_not_confirmed_by_its_own_boxes(tmp_path):
         # the curated labels hold a square the model wrote itself (own) and an independent one
         targets[f"t{k}"] = [{"text": "square", "bbox": box}, {"text": "square", "bbox": own}]
         references[image_id] = [("square", box)]
-        examples.append(Example(image_id, "OD", "<OD>", f"t{k}", w["width"], w["height"], w["shard"], w["key"],
-                                w["shard_format"], "validation"))
+        examples.append(Example(image_id, "OD", "<OD>", f"t{k}", w.width, w.height, w.shard, w.key,
+                                w.shard_format, "validation"))
         predictions.append([{"text": "square", "bbox": own, "score": 0.9},  # its own box again
                             {"text": "circle", "bbox": box, "score": 0.8},  # wrong where the labels looked
                             {"text": "square", "bbox": box, "score": 0.5 + 0.05 * k}])
-    mine = agreement_metrics(ScriptedAnnotator(predictions, targets), examples, target_precision=0.9,
+    mine = agreement_metrics(ScriptedModel(predictions, targets), examples, target_precision=0.9,
                              calibration_scope="labelled")
-    fair = agreement_metrics(ScriptedAnnotator(predictions, targets), examples, target_precision=0.9,
+    fair = agreement_metrics(ScriptedModel(predictions, targets), examples, target_precision=0.9,
                              calibration_scope="labelled", references=references)
     assert mine["calibration_reached"] and mine["score_threshold"] == pytest.approx(0.9)  # confirmed by itself
     assert not fair["calibration_reached"] and fair["calibration_boxes"] == 8  # its own box is not counted
@@ -180,17 +185,16 @@ def test_the_evaluation_scores_boxes_with_the_annotators_views(tmp_path):
     root, _ = make_root(tmp_path, images=2, seed=11, per_shard=2)
     examples, predictions = [], []
     for image_id, w in sorted(image_locations(root).items()):
-        examples.append(Example(image_id, "OD", "<OD>", "t", w["width"], w["height"], w["shard"], w["key"],
-                                w["shard_format"], "validation"))
+        examples.append(Example(image_id, "OD", "<OD>", "t", w.width, w.height, w.shard, w.key,
+                                w.shard_format, "validation"))
         predictions.append([{"text": "square", "bbox": [4.0, 4.0, 30.0, 30.0], "score": 0.8},
                             {"text": "circle", "bbox": [40.0, 40.0, 60.0, 60.0], "score": 0.6}])
     width = examples[0].width
-    # the mirrored view (generated after the originals) confirms the square only
-    predictions += [[{"text": "Square", "bbox": [width - 30.0, 4.0, width - 4.0, 30.0], "score": 0.4}]
-                    if e.width == width else [] for e in examples]
-    annotator = ScriptedAnnotator(copy.deepcopy(predictions), {})
-    annotator.settings = SimpleNamespace(views=("hflip",), view_iou=0.5)
-    results = run_examples(annotator, _decoded(examples))
-    assert [[p["score"] for p in payloads] for payloads, _ in results][0] == [pytest.approx(0.6), pytest.approx(0.3)]
-    plain = run_examples(ScriptedAnnotator(predictions, {}), _decoded(examples))
-    assert [p["score"] for p in plain[0][0]] == [0.8, 0.6]  # no views: the scores as generated
+    # each image's mirrored view is generated right after it and confirms the square only
+    views = [[{"text": "Square", "bbox": [width - 30.0, 4.0, width - 4.0, 30.0], "score": 0.4}]
+             if e.width == width else [] for e in examples]
+    scripted = [p for pair in zip(predictions, views) for p in pair]
+    results = run_examples(ScriptedModel(copy.deepcopy(scripted), {}, views=("hflip",)), _decoded(examples))
+    assert [p["score"] for p in results[0]] == [pytest.approx(0.6), pytest.approx(0.3)]
+    plain = run_examples(ScriptedModel(copy.deepcopy(predictions), {}), _decoded(examples))
+    assert [p["score"] for p in plain[0]] == [0.8, 0.6]  # no views: the scores as generated

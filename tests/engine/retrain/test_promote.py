@@ -139,3 +139,50 @@ min_image_dependence = 0.0
     assert "already trained" in capsys.readouterr().out
     assert main([*args, "--round", "1", "--promote", "sometimes"]) == 2
     assert "training.promote" in capsys.readouterr().err
+
+
+def test_fld_train_and_the_round_evaluate_a_model_with_the_same_settings_and_threshold(tmp_path):
+    """``[model.annotator]`` (views, fusion, score window) is resolved once: ``fld train`` and the
+    round's evaluate step score the same model the same way and calibrate the same threshold."""
+    import engine.commands.train  # noqa: F401  (registers the command)
+    from engine.cli import main
+    from engine.config import EngineConfig
+    from engine.rounds.context import RoundContext
+    from engine.rounds.steps import evaluate_step, round_annotators
+
+    root, truth = make_root(tmp_path, images=8, seed=4, per_shard=4)
+    write_curated(root, [dict(r) for r in curated_rows(root, truth)], 1)
+    config = tmp_path / "engine.toml"
+    config.write_text("""
+[annotators.florence2]
+model = "ignored: the current checkpoint"
+score_window = 0
+[model.annotator]
+views = ["hflip"]
+view_fusion = true
+[training]
+base_model = "tiny"
+tiny_image_size = 32
+max_steps = 4
+batch_size = 4
+device = "cpu"
+eval_fraction = 0.5
+eval_max_examples = 2
+max_new_tokens = 16
+loader_threads = 1
+calibration_precision = 0.01
+min_image_dependence = 0.0
+""")
+    assert main(["train", "--root", str(root.path), "--config", str(config), "--quiet", "--round", "1"]) == 0
+    by_train = json.loads((root.model(1) / "evaluation.json").read_text())
+    engine_config = EngineConfig.load(config)
+    by_round = evaluate_step(RoundContext(root, 1, engine_config, progress=False))
+    evaluation = json.loads((root.model(1) / "evaluation.json").read_text())
+    settings = evaluation["annotator_settings"]
+    assert settings["views"] == ["hflip"] and settings["view_fusion"] and settings["score_window"] == 0
+    assert by_train["annotator_settings"] == settings
+    assert by_train["new"]["score_threshold"] == by_round["score_threshold"] == evaluation["new"]["score_threshold"]
+    # the round annotates with the same settings it evaluates with
+    annotating = round_annotators(RoundContext(root, 1, engine_config, progress=False))["florence2"]
+    assert {k: annotating[k] for k in ("views", "view_fusion", "score_window")} == \
+        {"views": ["hflip"], "view_fusion": True, "score_window": 0}

@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
+
+from engine.dataset.locations import ImageLocation
 
 
-def coco_image_ids(ground_truth: dict[str, Any], locations: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """Our image_id -> COCO image id, by sidecar ``coco_id`` or by file name / key."""
+def coco_image_ids(ground_truth: dict[str, Any], locations: Mapping[str, ImageLocation]) -> dict[str, int]:
+    """Our image_id -> COCO image id, by sidecar ``coco_id`` or by file name / key
+    (``locations``: :func:`engine.dataset.locations.image_locations`)."""
     by_id = {img["id"] for img in ground_truth["images"]}
     by_name: dict[str, int] = {}
     for img in ground_truth["images"]:
@@ -24,12 +27,12 @@ def coco_image_ids(ground_truth: dict[str, Any], locations: dict[str, dict[str, 
         by_name.setdefault(name.rsplit(".", 1)[0], img["id"])
     out = {}
     for image_id, where in locations.items():
-        sidecar = (where.get("meta") or {}).get("json")
+        sidecar = (where.meta or {}).get("json")
         coco_id = sidecar.get("coco_id") if isinstance(sidecar, dict) else None
         if coco_id in by_id:
             out[image_id] = coco_id
-        elif where.get("key") in by_name:
-            out[image_id] = by_name[where["key"]]
+        elif where.key in by_name:
+            out[image_id] = by_name[where.key]
     return out
 
 
