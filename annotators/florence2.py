@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from annotators.base import Annotator, ImageBatch, ImageItem
+from annotators.base import Annotator, ImageBatch, ImageItem, Rows
 from annotators.registry import register_annotator
 from florence2.model import Florence2Model
 from florence2.payloads import Payload
@@ -35,6 +35,8 @@ class Florence2Annotator(Annotator):
     """Florence-2 over every task prompt; see the module docstring for the row mapping and the score."""
 
     kinds = (KIND_CAPTION, KIND_REGION, KIND_PHRASE)
+    reads = ()  # the image alone: its phrase rows' parents are its own captions
+    emits = (Rows(KIND_CAPTION, derived=False), Rows(KIND_REGION, derived=False), Rows(KIND_PHRASE, derived=True))
 
     def __init__(self, **settings: Any) -> None:
         self.settings = settings_from_kwargs(Florence2Settings, settings, self.name)

@@ -26,6 +26,7 @@ from annotators.crops import crop_region
 from annotators.pretrained import PretrainedAnnotator
 from annotators.registry import register_annotator
 from annotators.text_utils import strip_prompt
+from florence2.format import task_spec
 from hf.settings import ModelSettings, check_positive_int, check_range, check_str, str_tuple
 from storage.schema import KIND_REGION, annotation_row
 
@@ -48,7 +49,7 @@ class RegionCaptionerSettings(ModelSettings):
     """
 
     batch_size: int = 16
-    prompt: str = "<CAPTION>"
+    prompt: str = task_spec("CAPTION").token
     margin: float = 0.1
     max_new_tokens: int = 32
     num_beams: int = 1

@@ -49,6 +49,15 @@ class UsageError(Exception):
     """A problem with what the user asked for; printed as one line, exit code 2."""
 
 
+#: the exceptions :func:`main` answers with one line (and the flows log without a traceback)
+USER_ERRORS: tuple[type[BaseException], ...] = (UsageError, RoundBusy, CatalogBusy, AnnotatorError, ValueError)
+
+
+def data_root(path: str) -> DataRoot:
+    """The data root at ``path`` (created on first write); for the flows, which import engine/ only."""
+    return DataRoot(path)
+
+
 def command(name: str, help: str) -> Callable[[Declare], Declare]:
     """Register a subcommand ``name``; ``help`` is its one-line description."""
 
@@ -123,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     args.extra = extra
     try:
         return int(handlers[args.command](args) or 0)
-    except (UsageError, RoundBusy, CatalogBusy, AnnotatorError, ValueError) as exc:
+    except USER_ERRORS as exc:
         print(f"fld {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a missing path, a read-only root, a full disk: the user's to fix

@@ -257,3 +257,18 @@ def caption_target(text: str) -> str:
         raise ValueError(f"caption contains special tokens: {text!r}")
     return text.strip()
 
+
+_TARGET_REGION_RE = re.compile(r"([^<]+)((?:<loc_\d+>)+)")
+_TARGET_LOC_RE = re.compile(r"<loc_(\d+)>")
+
+
+def target_regions(target: str) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """``(label, (x0, y0, x1, y1))`` of every box of an OD / DENSE_REGION_CAPTION target, either
+    format (a label followed by 4k location tokens gives k boxes); coordinates normalised to 0..1
+    (bin centres, ``(bin + 0.5) / 1000``)."""
+    out = []
+    for label, locs in _TARGET_REGION_RE.findall(target):
+        bins = [(int(b) + 0.5) / NUM_BINS for b in _TARGET_LOC_RE.findall(locs)]
+        for i in range(0, len(bins) - 3, 4):
+            out.append((label.strip(), (bins[i], bins[i + 1], bins[i + 2], bins[i + 3])))
+    return out

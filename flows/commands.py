@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from engine.cli import add_root_argument, command
+from engine.cli import add_root_argument, command, data_root
 from engine.config import EngineConfig
 from engine.preflight import preflight
 from engine.rounds.lock import refuse_if_busy
 from engine.rounds.summary import round_markdown
-from storage.layout import DataRoot
 
 
 def _print_round(result: dict) -> None:
@@ -30,8 +29,8 @@ def declare_round(parser: argparse.ArgumentParser):
         from flows.round_flow import round_flow
 
         preflight(EngineConfig.load(args.config))  # a bad key or path fails here, before Prefect starts
-        refuse_if_busy(DataRoot(args.root))  # and a busy root, at once
-        _print_round(round_flow(root=str(DataRoot(args.root).path), config_path=args.config,
+        refuse_if_busy(data_root(args.root))  # and a busy root, at once
+        _print_round(round_flow(root=str(data_root(args.root).path), config_path=args.config,
                                 round_number=args.round, progress=True))
         return 0
 
@@ -48,8 +47,8 @@ def declare_loop(parser: argparse.ArgumentParser):
         from flows.round_flow import loop_flow
 
         preflight(EngineConfig.load(args.config))  # a bad key or path fails here, before Prefect starts
-        refuse_if_busy(DataRoot(args.root))  # and a busy root, at once
-        for result in loop_flow(root=str(DataRoot(args.root).path), config_path=args.config,
+        refuse_if_busy(data_root(args.root))  # and a busy root, at once
+        for result in loop_flow(root=str(data_root(args.root).path), config_path=args.config,
                                 rounds=args.rounds, progress=True):
             _print_round(result)
             if "stopped_early" in result:
@@ -104,7 +103,7 @@ def declare_demo(parser: argparse.ArgumentParser):
         from engine.demo.review_value import format_review_value, review_value
         from flows.round_flow import loop_flow
 
-        root = DataRoot(args.root)
+        root = data_root(args.root)
         refuse_if_busy(root)
         if args.fresh:
             deleted = clear_demo_root(root)

@@ -19,13 +19,11 @@ PREFECT_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
 
 def user_caused(error: BaseException | None) -> bool:
     """Whether ``error`` is one the CLI answers with one line (see ``engine.cli.main``)."""
-    from annotators.base import AnnotatorError
-    from engine.rounds.lock import RoundBusy
-    from storage.catalog_file import CatalogBusy
+    from engine.cli import USER_ERRORS
 
     if isinstance(error, OSError):
         return error.errno in USER_ERRNOS
-    return isinstance(error, (ValueError, RoundBusy, CatalogBusy, AnnotatorError))
+    return isinstance(error, USER_ERRORS)
 
 
 class DropUserTracebacks(logging.Filter):

@@ -24,17 +24,14 @@ saved into the checkpoint, which stays a plain Florence-2.
 from __future__ import annotations
 
 import collections
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from engine.retrain.examples import Example
-from florence2.format import NUM_BINS
+from florence2.format import target_regions
 from florence2.loss import IGNORE_INDEX
 
 Box = tuple[str, tuple[float, float, float, float]]
-_REGION_RE = re.compile(r"([^<]+)((?:<loc_\d+>)+)")
-_LOC_RE = re.compile(r"<loc_(\d+)>")
 
 
 def od_boxes(examples: Iterable[Example]) -> dict[str, list[Box]]:
@@ -45,10 +42,7 @@ def od_boxes(examples: Iterable[Example]) -> dict[str, list[Box]]:
     for example in examples:
         if example.task != "OD":
             continue
-        for label, locs in _REGION_RE.findall(example.target):
-            bins = [(int(b) + 0.5) / NUM_BINS for b in _LOC_RE.findall(locs)]
-            for i in range(0, len(bins) - 3, 4):
-                out[example.image_id].append((label.strip(), tuple(bins[i:i + 4])))
+        out[example.image_id].extend(target_regions(example.target))
     return dict(out)
 
 

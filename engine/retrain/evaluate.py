@@ -43,8 +43,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from engine.dataset.coco_eval import coco_detections, coco_image_ids, coco_map
+from engine.dataset.locations import ImageLocation
 from engine.retrain import calibrate
-from engine.retrain.coco_eval import coco_detections, coco_image_ids, coco_map  # noqa: F401  (part of this API)
 from engine.retrain.config import TrainingConfig
 from engine.retrain.examples import Example
 from engine.retrain.train import Collator, batched, mean_loss, precision, scored_logits, stream_examples
@@ -220,7 +221,7 @@ def detection_predictions(model: Florence2Model, images: list[tuple[Example, Any
 
 
 def evaluate_model(model_dir: Path, examples: list[Example], config: TrainingConfig,
-                   locations: dict[str, dict[str, Any]] | None = None,
+                   locations: Mapping[str, ImageLocation] | None = None,
                    settings: Florence2Settings | None = None,
                    references: Mapping[str, list[tuple[str, list[float]]]] | None = None) -> dict[str, float]:
     """Every metric of the checkpoint in ``model_dir`` on the validation ``examples``;

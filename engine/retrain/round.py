@@ -14,9 +14,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from engine.dataset.curated import read_curated_rows
+from engine.dataset.locations import image_locations
 from engine.retrain.config import TrainingConfig
 from engine.retrain.evaluate import evaluate_model, evaluation_settings
-from engine.retrain.examples import build_examples, calibration_references, image_locations, read_curated_rows, write_jsonl
+from engine.retrain.examples import build_examples, calibration_references, write_jsonl
 from engine.retrain.promote import decide, record
 from engine.retrain.train import SUMMARY_FILE, train
 from florence2.settings import Florence2Settings

@@ -71,7 +71,7 @@ def curate_step(ctx: RoundContext) -> dict[str, Any]:
 def review_step(ctx: RoundContext) -> dict[str, Any]:
     """Queue the images that most need a human look and write them as Label Studio tasks
     (``[review]``); it waits for nobody: corrections imported later apply to the next round."""
-    from engine.ingest.image_bytes import ImageBytesError
+    from engine.dataset.locations import ImageBytesError
     from engine.review.export import export_label_studio
     from engine.review.plan import plan_review, round_thresholds
 
