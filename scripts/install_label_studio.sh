@@ -40,7 +40,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet "label-studio==$LABEL_STUDIO_VERSION"
+# sentry-sdk 3 refuses the options Label Studio 1.23 passes it at start ("Unknown option 'send_default_pii'")
+"$VENV/bin/python" -m pip install --quiet "label-studio==$LABEL_STUDIO_VERSION" "sentry-sdk<3"
 installed="$("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("label-studio"))')"
 if [ "$installed" != "$LABEL_STUDIO_VERSION" ]; then
   echo "expected label-studio $LABEL_STUDIO_VERSION in $VENV, found $installed" >&2

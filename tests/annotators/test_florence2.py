@@ -317,3 +317,24 @@ def test_base_and_large_configs_match_florence2_sizes():
         total = sum(p.numel() for p in model.parameters())
         tower = sum(p.numel() for p in model.model.vision_tower.parameters())
         assert math.isclose(total, params, rel_tol=0.01) and math.isclose(tower, vision, rel_tol=0.01), size
+
+
+def test_the_model_answers_a_ready_prompt_as_it_predicts(trained_dir):
+    """One path: ``predict`` (the annotator's), ``answer`` with the task's input and ``answer`` with a
+    training example's ready prompt (the evaluation's) give the same payloads and scores."""
+    from florence2.model import Florence2Model, Query
+
+    model = Florence2Model(Florence2Settings(model=str(trained_dir), batch_size=2, **FAST))
+    images = [_scene_image(w, h, box, colour) for w, h, box, colour, _, _ in SCENES]
+    predictions = model.predict(images)
+    for image, (width, height, box, _, caption, phrase), found in zip(images, SCENES, predictions):
+        brief = next(i for i, p in enumerate(found.payloads) if p["kind"] == "caption")
+        phrases = [p for p, parent in zip(found.payloads, found.parents) if p["kind"] == "phrase"]
+        assert [parent for p, parent in zip(found.payloads, found.parents) if p["kind"] == "phrase"] == [brief]
+        prompt = ff.task_prompt("CAPTION_TO_PHRASE_GROUNDING", text=found.payloads[brief]["text"])
+        by_input, by_prompt = model.answer([Query(image, "CAPTION_TO_PHRASE_GROUNDING", text=caption),
+                                            Query(image, "CAPTION_TO_PHRASE_GROUNDING", prompt=prompt)])
+        assert by_input == by_prompt == phrases and phrases[0]["text"] == phrase
+        od = next(p for p in found.payloads if p["kind"] == "region" and p["region_type"] == "object")
+        (seg,) = model.answer([Query(image, "REGION_TO_SEGMENTATION", bbox=od["bbox"])])
+        assert seg[0]["mask_rle"] == od["mask_rle"]  # predict put the region's mask on its OD payload
