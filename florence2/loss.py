@@ -51,6 +51,14 @@ def token_cross_entropy(logits: Any, labels: Any, reduction: str = "mean") -> An
                            reduction=reduction)
 
 
+def token_cross_entropy_per_position(logits: Any, targets: Any) -> Any:
+    """Cross-entropy (nats, float32) of each scored position: ``logits`` (n, vocab) against
+    ``targets`` (n,), no shift, nothing ignored (the positions were chosen already)."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
 def count_tokens(labels: Any) -> int:
     """Number of scored (non-ignored) label positions."""
     return int((labels != IGNORE_INDEX).sum())

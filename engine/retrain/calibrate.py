@@ -7,7 +7,11 @@ each box scored from its own tokens), the threshold is the lowest score ``t`` at
 boxes scoring >= ``t`` reach ``training.calibration_precision`` against those labels. It is
 stored with the model's metrics (``score_threshold``) and the next curation applies it to the
 rows that checkpoint produced (``engine.curate.calibration``). When no cut reaches the
-target, the threshold is above every score seen (no box of that model is trusted). The same
+target (labels that swap ~10% of classes cap the precision any model can show against them),
+the result says so (``calibration_reached = false``) and the threshold is the cut of the highest
+precision among those keeping at least ``training.calibration_min_boxes`` boxes (ties: the lower
+score), so an unreachable target cannot shut a better model out; with fewer boxes than that (or
+``calibration_min_boxes = 0``) it is above every score seen (no box of that model is trusted). The same
 curve at ``training.new_box_precision`` gives ``new_box_threshold``, the stricter score a box
 needs to become a new curated row where no curated box is (no other source confirms it). The
 curated labels are the engine's own data; ground truth is never read here.
@@ -71,11 +75,29 @@ def threshold_at_precision(scores: np.ndarray, hit: np.ndarray, target: float) -
     return float(s[ok[-1]]) if len(ok) else None
 
 
+def best_cut(scores: np.ndarray, hit: np.ndarray, min_boxes: int) -> float | None:
+    """The cut ``t`` (a score) whose predictions scoring >= ``t`` have the highest precision
+    among cuts keeping at least ``min_boxes`` of them (ties kept together; equal precision: the
+    lower ``t``), or None when ``min_boxes`` is 0 or more than there are."""
+    scores, hit = np.asarray(scores, float), np.asarray(hit, bool)
+    if min_boxes <= 0 or len(scores) < min_boxes:
+        return None
+    order = np.argsort(-scores, kind="stable")
+    s, h = scores[order], hit[order]
+    last_of_tie = np.r_[s[1:] != s[:-1], True]
+    precision = np.cumsum(h) / np.arange(1, len(s) + 1)
+    ok = np.flatnonzero(last_of_tie & (np.arange(1, len(s) + 1) >= min_boxes))
+    best = ok[precision[ok] == precision[ok].max()]
+    return float(s[best[-1]])
+
+
 def calibration(scores: list[float], hit: list[bool], references: int, target: float,
-                new_box_target: float | None = None) -> dict[str, Any]:
+                new_box_target: float | None = None, min_boxes: int = 0) -> dict[str, Any]:
     """The metrics stored with a model: ``score_threshold`` and what it gives on the held-out
     labels (precision, recall and boxes kept at the threshold), and with ``new_box_target``
-    the stricter ``new_box_threshold`` a box needs to be added where no curated box is."""
+    the stricter ``new_box_threshold`` a box needs to be added where no curated box is (never
+    lowered: with that target unreachable no new box is trusted); ``min_boxes``: the fallback
+    of an unreachable ``target`` (:func:`best_cut`, module docstring)."""
     scores_a, hit_a = np.asarray(scores, float), np.asarray(hit, bool)
     above_all = float(np.nextafter(float(scores_a.max()) if len(scores_a) else 0.0, np.inf))
     out: dict[str, Any] = {"calibration_boxes": len(scores_a)}
@@ -83,9 +105,12 @@ def calibration(scores: list[float], hit: list[bool], references: int, target: f
         strict = threshold_at_precision(scores_a, hit_a, new_box_target)
         out["new_box_threshold"] = above_all if strict is None else strict
     threshold = threshold_at_precision(scores_a, hit_a, target)
+    reached = threshold is not None
     if threshold is None:
-        return {**out, "score_threshold": above_all, "calibration_reached": False}
+        threshold = best_cut(scores_a, hit_a, min_boxes)
+        if threshold is None:
+            return {**out, "score_threshold": above_all, "calibration_reached": False}
     kept = scores_a >= threshold
-    return {**out, "score_threshold": threshold, "calibration_reached": True,
+    return {**out, "score_threshold": threshold, "calibration_reached": reached,
             "calibration_precision": round(float(hit_a[kept].mean()), 4),
             "calibration_recall": round(float(hit_a[kept].sum() / references), 4) if references else 0.0}

@@ -77,6 +77,9 @@ class TrainingConfig:
     out for validation (split by image id, with ``seed``). ``ground_truth``: a COCO
     instances JSON for box/mask mAP ("" = none). ``promote``: ``better`` promotes the new
     checkpoint when it beats the current one on ``promote_metric``; ``always`` promotes it.
+    ``promote_confidence``: with per-image values of the metric (``val_loss``), "beats" means a
+    seeded paired bootstrap over the validation images (``promote_resamples`` resamples) gives
+    P(better) >= this (0: the plain comparison of the two means; :mod:`engine.retrain.promote`).
     ``save_every``: checkpoint every N optimizer steps (0 = only at the end).
     ``eval_max_examples``: cap on generated validation examples per task (0 = all).
     ``aux_loss_weight``: weight of the auxiliary per-cell detection loss on the text encoder's
@@ -97,6 +100,10 @@ class TrainingConfig:
     every curated box as curated.
     ``allow_pickle_weights``: accept a ``base_model`` with only ``pytorch_model.bin`` weights
     (``hf.checkpoint_check``; default false).
+    ``calibration_min_boxes``: when ``calibration_precision`` is out of reach, the threshold is
+    the most precise cut keeping at least this many validation boxes (reported as not reached;
+    0: no box of that model is trusted, the old rule), so an unreachable target cannot shut a
+    better model out (:mod:`engine.retrain.calibrate`).
     ``new_box_precision``: the stricter precision whose threshold (``new_box_threshold``) a box
     must reach to be added where no curated box is (no other source agrees with it there).
     ``target_format``: how targets write boxes and masks: ``released`` as the released
@@ -133,6 +140,9 @@ class TrainingConfig:
     ground_truth: str = ""
     promote_metric: str = "val_loss"
     promote: str = "better"
+    promote_confidence: float = 0.9
+    calibration_min_boxes: int = 10
+    promote_resamples: int = 2000
     aux_loss_weight: float = 0.0
     aux_max_classes: int = 32
     min_image_dependence: float = 0.01
@@ -189,6 +199,15 @@ class TrainingConfig:
         if self.promote_metric not in METRICS:
             raise ValueError(f"training.promote_metric must be one of {', '.join(METRICS)}; "
                              f"got {self.promote_metric!r}")
+        if not _is_number(self.promote_confidence) or not 0 <= self.promote_confidence < 1:
+            raise ValueError(f"training.promote_confidence must be in [0, 1) (0: compare the means), "
+                             f"got {self.promote_confidence!r}")
+        if isinstance(self.calibration_min_boxes, bool) or not isinstance(self.calibration_min_boxes, int) \
+                or self.calibration_min_boxes < 0:
+            raise ValueError(f"training.calibration_min_boxes must be an integer >= 0, got {self.calibration_min_boxes!r}")
+        if isinstance(self.promote_resamples, bool) or not isinstance(self.promote_resamples, int) \
+                or self.promote_resamples < 100:
+            raise ValueError(f"training.promote_resamples must be an integer >= 100, got {self.promote_resamples!r}")
         if self.promote not in PROMOTE_MODES:
             raise ValueError(f"training.promote must be one of {', '.join(PROMOTE_MODES)}; got {self.promote!r}")
         if self.promote_metric in GROUND_TRUTH_METRICS and not self.ground_truth:

@@ -48,7 +48,7 @@ from engine.dataset.locations import ImageLocation
 from engine.retrain import calibrate
 from engine.retrain.config import TrainingConfig
 from engine.retrain.examples import Example
-from engine.retrain.train import Collator, batched, mean_loss, precision, scored_logits, stream_examples
+from engine.retrain.train import Collator, batched, precision, scored_logits, stream_examples, validation_losses
 from florence2.format import TASK_ORDER, prompt_caption
 from florence2.model import Florence2Model, Query
 from florence2.settings import Florence2Settings
@@ -56,6 +56,9 @@ from storage.atomic import write_text_atomic
 from storage.geometry import box_iou_matrix
 
 IOU = 0.5
+#: the key of :func:`evaluate_model`'s result holding per-image values ({metric: {image_id: value}}),
+#: the paired evidence promotion bootstraps over (kept out of the metrics tables)
+PER_IMAGE = "per_image"
 #: the tasks of the COCO detection and mask evaluation
 DETECTION_TASKS = ("OD", "REGION_TO_SEGMENTATION")
 CAPTION_TASKS = ("CAPTION", "DETAILED_CAPTION", "MORE_DETAILED_CAPTION")
@@ -135,7 +138,7 @@ def _decoded(examples: list[Example]) -> list[tuple[Example, Any]]:
 
 def agreement_metrics(model: Florence2Model, examples: list[Example], cap: int = 0, target_precision: float = 0.9,
                       calibration_iou: float = IOU, calibration_scope: str = "all",
-                      new_box_precision: float | None = None,
+                      new_box_precision: float | None = None, calibration_min_boxes: int = 0,
                       references: Mapping[str, list[tuple[str, list[float]]]] | None = None) -> dict[str, float]:
     """The caption / OD / OCR / grounding metrics over validation ``examples`` (``cap`` per
     task), and the score threshold calibrated on the ``<OD>`` boxes (:mod:`engine.retrain.calibrate`)
@@ -174,7 +177,7 @@ def agreement_metrics(model: Florence2Model, examples: list[Example], cap: int =
             metrics["box_precision"] = hits / n_pred if n_pred else 0.0
             metrics["box_recall"] = hits / n_ref if n_ref else 0.0
             metrics.update(calibrate.calibration(box_scores, box_hits, n_calibration_ref, target_precision,
-                                                 new_box_precision))
+                                                 new_box_precision, calibration_min_boxes))
         if metric == "grounding_recall":
             metrics[metric] = hits / n_ref if n_ref else 0.0
         else:
@@ -224,18 +227,20 @@ def evaluate_model(model_dir: Path, examples: list[Example], config: TrainingCon
                    locations: Mapping[str, ImageLocation] | None = None,
                    settings: Florence2Settings | None = None,
                    references: Mapping[str, list[tuple[str, list[float]]]] | None = None) -> dict[str, float]:
-    """Every metric of the checkpoint in ``model_dir`` on the validation ``examples``;
+    """Every metric of the checkpoint in ``model_dir`` on the validation ``examples`` (and, under
+    :data:`PER_IMAGE`, each image's validation loss);
     ``settings``: the settings the model annotates with (its scoring: :func:`evaluation_settings`);
     ``references``: the labels its threshold is calibrated against (see :func:`agreement_metrics`)."""
     model = _model(Path(model_dir), config, settings)
     device, _ = precision(config)
     metrics: dict[str, float] = {}
-    loss = mean_loss(model.torch_model, model.processor, examples, config, device, None)
+    loss, by_image = validation_losses(model.torch_model, model.processor, examples, config, device, None)
     if loss is not None:
         metrics["val_loss"] = loss
+        metrics[PER_IMAGE] = {"val_loss": by_image}
     metrics.update(agreement_metrics(model, examples, config.eval_max_examples, config.calibration_precision,
                                      config.calibration_iou, config.calibration_scope, config.new_box_precision,
-                                     references))
+                                     config.calibration_min_boxes, references))
     dependence = image_dependence(model.torch_model, model.processor, examples[:config.image_dependence_examples],
                                   config.eval_batch_size, config.max_target_tokens, device)
     if dependence is not None:

@@ -17,9 +17,9 @@ from typing import Any
 from engine.dataset.curated import read_curated_rows
 from engine.dataset.locations import image_locations
 from engine.retrain.config import TrainingConfig
-from engine.retrain.evaluate import evaluate_model, evaluation_settings
+from engine.retrain.evaluate import PER_IMAGE, evaluate_model, evaluation_settings
 from engine.retrain.examples import build_examples, calibration_references, write_jsonl
-from engine.retrain.promote import decide, record
+from engine.retrain.promote import decide, paired_evidence, record
 from engine.retrain.train import SUMMARY_FILE, train
 from florence2.settings import Florence2Settings
 from storage.atomic import write_text_atomic
@@ -57,7 +57,8 @@ def evaluate_round(root: DataRoot, round_: int, config: TrainingConfig,
     new = evaluate_model(model_dir, validation, config, locations, settings, references) if validation else {}
     current = evaluate_model(Path(start_model), validation, config, locations, settings, references) if validation else {}
     used = evaluation_settings(model_dir, config, settings)
-    result = {"round": round_, "new": new, "current": current, "current_model": start_model,
+    per_image = {"new": new.pop(PER_IMAGE, {}), "current": current.pop(PER_IMAGE, {})}
+    result = {"round": round_, "new": new, "current": current, "current_model": start_model, PER_IMAGE: per_image,
               "validation_examples": len(validation),
               "annotator_settings": {k: v for k, v in asdict(used).items() if k != "model"}}
     write_text_atomic(json.dumps(result, indent=2, sort_keys=True), model_dir / "evaluation.json")
@@ -69,7 +70,7 @@ def promote_round(root: DataRoot, round_: int, config: TrainingConfig) -> dict[s
     model_dir = root.model(round_)
     evaluation = json.loads((model_dir / "evaluation.json").read_text())
     decision = decide(evaluation["new"], evaluation["current"], config.promote_metric, config.promote,
-                      config.min_image_dependence)
+                      config.min_image_dependence, paired_evidence(evaluation.get(PER_IMAGE), config))
     return record(root, round_, model_dir, evaluation["new"], evaluation["current"], evaluation["current_model"],
                   decision, config)
 

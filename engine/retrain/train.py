@@ -40,12 +40,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from engine.retrain.checkpoints import STATE_FILE, WEIGHTS_FILE, latest_checkpoint, save_checkpoint, save_final
 from engine.retrain.config import TrainingConfig
 from engine.retrain.examples import Example
-from florence2.loss import IGNORE_INDEX, decoder_input_ids, labels_from_ids, token_cross_entropy
+from florence2.loss import (
+    IGNORE_INDEX,
+    decoder_input_ids,
+    labels_from_ids,
+    token_cross_entropy,
+    token_cross_entropy_per_position,
+)
 from storage.atomic import write_text_atomic
 from storage.layout import DataRoot
 
@@ -206,7 +212,7 @@ class Collator:
         return out
 
 
-def prefetched(batches: Iterable[list[Any]], collate: Collator, threads: int) -> Iterator[dict[str, Any]]:
+def prefetched(batches: Iterable[list[Any]], collate: Callable[[list[Any]], Any], threads: int) -> Iterator[Any]:
     """Collated batches in order, up to ``2 * threads`` being decoded ahead on a thread pool."""
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="collate") as pool:
         pending: collections.deque[Future] = collections.deque()
@@ -255,23 +261,42 @@ def batch_loss(model: Any, batch: dict[str, Any], device: Any, amp: Any) -> Any:
     return batch_losses(model, batch, device, amp)[0]
 
 
-def mean_loss(model: Any, processor: Any, examples: list[Example], config: TrainingConfig, device: Any,
-              amp: Any) -> float | None:
-    """Token-mean cross-entropy of ``model`` over ``examples`` (eval mode, no gradients)."""
+def validation_losses(model: Any, processor: Any, examples: list[Example], config: TrainingConfig, device: Any,
+                      amp: Any) -> tuple[float | None, dict[str, float]]:
+    """``(token-mean cross-entropy over every example, {image_id: token-mean cross-entropy of
+    that image's examples})`` of ``model`` (eval mode, no gradients; nats per target token).
+    The per-image losses are the paired evidence promotion bootstraps over."""
     import torch
 
     if not examples:
-        return None
+        return None, {}
     was_training = model.training
     model.eval()
-    total, tokens = 0.0, 0
+    sums: dict[str, float] = collections.defaultdict(float)
+    counts: dict[str, int] = collections.defaultdict(int)
     collate = Collator(processor, config.max_target_tokens)
+
+    def with_ids(chunk: list[Any]) -> tuple[dict[str, Any], list[str]]:
+        return collate(chunk), [e.image_id for e, _ in chunk]
+
     with torch.inference_mode():
         raw = batched(stream_examples(examples, config.seed, 0, 1), config.eval_batch_size)
-        for batch in prefetched(raw, collate, config.loader_threads):
-            total, tokens = total + float(batch_loss(model, batch, device, amp)), tokens + len(batch["targets"])
+        for batch, ids in prefetched(raw, with_ids, config.loader_threads):
+            logits, _, on_device = scored_logits(model, batch, device, amp)
+            losses = token_cross_entropy_per_position(logits, on_device["targets"])
+            rows = (on_device["scored"] // on_device["decoder_input_ids"].shape[1]).tolist()
+            for row, loss in zip(rows, losses.tolist()):
+                sums[ids[row]] += loss
+                counts[ids[row]] += 1
     model.train(was_training)
-    return total / max(tokens, 1)
+    tokens = sum(counts.values())
+    return sum(sums.values()) / max(tokens, 1), {i: sums[i] / counts[i] for i in sorted(sums)}
+
+
+def mean_loss(model: Any, processor: Any, examples: list[Example], config: TrainingConfig, device: Any,
+              amp: Any) -> float | None:
+    """Token-mean cross-entropy of ``model`` over ``examples`` (eval mode, no gradients)."""
+    return validation_losses(model, processor, examples, config, device, amp)[0]
 
 
 def cosine_with_warmup(total_steps: int, warmup_ratio: float):

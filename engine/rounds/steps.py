@@ -119,7 +119,8 @@ def promote_step(ctx: RoundContext) -> dict[str, Any]:
     from engine.retrain.round import promote_round
 
     payload = promote_round(ctx.root, ctx.round, ctx.config.training)
-    return {"promoted": payload["promoted"], "reason": payload["reason"], "metric": payload["metric"]}
+    return {"promoted": payload["promoted"], "reason": payload["reason"], "metric": payload["metric"],
+            "p_better": payload["p_better"]}
 
 
 def dashboard_step(ctx: RoundContext) -> dict[str, Any]:

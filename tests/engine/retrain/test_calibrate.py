@@ -198,3 +198,18 @@ def test_the_evaluation_scores_boxes_with_the_annotators_views(tmp_path):
     assert [p["score"] for p in results[0]] == [pytest.approx(0.6), pytest.approx(0.3)]
     plain = run_examples(ScriptedModel(copy.deepcopy(predictions), {}), _decoded(examples))
     assert [p["score"] for p in plain[0]] == [0.8, 0.6]  # no views: the scores as generated
+
+
+def test_an_unreachable_target_falls_back_to_the_most_precise_cut_that_keeps_boxes():
+    from engine.retrain.calibrate import best_cut
+
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]
+    hit = [False, True, True, True, True, False, True, False]  # precision: 0, .5, .67, .75, .8, .67, .71, .63
+    assert best_cut(scores, hit, 1) == 0.5 and best_cut(scores, hit, 6) == 0.3 and best_cut(scores, hit, 9) is None
+    out = calibration(scores, hit, references=8, target=0.95, new_box_target=0.95, min_boxes=3)
+    assert not out["calibration_reached"] and out["score_threshold"] == 0.5
+    assert out["calibration_precision"] == 0.8 and out["calibration_recall"] == 0.5
+    assert out["new_box_threshold"] > 0.9  # new boxes are not let in on a fallback
+    assert calibration(scores, hit, references=8, target=0.95, min_boxes=6)["score_threshold"] == 0.3
+    old_rule = calibration(scores, hit, references=8, target=0.95, min_boxes=0)
+    assert not old_rule["calibration_reached"] and old_rule["score_threshold"] > 0.9

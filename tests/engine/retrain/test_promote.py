@@ -124,6 +124,12 @@ min_image_dependence = 0.0
     assert first[0]["promoted"] == (metrics["new"]["val_loss"] < metrics["current"]["val_loss"])
     assert first[0]["promoted"], metrics  # 60 steps on the training split beat random weights
     assert first[0]["version"] == checkpoint_version(root.model(1))
+    # the decision weighed each validation image's loss under both models (paired bootstrap)
+    evaluation = json.loads((root.model(1) / "evaluation.json").read_text())
+    losses = {side: evaluation["per_image"][side]["val_loss"] for side in ("new", "current")}
+    assert set(losses["new"]) == set(losses["current"]) and len(losses["new"]) >= 2
+    assert metrics["p_better"] >= metrics["promote_confidence"] == 0.9 and "P(lower" in first[0]["reason"]
+    assert "per_image" not in metrics["new"]  # per-image values stay in evaluation.json
     assert "promoted: val_loss" in capsys.readouterr().out
     assert current_model(root, 2) == root.model(1) and current_model(root, 1) is None
 
@@ -186,3 +192,51 @@ min_image_dependence = 0.0
     annotating = round_annotators(RoundContext(root, 1, engine_config, progress=False))["florence2"]
     assert {k: annotating[k] for k in ("views", "view_fusion", "score_window")} == \
         {"views": ["hflip"], "view_fusion": True, "score_window": 0}
+
+
+def _evidence(new, current, metric="val_loss", confidence=0.9, seed=0):
+    from engine.retrain.promote import Evidence
+
+    return Evidence(metric, tuple(new), tuple(current), confidence, 2000, seed)
+
+
+def test_the_paired_bootstrap_weighs_per_image_evidence():
+    import numpy as np
+
+    from engine.retrain.promote import bootstrap_p_better
+
+    rng = np.random.default_rng(0)
+    current = rng.uniform(2.0, 4.0, 40)
+    better = current - 0.3 + rng.normal(0, 0.1, 40)   # lower loss on nearly every image
+    same = current + rng.normal(0, 0.3, 40)             # noise around the same losses
+    assert bootstrap_p_better(_evidence(better, current)) > 0.99
+    assert bootstrap_p_better(_evidence(current + 0.3, current)) < 0.01
+    assert 0.05 < bootstrap_p_better(_evidence(same, current)) < 0.95
+    assert bootstrap_p_better(_evidence(same, current)) == bootstrap_p_better(_evidence(same, current))  # seeded
+    # a higher-is-better metric counts the other way
+    assert bootstrap_p_better(_evidence(current + 0.3, current, metric="box_recall")) > 0.99
+
+
+def test_evidence_decides_better_and_its_p_is_recorded():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    current = rng.uniform(2.0, 4.0, 30)
+    noisy = current + rng.normal(-0.02, 0.4, 30)  # a lower mean, but not by evidence
+    new_m, cur_m = {"val_loss": float(noisy.mean())}, {"val_loss": float(current.mean())}
+    assert noisy.mean() < current.mean() and decide(new_m, cur_m, "val_loss").promoted  # the plain rule promotes
+    weighed = decide(new_m, cur_m, "val_loss", evidence=_evidence(noisy, current))
+    assert not weighed.promoted and weighed.p_better < 0.9 and "paired bootstrap" in weighed.reason
+    clear = decide({"val_loss": float((current - 0.5).mean())}, cur_m, "val_loss",
+                   evidence=_evidence(current - 0.5, current))
+    assert clear.promoted and clear.p_better == 1.0 and "better by evidence" in clear.reason
+
+
+@pytest.mark.parametrize("table,message", [({"promote_confidence": 1.0}, "promote_confidence"),
+                                           ({"promote_confidence": -0.1}, "promote_confidence"),
+                                           ({"promote_resamples": 10}, "promote_resamples")])
+def test_promotion_settings_are_validated(table, message):
+    from engine.retrain.config import TrainingConfig
+
+    with pytest.raises(ValueError, match=message):
+        TrainingConfig.from_dict(table)
