@@ -7,6 +7,7 @@ import json
 
 from engine.cli import add_root_argument, command, data_root
 from engine.config import EngineConfig
+from engine.demo.styles import DEMO_STYLE, STYLES
 from engine.preflight import preflight
 from engine.rounds.lock import refuse_if_busy
 from engine.rounds.summary import round_markdown
@@ -87,12 +88,16 @@ def declare_demo(parser: argparse.ArgumentParser):
     parser.add_argument("--images", type=int, default=96, help="synthetic images to generate (default 96)")
     parser.add_argument("--rounds", type=int, default=3, help="annotate-refine rounds (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="sample seed (default 0)")
+    parser.add_argument("--style", default=DEMO_STYLE, choices=list(STYLES),
+                        help=f"scene style of the sample (default {DEMO_STYLE}: not the plain style the shipped "
+                             f"model was pre-trained on, as a pre-trained Florence-2 meets your own images)")
     parser.add_argument("--fresh", action="store_true",
                         help="empty the demo's data root first (only a root fld demo created)")
 
     def run(args: argparse.Namespace) -> int:
         from engine.demo.fresh import DEMO_KIND, clear_demo_root
         from engine.demo.loop_report import format_loop, format_verdict, loop_figures
+        from engine.demo.model_quality import RoundModels, sample_style
         from engine.demo.report import (
             DEMO_TRAINING,
             demo_round_report,
@@ -110,14 +115,16 @@ def declare_demo(parser: argparse.ArgumentParser):
             if deleted:
                 print(f"[demo] --fresh: emptied the demo root {root.path} ({', '.join(deleted)})")
         root.ensure(kind=DEMO_KIND)
-        config_path = prepare_demo(root, args.images, args.seed, args.rounds, DEMO_TRAINING)
-        preflight(EngineConfig.load(config_path))
+        config_path = prepare_demo(root, args.images, args.seed, args.rounds, DEMO_TRAINING, args.style)
+        config = EngineConfig.load(config_path)
+        preflight(config)
+        models = RoundModels(config, sample_style(root.path / "sample"))
         print(f"[demo] sample data and ground truth in {root.path / 'sample'}; config {config_path}")
         results = loop_flow(root=str(root.path), config_path=str(config_path), rounds=args.rounds, progress=True)
         reports, figures = [], []
         for result in results:
             reports.append(demo_round_report(root, result["round"], root.path / "sample" / "ground_truth.json"))
-            figures.append(loop_figures(root, result["round"], root.path / "sample"))
+            figures.append(loop_figures(root, result["round"], root.path / "sample", models=models))
             print(format_demo_report(reports[-1]))
             print(format_loop(figures[-1]))
         print(format_quality_trend(reports))

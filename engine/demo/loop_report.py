@@ -4,7 +4,9 @@ Per round: the curated object boxes against the sample's ground truth (shape rec
 precision at IoU 0.5, seed-missed boxes recovered, new boxes correct, labels corrected,
 boxes refined with their IoU before and after: ``engine.report.loop_quality``), the
 calibrated threshold curation applied to the model's boxes, the model's image-dependence,
-and the curated captions' image-to-text R@1 and mean similarity (``engine.report.captions``).
+and the curated captions' image-to-text R@1 and mean similarity (``engine.report.captions``),
+and the model the round leaves current as an annotator on unseen scenes of the demo's style
+(``engine.demo.model_quality``).
 :func:`format_verdict` is the demo's last line: whether shape recall rose from the first
 round to the last, by how much, and what the new boxes are worth. Ground truth is read here
 and nowhere in the engine's decisions.
@@ -34,11 +36,15 @@ def _model_facts(root: DataRoot, round_: int) -> dict[str, Any]:
             "applied_thresholds": summary.get("calibrated_thresholds") or {}}
 
 
-def loop_figures(root: DataRoot, round_: int, sample_dir: Path, caption_images: int = 96) -> dict[str, Any]:
-    """The round's loop figures (see the module docstring)."""
+def loop_figures(root: DataRoot, round_: int, sample_dir: Path, caption_images: int = 96,
+                 models: Any = None) -> dict[str, Any]:
+    """The round's loop figures (see the module docstring); ``models``: a
+    :class:`engine.demo.model_quality.RoundModels` that measures the model the round leaves current."""
     boxes = loop_quality(root, round_, sample_dir / "ground_truth.json", sample_dir / "noisy_labels.json")
     captions = caption_retrieval(root, round_, max_images=caption_images)
-    return {"round": round_, "boxes": boxes, "model": _model_facts(root, round_), "captions": captions}
+    annotator = models.after_round(root, round_) if models is not None else None
+    return {"round": round_, "boxes": boxes, "model": _model_facts(root, round_), "captions": captions,
+            "annotator": annotator}
 
 
 def _share(part: int, whole: int) -> str:
@@ -66,7 +72,13 @@ def format_loop(figures: dict[str, Any]) -> str:
                   f"mean similarity {overall['mean_similarity']:.3f}")
     elif not c["available"]:
         model += f"; captions: n/a ({c['note']})"
-    return boxes + "\n" + model
+    a = figures.get("annotator")
+    if not a:
+        return boxes + "\n" + model
+    annotator = (f"annotator after round {figures['round']}: {a['model']}, shape AP50 {a['shape_ap50']:.3f} "
+                 f"(AP {a['shape_ap']:.3f}) on {a['images']} unseen {a['style']} scenes; the base model "
+                 f"{a['base']['shape_ap50']:.3f}")
+    return boxes + "\n" + model + "\n" + annotator
 
 
 def format_verdict(figures: list[dict[str, Any]]) -> str:
@@ -78,6 +90,12 @@ def format_verdict(figures: list[dict[str, Any]]) -> str:
     rose = last["recall"] > first["recall"]
     head = (f"the loop raised shape recall {first['recall']:.3f} -> {last['recall']:.3f}" if rose
             else f"the loop did not raise shape recall ({first['recall']:.3f} -> {last['recall']:.3f})")
-    return (f"{head} ({span}); precision {first['precision']:.3f} -> {last['precision']:.3f}; "
-            f"recovered {_share(last['recovered'], last['seed_missed'])} of the boxes the seed labels missed; "
-            f"new boxes correct {_share(last['new_correct'], last['new_boxes'])}")
+    out = (f"{head} ({span}); precision {first['precision']:.3f} -> {last['precision']:.3f}; "
+           f"recovered {_share(last['recovered'], last['seed_missed'])} of the boxes the seed labels missed; "
+           f"new boxes correct {_share(last['new_correct'], last['new_boxes'])}")
+    a = figures[-1].get("annotator")
+    if a:
+        gain = a["shape_ap50"] - a["base"]["shape_ap50"]
+        out += (f"; the annotator model {'improved' if gain > 0 else 'did not improve'}: shape AP50 on unseen "
+                f"{a['style']} scenes {a['base']['shape_ap50']:.3f} (base) -> {a['shape_ap50']:.3f} ({gain:+.3f})")
+    return out

@@ -3,7 +3,7 @@
 Output folder::
 
     shards/shard-00000.tar ...     members KEY.jpg|KEY.png and KEY.json ({"caption": ...})
-    ground_truth.json              COCO instances: shapes and words, boxes + RLE masks
+    ground_truth.json              COCO instances: shapes and words, boxes + RLE masks (info.style)
     noisy_labels.json              (with noise) the same, some dropped, boxes jittered,
                                    some labels swapped: stands in for "existing labels"
 
@@ -25,6 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 from engine.demo.scenes import SHAPES, Scene, render_scene
+from engine.demo.styles import check_style
 from storage.atomic import atomic_path, write_text_atomic
 from storage.masks import encode_rle
 
@@ -40,7 +41,8 @@ class SampleConfig:
     ``images``: how many scenes; ``images_per_shard``: tar size; ``seed``: makes it all
     reproducible; ``noise``: write ``noisy_labels.json`` (drop rate ``drop``, box jitter
     ``jitter`` as a fraction of box size, label swap rate ``swap``); ``png_every``: every
-    n-th image is a PNG (the rest JPEG quality 92), so both formats are exercised.
+    n-th image is a PNG (the rest JPEG quality 92), so both formats are exercised; ``style``: the
+    scenes' background (:mod:`engine.demo.styles`; the objects of a seed are the same in every style).
     """
 
     images: int = 64
@@ -52,6 +54,7 @@ class SampleConfig:
     swap: float = 0.1
     png_every: int = 4
     progress: bool = False
+    style: str = "plain"
 
     def __post_init__(self) -> None:
         if self.images < 1:
@@ -61,6 +64,7 @@ class SampleConfig:
         for name in ("drop", "jitter", "swap"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, got {getattr(self, name)}")
+        check_style(self.style)
         if self.png_every < 1:
             raise ValueError(f"png_every must be >= 1, got {self.png_every}")
 
@@ -128,7 +132,7 @@ def write_sample(out: str | Path, config: SampleConfig = SampleConfig()) -> dict
         shard_path = out / "shards" / f"shard-{first // config.images_per_shard:05d}.tar"
         with atomic_path(shard_path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as archive:
             for index in range(first, min(first + config.images_per_shard, config.images)):
-                scene = render_scene(config.seed * 1_000_003 + index)
+                scene = render_scene(config.seed * 1_000_003 + index, style=config.style)
                 key = f"{index:06d}"
                 ext, data = _encode(scene, png=index % config.png_every == config.png_every - 1)
                 width, height = scene.image.size
@@ -143,7 +147,7 @@ def write_sample(out: str | Path, config: SampleConfig = SampleConfig()) -> dict
                 bar.update(1)
         shard_paths.append(shard_path)
     bar.close()
-    info = {"description": f"fld-engine synthetic sample, seed {config.seed}", "version": "1"}
+    info = {"description": f"fld-engine synthetic sample, seed {config.seed}", "version": "1", "style": config.style}
     truth = {"info": info, "images": images, "annotations": annotations, "categories": CATEGORIES}
     write_text_atomic(json.dumps(truth, sort_keys=True), out / "ground_truth.json")
     summary: dict[str, Any] = {"shards": [str(p) for p in shard_paths], "images": len(images),

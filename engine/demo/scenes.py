@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from engine.demo.styles import STYLES, check_style
+
 SHAPES = ("circle", "square", "triangle", "diamond")
 COLORS = {
     "red": (210, 40, 40), "green": (40, 160, 60), "blue": (40, 70, 200),
@@ -89,12 +91,14 @@ def _caption(objects: list[SceneObject]) -> str:
 
 
 def render_scene(seed: int, width: int | None = None, height: int | None = None,
-                 max_shapes: int = 4, max_words: int = 2) -> Scene:
-    """Render the scene of ``seed``; sizes default to a random 192..320 pixels per side."""
+                 max_shapes: int = 4, max_words: int = 2, style: str = "plain") -> Scene:
+    """Render the scene of ``seed``; sizes default to a random 192..320 pixels per side.
+    ``style``: the background (:mod:`engine.demo.styles`); the objects of a seed are the same
+    in every style."""
     rng = random.Random(seed)
     width = width or rng.randrange(192, 321, 16)
     height = height or rng.randrange(192, 321, 16)
-    image = _background(rng, width, height)
+    image = STYLES[check_style(style)](random.Random(f"style:{seed}"), _background(rng, width, height))
     draw = ImageDraw.Draw(image)
     taken: list[list[float]] = []
     objects: list[SceneObject] = []
