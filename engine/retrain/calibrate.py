@@ -10,7 +10,10 @@ rows that checkpoint produced (``engine.curate.calibration``). When no cut reach
 target (labels that swap ~10% of classes cap the precision any model can show against them),
 the result says so (``calibration_reached = false``) and the threshold is the cut of the highest
 precision among those keeping at least ``training.calibration_min_boxes`` boxes (ties: the lower
-score), so an unreachable target cannot shut a better model out; with fewer boxes than that (or
+score), so an unreachable target cannot shut a better model out. A cut counts as reaching a
+target only when it keeps at least that many boxes (2 right of 2 is no evidence of 90%
+precision: such a threshold lets almost nothing in, and the new-box threshold is not placed on
+so few either); with fewer boxes than that (or
 ``calibration_min_boxes = 0``) it is above every score seen (no box of that model is trusted). The same
 curve at ``training.new_box_precision`` gives ``new_box_threshold``, the stricter score a box
 needs to become a new curated row where no curated box is (no other source confirms it). The
@@ -61,8 +64,9 @@ def hits(predicted: list[Pair], reference: list[Pair], iou: float) -> np.ndarray
     return out
 
 
-def threshold_at_precision(scores: np.ndarray, hit: np.ndarray, target: float) -> float | None:
-    """The lowest score ``t`` such that the predictions scoring >= ``t`` have precision >=
+def threshold_at_precision(scores: np.ndarray, hit: np.ndarray, target: float, min_boxes: int = 1) -> float | None:
+    """The lowest score ``t`` such that the predictions scoring >= ``t`` (at least ``min_boxes``
+    of them: two right boxes out of two are no evidence of a precision) have precision >=
     ``target`` (ties kept together), or None when no cut does."""
     scores, hit = np.asarray(scores, float), np.asarray(hit, bool)
     if len(scores) == 0:
@@ -71,7 +75,7 @@ def threshold_at_precision(scores: np.ndarray, hit: np.ndarray, target: float) -
     s, h = scores[order], hit[order]
     last_of_tie = np.r_[s[1:] != s[:-1], True]  # a cut falls only after the last of equal scores
     precision = np.cumsum(h) / np.arange(1, len(s) + 1)
-    ok = np.flatnonzero(last_of_tie & (precision >= target))
+    ok = np.flatnonzero(last_of_tie & (precision >= target) & (np.arange(1, len(s) + 1) >= min_boxes))
     return float(s[ok[-1]]) if len(ok) else None
 
 
@@ -102,9 +106,9 @@ def calibration(scores: list[float], hit: list[bool], references: int, target: f
     above_all = float(np.nextafter(float(scores_a.max()) if len(scores_a) else 0.0, np.inf))
     out: dict[str, Any] = {"calibration_boxes": len(scores_a)}
     if new_box_target is not None:
-        strict = threshold_at_precision(scores_a, hit_a, new_box_target)
+        strict = threshold_at_precision(scores_a, hit_a, new_box_target, max(1, min_boxes))
         out["new_box_threshold"] = above_all if strict is None else strict
-    threshold = threshold_at_precision(scores_a, hit_a, target)
+    threshold = threshold_at_precision(scores_a, hit_a, target, max(1, min_boxes))
     reached = threshold is not None
     if threshold is None:
         threshold = best_cut(scores_a, hit_a, min_boxes)

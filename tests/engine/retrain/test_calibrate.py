@@ -213,3 +213,14 @@ def test_an_unreachable_target_falls_back_to_the_most_precise_cut_that_keeps_box
     assert calibration(scores, hit, references=8, target=0.95, min_boxes=6)["score_threshold"] == 0.3
     old_rule = calibration(scores, hit, references=8, target=0.95, min_boxes=0)
     assert not old_rule["calibration_reached"] and old_rule["score_threshold"] > 0.9
+
+
+def test_a_target_reached_on_too_few_boxes_is_not_reached():
+    # the two top boxes are right (precision 1.0 on 2 boxes), then precision stays below 0.9
+    scores = [0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.01]
+    hit = [True, True, False, True, True, False, True, True, False, True, True, False]
+    assert threshold_at_precision(scores, hit, 0.9) == 0.85  # the old rule: 2 of 2 boxes
+    assert threshold_at_precision(scores, hit, 0.9, min_boxes=10) is None
+    out = calibration(scores, hit, references=12, target=0.9, new_box_target=0.9, min_boxes=10)
+    assert not out["calibration_reached"] and out["score_threshold"] == 0.05  # 8 of 11: the best cut of >= 10 boxes
+    assert out["new_box_threshold"] > 0.9  # and no new box on the strength of two
