@@ -64,35 +64,36 @@ def hits(predicted: list[Pair], reference: list[Pair], iou: float) -> np.ndarray
     return out
 
 
+def _cuts(scores: Any, hit: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(score of each cut, precision of the predictions scoring >= it, how many they are)``,
+    one entry per distinct score, highest first (a cut falls only after the last of equal scores)."""
+    scores, hit = np.asarray(scores, float), np.asarray(hit, bool)
+    order = np.argsort(-scores, kind="stable")
+    s, h = scores[order], hit[order]
+    kept = np.arange(1, len(s) + 1)
+    last_of_tie = np.r_[s[1:] != s[:-1], True] if len(s) else np.zeros(0, bool)
+    return s[last_of_tie], (np.cumsum(h) / kept)[last_of_tie], kept[last_of_tie]
+
+
 def threshold_at_precision(scores: np.ndarray, hit: np.ndarray, target: float, min_boxes: int = 1) -> float | None:
     """The lowest score ``t`` such that the predictions scoring >= ``t`` (at least ``min_boxes``
     of them: two right boxes out of two are no evidence of a precision) have precision >=
     ``target`` (ties kept together), or None when no cut does."""
-    scores, hit = np.asarray(scores, float), np.asarray(hit, bool)
-    if len(scores) == 0:
-        return None
-    order = np.argsort(-scores, kind="stable")
-    s, h = scores[order], hit[order]
-    last_of_tie = np.r_[s[1:] != s[:-1], True]  # a cut falls only after the last of equal scores
-    precision = np.cumsum(h) / np.arange(1, len(s) + 1)
-    ok = np.flatnonzero(last_of_tie & (precision >= target) & (np.arange(1, len(s) + 1) >= min_boxes))
-    return float(s[ok[-1]]) if len(ok) else None
+    cut, precision, kept = _cuts(scores, hit)
+    ok = np.flatnonzero((precision >= target) & (kept >= min_boxes))
+    return float(cut[ok[-1]]) if len(ok) else None
 
 
 def best_cut(scores: np.ndarray, hit: np.ndarray, min_boxes: int) -> float | None:
     """The cut ``t`` (a score) whose predictions scoring >= ``t`` have the highest precision
     among cuts keeping at least ``min_boxes`` of them (ties kept together; equal precision: the
     lower ``t``), or None when ``min_boxes`` is 0 or more than there are."""
-    scores, hit = np.asarray(scores, float), np.asarray(hit, bool)
     if min_boxes <= 0 or len(scores) < min_boxes:
         return None
-    order = np.argsort(-scores, kind="stable")
-    s, h = scores[order], hit[order]
-    last_of_tie = np.r_[s[1:] != s[:-1], True]
-    precision = np.cumsum(h) / np.arange(1, len(s) + 1)
-    ok = np.flatnonzero(last_of_tie & (np.arange(1, len(s) + 1) >= min_boxes))
+    cut, precision, kept = _cuts(scores, hit)
+    ok = np.flatnonzero(kept >= min_boxes)
     best = ok[precision[ok] == precision[ok].max()]
-    return float(s[best[-1]])
+    return float(cut[best[-1]])
 
 
 def calibration(scores: list[float], hit: list[bool], references: int, target: float,
