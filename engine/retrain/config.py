@@ -77,7 +77,8 @@ class TrainingConfig:
     out for validation (split by image id, with ``seed``). ``ground_truth``: a COCO
     instances JSON for box/mask mAP ("" = none). ``promote``: ``better`` promotes the new
     checkpoint when it beats the current one on ``promote_metric``; ``always`` promotes it.
-    ``promote_confidence``: with per-image values of the metric (``val_loss``), "beats" means a
+    ``promote_confidence``: with per-image values of the metric (``val_loss`` and the agreement
+    metrics; not the mAPs), "beats" means a
     seeded paired bootstrap over the validation images (``promote_resamples`` resamples) gives
     P(better) >= this (0: the plain comparison of the two means; :mod:`engine.retrain.promote`).
     ``save_every``: checkpoint every N optimizer steps (0 = only at the end).
@@ -98,6 +99,9 @@ class TrainingConfig:
     default) the boxes of the curated set some other source than the model gave, as that source
     gave them (not as fusion moved them), so a model's own boxes never confirm it; ``all``
     every curated box as curated.
+    ``average_with_start``: weight averaging of the fine-tune with the model it started from
+    (WiSE-FT): the saved weights are ``start + average_with_start * (trained - start)``; 1 (the
+    default) keeps the trained weights, smaller values keep more of what the start model knew.
     ``allow_pickle_weights``: accept a ``base_model`` with only ``pytorch_model.bin`` weights
     (``hf.checkpoint_check``; default false).
     ``calibration_min_boxes``: when ``calibration_precision`` is out of reach, the threshold is
@@ -153,6 +157,7 @@ class TrainingConfig:
     calibration_labels: str = "independent"
     new_box_precision: float = 0.95
     allow_pickle_weights: bool = False
+    average_with_start: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.allow_pickle_weights, bool):
@@ -176,7 +181,7 @@ class TrainingConfig:
         for name in ("weight_decay", "max_grad_norm", "aux_loss_weight", "min_image_dependence"):
             if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"training.{name} must be a number >= 0, got {getattr(self, name)!r}")
-        for name in ("calibration_precision", "calibration_iou", "new_box_precision"):
+        for name in ("calibration_precision", "calibration_iou", "new_box_precision", "average_with_start"):
             if not _is_number(getattr(self, name)) or not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"training.{name} must be in (0, 1], got {getattr(self, name)!r}")
         if self.calibration_labels not in CALIBRATION_LABELS:

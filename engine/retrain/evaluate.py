@@ -139,10 +139,15 @@ def _decoded(examples: list[Example]) -> list[tuple[Example, Any]]:
 def agreement_metrics(model: Florence2Model, examples: list[Example], cap: int = 0, target_precision: float = 0.9,
                       calibration_iou: float = IOU, calibration_scope: str = "all",
                       new_box_precision: float | None = None, calibration_min_boxes: int = 0,
-                      references: Mapping[str, list[tuple[str, list[float]]]] | None = None) -> dict[str, float]:
+                      references: Mapping[str, list[tuple[str, list[float]]]] | None = None,
+                      per_image: dict[str, dict[str, float]] | None = None) -> dict[str, float]:
     """The caption / OD / OCR / grounding metrics over validation ``examples`` (``cap`` per
     task), and the score threshold calibrated on the ``<OD>`` boxes (:mod:`engine.retrain.calibrate`)
-    against ``references`` (image_id -> (label, box); None: the example's own target)."""
+    against ``references`` (image_id -> (label, box); None: the example's own target).
+    ``per_image``, when given, receives each metric's value per image ({metric: {image_id:
+    value}}: a caption's word F1, an image's OD/OCR agreement F1, its grounding recall; images
+    with neither a prediction nor a reference are left out), the paired evidence a bootstrap
+    can compare two models on."""
     by_task: dict[str, list[Example]] = collections.defaultdict(list)
     for e in examples:
         if not cap or len(by_task[e.task]) < cap:
@@ -155,13 +160,20 @@ def agreement_metrics(model: Florence2Model, examples: list[Example], cap: int =
         results = run_examples(model, items)
         scores, hits, n_pred, n_ref = [], 0, 0, 0
         box_scores, box_hits, n_calibration_ref = [], [], 0
+        mine = per_image.setdefault(metric, {}) if per_image is not None else {}
         for (e, _), payloads in zip(items, results):
             if metric == "caption_agreement":
                 scores.append(word_f1(payloads[0]["text"] if payloads else "", e.target))
+                mine[e.image_id] = scores[-1]
                 continue
             truth = _pairs(_reference(model, e))
             pred = _pairs(payloads)
-            hits, n_pred, n_ref = hits + matched_pairs(pred, truth), n_pred + len(pred), n_ref + len(truth)
+            found = matched_pairs(pred, truth)
+            hits, n_pred, n_ref = hits + found, n_pred + len(pred), n_ref + len(truth)
+            if metric == "grounding_recall" and truth:
+                mine[e.image_id] = found / len(truth)
+            elif metric != "grounding_recall" and pred + truth:
+                mine[e.image_id] = 2 * found / (len(pred) + len(truth))
             if metric == "od_agreement":
                 boxed = [p for p in payloads if p.get("bbox") is not None]
                 reference = truth if references is None else references.get(e.image_id, [])
@@ -234,13 +246,17 @@ def evaluate_model(model_dir: Path, examples: list[Example], config: TrainingCon
     model = _model(Path(model_dir), config, settings)
     device, _ = precision(config)
     metrics: dict[str, float] = {}
-    loss, by_image = validation_losses(model.torch_model, model.processor, examples, config, device, None)
-    if loss is not None:
-        metrics["val_loss"] = loss
-        metrics[PER_IMAGE] = {"val_loss": by_image}
+    losses = validation_losses(model.torch_model, model.processor, examples, config, device, None)
+    per_image: dict[str, dict[str, float]] = {}
+    if losses.mean is not None:
+        metrics["val_loss"] = losses.mean
+        per_image["val_loss"] = losses.per_image
+        per_image.update({f"val_loss/{task}": by_image for task, by_image in losses.per_task.items()})
     metrics.update(agreement_metrics(model, examples, config.eval_max_examples, config.calibration_precision,
                                      config.calibration_iou, config.calibration_scope, config.new_box_precision,
-                                     config.calibration_min_boxes, references))
+                                     config.calibration_min_boxes, references, per_image))
+    if per_image:
+        metrics[PER_IMAGE] = per_image
     dependence = image_dependence(model.torch_model, model.processor, examples[:config.image_dependence_examples],
                                   config.eval_batch_size, config.max_target_tokens, device)
     if dependence is not None:

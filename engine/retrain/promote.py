@@ -5,7 +5,8 @@
 from :data:`engine.retrain.config.METRICS`: lower ``val_loss``, higher mAP / agreement),
 also when the current model has no value for it; a tie keeps the current model. When the
 metric has per-image values for both models (``val_loss``: each validation image's token-mean
-loss) and ``promote_confidence`` > 0, "beats" is decided by evidence instead: a seeded paired
+loss; the agreement metrics: each image's F1 or recall; :func:`engine.retrain.evaluate.agreement_metrics`)
+and ``promote_confidence`` > 0, "beats" is decided by evidence instead: a seeded paired
 bootstrap (``promote_resamples`` resamples of the images both models were measured on, with
 replacement) gives ``P(better)``, the share of resamples in which the candidate's mean is better
 than the current model's (ties count half); it is promoted when ``P(better) >=

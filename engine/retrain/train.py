@@ -261,23 +261,33 @@ def batch_loss(model: Any, batch: dict[str, Any], device: Any, amp: Any) -> Any:
     return batch_losses(model, batch, device, amp)[0]
 
 
+@dataclass(frozen=True)
+class ValidationLosses:
+    """Token-mean cross-entropy of a model on validation examples (nats per target token):
+    ``mean`` over every target token (None without examples), ``per_image`` {image_id: mean of
+    that image's tokens} (the paired evidence promotion bootstraps over) and ``per_task``
+    {task: {image_id: mean of that image's tokens of that task}}."""
+
+    mean: float | None
+    per_image: dict[str, float]
+    per_task: dict[str, dict[str, float]]
+
+
 def validation_losses(model: Any, processor: Any, examples: list[Example], config: TrainingConfig, device: Any,
-                      amp: Any) -> tuple[float | None, dict[str, float]]:
-    """``(token-mean cross-entropy over every example, {image_id: token-mean cross-entropy of
-    that image's examples})`` of ``model`` (eval mode, no gradients; nats per target token).
-    The per-image losses are the paired evidence promotion bootstraps over."""
+                      amp: Any) -> ValidationLosses:
+    """The :class:`ValidationLosses` of ``model`` on ``examples`` (eval mode, no gradients)."""
     import torch
 
     if not examples:
-        return None, {}
+        return ValidationLosses(None, {}, {})
     was_training = model.training
     model.eval()
-    sums: dict[str, float] = collections.defaultdict(float)
-    counts: dict[str, int] = collections.defaultdict(int)
+    sums: dict[tuple[str, str], float] = collections.defaultdict(float)
+    counts: dict[tuple[str, str], int] = collections.defaultdict(int)
     collate = Collator(processor, config.max_target_tokens)
 
-    def with_ids(chunk: list[Any]) -> tuple[dict[str, Any], list[str]]:
-        return collate(chunk), [e.image_id for e, _ in chunk]
+    def with_ids(chunk: list[Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        return collate(chunk), [(e.task, e.image_id) for e, _ in chunk]
 
     with torch.inference_mode():
         raw = batched(stream_examples(examples, config.seed, 0, 1), config.eval_batch_size)
@@ -289,14 +299,22 @@ def validation_losses(model: Any, processor: Any, examples: list[Example], confi
                 sums[ids[row]] += loss
                 counts[ids[row]] += 1
     model.train(was_training)
+    image_sums: dict[str, float] = collections.defaultdict(float)
+    image_counts: dict[str, int] = collections.defaultdict(int)
+    per_task: dict[str, dict[str, float]] = collections.defaultdict(dict)
+    for (task, image), total in sorted(sums.items()):
+        image_sums[image] += total
+        image_counts[image] += counts[task, image]
+        per_task[task][image] = total / counts[task, image]
     tokens = sum(counts.values())
-    return sum(sums.values()) / max(tokens, 1), {i: sums[i] / counts[i] for i in sorted(sums)}
+    return ValidationLosses(sum(sums.values()) / max(tokens, 1),
+                            {i: image_sums[i] / image_counts[i] for i in sorted(image_sums)}, dict(per_task))
 
 
 def mean_loss(model: Any, processor: Any, examples: list[Example], config: TrainingConfig, device: Any,
               amp: Any) -> float | None:
     """Token-mean cross-entropy of ``model`` over ``examples`` (eval mode, no gradients)."""
-    return validation_losses(model, processor, examples, config, device, amp)[0]
+    return validation_losses(model, processor, examples, config, device, amp).mean
 
 
 def cosine_with_warmup(total_steps: int, warmup_ratio: float):
@@ -349,6 +367,21 @@ def _synchronize(device: Any) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def average_with(model: Any, start: Path, weight: float) -> None:
+    """Move ``model``'s floating-point weights in place to ``start + weight * (model - start)``
+    (WiSE-FT weight averaging with the checkpoint at ``start``; ``weight`` in (0, 1])."""
+    import torch
+
+    start_weights = load_model(start, "cpu")[0].state_dict()
+    done: set[int] = set()  # tied weights (embeddings and LM head) are one tensor: move it once
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and name in start_weights and tensor.data_ptr() not in done:
+                done.add(tensor.data_ptr())
+                origin = start_weights[name].to(tensor.device, tensor.dtype)
+                tensor.copy_(origin + weight * (tensor - origin))
 
 
 def is_trained(out_dir: Path) -> bool:
@@ -472,6 +505,8 @@ def train(root: DataRoot, round_: int, examples: list[Example], config: Training
     if clock is not None and timed_samples and clock_end > clock:  # steps after the first; last save excluded
         result.samples_per_second = timed_samples / (clock_end - clock)
     if step >= total:
+        if config.average_with_start < 1:
+            average_with(model, start, config.average_with_start)
         save_final(model, processor, out_dir)
         result.finished = True
         summary = {**asdict(result), "config": asdict(config)}

@@ -128,6 +128,13 @@ min_image_dependence = 0.0
     evaluation = json.loads((root.model(1) / "evaluation.json").read_text())
     losses = {side: evaluation["per_image"][side]["val_loss"] for side in ("new", "current")}
     assert set(losses["new"]) == set(losses["current"]) and len(losses["new"]) >= 2
+    # per task too: each task's per-image loss, and each image's agreement F1 under each model
+    new_per_image = evaluation["per_image"]["new"]
+    task_losses = {k: v for k, v in new_per_image.items() if k.startswith("val_loss/")}
+    assert "val_loss/OD" in task_losses and len(task_losses) >= 2
+    assert set().union(*task_losses.values()) == set(losses["new"])  # every image under some task
+    assert set(new_per_image["od_agreement"]) <= set(losses["new"])
+    assert all(0 <= v <= 1 for v in new_per_image["od_agreement"].values())
     assert metrics["p_better"] >= metrics["promote_confidence"] == 0.9 and "P(lower" in first[0]["reason"]
     assert "per_image" not in metrics["new"]  # per-image values stay in evaluation.json
     assert "promoted: val_loss" in capsys.readouterr().out

@@ -28,7 +28,7 @@ CONFIG = TrainingConfig(base_model="tiny", tiny_image_size=32, device="cpu", bat
 def data(tmp_path_factory):
     root, truth = make_root(tmp_path_factory.mktemp("train"), images=24, seed=11, per_shard=8)
     rows = curated_rows(root, truth)
-    for round_ in (1, 2, 3):
+    for round_ in (1, 2, 3, 4):
         write_curated(root, [dict(r) for r in rows], round_)
     examples, _ = build_examples(root, 1, CONFIG.eval_fraction, CONFIG.seed)
     return root, truth, examples
@@ -100,6 +100,22 @@ def test_an_interrupted_run_resumes_where_it_stopped(data):
     assert train(root, 3, examples, config).already_trained
 
 
+def test_weight_averaging_keeps_part_of_the_start_model(data):
+    """WiSE-FT: the saved weights lie on the line from the start model to the fine-tune, at the
+    configured weight (the same 6 steps as round 2's run, averaged halfway)."""
+    root, _, examples = data
+    config = dataclasses.replace(CONFIG, max_steps=6, batch_size=4, grad_accum=2, save_every=2)
+    train(root, 2, examples, config)  # done by the test above when run in order; a no-op then
+    averaged = train(root, 4, examples, dataclasses.replace(config, average_with_start=0.5))
+    assert averaged.finished
+    trained, mixed = load_file(root.model(2) / "model.safetensors"), load_file(root.model(4) / "model.safetensors")
+    start = load_file(root.path / "models" / "base-tiny-32" / "model.safetensors")
+    moved = [k for k in trained if trained[k].is_floating_point() and not torch.equal(trained[k], start[k])]
+    assert moved
+    for k in moved:
+        torch.testing.assert_close(mixed[k], start[k] + 0.5 * (trained[k] - start[k]), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("table,message", [
     ({"bogus": 1}, "training.bogus"),
     ({"batch_size": 0}, "training.batch_size"),
@@ -115,6 +131,8 @@ def test_an_interrupted_run_resumes_where_it_stopped(data):
     ({"eval_fraction": 0.0, "promote": "always"}, "training.min_image_dependence"),
     ({"min_image_dependence": -0.1}, "training.min_image_dependence"),
     ({"max_steps": True}, "training.max_steps"),
+    ({"average_with_start": 0.0}, "training.average_with_start"),
+    ({"average_with_start": 1.5}, "training.average_with_start"),
 ])
 def test_training_config_names_the_bad_value(table, message):
     with pytest.raises(ValueError, match=message):
