@@ -3,7 +3,8 @@
 Each subcommand module decorates a function with :func:`command`; the function receives its
 argparse sub-parser to declare arguments and returns the handler that runs it. Usage errors
 (a missing source, an unwritable root, a bad config value) print one line and exit 2; no
-traceback is shown for them.
+traceback is shown for them; nor for Ctrl-C or SIGTERM (``engine.rounds.interrupt``): one line,
+exit code 130 / 143.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from typing import Callable
 
 from annotators.base import AnnotatorError
+from engine.rounds.interrupt import Interrupted, interruption, stop_on_signals
 from engine.rounds.lock import RoundBusy
 from storage.catalog_file import CatalogBusy
 from storage.layout import DataRoot
@@ -42,6 +44,7 @@ COMMAND_MODULES = (
     "engine.commands.dashboard",
     "engine.commands.release",
     "engine.commands.review",
+    "engine.commands.repair",
 )
 
 
@@ -131,13 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     try:
-        return int(handlers[args.command](args) or 0)
+        with stop_on_signals():  # SIGINT/SIGTERM: Interrupted, however a library wrapped it
+            return int(handlers[args.command](args) or 0)
     except USER_ERRORS as exc:
         print(f"fld {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a missing path, a read-only root, a full disk: the user's to fix
         print(f"fld {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"fld {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: one line, exit 130 / 143
+        stopped = interruption(exc) or Interrupted()
+        print(f"fld {args.command}: {stopped.line()}", file=sys.stderr)
+        return stopped.exit_code

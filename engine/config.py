@@ -36,29 +36,35 @@ from typing import Any, Mapping
 
 from engine.annotate.runners import RUNNERS
 from engine.curate.config import CurationConfig
-from engine.retrain.config import TrainingConfig
+from engine.retrain.config import METRICS, TrainingConfig
 from engine.review.config import ReviewConfig
-from engine.typed_config import from_plain, to_plain
+from engine.typed_config import check_int_range, from_plain, to_plain
 from florence2.settings import Florence2Settings
 from hf.settings import settings_from_kwargs
 from storage.plugins import add_plugins
-from storage.readers.base import MAX_MEMBER_BYTES
+from storage.readers.base import MAX_MEMBER_BYTES, MAX_SIDECAR_BYTES
+
+#: the most worker processes or threads a config may ask of one machine
+MAX_WORKERS = 1024
 
 
 @dataclass(frozen=True)
 class IngestSection:
-    """``[ingest]``: decode limits (pixels), the largest file or shard member read (bytes) and
-    decode threads. A changed limit judges the affected shards again at the next ingest."""
+    """``[ingest]``: decode limits (pixels), the largest image file or shard member and the
+    largest sidecar read (bytes) and decode threads. A changed limit judges the affected shards
+    again at the next ingest."""
 
     max_pixels: int = 64_000_000
     min_side: int = 8
     workers: int = 2
     max_member_bytes: int = MAX_MEMBER_BYTES
+    max_sidecar_bytes: int = MAX_SIDECAR_BYTES
 
     def __post_init__(self) -> None:
-        for name in ("max_pixels", "min_side", "workers", "max_member_bytes"):
+        for name in ("max_pixels", "min_side", "workers", "max_member_bytes", "max_sidecar_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ingest.{name} must be >= 1, got {getattr(self, name)}")
+        check_int_range("ingest.workers", self.workers, 1, MAX_WORKERS)
 
 
 @dataclass(frozen=True)
@@ -77,8 +83,7 @@ class RunnerSection:
     def __post_init__(self) -> None:
         if self.name not in RUNNERS:
             raise ValueError(f"runner.name {self.name!r} is unknown; choose one of {', '.join(RUNNERS)}")
-        if self.workers < 1:
-            raise ValueError(f"runner.workers must be >= 1, got {self.workers}")
+        check_int_range("runner.workers", self.workers, 1, MAX_WORKERS)
         if self.wave_size < 0:
             raise ValueError(f"runner.wave_size must be >= 0, got {self.wave_size}")
         if any(not str(o).startswith("--") for o in self.options):
@@ -133,6 +138,8 @@ class LoopSection:
             raise ValueError(f"loop.patience must be >= 1, got {self.patience}")
         if self.min_improvement < 0:
             raise ValueError(f"loop.min_improvement must be >= 0, got {self.min_improvement}")
+        if self.metric not in METRICS:
+            raise ValueError(f"loop.metric must be one of {', '.join(METRICS)}; got {self.metric!r}")
 
 
 @dataclass(frozen=True)
@@ -197,7 +204,7 @@ class EngineConfig:
     def from_dict(cls, data: Mapping[str, Any] | None) -> "EngineConfig":
         data = dict(data or {})
         plugins = data.get("plugins", [])
-        if not isinstance(plugins, (list, tuple)) or any(not isinstance(name, str) for name in plugins):
+        if not isinstance(plugins, (list, tuple)) or any(not isinstance(name, str) or not name for name in plugins):
             raise ValueError(f"plugins must be a list of module names, got {plugins!r}")
         add_plugins(list(plugins))  # their annotators and filters register before the sections are checked
         return from_plain(cls, data, "")

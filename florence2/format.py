@@ -165,11 +165,22 @@ TASK_DEPENDS: dict[str, str] = {"CAPTION_TO_PHRASE_GROUNDING": "CAPTION", "REGIO
 
 def task_spec(name: str) -> TaskSpec:
     """The :class:`TaskSpec` of ``name`` (``"OD"`` or ``"<OD>"``); unknown names raise."""
-    key = name.strip("<>")
+    key = name.strip("<>") if isinstance(name, str) else name
     try:
         return TASKS[key]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ValueError(f"unknown Florence-2 task {name!r}; known: {', '.join(TASKS)}") from None
+
+
+def task_names(key: str, tasks: Any) -> tuple[str, ...]:
+    """The names of ``tasks`` (a list of task names, ``"OD"`` or ``"<OD>"``), in the order given,
+    checked against :data:`TASKS`; a string, an item that is not a known task's name, or anything
+    but a list raises ``ValueError`` naming the setting ``key`` and the known tasks."""
+    if isinstance(tasks, (str, bytes)) or not isinstance(tasks, (list, tuple)):
+        raise ValueError(f"{key} must be a list of task names, got {tasks!r}")
+    if unknown := [t for t in tasks if not isinstance(t, str) or t.strip("<>") not in TASKS]:
+        raise ValueError(f"{key} has unknown task(s) {', '.join(map(repr, unknown))}; known: {', '.join(TASKS)}")
+    return tuple(task_spec(t).name for t in tasks)
 
 
 def task_prompt(name: str, text: str | None = None, bbox: Sequence[float] | None = None,

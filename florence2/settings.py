@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import MISSING, dataclass, field
 
-from florence2.format import TASK_DEPENDS, TASK_ORDER, task_spec
+from florence2.format import TASK_DEPENDS, TASK_ORDER, task_names
 from florence2.views import VIEW_TASKS, check_views
 from hf.settings import ModelSettings, check_int, check_number, check_positive_int
 
@@ -49,9 +49,7 @@ class Florence2Settings(ModelSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "model", str(self.model))
-        if isinstance(self.tasks, str):
-            raise ValueError(f"tasks must be a list of task names, got the string {self.tasks!r}")
-        names = tuple(task_spec(t).name for t in self.tasks)  # raises on unknown names
+        names = task_names("tasks", self.tasks)  # refuses a string and unknown names
         if not names or len(set(names)) != len(names):
             raise ValueError(f"tasks must be a non-empty list without repeats, got {list(self.tasks)!r}")
         for task, needed in TASK_DEPENDS.items():

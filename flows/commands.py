@@ -10,6 +10,7 @@ from engine.config import EngineConfig
 from engine.demo.styles import DEMO_STYLE, STYLES
 from engine.preflight import preflight
 from engine.rounds.lock import refuse_if_busy
+from engine.rounds.loop import check_round_number
 from engine.rounds.summary import round_markdown
 
 
@@ -31,6 +32,8 @@ def declare_round(parser: argparse.ArgumentParser):
 
         preflight(EngineConfig.load(args.config))  # a bad key or path fails here, before Prefect starts
         refuse_if_busy(data_root(args.root))  # and a busy root, at once
+        if args.round is not None:
+            check_round_number(data_root(args.root), args.round)  # and a gap in the numbering
         _print_round(round_flow(root=str(data_root(args.root).path), config_path=args.config,
                                 round_number=args.round, progress=True))
         return 0
@@ -109,11 +112,11 @@ def declare_demo(parser: argparse.ArgumentParser):
         from flows.round_flow import loop_flow
 
         root = data_root(args.root)
-        refuse_if_busy(root)
-        if args.fresh:
+        if args.fresh:  # refuses, in its own words, a folder that is not a demo root, and a busy one
             deleted = clear_demo_root(root)
             if deleted:
                 print(f"[demo] --fresh: emptied the demo root {root.path} ({', '.join(deleted)})")
+        refuse_if_busy(root)  # a folder that is not a data root (or a new one to make), a busy root
         root.ensure(kind=DEMO_KIND)
         config_path = prepare_demo(root, args.images, args.seed, args.rounds, DEMO_TRAINING, args.style)
         config = EngineConfig.load(config_path)
@@ -133,7 +136,8 @@ def declare_demo(parser: argparse.ArgumentParser):
             print(f"[demo] {format_review_value(value)}")
         last = results[-1]["round"] if results else 0
         print(f"[demo] dashboard: {root.report(last)}   (or: fld serve --root {args.root})")
-        print(f'[demo] query it: duckdb {root.catalog} "select source, count(*) from annotations group by 1"')
+        print(f'[demo] query it: cd {root.path} && duckdb -readonly catalog.duckdb '
+              f'"select source, count(*) from annotations group by 1"')  # its views name files relative to the root
         print(f"[demo] {format_verdict(figures)}")
         return 0
 

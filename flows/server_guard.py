@@ -6,6 +6,10 @@ to stop it, and the server (~200 MB) would run on 127.0.0.1 forever. :func:`guar
 the server's command start a watchdog thread first: once its parent is gone (its parent pid
 changes: it was re-parented) it exits. The rest of the command is Prefect's own (``python -m
 uvicorn ...``), run through ``runpy``.
+
+The server also runs in a session of its own: a terminal's Ctrl-C (SIGINT to the whole
+foreground process group) must not stop it before the interrupted flow has recorded its state
+through it (the flow would wait on a dead server for ever); Prefect stops it at exit.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ def guard_server() -> None:
 
     def run_guarded(self):  # noqa: ANN001, ANN202 (Prefect's method)
         def popen(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            kwargs["start_new_session"] = True  # out of reach of a Ctrl-C meant for the round
             if "args" in kwargs:
                 kwargs["args"] = guarded_args(list(kwargs["args"]))
             elif args:

@@ -1,4 +1,9 @@
-"""Prefect task wrappers of the engine's round steps (retries from the ``[flow]`` config)."""
+"""Prefect task wrappers of the engine's round steps (retries from the ``[flow]`` config).
+
+A step stopped by SIGINT or SIGTERM raises ``engine.rounds.interrupt.Interrupted``, a
+``KeyboardInterrupt``: Prefect records the task run as crashed and never retries it (it retries
+``Exception``s only), so the round stops there.
+"""
 
 from __future__ import annotations
 

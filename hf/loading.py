@@ -13,6 +13,7 @@ the base of the annotators backed by one checkpoint.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import importlib.util
 import os
@@ -64,21 +65,33 @@ def resolve_model_dir(model: str | os.PathLike[str], annotator: str) -> Path:
         ) from None
 
 
+#: the text files of a checkpoint that decide what it computes (the configs, tokenizer and
+#: processor files transformers loads), as ``fnmatch`` patterns; weights are the
+#: :data:`WEIGHT_SUFFIXES` files. Nothing else is hashed: what is written beside a model
+#: (``metrics.json``, ``evaluation.json``, ``train_summary.json`` with its timings, logs) is a
+#: record of it, not the model, and never changes its version.
+MODEL_TEXT_FILES = ("*config.json", "tokenizer*.json", "special_tokens_map.json", "added_tokens.json", "vocab.*",
+                    "merges.txt", "*.model", "chat_template.*", "*.index.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+
+
 def checkpoint_version(model_dir: str | os.PathLike[str]) -> str:
     """A short hash identifying a checkpoint directory (the ``source_version`` column).
 
-    Hashes the config and, for each weight file, its name, size and first and last MiB, so
-    multi-GB checkpoints are identified in milliseconds. Returns 16 hex characters.
+    Hashes the :data:`MODEL_TEXT_FILES` and, for each weight file, its name, size and first and
+    last MiB, so multi-GB checkpoints are identified in milliseconds; the same weights and
+    configs give the same version whatever records sit beside them (a resumed round's new
+    timings included). Returns 16 hex characters.
     """
     model_dir = Path(model_dir)
     digest = hashlib.sha256()
     for path in sorted(model_dir.iterdir()):
         if not path.is_file():
             continue
-        if path.suffix in {".json", ".txt", ".model"}:
+        if any(fnmatch.fnmatchcase(path.name, pattern) for pattern in MODEL_TEXT_FILES):
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
-        elif path.suffix in {".safetensors", ".bin", ".pt"}:
+        elif path.suffix in WEIGHT_SUFFIXES:
             size = path.stat().st_size
             digest.update(f"{path.name}:{size}".encode())
             with path.open("rb") as handle:

@@ -9,6 +9,7 @@ at the key to fix. ``bool`` is never accepted where a number is asked for (TOML 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Collection, Mapping, TypeVar
@@ -33,11 +34,12 @@ def check_positive_int(name: str, value: Any) -> None:
 
 def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
                  unit: str = "") -> None:
-    """``value`` must be an int or float (not a bool) inside ``[low, high]`` (``None``: unbounded).
+    """``value`` must be a finite int or float (not a bool, never nan or inf) inside ``[low, high]``
+    (``None``: unbounded).
 
     ``unit`` is added to the message after the range, e.g. ``" (pixels)"``.
     """
-    ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
     if ok and low is not None:
         ok = float(value) >= low
     if ok and high is not None:

@@ -1,19 +1,24 @@
 """The DuckDB catalog of a data root: small tables plus views over the Parquet datasets.
 
-``ROOT/catalog.duckdb`` holds the ``rounds``, ``shards``, ``models`` and ``releases`` tables
-and one view per Parquet dataset (``images``, ``annotations``, ``curated``,
-``decision_trails``, ``errors``) plus ``decisions``, the long form of the trails, so
-``duckdb ROOT/catalog.duckdb "select count(*) from images"`` works from the
-DuckDB command line. Views hold absolute paths and are rebuilt by :meth:`Catalog.refresh_views`
-on every writing open, so a moved root is repaired by the next ``fld`` call; code that only
-added Parquet files calls :func:`publish_views`. A dataset with no files yet is a view over an
-empty table of its schema.
+``ROOT/catalog.duckdb`` holds the ``rounds``, ``shards``, ``models``, ``releases`` and
+``round_steps`` tables and one view per Parquet dataset (``images``, ``annotations``,
+``curated``, ``decision_trails``, ``errors``, ``review_queue``, ``review_verdicts``) plus
+``decisions``, the long form of the trails. The stored views name their files relative to the
+root, so a copied root answers from its own files: open the catalog from the root
+(``cd ROOT && duckdb -readonly catalog.duckdb "select count(*) from images"``) or, from
+elsewhere, ``SET file_search_path = 'ROOT'`` first. The engine's writing connection sets that
+path itself; its reading ones make temporary views with absolute paths. Views are rebuilt by
+:meth:`Catalog.refresh_views` on every writing open, so a moved root is repaired by the next
+``fld`` call; code that only added Parquet files calls :func:`publish_views`. A dataset with no
+files yet is a view over an empty table of its schema.
 
 Only the driver process opens the catalog (DuckDB allows one writer); workers write Parquet.
 The engine opens its private copy (``storage.catalog_file``: ``ROOT/.engine/catalog.duckdb``)
 and publishes ``ROOT/catalog.duckdb`` when a writing :class:`Catalog` closes, so a reader of the
-published file never blocks a round. Code that only reads opens :meth:`Catalog.reading`: the
-private file through a read-only connection, which never writes or publishes.
+published file never blocks a round; the engine never opens the published file. Code that only
+reads opens :meth:`Catalog.reading` (the private file through a read-only connection, which
+never writes or publishes) or, for long reads, ``Catalog(root, read_only=True)`` (a snapshot of
+its tables in memory; the file is let go at once).
 """
 
 from __future__ import annotations
@@ -83,37 +88,44 @@ def publish_views(root: DataRoot | str | Path) -> None:
 
 class Catalog:
     """An open connection to the root's catalog; use as a context manager. Writing (the default)
-    opens the engine's private file and publishes it on close; ``read_only`` opens the published
-    snapshot (no wait for a running round, views as of the last write: for long reads, such as
-    ``fld stats``); :meth:`reading` opens the engine's state now without writing (brief reads by
-    the engine's own code). A catalog opened for reading raises on :meth:`upsert`."""
+    opens the engine's private file and publishes it on close; :meth:`reading` opens the engine's
+    state now without writing (brief reads by the engine's own code); ``read_only`` takes a
+    snapshot of it into memory and lets the file go at once (long reads, such as ``fld stats``:
+    no round waits for them). No mode opens the published file, which is its readers' to use.
+    A catalog opened for reading raises on :meth:`upsert`."""
 
     def __init__(self, root: DataRoot | str | Path, read_only: bool = False, *, current: bool = False):
         self.root = root if isinstance(root, DataRoot) else DataRoot(Path(root))
         self.read_only = read_only or current
-        if current:
-            self.con = self._connect_current()
+        if self.read_only:
+            self.con = self._connect_current(snapshot=read_only)
             return
         private = self.root.engine_catalog
-        if not read_only:
-            self.root.ensure()
-            catalog_file.adopt(private, self.root.catalog)
-            private.parent.mkdir(parents=True, exist_ok=True)
-        elif self.root.catalog.exists():  # a reader reads the published snapshot: it never waits
-            private = self.root.catalog
-        self.con = catalog_file.connect(private, read_only)
-        if read_only and catalog_moves.moved(self.con, str(self.root.path)):
-            self.con.close()  # a copied or moved root: a writing open repairs and republishes it first
-            Catalog(self.root).close()
-            self.con = catalog_file.connect(self.root.catalog, True)
-        if not read_only:
-            try:
-                self._create_tables()
-                catalog_moves.record_root(self.con, str(self.root.path))
-                self.refresh_views()
-            except BaseException:
-                self.con.close()
-                raise
+        self.root.ensure()
+        catalog_file.adopt(private, self.root.catalog)
+        private.parent.mkdir(parents=True, exist_ok=True)
+        self.con = catalog_file.connect(private, False)
+        try:
+            if self._relative:  # the stored views name the files relative to the root (module docstring)
+                self.con.execute(f"set file_search_path = {_sql_string(str(self.root.path))}")
+            self._create_tables()
+            catalog_moves.record_root(self.con, str(self.root.path))
+            catalog_moves.save_roots(self.con, self.root.engine_roots)
+            self.refresh_views()
+        except duckdb.Error as error:
+            self.con.close()
+            if catalog_file.damaged(error):
+                raise catalog_file.unreadable(private, error) from None
+            raise
+        except BaseException:
+            self.con.close()
+            raise
+
+    @property
+    def _relative(self) -> bool:
+        """Whether the stored views name their files relative to the root: always, except under a
+        root whose path has a comma (DuckDB's ``file_search_path`` is a comma-separated list)."""
+        return "," not in str(self.root.path)
 
     @classmethod
     def reading(cls, root: DataRoot | str | Path) -> "Catalog":
@@ -126,16 +138,27 @@ class Catalog:
         moved root is first repaired by one writing open."""
         return cls(root, current=True)
 
-    def _connect_current(self) -> duckdb.DuckDBPyConnection:
+    def _connect_current(self, snapshot: bool = False) -> duckdb.DuckDBPyConnection:
+        """The connection of :meth:`reading`; ``snapshot``: the file's tables copied into an
+        in-memory database and the file closed at once."""
         private, published = self.root.engine_catalog, self.root.catalog
         if not private.exists() and not published.exists():
             self.con = duckdb.connect(":memory:")  # nothing recorded yet: empty tables, views over the files
         else:
-            self.con = catalog_file.connect_reading(private if private.exists() else published)  # published: an older root
-            if catalog_moves.moved(self.con, str(self.root.path)):
-                self.con.close()  # views and paths of the former root: a writing open rewrites them
-                Catalog(self.root).close()
-                self.con = catalog_file.connect_reading(private)
+            path = private if private.exists() else published  # published: an older root
+            self.con = catalog_file.connect_reading(path)
+            try:
+                if catalog_moves.moved(self.con, str(self.root.path)):
+                    self.con.close()  # views and paths of the former root: a writing open rewrites them
+                    Catalog(self.root).close()
+                    self.con = catalog_file.connect_reading(private)
+                if snapshot:
+                    self.con = _in_memory(self.con)
+            except duckdb.Error as error:
+                self.con.close()
+                if catalog_file.damaged(error):
+                    raise catalog_file.unreadable(path, error) from None
+                raise
         try:
             self._create_tables(temp=True)
             self.refresh_views(temp=True)
@@ -212,7 +235,7 @@ class Catalog:
                 extra = f", {dataset.extra_sql.replace('filename', 'NULL::VARCHAR')}" if dataset.extra_sql else ""
                 self.con.execute(f"create or replace {view} {dataset.name} as select *{extra} from _empty_{dataset.name}")
                 continue
-            pattern = _sql_string(str(self.root.path / dataset.glob))
+            pattern = _sql_string(dataset.glob if self._relative and not temp else str(self.root.path / dataset.glob))
             extra = f", {dataset.extra_sql}" if dataset.extra_sql else ""
             source = f"read_parquet({pattern}, union_by_name = true, filename = true, hive_partitioning = false)"
             try:
@@ -262,3 +285,22 @@ class Catalog:
     def record_json(self, table: str, row: dict[str, Any]) -> None:
         """Upsert one row whose dict/list values are stored as JSON text."""
         self.upsert(table, [{k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()}])
+
+
+def _in_memory(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """An in-memory database holding a copy of the catalog tables of ``con``, which is closed."""
+    memory = duckdb.connect(":memory:")
+    try:
+        names = {row[0] for row in con.execute("select table_name from information_schema.tables "
+                                               "where table_type = 'BASE TABLE'").fetchall()}
+        for name in [*TABLES, catalog_moves.INFO_TABLE]:
+            if name in names:
+                memory.register("_copied", con.sql(f"select * from {name}").to_arrow_table())
+                memory.execute(f"create table {name} as select * from _copied")
+                memory.unregister("_copied")
+    except BaseException:
+        memory.close()
+        raise
+    finally:
+        con.close()
+    return memory

@@ -9,6 +9,15 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Collection
+
+#: the top-level entries of a data root that the engine makes (the paths below, each round's
+#: resolved config under ``rounds/``, the marker, the run lock and the write probe); a hidden
+#: ``*.tmp`` is an atomic write's temp. Anything else at the top of a root is the user's.
+LAYOUT_ENTRIES = frozenset({
+    "catalog.duckdb", ".engine", "images", "errors", "annotations", "curated", "decisions", "review", "reviews",
+    "models", "training_sets", "reports", "releases", "rounds", ".fld-root", ".round.lock", ".write-probe",
+})
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,12 @@ class DataRoot:
     def engine_catalog(self) -> Path:
         """The engine's private catalog (``storage.catalog_file``); ``catalog`` is its published copy."""
         return self.path / ".engine" / "catalog.duckdb"
+
+    @property
+    def has_catalog(self) -> bool:
+        """Whether the engine recorded anything here: its private catalog exists (or, in a root
+        made before that file, the published one). The published file alone is its readers'."""
+        return self.engine_catalog.exists() or self.catalog.exists()
 
     @property
     def images(self) -> Path:
@@ -83,6 +98,17 @@ class DataRoot:
     def release(self, name: str) -> Path:
         return self.path / "releases" / name
 
+    def round_folder(self, round_: int) -> Path:
+        """``rounds/round=R/``: the round's resolved ``config.json``, its record ``round.json`` and
+        one record per finished step in ``steps/`` (``engine.rounds.records``)."""
+        return self.path / "rounds" / f"round={int(round_)}"
+
+    @property
+    def engine_roots(self) -> Path:
+        """``.engine/roots.json``: the root the catalog was last opened at and the ones before
+        (``storage.catalog_moves``), so a rebuilt catalog maps their paths too."""
+        return self.path / ".engine" / "roots.json"
+
     @property
     def marker(self) -> Path:
         """``ROOT/.fld-root``: JSON ``{"kind": ..., "created": ...}``, written when the engine
@@ -98,10 +124,33 @@ class DataRoot:
             return None
         return value if isinstance(value, str) else None
 
+    def foreign_entries(self, own: Collection[str] = ()) -> list[str]:
+        """Names (sorted; folders end in ``/``) of the top-level entries that are neither the
+        layout's (:data:`LAYOUT_ENTRIES`, a hidden ``*.tmp``) nor in ``own``; none for a missing folder."""
+        if not self.path.is_dir():
+            return []
+        return sorted(p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in self.path.iterdir()
+                      if p.name not in LAYOUT_ENTRIES and p.name not in own
+                      and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+
+    def refusal(self) -> str | None:
+        """Why this folder is not one the engine may use as a data root, or None: a missing
+        folder, one holding only the layout's entries, one with the engine's marker or private
+        catalog are fine; a file, or a folder of other files (``~``, ``/``), is refused."""
+        if self.path.exists() and not self.path.is_dir():
+            return f"--root {self.path} is a file, not a data root; give a folder"
+        if self.marker.is_file() or self.engine_catalog.is_file():
+            return None
+        if foreign := self.foreign_entries():
+            few = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            return (f"--root {self.path} is not an fld data root (no .fld-root marker) and holds other files "
+                    f"({few}); give a new or empty folder, or an existing data root")
+        return None
+
     def ensure(self, kind: str = "root") -> "DataRoot":
         """Create the root folder (with its marker of ``kind`` when the folder was missing or
-        empty); raises ``PermissionError``/``OSError`` when it cannot."""
-        new = not self.path.exists() or (self.path.is_dir() and not any(self.path.iterdir()))
+        empty but for a run lock); raises ``PermissionError``/``OSError`` when it cannot."""
+        new = not self.path.exists() or (self.path.is_dir() and all(p.name == ".round.lock" for p in self.path.iterdir()))
         self.path.mkdir(parents=True, exist_ok=True)
         probe = self.path / ".write-probe"
         probe.write_text("")

@@ -22,6 +22,7 @@ from engine.annotate.elements import ShardTask
 from engine.annotate.handler import AnnotatorModelHandler
 from engine.annotate.pipeline import build_pipeline
 from engine.annotate.runners import runner_options
+from engine.annotate.workers import isolate_workers
 from storage.catalog import Catalog, publish_views
 from storage.decode import DecodeLimits
 from storage.layout import DataRoot
@@ -122,6 +123,7 @@ def annotate(root: DataRoot, request: AnnotateRequest) -> dict[str, Any]:
     units = sum(len(t.sources) for t in tasks)
     size = request.wave_size or len(tasks) or 1
     waves = [tasks[i:i + size] for i in range(0, len(tasks), size)]
+    isolate_workers()  # worker subprocesses out of reach of a terminal's Ctrl-C: the engine stops them
     with MarkerProgress(root, request.round, units, request.progress and bool(tasks)):
         for wave in waves:
             flags = runner_options(request.runner, request.workers, len(wave), request.pipeline_args)

@@ -45,7 +45,7 @@ def declare(parser: argparse.ArgumentParser):
         if not names:
             raise UsageError("name an annotator with --annotator NAME (see `fld annotators`) or give a --config")
         root = DataRoot(args.root)
-        if not root.catalog.exists():
+        if not root.has_catalog:
             raise UsageError(f"no catalog at {root.catalog}; run `fld ingest --root {args.root} SRC...` first")
         request = AnnotateRequest(
             round=args.round, annotators={n: config.annotators.get(n, {}) for n in names},

@@ -8,6 +8,7 @@ import json
 from engine.cli import UsageError, add_root_argument, command
 from engine.config import EngineConfig
 from engine.curate.curation import curate_round
+from engine.rounds.lock import RoundLock
 from storage.catalog import publish_views
 from storage.layout import DataRoot
 
@@ -20,13 +21,14 @@ def declare(parser: argparse.ArgumentParser):
 
     def run(args: argparse.Namespace) -> int:
         root = DataRoot(args.root)
-        if not root.catalog.exists():
+        if not root.has_catalog:
             raise UsageError(f"no catalog at {root.catalog}; run `fld ingest --root {args.root} SRC...` first")
         if not root.annotations(args.round).exists():
             raise UsageError(f"round {args.round} has no annotations; run `fld annotate --round {args.round}` first")
         config = EngineConfig.load(args.config)
-        summary = curate_round(root, args.round, config.curation)
-        publish_views(root)  # curation added Parquet files only
+        with RoundLock(root, purpose=f"curation of round {args.round}"):  # never beside a round or an import
+            summary = curate_round(root, args.round, config.curation)
+            publish_views(root)  # curation added Parquet files only
         print(json.dumps(summary, indent=2))
         return 0
 

@@ -3,9 +3,11 @@
 ``fld serve`` binds 127.0.0.1 only (the pages show the data; put a reverse proxy with access
 control in front to share them). It serves ``ROOT/reports/``: ``/`` is an index of the rounds'
 dashboards, newest first; ``/latest`` is the newest round's dashboard; ``/round=R/dashboard.html``
-any round's. Only regular files inside ``reports/`` are served: no directory listings (404), no
-symbolic link that leads outside ``reports/`` (404), and a malformed path (a NUL byte, bad
-percent-encoding, not starting with ``/``) is answered 400; a busy port is one line.
+any round's. Only regular files inside ``reports/`` are served, checked on the opened file (so a
+path swapped for a link meanwhile cannot pass): no directory listings, pipes or other special
+files, no symbolic link that leads outside ``reports/``, no ``..``, no name too long (404), and a
+malformed path (a NUL byte, bad percent-encoding, not starting with ``/``) is answered 400; a busy
+port is one line.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ import argparse
 import errno
 import functools
 import html
+import io
 import re
 import urllib.parse
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import BinaryIO
 
 from engine.cli import UsageError, add_root_argument, command, existing_root
+from storage.confined_open import open_inside
 from storage.layout import DataRoot
 
 HOST = "127.0.0.1"
@@ -37,13 +42,13 @@ def report_rounds(root: DataRoot) -> list[int]:
 
 
 class DashboardHandler(SimpleHTTPRequestHandler):
-    """Files under ``ROOT/reports`` plus the generated index and ``/latest``."""
+    """Files under ``ROOT/reports`` plus the generated index and ``/latest``; every file is opened
+    once and checked on the open descriptor (``storage.confined_open``), never checked then opened."""
 
     root: DataRoot
 
-    def _checked_path(self) -> str | None:
-        """The request's decoded path, or None after answering 400 (malformed) or 404 (a
-        folder, or a file outside ``reports/``)."""
+    def _request_path(self) -> str | None:
+        """The request's decoded path, or None after answering 400 (malformed)."""
         raw = self.path.split("?", 1)[0].split("#", 1)[0]
         try:
             path = urllib.parse.unquote(raw, errors="strict")
@@ -52,46 +57,46 @@ class DashboardHandler(SimpleHTTPRequestHandler):
         if path is None or "\x00" in path or not path.startswith("/"):
             self.send_error(HTTPStatus.BAD_REQUEST, "malformed path")
             return None
-        if path in ("/", "/index.html", "/latest"):
-            return path
-        reports = Path(self.directory).resolve()
-        target = (reports / path.lstrip("/")).resolve()
-        if not target.is_relative_to(reports) or not target.is_file():
-            self.send_error(HTTPStatus.NOT_FOUND, "no such dashboard file")
-            return None
         return path
 
-    def do_HEAD(self) -> None:  # noqa: N802
-        if self._checked_path() is not None:
-            super().do_HEAD()
-
-    def list_directory(self, path):  # noqa: ANN001 (http.server signature): never list a folder
-        self.send_error(HTTPStatus.NOT_FOUND, "no such dashboard file")
-        return None
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-        path = self._checked_path()
+    def send_head(self) -> BinaryIO | None:
+        """Answer the headers of GET and HEAD; returns the body to copy (closed by the caller), or
+        None after an error answer."""
+        path = self._request_path()
         if path is None:
-            return
-        rounds = report_rounds(self.root)
+            return None
+        if path in ("/", "/index.html"):
+            return self._index()
         if path == "/latest":
+            rounds = report_rounds(self.root)
             if not rounds:
                 self.send_error(HTTPStatus.NOT_FOUND, "no dashboard yet; run `fld dashboard`")
-                return
-            self.path = f"/round={rounds[0]}/dashboard.html"
-        elif path in ("/", "/index.html"):
-            items = "".join(f'<li><a href="/round={r}/dashboard.html">round {r}</a></li>' for r in rounds)
-            body = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>fld dashboards</title></head><body>"
-                    f"<h1>fld dashboards of {html.escape(str(self.root.path))}</h1>"
-                    f"<p><a href='/latest'>latest</a></p><ul>{items or '<li>none yet</li>'}</ul></body></html>")
-            data = body.encode("utf-8")
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            return
-        super().do_GET()
+                return None
+            path = f"/round={rounds[0]}/dashboard.html"
+        opened = open_inside(Path(self.directory), path)
+        if opened is None:  # missing, a folder, a pipe, a link out of reports/, a name too long
+            self.send_error(HTTPStatus.NOT_FOUND, "no such dashboard file")
+            return None
+        body, info = opened
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", self.guess_type(path))
+        self.send_header("Content-Length", str(info.st_size))
+        self.send_header("Last-Modified", self.date_time_string(info.st_mtime))
+        self.end_headers()
+        return body
+
+    def _index(self) -> BinaryIO:
+        rounds = report_rounds(self.root)
+        items = "".join(f'<li><a href="/round={r}/dashboard.html">round {r}</a></li>' for r in rounds)
+        body = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>fld dashboards</title></head><body>"
+                f"<h1>fld dashboards of {html.escape(str(self.root.path))}</h1>"
+                f"<p><a href='/latest'>latest</a></p><ul>{items or '<li>none yet</li>'}</ul></body></html>")
+        data = body.encode("utf-8")
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        return io.BytesIO(data)
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002
         pass
@@ -117,7 +122,7 @@ def declare_dashboard(parser: argparse.ArgumentParser):
         from engine.report.dashboard import DashboardConfig, build_dashboard
 
         root = DataRoot(args.root)
-        if not root.catalog.exists():
+        if not root.has_catalog:
             raise UsageError(f"no catalog at {root.catalog}; run `fld ingest --root {args.root} SRC...` first")
         if args.round is not None and args.round < 0:
             raise UsageError(f"--round must be >= 0, got {args.round}")

@@ -21,6 +21,8 @@ def declare(parser: argparse.ArgumentParser):
                         help=f"refuse images with a side below this (default {IngestConfig.min_side} px)")
     parser.add_argument("--max-member-bytes", type=int, default=IngestConfig.max_member_bytes,
                         help=f"refuse image files or members above this size unread (default {IngestConfig.max_member_bytes})")
+    parser.add_argument("--max-sidecar-bytes", type=int, default=IngestConfig.max_sidecar_bytes,
+                        help=f"refuse .json/.txt sidecars above this size unread (default {IngestConfig.max_sidecar_bytes})")
     parser.add_argument("--workers", type=int, default=IngestConfig.workers, help="decode threads (default 2)")
     parser.add_argument("--retry-errors", action="store_true",
                         help="judge again the shards with refused or unreadable images (a changed limit does this itself)")
@@ -29,7 +31,7 @@ def declare(parser: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
         config = IngestConfig(max_pixels=args.max_pixels, min_side=args.min_side, workers=args.workers,
                               progress=not args.quiet, max_member_bytes=args.max_member_bytes,
-                              retry_errors=args.retry_errors)
+                              max_sidecar_bytes=args.max_sidecar_bytes, retry_errors=args.retry_errors)
         try:
             root = DataRoot(args.root).ensure()
         except OSError as exc:

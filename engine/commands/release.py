@@ -58,7 +58,7 @@ def declare(parser: argparse.ArgumentParser):
     build.add_argument("--pipeline", help="spaCy pipeline for the card's Table 3 (default: the round's)")
     verify = actions.add_parser("verify", help="re-hash every file of a release against its manifest")
     add_root_argument(verify)
-    verify.add_argument("release", help="the release name")
+    verify.add_argument("release", help="the release name (or its folder, which must be under ROOT/releases)")
 
     def run(args: argparse.Namespace) -> int:
         existing_root(args.root)

@@ -43,9 +43,11 @@ def _export(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     from engine.review.importing import import_review
+    from engine.rounds.lock import RoundLock
 
     root = DataRoot(args.root)
-    print(import_review(root, Path(args.file)).line())
+    with RoundLock(root, purpose="review import"):  # a round's curation must not see half an import
+        print(import_review(root, Path(args.file)).line())
     return 0
 
 

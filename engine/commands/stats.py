@@ -22,9 +22,9 @@ def declare(parser: argparse.ArgumentParser):
 
     def run(args: argparse.Namespace) -> int:
         root = DataRoot(args.root)
-        if not root.catalog.exists():
+        if not root.has_catalog:
             raise UsageError(f"no catalog at {root.catalog}; run `fld ingest --root {args.root} SRC...` first")
-        with Catalog(root, read_only=True) as catalog:  # the published snapshot: no wait for a running round
+        with Catalog(root, read_only=True) as catalog:  # a snapshot of the engine's state: no round waits for it
             stats = {"images": image_stats(catalog)}
             if args.round is not None:
                 stats["round"] = round_stats(catalog, args.round, args.pipeline)

@@ -78,6 +78,8 @@ class CurationConfig:
         rules = tuple(self.rules)
         object.__setattr__(self, "rules", rules)
         known = set(filter_names())
+        if not rules:  # no rule would keep every raw row, unjudged
+            raise ValueError(f"curation.rules must name at least one rule, got []; known: {sorted(known)}")
         if unknown := [r for r in rules if r not in known]:
             raise ValueError(f"curation.rules has unknown rules {unknown}; known: {sorted(known)}")
         if len(set(rules)) != len(rules):

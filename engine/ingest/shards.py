@@ -14,8 +14,8 @@ how annotation finds the bytes again).
 
 A shard is judged again (its part rewritten; its own images are not duplicates of themselves)
 when ``retry_errors`` is set and its part has error rows, or when the part was judged with other
-settings (``max_pixels``, ``min_side``, ``max_member_bytes``, kept in the part's metadata under
-``fld_ingest``; a part without them counts as judged with the defaults).
+settings (``max_pixels``, ``min_side``, ``max_member_bytes``, ``max_sidecar_bytes``, kept in the
+part's metadata under ``fld_ingest``; a part without them counts as judged with the defaults).
 """
 
 from __future__ import annotations
@@ -30,13 +30,14 @@ from typing import Any, Iterator
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from engine.ingest.shard_record import SHARD_KEY, shard_metadata
 from storage import schema
 from storage.atomic import write_parquet_atomic
 from storage.catalog import Catalog
 from storage.decode import DecodeLimits, ImageRejected, probe_image
 from storage.layout import DataRoot
 from storage.readers import Record, ShardReader, discover_shards
-from storage.readers.base import MAX_MEMBER_BYTES
+from storage.readers.base import MAX_MEMBER_BYTES, MAX_SIDECAR_BYTES
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class IngestConfig:
 
     ``max_pixels``/``min_side``: see :class:`storage.decode.DecodeLimits` (pixels).
     ``max_member_bytes``: larger image files or members are refused unread (bytes).
+    ``max_sidecar_bytes``: larger ``.json``/``.txt`` sidecars are refused unread (bytes): an error
+    row of their own, the image kept without them.
     ``workers``: decode threads. ``progress``: show a progress bar on stderr.
     ``retry_errors``: judge again the shards that have error rows.
     """
@@ -55,18 +58,21 @@ class IngestConfig:
     progress: bool = True
     max_member_bytes: int = MAX_MEMBER_BYTES
     retry_errors: bool = False
+    max_sidecar_bytes: int = MAX_SIDECAR_BYTES
 
     def __post_init__(self) -> None:
         DecodeLimits(self.max_pixels, self.min_side)  # validates both
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
-        if self.max_member_bytes < 1:
-            raise ValueError(f"max_member_bytes must be >= 1, got {self.max_member_bytes}")
+        for name in ("max_member_bytes", "max_sidecar_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     @property
     def judging(self) -> dict[str, int]:
         """The settings an image's status depends on (stored with each part)."""
-        return {"max_pixels": self.max_pixels, "min_side": self.min_side, "max_member_bytes": self.max_member_bytes}
+        return {"max_pixels": self.max_pixels, "min_side": self.min_side, "max_member_bytes": self.max_member_bytes,
+                "max_sidecar_bytes": self.max_sidecar_bytes}
 
     @property
     def limits(self) -> DecodeLimits:
@@ -138,7 +144,7 @@ def ingest_shard(shard: ShardReader, root: DataRoot, known: set[str], pool: Thre
     rows: list[dict[str, Any]] = []
     counts = collections.Counter()
     keys: set[str] = set()
-    shard.max_member_bytes = config.max_member_bytes
+    shard.max_member_bytes, shard.max_sidecar_bytes = config.max_member_bytes, config.max_sidecar_bytes
     for record, fields in _examined(shard.records(), pool, config.limits, depth=4 * config.workers):
         row = {"shard_id": shard_id, "shard": shard_path, "key": record.key, "ingested_at": now,
                "meta": json.dumps(record.meta, sort_keys=True) if record.meta else None, **fields}
@@ -156,16 +162,18 @@ def ingest_shard(shard: ShardReader, root: DataRoot, known: set[str], pool: Thre
         rows.append(row)
         if bar is not None:
             bar.update(1)
+    shard_row = {"shard_id": shard_id, "shard": shard_path, "format": shard.format, "num_bytes": shard.num_bytes,
+                 "images_ok": counts[schema.IMAGE_STATUS_OK], "images_duplicate": counts[schema.IMAGE_STATUS_DUPLICATE],
+                 "images_error": counts[schema.IMAGE_STATUS_ERROR], "ingested_at": now}
     table = schema.table_from_rows(rows, schema.IMAGES)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), JUDGING_KEY: json.dumps(config.judging)})
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), JUDGING_KEY: json.dumps(config.judging),
+                                           SHARD_KEY: shard_metadata(shard_row)})  # for `fld repair`
     write_parquet_atomic(table, root.images_part(shard_id))
     summary.ok += counts[schema.IMAGE_STATUS_OK]
     summary.duplicate += counts[schema.IMAGE_STATUS_DUPLICATE]
     summary.error += counts[schema.IMAGE_STATUS_ERROR]
     summary.shards_ingested += 1
-    return {"shard_id": shard_id, "shard": shard_path, "format": shard.format, "num_bytes": shard.num_bytes,
-            "images_ok": counts[schema.IMAGE_STATUS_OK], "images_duplicate": counts[schema.IMAGE_STATUS_DUPLICATE],
-            "images_error": counts[schema.IMAGE_STATUS_ERROR], "ingested_at": now}
+    return shard_row
 
 
 JUDGING_KEY = b"fld_ingest"

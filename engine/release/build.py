@@ -32,6 +32,7 @@ every file against the manifest (and the manifest against the catalog's ``releas
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,6 +40,7 @@ import re
 import shutil
 import tarfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,7 @@ from engine.dataset.locations import image_locations, read_images
 from engine.dataset.splits import split_of
 from engine.release.exports import (
     CocoSource,
+    NonFiniteValue,
     card_markdown,
     coco_json,
     dumps,
@@ -106,6 +109,15 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _writing(rel: str) -> Iterator[None]:
+    """Name the file ``rel`` in a :class:`NonFiniteValue` raised while its content is made."""
+    try:
+        yield
+    except NonFiniteValue as exc:
+        raise NonFiniteValue(f"{rel}: {exc}") from None
 
 
 def _write(stage: Path, rel: str, data: bytes) -> None:
@@ -236,7 +248,7 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
     final = root.release(name)
     if final.exists():
         raise ReleaseError(f"release {name!r} already exists at {final}; releases are immutable, choose another name")
-    if not root.catalog.exists():
+    if not root.has_catalog:
         raise ReleaseError(f"no catalog at {root.catalog}")
     with Catalog.reading(root) as catalog:
         if catalog.query("select 1 from releases where name = ?", [name]):
@@ -256,20 +268,23 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
     try:
         stage.mkdir(parents=True)
         source = coco_source(root, context["round_config"])
-        metas = _write_images(stage, locations, rows_by_image, config, release_file_names(locations, source),
-                              root.path)
+        with _writing("webdataset/ (a sample's JSON)"):
+            metas = _write_images(stage, locations, rows_by_image, config, release_file_names(locations, source),
+                                  root.path)
         counts = _write_tables(stage, table, metas, config)
         if config.images == "webdataset":  # the per-image dataset `load_dataset(RELEASE)` gives
             counts.update(write_hf_dataset(stage, stage / "images", metas, rows_by_image,
                                            lambda i: split_of(i, config.eval_fraction, config.seed),
                                            config.images_per_shard))
-        coco = coco_json(rows, metas, source)
+        with _writing("exports/coco.json"):
+            coco = coco_json(rows, metas, source)
         _write(stage, "exports/coco.json", coco)
         coco_annotations = json.loads(coco)["annotations"]
         counts["exports/coco.json"] = len(coco_annotations)
         segmentations = sum("segmentation" in a for a in coco_annotations)
         counts["webdataset"] = len(metas)
-        by_split, examples = florence2_jsonl(rows, metas, config.eval_fraction, config.seed)
+        with _writing("florence2/"):
+            by_split, examples = florence2_jsonl(rows, metas, config.eval_fraction, config.seed)
         for split, jsonl in by_split.items():
             _write(stage, f"florence2/{split}.jsonl", jsonl)
             counts[f"florence2/{split}.jsonl"] = sum(n for key, n in examples.items() if key.startswith(f"{split}/"))
@@ -289,7 +304,8 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
         _write(stage, CARD, card_markdown(int(round_), manifest, stats, markdown_stats(stats)).encode("utf-8"))
         manifest["files"] = {str(p.relative_to(stage)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                              for p in sorted(stage.rglob("*")) if p.is_file()}
-        _write(stage, MANIFEST, dumps(manifest, indent=1) + b"\n")
+        with _writing(MANIFEST):
+            _write(stage, MANIFEST, dumps(manifest, indent=1) + b"\n")
         for path in stage.rglob("*"):
             if path.is_file():
                 path.chmod(0o444)
@@ -329,11 +345,29 @@ def _kinds(rows: list[dict]) -> dict[str, int]:
     return out
 
 
+def release_named(root: DataRoot, name: str) -> tuple[str, Path]:
+    """``(name, folder)`` of the release ``name`` of ``root``: a release name, or the path of a
+    release folder, which must be a folder right under ``ROOT/releases`` (not a link out of it).
+    Anything else (``../x``, a folder elsewhere) raises :class:`ReleaseError`: only the root's
+    own releases are verified."""
+    releases = (root.path / "releases").resolve()
+    if NAME_PATTERN.fullmatch(name or ""):
+        folder = root.release(name)
+    else:
+        folder = Path(name).expanduser().absolute()
+        name = folder.name
+    if not NAME_PATTERN.fullmatch(name) or folder.resolve() != releases / name:
+        raise ReleaseError(f"{folder} is not a release of {root.path}: give the name of a release under "
+                           f"{root.path / 'releases'} (`fld release verify --root {root.path} NAME`)")
+    return name, folder
+
+
 def verify_release(root: DataRoot | str | Path, name: str) -> list[str]:
-    """Problems found in release ``name`` (empty = verified): a file missing, added, resized or
-    with another sha256 than the manifest says, or a manifest that is not the one recorded."""
+    """Problems found in release ``name`` (a name, or its folder's path under ``ROOT/releases``;
+    empty = verified): a file missing, added, resized or with another sha256 than the manifest
+    says, or a manifest that is not the one recorded."""
     root = root if isinstance(root, DataRoot) else DataRoot(Path(root))
-    folder = root.release(name)
+    name, folder = release_named(root, name)
     if not (folder / MANIFEST).is_file():
         raise ReleaseError(f"no release {name!r} at {folder} (no {MANIFEST})")
     try:
@@ -355,14 +389,14 @@ def verify_release(root: DataRoot | str | Path, name: str) -> list[str]:
         elif sha256_file(path) != expected["sha256"]:
             problems.append(f"{rel}: sha256 differs from the manifest")
     extra = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if (p.is_file() or p.is_symlink())
-                   and str(p.relative_to(folder)) not in files and p.name != MANIFEST)
+                   and str(p.relative_to(folder)) not in files and str(p.relative_to(folder)) != MANIFEST)
     problems += [f"{rel}: not in the manifest" for rel in extra]
     # a folder no listed file is in (an added empty folder, or one emptied): not the release built
     needed = {parent for rel in files for parent in Path(rel).parents if str(parent) != "."}
     stray = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()
                    and p.relative_to(folder) not in needed)
     problems += [f"{rel}/: a folder not in the manifest" for rel in stray]
-    if root.catalog.exists():
+    if root.has_catalog:
         with Catalog.reading(root) as catalog:
             recorded = catalog.query("select manifest_sha256 from releases where name = ?", [name])
         if recorded and recorded[0][0] != sha256_file(folder / MANIFEST):

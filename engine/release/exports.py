@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import io
 import json
+import math
 import tarfile
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
@@ -38,10 +39,37 @@ Row = dict[str, Any]
 TEXT_CATEGORY = "text"
 
 
+class NonFiniteValue(ValueError):
+    """A NaN or an infinity was about to be written into a release file (JSON has neither): an
+    engine bug, since imports and annotators refuse them; the release is not written."""
+
+
 def dumps(value: Any, indent: int | None = None) -> bytes:
-    """Deterministic JSON bytes (sorted keys, UTF-8, no trailing spaces)."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, indent=indent,
-                      separators=(",", ": ") if indent else (",", ":")).encode("utf-8")
+    """Deterministic, strict JSON bytes (sorted keys, UTF-8, no trailing spaces); a non-finite
+    number anywhere in ``value`` raises :class:`NonFiniteValue` naming where, never an invalid file."""
+    try:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, indent=indent, allow_nan=False,
+                          separators=(",", ": ") if indent else (",", ":")).encode("utf-8")
+    except ValueError:
+        where = _non_finite(value, "")
+        if where is None:
+            raise
+        raise NonFiniteValue(f"a non-finite number ({where[1]}) was about to be written at {where[0] or 'the top'}"
+                             f"{where[2]}: an engine bug, since imports refuse them; nothing was released, please "
+                             "report it with this line") from None
+
+
+def _non_finite(value: Any, path: str) -> tuple[str, float, str] | None:
+    """(where, the value, the row it is in) of the first NaN or infinity in ``value``, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value, ""
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, child in children:
+        found = _non_finite(child, (f"{path}.{key}" if path else key) if isinstance(key, str) else f"{path}[{key}]")
+        if found is not None:
+            row = value.get("fld_annotation_id") or value.get("annotation_id") if isinstance(value, dict) else None
+            return (found if found[2] or not row else (found[0], found[1], f" (annotation {row})"))
+    return None
 
 
 def _r(values: Iterable[float] | None) -> list[float] | None:
@@ -254,7 +282,7 @@ def card_markdown(round_: int, manifest: Mapping[str, Any], stats: Mapping[str, 
     models = "\n".join(f"| {m['round']} | `{m['version']}` | {m['promoted']} | {m['reason']} |"
                        for m in manifest["model_checkpoints"]) or "| - | - | - | - |"
     annotators = "\n".join(f"- `{a}`" for a in manifest["annotators"])
-    settings = json.dumps(manifest["filter_settings"], indent=1, sort_keys=True)
+    settings = json.dumps(manifest["filter_settings"], indent=1, sort_keys=True, allow_nan=False)
     return f"""---
 {card_yaml(manifest)}
 ---

@@ -107,7 +107,7 @@ def open_catalog(source: Catalog | DataRoot | str | Path) -> Iterator[Catalog]:
         yield source
         return
     root = source if isinstance(source, DataRoot) else DataRoot(Path(source))
-    if not root.catalog.exists():
+    if not root.has_catalog:
         raise FileNotFoundError(f"no catalog at {root.catalog}; nothing was ingested into {root.path}")
     with Catalog.reading(root) as catalog:
         yield catalog

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from engine.typed_config import from_plain
-from florence2.format import TARGET_FORMATS, TASK_ORDER, task_spec
+from florence2.format import TARGET_FORMATS, TASK_ORDER, task_names
 
 #: metric name -> True when higher is better (the promotion rule reads this table)
 METRICS: dict[str, bool] = {
@@ -197,9 +197,9 @@ class TrainingConfig:
         if self.target_format not in TARGET_FORMATS:
             raise ValueError(f"training.target_format must be one of {', '.join(TARGET_FORMATS)}; "
                              f"got {self.target_format!r}")
-        if isinstance(self.tasks, str) or not self.tasks:
+        names = set(task_names("training.tasks", self.tasks))  # refuses an unknown task, naming the key
+        if not names:
             raise ValueError(f"training.tasks must be a non-empty list of task names, got {self.tasks!r}")
-        names = {task_spec(t).name for t in self.tasks}  # raises on an unknown task
         object.__setattr__(self, "tasks", tuple(t for t in TASK_ORDER if t in names))
         if self.promote_metric not in METRICS:
             raise ValueError(f"training.promote_metric must be one of {', '.join(METRICS)}; "

@@ -29,7 +29,9 @@ from storage.layout import DataRoot
 def train_round(root: DataRoot, round_: int, config: TrainingConfig, log: Any = None,
                 stop_after: int = 0) -> dict[str, Any]:
     """Build the round's training set (also written as Florence-2 JSONL beside the model) and
-    fine-tune on it; resumes from the last checkpoint, and does nothing once trained."""
+    fine-tune on it; resumes from the last checkpoint, and does nothing once trained. The
+    curated set of round R is the union of the curated rounds (the merge carries every earlier
+    round's kept rows forward), so every image curated so far is trained on."""
     examples, summary = build_examples(root, round_, config.eval_fraction, config.seed, config.tasks,
                                        target_format=config.target_format)
     write_jsonl(examples, root.training_set(round_))

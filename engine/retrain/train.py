@@ -63,7 +63,7 @@ def current_model(root: DataRoot, round_: int) -> Path | None:
     """The newest model promoted by a round before ``round_`` that still exists, or None."""
     from storage.catalog import Catalog
 
-    if not root.catalog.exists():
+    if not root.has_catalog:
         return None
     with Catalog(root, read_only=True) as catalog:
         rows = catalog.query("select path from models where promoted and round < ? order by round desc", [round_])

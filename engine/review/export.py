@@ -22,14 +22,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.curate.parquet_io import read_curated
 from engine.dataset.locations import image_locations, read_images
 from engine.review.label_studio import label_config, task
-from engine.review.rows import scoped_rows
+from engine.review.rows import object_labels, scoped_rows
 from storage.atomic import write_bytes_atomic, write_text_atomic
 from storage.catalog import Catalog
 from storage.decode import decode_rgb, probe_image
@@ -90,18 +88,10 @@ def export_label_studio(root: DataRoot, round_: int, out: Path, image_url_prefix
     tasks = [task(image, f"{image_url_prefix}images/{files[image]}", round_, rows.get(image, []),
                   locations[image].width, locations[image].height, model_version=f"fld-round-{round_}")
              for image in image_ids if image in files]
-    labels = _object_labels(curated)
+    labels = object_labels(curated)
     has_masks = any(r.get("polygons") for image_rows in rows.values() for r in image_rows)
     write_text_atomic(label_config(labels, masks=has_masks), out / "label_config.xml")
     write_text_atomic(json.dumps(tasks, indent=1), out / "tasks.json")
     write_text_atomic(README.format(round=round_, tasks=len(tasks), out=out.resolve(), root=root.path), out / "README.md")
     return {"round": round_, "tasks": len(tasks), "rows": sum(len(v) for v in rows.values()),
             "missing_images": len(image_ids) - len(tasks), "labels": len(labels), "out": str(out)}
-
-
-def _object_labels(table: pa.Table) -> list[str]:
-    """Every object label of a curated set."""
-    objects = table.filter(pc.fill_null(pc.and_(pc.equal(table["kind"], "region"),
-                                                pc.equal(table["region_type"], "object")), False))
-    labels = pc.coalesce(objects["label"], objects["text"])
-    return sorted({v for v in labels.to_pylist() if v})

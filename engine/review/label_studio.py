@@ -18,6 +18,11 @@ What a task shows (one image, its curated rows in review scope):
 
 ``data`` carries ``fld_image_id``, ``fld_round`` and ``fld_shown`` (the ids shown), so an
 import knows what a person removed even when the export lacks the predictions.
+
+Reading a result back trusts nothing: every value read is checked (``engine.review.fields``)
+before it is used, with its dotted field name in the error: numbers finite, boxes and polygon
+points inside the image (within :data:`PERCENT_TOLERANCE`, then clipped), polygons of at most
+:data:`MAX_POLYGON_POINTS` points, labels one of the review's, texts strings.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 from xml.sax.saxutils import quoteattr
 
+from engine.review import fields
 from storage.schema import GRANULARITIES
 
 OBJECT, MASK, OCR, OCR_TEXT, CAPTION = "object", "mask", "ocr", "ocr_text", "caption_"
@@ -103,6 +109,16 @@ def task(image_id: str, image_url: str, round_: int, rows: list[dict[str, Any]],
 
 
 # ------------------------------------------------------------------- result -> rows
+#: percent of an image side a coordinate may lie past the image's edge (Label Studio's rounding)
+#: and still be read, clipped to the edge; farther is refused
+PERCENT_TOLERANCE = 0.5
+#: degrees a box may be rotated and still be read as upright (a rotated box is refused)
+ROTATION_TOLERANCE = 0.5
+#: most points of one polygon a result may hold (a hand-drawn outline has tens): bounds the
+#: work of rasterising it before it is done
+MAX_POLYGON_POINTS = 10_000
+
+
 @dataclass
 class Region:
     """What a person's result says of one region id: box (pixels), label, text, polygon (pixels)."""
@@ -117,43 +133,103 @@ class Region:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _pixels_box(value: dict[str, Any], width: int, height: int) -> list[float]:
-    x0, y0 = float(value["x"]) * width / 100, float(value["y"]) * height / 100
-    x1, y1 = x0 + float(value["width"]) * width / 100, y0 + float(value["height"]) * height / 100
-    return [_clip(x0, width), _clip(y0, height), _clip(x1, width), _clip(y1, height)]
+def _span(value: dict[str, Any], start: str, size: str, field_: str) -> tuple[float, float]:
+    """``(start, end)`` in percent of the side, both clipped to 0..100, from ``value[start]`` and
+    ``value[size]`` (finite, the start within the tolerance, the size >= 0, the end too)."""
+    low = fields.percent(value.get(start), f"{field_}.{start}", 0.0, 100.0, PERCENT_TOLERANCE)
+    raw = fields.number(value.get(start), f"{field_}.{start}")
+    length = fields.number(value.get(size), f"{field_}.{size}")
+    if length < 0:
+        raise fields.FieldError(f"{field_}.{size}", f"must be >= 0, got {length:g}")
+    if raw + length > 100.0 + PERCENT_TOLERANCE:
+        raise fields.FieldError(f"{field_}.{size}", f"ends at {raw + length:g}% of the image, past its edge")
+    return low, min(raw + length, 100.0)
 
 
-def _clip(value: float, high: int) -> float:
-    return min(max(value, 0.0), float(high))
+def _pixels_box(value: dict[str, Any], width: int, height: int, field_: str) -> list[float]:
+    """A rectangle's ``x, y, width, height`` (percent) as ``[x0, y0, x1, y1]`` pixels of the image,
+    every value checked (finite, inside the image within the tolerance, upright) and clipped."""
+    rotation = fields.number(value.get("rotation", 0), f"{field_}.rotation")
+    if abs((rotation + 180.0) % 360.0 - 180.0) > ROTATION_TOLERANCE:
+        raise fields.FieldError(f"{field_}.rotation", f"is {rotation:g} degrees: rotated boxes cannot be imported, "
+                                "set the box upright in Label Studio")
+    x0, x1 = _span(value, "x", "width", field_)
+    y0, y1 = _span(value, "y", "height", field_)
+    return [x0 * width / 100, y0 * height / 100, x1 * width / 100, y1 * height / 100]
 
 
-def regions_of(result: list[dict[str, Any]], width: int, height: int) -> dict[str, Region]:
+def _pixels_polygon(points: Any, width: int, height: int, field_: str) -> list[float]:
+    """Polygon ``points`` ``[[x, y], ...]`` (percent) as flat pixels ``[x0, y0, x1, y1, ...]``: 3 to
+    :data:`MAX_POLYGON_POINTS` points, each coordinate finite and inside the image within the
+    tolerance (clipped to it), checked before anything is drawn."""
+    points = fields.items(points, field_, most=MAX_POLYGON_POINTS)
+    if len(points) < 3:
+        raise fields.FieldError(field_, f"a polygon needs at least 3 points, got {len(points)}")
+    flat: list[float] = []
+    for i, point in enumerate(points):
+        pair = fields.items(point, f"{field_}[{i}]")
+        if len(pair) != 2:
+            raise fields.FieldError(f"{field_}[{i}]", f"must be one [x, y] pair, got {fields.describe(pair)}")
+        flat.append(fields.percent(pair[0], f"{field_}[{i}][0]", 0.0, 100.0, PERCENT_TOLERANCE) * width / 100)
+        flat.append(fields.percent(pair[1], f"{field_}[{i}][1]", 0.0, 100.0, PERCENT_TOLERANCE) * height / 100)
+    return flat
+
+
+def _label(value: dict[str, Any], key: str, field_: str, labels: frozenset[str] | None) -> str:
+    """The one label of a region (``value[key]``, a list of one string), one of ``labels`` (None: any)."""
+    names = fields.items(value.get(key), f"{field_}.{key}")
+    if len(names) != 1:
+        raise fields.FieldError(f"{field_}.{key}", f"must hold exactly one label, got {fields.describe(names)}")
+    name = fields.text(names[0], f"{field_}.{key}[0]")
+    if labels is not None and name not in labels:
+        known = ", ".join(sorted(labels)[:30]) + (", ..." if len(labels) > 30 else "")
+        raise fields.FieldError(f"{field_}.{key}[0]", f"{name[:60]!r} is not a label of this review (its labels: "
+                                f"{known}); pick one of them in Label Studio")
+    return name
+
+
+def regions_of(result: list[Any], width: int, height: int, labels: frozenset[str] | None = None,
+               field_: str = "result") -> dict[str, Region]:
     """Region id -> :class:`Region` from one annotation's result list (mask polygons joined to
-    their object's id); items of unknown controls are ignored."""
+    their object's id); items of unknown controls are ignored. ``width``/``height``: the image's
+    upright pixels (percentages are of it); ``labels``: the labels of the review (None: any).
+    Every value read is checked first: a bad one raises :class:`engine.review.fields.FieldError`
+    naming it (``field_`` + ``[i].value.x``)."""
     regions: dict[str, Region] = {}
-    for item in result:
-        control, value, rid = item.get("from_name", ""), item.get("value") or {}, str(item.get("id", ""))
-        w, h = int(item.get("original_width") or width), int(item.get("original_height") or height)
-        if control == OBJECT and "x" in value:
+    for i, raw in enumerate(fields.items(result, field_)):
+        where = f"{field_}[{i}]"
+        item = fields.mapping(raw, where)
+        control = fields.text(item.get("from_name"), f"{where}.from_name")
+        if control not in (OBJECT, MASK, OCR, OCR_TEXT) and not control.startswith(CAPTION):
+            continue
+        rid = fields.text(item.get("id"), f"{where}.id")
+        value = fields.mapping(item.get("value"), f"{where}.value")
+        where = f"{where}.value"
+        if control == OBJECT:
             region = regions.setdefault(rid, Region("object"))
-            region.box = _pixels_box(value, w, h)
-            region.label = (value.get("rectanglelabels") or [region.label])[0]
-        elif control == MASK and value.get("points"):
+            region.box = _pixels_box(value, width, height, where)
+            region.label = _label(value, "rectanglelabels", where, labels)
+        elif control == MASK:
             owner = rid[:-len(MASK_SUFFIX)] if rid.endswith(MASK_SUFFIX) else rid
             region = regions.setdefault(owner, Region("object"))
-            region.polygon = [c for x, y in value["points"] for c in (float(x) * w / 100, float(y) * h / 100)]
+            region.polygon = _pixels_polygon(value.get("points"), width, height, f"{where}.points")
             region.has_polygon_result = True
-            region.label = region.label or (value.get("polygonlabels") or [None])[0]
-        elif control == OCR and "x" in value:
-            regions.setdefault(rid, Region("ocr")).box = _pixels_box(value, w, h)
+            if value.get("polygonlabels") is not None:
+                region.label = region.label or _label(value, "polygonlabels", where, labels)
+        elif control == OCR:
+            regions.setdefault(rid, Region("ocr")).box = _pixels_box(value, width, height, where)
         elif control == OCR_TEXT:
             region = regions.setdefault(rid, Region("ocr"))
-            region.text = " ".join(value.get("text") or []).strip()
+            region.text = " ".join(fields.texts(value.get("text"), f"{where}.text")).strip()
             if region.box is None and "x" in value:
-                region.box = _pixels_box(value, w, h)
-        elif control.startswith(CAPTION):
-            text = " ".join(value.get("text") or []).strip()
-            regions[rid] = Region("caption", text=text, granularity=control[len(CAPTION):])
+                region.box = _pixels_box(value, width, height, where)
+        else:
+            granularity = control[len(CAPTION):]
+            if granularity not in GRANULARITIES:
+                raise fields.FieldError(f"{field_}[{i}].from_name", f"{control[:60]!r} is not a caption of this "
+                                        f"review (caption_{', caption_'.join(GRANULARITIES)})")
+            text = " ".join(fields.texts(value.get("text"), f"{where}.text")).strip()
+            regions[rid] = Region("caption", text=text, granularity=granularity)
     return regions
 
 
@@ -166,8 +242,19 @@ def same_box(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:
 
 def submitted_annotation(task_export: dict[str, Any]) -> dict[str, Any] | None:
     """The annotation of an exported task that stands: the latest submitted one that was not
-    cancelled (skipped), or None when people did not review the task."""
-    candidates = [a for a in task_export.get("annotations") or [] if not a.get("was_cancelled")]
+    cancelled (skipped), or None when people did not review the task. The task's ``annotations``
+    (each an object; ``was_cancelled`` true/false, ``created_at``/``updated_at`` strings, ``id`` a
+    whole number) are checked first (:class:`engine.review.fields.FieldError`)."""
+    candidates = []
+    for k, raw in enumerate(fields.items(task_export.get("annotations"), "annotations", optional=True)):
+        where = f"annotations[{k}]"
+        annotation = fields.mapping(raw, where)
+        if fields.flag(annotation.get("was_cancelled"), f"{where}.was_cancelled"):
+            continue
+        key = "updated_at" if annotation.get("updated_at") is not None else "created_at"
+        stamp = "" if annotation.get(key) is None else fields.text(annotation[key], f"{where}.{key}")
+        number = 0 if annotation.get("id") is None else fields.whole(annotation["id"], f"{where}.id")
+        candidates.append(((stamp, number), k, annotation))
     if not candidates:
         return None
-    return max(candidates, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
+    return max(candidates, key=lambda c: c[0])[2]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 
-import duckdb
-
+from storage.catalog import Catalog
 from storage.layout import DataRoot
 from storage.schema import HUMAN_SOURCE
 
@@ -24,11 +23,7 @@ def last_started_round(root: DataRoot) -> int:
             sources = [p.name for p in path.glob("source=*")] if folder.name == "annotations" else ["curated"]
             if any(name != f"source={HUMAN_SOURCE}" for name in sources):
                 rounds.append(int(match.group(1)))
-    if root.catalog.exists():
-        try:
-            with duckdb.connect(str(root.catalog), read_only=True) as con:
-                value = con.execute("select max(round) from rounds").fetchall()[0][0]
-            rounds.append(-1 if value is None else int(value))
-        except duckdb.Error:
-            pass  # no rounds table yet: the folders tell
+    with Catalog.reading(root) as catalog:  # the engine's own state, never the published copy
+        value = catalog.query("select max(round) from rounds")[0][0]
+    rounds.append(-1 if value is None else int(value))
     return max(rounds)

@@ -33,3 +33,11 @@ def scoped_rows(root: DataRoot, round_: int, image_ids: Iterable[str] | None = N
 def row_sources(row: dict[str, Any]) -> set[str]:
     """The sources that gave a curated row: the names in its ``seen_by`` (``source@version``), else its own."""
     return {s.split("@", 1)[0] for s in row.get("seen_by") or []} or {row["source"]}
+
+
+def object_labels(table: pa.Table) -> list[str]:
+    """Every object label of a curated set (what the labelling config offers), sorted."""
+    objects = table.filter(pc.fill_null(pc.and_(pc.equal(table["kind"], "region"),
+                                                pc.equal(table["region_type"], "object")), False))
+    labels = pc.coalesce(objects["label"], objects["text"])
+    return sorted({v for v in labels.to_pylist() if v})

@@ -8,7 +8,9 @@ holder then writes its record (pid, host, purpose, start time) into the file for
 another run shows; the record is informative only and is emptied on release. A second
 :class:`RoundLock` in the same process is refused too (each opens its own file). The lock is
 local to one machine's kernel: on a network file system shared by several hosts use one host
-per data root.
+per data root. No lock file is made in a folder that is not a data root (``DataRoot.refusal``:
+``~``, ``/``, a folder of the user's files): taking the lock there raises :class:`NotADataRoot`,
+and :func:`refuse_if_busy` creates nothing.
 """
 
 from __future__ import annotations
@@ -28,10 +30,22 @@ class RoundBusy(RuntimeError):
     """Another run holds the root's lock."""
 
 
+class NotADataRoot(ValueError):
+    """The folder is not a data root, nor a new or empty one to make into one."""
+
+
+def check_root(root: DataRoot) -> None:
+    """Raise :class:`NotADataRoot` (one line naming ``--root``) unless ``root`` is a data root or
+    a missing or empty folder a command may make one."""
+    if (reason := root.refusal()) is not None:
+        raise NotADataRoot(reason)
+
+
 class RoundLock:
     """Context manager holding ``ROOT/.round.lock`` for the duration of a run."""
 
     def __init__(self, root: DataRoot, purpose: str = "round"):
+        self.root = root
         self.path: Path = root.path / ".round.lock"
         self.purpose = purpose
         self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose}
@@ -59,6 +73,7 @@ class RoundLock:
     def acquire(self) -> None:
         if self._fd is not None:
             raise RoundBusy(self._busy_message())
+        check_root(self.root)  # never a lock file in a folder that is not a data root
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -95,9 +110,13 @@ class RoundLock:
 
 
 def refuse_if_busy(root: DataRoot) -> None:
-    """Raise :class:`RoundBusy` at once when another run holds ``root``'s lock (a check before
-    starting Prefect; the run itself still takes the lock)."""
-    if not root.path.is_dir():
+    """Raise :class:`NotADataRoot` when ``root`` is not a data root (nor a new or empty folder)
+    and :class:`RoundBusy` when another run holds its lock, at once (a check before starting
+    Prefect; the run itself still takes the lock). Creates nothing: a lock file that does not
+    exist is held by nobody."""
+    check_root(root)
+    lock = RoundLock(root, purpose="check")
+    if not lock.path.is_file():
         return
-    with RoundLock(root, purpose="check"):
+    with lock:
         pass

@@ -4,7 +4,9 @@
 :func:`engine.rounds.state.run_step` by default; the Prefect flows pass a task-wrapped one),
 under the root's :class:`~engine.rounds.lock.RoundLock`, and records the round in the
 catalog's ``rounds`` table with its resolved config (also saved as
-``rounds/round=R/config.json``). A round already marked done is not run again.
+``rounds/round=R/config.json``). A round already marked done is not run again. The first
+SIGINT or SIGTERM stops it (``engine.rounds.interrupt``): the round is recorded ``interrupted``
+at its step, and the next run resumes it there.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Any, Callable
 from engine.config import EngineConfig
 from engine.preflight import preflight
 from engine.rounds.context import RoundContext
+from engine.rounds.interrupt import interruption, stop_on_signals
 from engine.rounds.lock import RoundLock
+from engine.rounds.records import write_round
 from engine.rounds.state import run_step
 from engine.rounds.steps import step_names
 from storage import schema
@@ -41,11 +45,22 @@ def next_round(root: DataRoot) -> int:
     return max(status) + 1 if status else 0
 
 
+def check_round_number(root: DataRoot, round_: int) -> None:
+    """``round_`` (``--round``) must be a recorded round (resumed, or skipped when done) or the
+    next one (:func:`next_round`): a gap in the numbering is refused, naming the next round."""
+    status = round_status(root) if root.path.is_dir() else {}
+    following = next_round(root) if status else 0
+    if round_ not in status and round_ != following:
+        raise ValueError(f"--round {round_}: rounds are numbered without gaps and round {following} is next; "
+                         f"give --round {following}, an earlier round to resume it, or leave --round out")
+
+
 def _record(root: DataRoot, row: dict[str, Any]) -> None:
     with Catalog(root) as catalog:
         previous = catalog.query("select started_at from rounds where round = ?", [row["round"]])
         if previous and "started_at" not in row:
             row["started_at"] = previous[0][0]
+        write_round(root, row)  # the file first: `fld repair` rebuilds the table from it
         catalog.upsert("rounds", [row])
 
 
@@ -56,21 +71,32 @@ def run_round(root: DataRoot, config: EngineConfig, round_: int | None = None, s
     root.ensure()
     with RoundLock(root):
         remove_stale_temps(root.path)  # what a killed run was writing: no live writer owns it now
+        if round_ is not None:
+            check_round_number(root, int(round_))
         round_ = next_round(root) if round_ is None else int(round_)
         if round_status(root).get(round_) == "done":
             return {"round": round_, "skipped": True, "steps": {}}
         resolved = json.dumps(config.to_dict(), sort_keys=True)
-        write_text_atomic(resolved, root.path / "rounds" / f"round={round_}" / "config.json")
+        write_text_atomic(resolved, root.round_folder(round_) / "config.json")
         _record(root, {"round": round_, "status": "running", "config": resolved, "started_at": schema.utc_now()})
         context = RoundContext(root=root, round=round_, config=config, progress=progress)
         steps: dict[str, Any] = {}
+        name = step_names()[0]
         try:
-            for name in step_names():
-                _record(root, {"round": round_, "status": "running", "step": name, "config": resolved})
-                steps[name] = step_runner(context, name)
-        except BaseException:
-            _record(root, {"round": round_, "status": "failed", "config": resolved, "step": name})
-            raise
+            with stop_on_signals():  # the first SIGINT/SIGTERM stops the round: no retry, no next step
+                for name in step_names():
+                    _record(root, {"round": round_, "status": "running", "step": name, "config": resolved})
+                    steps[name] = step_runner(context, name)
+        except BaseException as error:
+            stopped = interruption(error)
+            _record(root, {"round": round_, "status": "failed" if stopped is None else "interrupted",
+                           "config": resolved, "step": name})
+            if stopped is None:
+                raise
+            stopped.round, stopped.step = round_, name
+            if stopped is error:
+                raise
+            raise stopped from error
         _record(root, {"round": round_, "status": "done", "step": step_names()[-1], "config": resolved,
                        "finished_at": schema.utc_now()})
         return {"round": round_, "steps": steps}
@@ -82,7 +108,8 @@ def metric_history(root: DataRoot, metric: str) -> list[tuple[int, float]]:
         rows = catalog.query("select round, metrics from models order by round")
     history = []
     for round_, metrics in rows:
-        value = json.loads(metrics or "{}").get(metric)
+        recorded = json.loads(metrics or "{}")
+        value = recorded.get("new", recorded).get(metric)  # the round's new model's (promote.record)
         if isinstance(value, (int, float)):
             history.append((int(round_), float(value)))
     return history

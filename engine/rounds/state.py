@@ -4,7 +4,8 @@
 returned again), so re-running a killed round redoes only what was not finished; inside a
 step, the engine's own markers and checkpoints resume the unfinished part (annotation
 shards, training steps). Prefect flows (``flows/``) wrap :func:`run_step` in a task with
-retries.
+retries; a step a signal stopped leaves as ``engine.rounds.interrupt.Interrupted``, which they
+do not retry.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 from typing import Any
 
 from engine.rounds.context import RoundContext
+from engine.rounds.interrupt import stop_on_signals
+from engine.rounds.records import write_step
 from engine.rounds.steps import step_function
 from storage import schema
 from storage.catalog import Catalog
@@ -31,9 +34,11 @@ def run_step(context: RoundContext, name: str) -> dict[str, Any]:
     done = completed_steps(context.root, context.round)
     if name in done:
         return {**done[name], "skipped": True}
-    summary = step_function(name)(context)
+    with stop_on_signals():  # SIGINT/SIGTERM: Interrupted, however the step's libraries wrap it
+        summary = step_function(name)(context)
+    row = {"round": context.round, "step": name, "status": "done", "summary": json.dumps(summary, default=str),
+           "finished_at": schema.utc_now()}
+    write_step(context.root, row)  # the file first: `fld repair` rebuilds the table from it
     with Catalog(context.root) as catalog:
-        catalog.upsert("round_steps", [{"round": context.round, "step": name, "status": "done",
-                                        "summary": json.dumps(summary, default=str),
-                                        "finished_at": schema.utc_now()}])
+        catalog.upsert("round_steps", [row])
     return summary

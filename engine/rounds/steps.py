@@ -31,7 +31,8 @@ def ingest_step(ctx: RoundContext) -> dict[str, Any]:
     section = ctx.config.ingest
     summary = ingest(ctx.root, paths, IngestConfig(max_pixels=section.max_pixels, min_side=section.min_side,
                                                     workers=section.workers, progress=ctx.progress,
-                                                    max_member_bytes=section.max_member_bytes))
+                                                    max_member_bytes=section.max_member_bytes,
+                                                    max_sidecar_bytes=section.max_sidecar_bytes))
     return summary.as_dict()
 
 

@@ -9,12 +9,13 @@ present, else the row number. Other scalar columns are kept as ``meta["columns"]
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.readers.base import Record, ShardReader, oversized, register_reader
+from storage.readers.regular import open_regular
 
 IMAGE_COLUMN_NAMES = ("image", "jpg", "png", "img", "image_bytes", "bytes")
 KEY_COLUMN_NAMES = ("__key__", "key", "id")
@@ -49,7 +50,16 @@ class ParquetShardReader(ShardReader):
 
     def records(self) -> Iterator[Record]:
         try:
-            parquet = pq.ParquetFile(self.path)
+            handle = open_regular(self.path, follow=True)  # never a FIFO or device, whatever its name
+        except OSError as exc:
+            yield Record(key="<unreadable>", name=self.path.name, error=f"unreadable Parquet file: {exc}")
+            return
+        with handle:
+            yield from self._records(handle)
+
+    def _records(self, handle: BinaryIO) -> Iterator[Record]:
+        try:
+            parquet = pq.ParquetFile(handle)
         except Exception as exc:
             yield Record(key="<unreadable>", name=self.path.name, error=f"unreadable Parquet file: {exc}")
             return

@@ -69,6 +69,7 @@ def test_fld_curate_runs_it_from_the_config(ingested_root, tmp_path, capsys):
     config.write_text(f"[curation]\nrules = {rules!r}\n[curation.caption_length]\nmax_words = 6\n".replace("'", '"'))
     assert cli.main(["curate", "--root", str(ingested_root.path), "--round", "0", "--config", str(config)]) == 0
     with duckdb.connect(str(ingested_root.catalog), read_only=True) as con:
+        con.execute(f"set file_search_path = '{ingested_root.path}'")  # its views name files relative to the root
         dropped = con.sql("select reason from decisions where rule = 'caption_length' and not kept").fetchall()
         kept = con.sql("select text from curated where kind = 'caption'").fetchall()
     assert dropped and all(r.startswith("caption of ") and r.endswith("words (max 6)") for (r,) in dropped)

@@ -53,9 +53,10 @@ def test_a_demo_root_is_emptied_but_its_lock_and_marker_stay(tmp_path):
     # a demo root of an earlier version (no marker): known by what fld demo wrote into it
     old = tmp_path / "old-demo"
     (old / "sample").mkdir(parents=True)
-    for name in ("catalog.duckdb", "demo.toml", "sample/ground_truth.json"):
+    (old / ".engine").mkdir()
+    for name in (".engine/catalog.duckdb", "catalog.duckdb", "demo.toml", "sample/ground_truth.json"):
         (old / name).write_text("")
-    assert clear_demo_root(DataRoot(old)) == ["catalog.duckdb", "demo.toml", "sample/"]
+    assert clear_demo_root(DataRoot(old)) == [".engine/", "catalog.duckdb", "demo.toml", "sample/"]
 
 
 def test_a_demo_root_in_use_is_not_touched(tmp_path, capsys):

@@ -22,7 +22,7 @@ def test_empty_root_has_queryable_empty_views(tmp_path):
         assert catalog.query("select count(*) from rounds") == [(0,)]
 
 
-def test_views_see_new_parquet_files_after_refresh(tmp_path):
+def test_views_see_new_parquet_files_after_refresh(tmp_path, monkeypatch):
     root = DataRoot(tmp_path)
     with Catalog(root) as catalog:
         rows = [_image_row(i) for i in range(3)] + [_image_row(9, "error")]
@@ -30,8 +30,9 @@ def test_views_see_new_parquet_files_after_refresh(tmp_path):
         catalog.refresh_views()
         assert catalog.query("select count(*) from images where status = 'ok'") == [(3,)]
         assert catalog.known_image_ids() == {f"{i:064x}" for i in range(3)}
-    # a plain DuckDB client (what `duckdb ROOT/catalog.duckdb "..."` runs) sees the same view
-    con = duckdb.connect(str(root.catalog), read_only=True)
+    # a plain DuckDB client opened from the root (`cd ROOT && duckdb catalog.duckdb "..."`) sees the same view
+    monkeypatch.chdir(root.path)
+    con = duckdb.connect("catalog.duckdb", read_only=True)
     assert con.execute("select sum(width) from images where status = 'ok'").fetchone() == (33,)
     con.close()
 

@@ -33,6 +33,7 @@ def test_a_moved_root_answers_from_its_new_place(tmp_path, capsys):
     assert main(["stats", "--root", str(moved.path), "--json"]) == 0  # opens the snapshot: it repairs it first
     assert capsys.readouterr().out == before
     with duckdb.connect(str(moved.catalog), read_only=True) as con:  # a plain DuckDB client, afterwards
+        con.execute(f"set file_search_path = '{moved.path}'")  # its views name files relative to the root
         shards = con.execute("select distinct shard from images").fetchall()
         assert shards == [(str(moved.path / "src" / "a.tar"),)]
         assert con.execute("select path from models").fetchall() == [(str(moved.model(0)),)]

@@ -206,8 +206,9 @@ def test_an_unlistable_folder_is_an_error_row(tmp_path, monkeypatch):
     (source / "locked").mkdir()
     real_scandir = os.scandir
 
-    def scandir(path="."):
-        if str(path).endswith("locked"):
+    def scandir(path="."):  # folders are listed through their descriptors
+        where = os.readlink(f"/proc/self/fd/{path}") if isinstance(path, int) else str(path)
+        if where.endswith("locked"):
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 

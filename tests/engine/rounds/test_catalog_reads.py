@@ -94,4 +94,5 @@ def test_the_curate_step_publishes_the_views_of_its_files(tmp_path):
     summary = curate_step(RoundContext(root=root, round=0, config=config, progress=False))
     assert summary["curated_rows"] == 1
     with duckdb.connect(str(root.catalog), read_only=True) as con:  # a user's client of the published file
+        con.execute(f"set file_search_path = '{root.path}'")  # its views name files relative to the root
         assert con.execute("select count(*) from curated where curated_round = 0").fetchall() == [(1,)]
