@@ -1,9 +1,12 @@
 """Existing captions from the images' sidecar metadata (alt text, as web datasets carry it).
 
-Reads ``item.context["meta"]``: the ``.json`` sidecar's ``field`` key (default ``caption``) or,
-with ``field = "txt"``, the ``.txt`` sidecar; Parquet shards' scalar columns are under
-``meta["columns"]``. Emits one ``caption`` row of granularity ``granularity`` per image that
-has a non-empty text; no score (it is a given, not a prediction).
+Reads ``item.context["meta"]`` (``storage.readers.base`` groups ``KEY.txt`` / ``KEY.json`` with
+``KEY.jpg``: ``meta["txt"]`` is the text file, ``meta["json"]`` the parsed JSON; Parquet shards'
+scalar columns are ``meta["columns"]``). By convention, with no ``field`` set: the ``.txt``
+sidecar (WebDataset's caption), else the first of :data:`CAPTION_FIELDS` in the ``.json``
+sidecar, else in the Parquet columns. ``field = "txt"`` reads only the ``.txt`` sidecar; any
+other ``field`` only that JSON key (or column). Emits one ``caption`` row of granularity
+``granularity`` per image that has a non-empty text; no score (it is a given, not a prediction).
 """
 
 from __future__ import annotations
@@ -17,33 +20,52 @@ from annotators.registry import register_annotator
 from hf.settings import check_positive_int, settings_from_kwargs
 from storage.schema import GRANULARITIES, KIND_CAPTION, annotation_row
 
+#: the JSON keys (and Parquet columns) that hold a caption by convention, the first present wins
+CAPTION_FIELDS = ("caption", "text", "alt", "alt_text", "description")
+
+#: ``field`` that reads the ``.txt`` sidecar
+TXT = "txt"
+
 
 @dataclass(frozen=True)
 class SidecarCaptionSettings:
-    """``field``: the JSON key (or ``txt``); ``granularity``: brief, detailed or more_detailed."""
+    """``field``: "" (by convention: ``.txt``, then :data:`CAPTION_FIELDS`), ``txt``, or one JSON
+    key / column; ``granularity``: brief, detailed or more_detailed."""
 
-    field: str = "caption"
+    field: str = ""
     granularity: str = "brief"
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        if not self.field:
-            raise ValueError("field must name a sidecar key (or txt)")
+        if not isinstance(self.field, str):
+            raise ValueError(f"field must be a sidecar key, txt, or \"\" (by convention), got {self.field!r}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
         check_positive_int("batch_size", self.batch_size)
 
 
-def sidecar_text(meta: dict[str, Any], field: str) -> str | None:
-    """The text stored under ``field`` in the sidecars, or None."""
-    if field == "txt":
-        value = meta.get("txt")
-    else:
-        json_meta = meta.get("json")
-        value = json_meta.get(field) if isinstance(json_meta, dict) else None
-        if value is None:
-            value = (meta.get("columns") or {}).get(field)
+def _clean(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _first(meta: dict[str, Any], fields: tuple[str, ...]) -> str | None:
+    """The first non-empty text under one of ``fields`` in the ``.json`` sidecar, else in the
+    Parquet columns."""
+    for table in (meta.get("json"), meta.get("columns")):
+        if isinstance(table, dict):
+            for key in fields:
+                if (text := _clean(table.get(key))) is not None:
+                    return text
+    return None
+
+
+def sidecar_text(meta: dict[str, Any], field: str = "") -> str | None:
+    """The caption the sidecars give for ``field`` (see the module docstring), or None."""
+    if field == TXT:
+        return _clean(meta.get(TXT))
+    if field:
+        return _first(meta, (field,))
+    return _clean(meta.get(TXT)) or _first(meta, CAPTION_FIELDS)
 
 
 @register_annotator("sidecar_captions")

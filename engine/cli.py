@@ -76,6 +76,18 @@ def add_root_argument(parser: argparse.ArgumentParser) -> None:
                         help="data root of this engine (default: $FLD_ROOT or ./fld-data)")
 
 
+def catalog_root(path: str) -> DataRoot:
+    """The data root at ``path`` with a catalog; otherwise a usage error (one line) that says to
+    ingest first, and, for a folder of images named as the root, how to ingest it into one."""
+    root = DataRoot(path)
+    if root.has_catalog:
+        return root
+    if root.holds_images():
+        raise UsageError(f"--root {path} looks like a folder of images, not a data root; ingest it into one "
+                         f"with `fld ingest --root fld-data {path}`, then give --root fld-data")
+    raise UsageError(f"no catalog at {root.catalog}; run `fld ingest --root {path} SRC...` first")
+
+
 def existing_root(path: str) -> DataRoot:
     """The data root at ``path``; a missing one is a usage error (one line)."""
     root = DataRoot(path)

@@ -97,11 +97,13 @@ def _training(config: EngineConfig) -> list[str]:
 def _text_pipeline(config: EngineConfig) -> list[str]:
     if "text_complexity" not in config.curation.rules:
         return []
-    from engine.curate.text_metrics import TextPipelineError, load_pipeline
+    from engine.curate.text_metrics import TextPipelineError, falls_back, load_pipeline
 
     try:
         load_pipeline(config.curation.text.pipeline)
     except TextPipelineError as error:
+        if falls_back(config.curation.text.pipeline, error):  # curation warns and measures by rules
+            return []
         return [f"curation.text.pipeline: {error}"]
     return []
 

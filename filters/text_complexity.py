@@ -3,7 +3,8 @@
 Judged rows: top-level rows (no ``parent_id``) of a kind in ``kinds`` (default captions)
 whose granularity is in ``granularities`` (empty = every granularity) and that have text.
 Measures come from ``ctx.text_metrics`` (the engine parses each distinct text once with the
-spaCy pipeline named in ``pipeline``; see ``engine.curate.text_metrics`` for the definitions):
+spaCy pipeline named in ``pipeline``, or, when that is the default and it is not installed,
+measures it with a rule-based stand-in; see ``engine.curate.text_metrics`` for the definitions):
 
 * ``objects > max_objects`` -> dropped (excessive objects);
 * ``object_complexity < min_object_complexity`` -> dropped (a text without nouns has
@@ -23,10 +24,14 @@ import pyarrow.compute as pc
 from filters.base import FilterContext, FilterResult, is_in, reason_where, register_filter, valid, with_prefix
 from storage.schema import GRANULARITIES, KINDS
 
+#: the pipeline a config names when it names none; when it is not installed the engine measures
+#: texts with its rule-based stand-in (``engine.curate.rule_text_metrics``) after one warning
+DEFAULT_PIPELINE = "en_core_web_sm"
+
 
 @dataclass(frozen=True)
 class TextComplexityConfig:
-    pipeline: str = "en_core_web_sm"  # spaCy package name or a pipeline directory
+    pipeline: str = DEFAULT_PIPELINE  # spaCy package name or a pipeline directory
     max_objects: int = 20
     min_object_complexity: float = 1.0  # mean undirected degree of the nouns
     min_action_complexity: float = 0.0  # mean undirected degree of the verbs

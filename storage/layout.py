@@ -20,6 +20,15 @@ LAYOUT_ENTRIES = frozenset({
 })
 
 
+#: file names a source holds (images and shards), never a data root's top level
+SOURCE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
+                   ".tar", ".tar.gz", ".tgz", ".parquet")
+
+
+def _is_source_file(name: str) -> bool:
+    return name.lower().endswith(SOURCE_SUFFIXES)
+
+
 @dataclass(frozen=True)
 class DataRoot:
     """The folder that holds one engine's catalog, Parquet tables, models and releases."""
@@ -132,6 +141,34 @@ class DataRoot:
         return sorted(p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in self.path.iterdir()
                       if p.name not in LAYOUT_ENTRIES and p.name not in own
                       and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+
+    def holds_images(self, scan: int = 1000) -> bool:
+        """Whether this folder, which has no catalog, holds image files or shards (``.jpg``,
+        ``.tar``, ``.parquet``, ...) at its top level or one folder down: a source named as a
+        root. At most ``scan`` entries are looked at; links are not followed."""
+        if not self.path.is_dir() or self.has_catalog:
+            return False
+        seen = 0
+        folders = [self.path]
+        for depth in range(2):
+            below: list[Path] = []
+            for folder in folders:
+                try:
+                    entries = list(folder.iterdir())
+                except OSError:
+                    continue
+                for entry in entries:
+                    seen += 1
+                    if seen > scan:
+                        return False
+                    if entry.name.startswith(".") or entry.is_symlink():
+                        continue
+                    if entry.is_file() and _is_source_file(entry.name):
+                        return True
+                    if depth == 0 and entry.is_dir() and entry.name not in LAYOUT_ENTRIES:
+                        below.append(entry)
+            folders = below
+        return False
 
     def refusal(self) -> str | None:
         """Why this folder is not one the engine may use as a data root, or None: a missing

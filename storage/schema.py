@@ -275,9 +275,10 @@ REVIEW_VERDICTS = pa.schema([
 
 # ----------------------------------------------------------------------------- releases
 #: ``images/index.parquet`` of a release: one row per image and where its bytes are
-RELEASE_IMAGE_INDEX = pa.schema([pa.field("image_id", pa.string()), pa.field("width", pa.int32()), pa.field("height", pa.int32()),
-                   pa.field("format", pa.string()), pa.field("num_bytes", pa.int64()), pa.field("member", pa.string()),
-                   pa.field("source_shard", pa.string()), pa.field("source_key", pa.string())])
+RELEASE_IMAGE_INDEX = pa.schema([pa.field("image_id", pa.string()), pa.field("file_name", pa.string()),
+                   pa.field("width", pa.int32()), pa.field("height", pa.int32()),
+                   pa.field("format", pa.string()), pa.field("num_bytes", pa.int64()), pa.field("annotated", pa.bool_()),
+                   pa.field("member", pa.string()), pa.field("source_shard", pa.string()), pa.field("source_key", pa.string())])
 
 TABLES: dict[str, pa.Schema] = {
     "images": IMAGES,

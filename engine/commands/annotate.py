@@ -7,10 +7,9 @@ import json
 
 from engine.annotate.plan import AnnotateRequest, annotate
 from engine.annotate.runners import RUNNERS
-from engine.cli import UsageError, accept_pass_through, add_root_argument, command
+from engine.cli import UsageError, accept_pass_through, add_root_argument, catalog_root, command
 from engine.config import EngineConfig
 from storage.decode import DecodeLimits
-from storage.layout import DataRoot
 
 EPILOG = """
 Annotator settings come from the config's [annotators.NAME] tables; an annotator that needs
@@ -44,9 +43,7 @@ def declare(parser: argparse.ArgumentParser):
         names = args.annotator or list(config.annotators)
         if not names:
             raise UsageError("name an annotator with --annotator NAME (see `fld annotators`) or give a --config")
-        root = DataRoot(args.root)
-        if not root.has_catalog:
-            raise UsageError(f"no catalog at {root.catalog}; run `fld ingest --root {args.root} SRC...` first")
+        root = catalog_root(args.root)
         request = AnnotateRequest(
             round=args.round, annotators={n: config.annotators.get(n, {}) for n in names},
             runner=args.runner or config.runner.name, workers=args.workers or config.runner.workers,

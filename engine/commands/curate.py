@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from engine.cli import UsageError, add_root_argument, command
+from engine.cli import UsageError, add_root_argument, catalog_root, command
 from engine.config import EngineConfig
 from engine.curate.curation import curate_round
 from engine.rounds.lock import RoundLock
 from storage.catalog import publish_views
-from storage.layout import DataRoot
 
 
 @command("curate", help="merge every source of a round, apply the filters, write curated/ and decisions/")
@@ -20,9 +19,7 @@ def declare(parser: argparse.ArgumentParser):
     parser.add_argument("--config", help="engine TOML config; its [curation] table sets rules and thresholds")
 
     def run(args: argparse.Namespace) -> int:
-        root = DataRoot(args.root)
-        if not root.has_catalog:
-            raise UsageError(f"no catalog at {root.catalog}; run `fld ingest --root {args.root} SRC...` first")
+        root = catalog_root(args.root)
         if not root.annotations(args.round).exists():
             raise UsageError(f"round {args.round} has no annotations; run `fld annotate --round {args.round}` first")
         config = EngineConfig.load(args.config)

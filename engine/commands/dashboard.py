@@ -24,7 +24,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import BinaryIO
 
-from engine.cli import UsageError, add_root_argument, command, existing_root
+from engine.cli import UsageError, add_root_argument, catalog_root, command, existing_root
 from storage.confined_open import open_inside
 from storage.layout import DataRoot
 
@@ -121,9 +121,7 @@ def declare_dashboard(parser: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
         from engine.report.dashboard import DashboardConfig, build_dashboard
 
-        root = DataRoot(args.root)
-        if not root.has_catalog:
-            raise UsageError(f"no catalog at {root.catalog}; run `fld ingest --root {args.root} SRC...` first")
+        root = catalog_root(args.root)
         if args.round is not None and args.round < 0:
             raise UsageError(f"--round must be >= 0, got {args.round}")
         config = DashboardConfig(gallery_images=args.gallery, pipeline=args.pipeline)

@@ -20,7 +20,7 @@ def _build(args: argparse.Namespace) -> int:
     manifest = build_release(DataRoot(args.root), args.round, args.name, config)
     print(f"release {args.name}: {manifest['path']}")
     print(f"  manifest sha256 {manifest['manifest_sha256']}, {len(manifest['files'])} files, "
-          f"{manifest['images']} images")
+          f"{manifest['images']} images ({manifest['annotated_images']} annotated)")
     print("  " + json.dumps(manifest["row_counts"]))
     return 0
 

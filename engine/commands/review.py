@@ -16,14 +16,14 @@ def _config(args: argparse.Namespace):
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from engine.review.plan import plan_review, round_thresholds
+    from engine.review.plan import plan_queue, round_thresholds
 
     config = _config(args)
     root = DataRoot(args.root)
-    queue = plan_review(root, args.round, args.budget, round_thresholds(root, args.round, config.curation.confidence),
-                        config.review)
-    rows = queue.to_pylist()
-    print(f"review queue of round {args.round}: {len(rows)} images -> {root.review_queue(args.round)}")
+    plan = plan_queue(root, args.round, args.budget, round_thresholds(root, args.round, config.curation.confidence),
+                      config.review)
+    rows = plan.queue.to_pylist()
+    print(f"{plan.line(args.round)} -> {root.review_queue(args.round)}")
     for row in rows[:args.show]:
         print(f"  {row['rank']:>4}  {row['image_id'][:12]}  priority {row['priority']:.1f}  "
               + "; ".join(row["reasons"][:3]) + (" ..." if len(row["reasons"]) > 3 else ""))

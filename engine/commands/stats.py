@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from engine.cli import UsageError, add_root_argument, command
+from engine.cli import add_root_argument, catalog_root, command
 from engine.ingest.image_stats import format_image_stats, image_stats
 from engine.report.stats import format_round_stats, round_stats
 from storage.catalog import Catalog
-from storage.layout import DataRoot
 
 
 @command("stats", help="print counts of the data root (images by status, format, size); with --round, the "
@@ -21,9 +20,7 @@ def declare(parser: argparse.ArgumentParser):
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
     def run(args: argparse.Namespace) -> int:
-        root = DataRoot(args.root)
-        if not root.has_catalog:
-            raise UsageError(f"no catalog at {root.catalog}; run `fld ingest --root {args.root} SRC...` first")
+        root = catalog_root(args.root)
         with Catalog(root, read_only=True) as catalog:  # a snapshot of the engine's state: no round waits for it
             stats = {"images": image_stats(catalog)}
             if args.round is not None:

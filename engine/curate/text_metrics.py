@@ -13,12 +13,18 @@ Production parses with a trained pipeline named in config (a package such as
 ``en_core_web_sm`` or a pipeline directory); it needs a POS tagger (``tagger`` +
 ``attribute_ruler`` or ``morphologizer``) and a ``parser``. Tests build ``Doc``s directly
 with words, heads, deps and POS, or train a tiny pipeline and load it by path.
+
+When the configured pipeline is the default (``en_core_web_sm``) and it (or spaCy) is not
+installed, :func:`metrics_function` measures texts with the rule-based stand-in
+(:mod:`engine.curate.rule_text_metrics`) after one warning line that says how to install it;
+any other pipeline that cannot load is a :class:`TextPipelineError` (a ``ValueError``: one line).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -26,13 +32,32 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
+from engine.curate.rule_text_metrics import rule_based_metrics
+from filters.text_complexity import DEFAULT_PIPELINE
 from storage.schema import TEXT_METRICS
 
 MEASURES = TEXT_METRICS.names[1:]
 
 
-class TextPipelineError(RuntimeError):
-    """The configured spaCy pipeline is missing or cannot parse."""
+class TextPipelineError(ValueError):
+    """The configured spaCy pipeline is missing or cannot parse (the user's to fix: one line)."""
+
+
+class PipelineNotInstalled(TextPipelineError):
+    """spaCy, or the named pipeline, is not installed (and the name is no pipeline directory)."""
+
+
+def falls_back(name: str, error: TextPipelineError) -> bool:
+    """Whether curation measures texts with the rule-based stand-in instead of failing with
+    ``error``: the pipeline is the default one and it (or spaCy) is not installed."""
+    return name == DEFAULT_PIPELINE and isinstance(error, PipelineNotInstalled)
+
+
+def fallback_warning(name: str) -> str:
+    """The one line curation prints when it falls back from pipeline ``name``."""
+    return (f"warning: spaCy pipeline {name!r} (curation.text.pipeline) is not installed; captions are measured "
+            f"by the rule-based noun-phrase chunker instead. For the parser's measures: "
+            f"python -m spacy download {name}")
 
 
 def token_degrees(doc: Any) -> np.ndarray:
@@ -82,13 +107,13 @@ def load_pipeline(name: str) -> Any:
     missing, or when the pipeline cannot give POS and dependencies.
     """
     if importlib.util.find_spec("spacy") is None:
-        raise TextPipelineError("the text filter needs spaCy: `pip install 'fld-engine[text]'`")
+        raise PipelineNotInstalled("the text filter needs spaCy: `pip install 'fld-engine[text]'`")
     import spacy
 
     try:
         nlp = spacy.load(Path(name) if Path(name).expanduser().is_dir() else name)
     except OSError as err:
-        raise TextPipelineError(
+        raise PipelineNotInstalled(
             f"spaCy pipeline {name!r} is not installed and is not a pipeline directory; install the "
             f"package (e.g. `python -m spacy download {name}` where the network allows it) or set "
             f"text.pipeline in the curation config to a local pipeline directory ({err.__class__.__name__})"
@@ -108,14 +133,33 @@ def parse_metrics(texts: Sequence[str], nlp: Any, batch_size: int = 256) -> pa.T
     return metrics_table(texts, docs)
 
 
-def metrics_function(pipeline: str, batch_size: int = 256) -> Callable[[Sequence[str]], pa.Table]:
+def _print_warning(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def metrics_function(pipeline: str, batch_size: int = 256,
+                     warn: Callable[[str], None] = _print_warning) -> Callable[[Sequence[str]], pa.Table]:
     """A ``texts -> metrics table`` callable for ``FilterContext.text_metrics``; the pipeline
-    is loaded on the first call (so curation without captions never needs spaCy). Calls from
-    several threads (curation partitions) take turns: a spaCy pipeline is not shared."""
+    is loaded on the first call (so curation without captions never needs spaCy). Where
+    :func:`falls_back` says so, texts get the rule-based measures and ``warn`` gets
+    :func:`fallback_warning` once. Calls from several threads (curation partitions) take turns:
+    a spaCy pipeline is not shared."""
     lock = threading.Lock()
+    fallback: list[bool] = []  # decided on the first call: [True] measures by rules
 
     def compute(texts: Sequence[str]) -> pa.Table:
         with lock:
+            if not fallback:
+                try:
+                    load_pipeline(pipeline)
+                    fallback.append(False)
+                except TextPipelineError as error:
+                    if not falls_back(pipeline, error):
+                        raise
+                    warn(fallback_warning(pipeline))
+                    fallback.append(True)
+            if fallback[0]:
+                return rule_based_metrics(texts)
             return parse_metrics(texts, load_pipeline(pipeline), batch_size)
 
     return compute

@@ -22,6 +22,7 @@ from typing import Any
 from engine.demo.sample_data import SampleConfig, write_sample
 from engine.demo.spacy_pipeline import train_caption_pipeline
 from engine.demo.styles import DEMO_STYLE
+from engine.report.kind_quality import KINDS, kind_quality
 from engine.report.quality import curated_quality
 from engine.report.stats import drop_counts
 from storage.atomic import write_text_atomic
@@ -171,7 +172,28 @@ def demo_round_report(root: DataRoot, round_: int, ground_truth: Path) -> dict[s
         "model": {"metrics": metrics, "promoted": bool(model[0][1]) if model else None,
                   "reason": model[0][2] if model else None},
         "quality": curated_quality(root, round_, ground_truth),
+        "kinds": kind_quality(root, round_, ground_truth),
     }
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def format_kinds(kinds: dict[str, Any]) -> str:
+    """One line: how many of FLD-5B's 8 kinds the round's curated set holds (on >= 90% of the
+    images), and each kind's quality against the scenes' truth (``-``: the kind is absent)."""
+    coverage = kinds["coverage"]
+    present = sum(coverage[k] >= 0.9 for k in KINDS)
+    captions = " ".join(f"{g[:4]} {_share(c['fact_recall'])}/{_share(c['fact_precision'])}"
+                        for g, c in kinds["captions"].items())
+    grounding = " ".join(f"{g[:4]} {_share(c['phrase_precision'])}/{_share(c['phrase_recall'])}"
+                         for g, c in kinds["grounding"].items())
+    return (f"FLD-5B kinds on >= 90% of images: {present}/{len(KINDS)} "
+            f"({', '.join(f'{k} {coverage[k]:.2f}' for k in KINDS)}); "
+            f"caption facts recall/precision {captions}; grounded phrases precision/recall {grounding}; "
+            f"region descriptions right {_share(kinds['region_descriptions']['accuracy'])}; "
+            f"object mask IoU {_share(kinds['masks']['mean_iou'])}")
 
 
 def format_demo_report(report: dict[str, Any]) -> str:
@@ -191,6 +213,8 @@ def format_demo_report(report: dict[str, Any]) -> str:
         f"recall={quality['box_recall']:.3f} ({quality['detections']} boxes), "
         f"OCR word recall={quality['word_recall']:.3f} of {quality['words']} words",
     ]
+    if "kinds" in report:
+        lines.append(format_kinds(report["kinds"]))
     return "\n".join(lines)
 
 

@@ -2,14 +2,27 @@
 
 Output folder::
 
-    shards/shard-00000.tar ...     members KEY.jpg|KEY.png and KEY.json ({"caption": ...})
-    ground_truth.json              COCO instances: shapes and words, boxes + RLE masks (info.style)
-    noisy_labels.json              (with noise) the same, some dropped, boxes jittered,
-                                   some labels swapped: stands in for "existing labels"
+    shards/shard-00000.tar ...     members KEY.jpg|KEY.png and KEY.json ({"caption": brief, "coco_id": N})
+    ground_truth.json              COCO instances: shapes and words, boxes + RLE masks (info.style),
+                                   plus every FLD-5B text kind of each image (below)
+    noisy_labels.json              (with noise) the same boxes, some dropped, jittered, some
+                                   labels swapped, without the texts: stands in for "existing labels"
 
 Everything is a pure function of the seed: the same call writes byte-identical files.
-COCO ``file_name`` is the tar member name (``KEY.jpg``); every image entry also carries its
-``caption``. Word annotations have category ``text`` and the word in a ``text`` field.
+COCO ``file_name`` is the tar member name (``KEY.jpg``). Word annotations have category ``text``
+and the word in a ``text`` field. The ground truth's extra fields (evaluation only: the shards'
+sidecars carry the brief caption alone), written by :mod:`engine.demo.scene_text`::
+
+    {"vocabulary": {"shapes": [...], "colors": [...], "words": [...]},   # what captions can name
+     "images": [{"id": 1, ..., "caption": BRIEF,
+                 "captions": {"brief": BRIEF, "detailed": "...", "more_detailed": "..."},
+                 "phrases": {"brief": [{"span": [0, 12], "text": "A red circle", "objects": [1]}, ...],
+                             "detailed": [...], "more_detailed": [...]}}],
+     "annotations": [{"id": 1, ..., "color": "red", "description": "a small red circle"}]}
+
+``span``: characters ``[start, end)`` of the caption of that granularity (``caption[start:end] ==
+text``); ``objects``: the COCO annotation ids the phrase refers to (a plural phrase, all of them);
+``color``: a shape's fill colour name, ``black`` for a word's ink.
 """
 
 from __future__ import annotations
@@ -24,7 +37,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from engine.demo.scenes import SHAPES, Scene, render_scene
+from engine.demo.scenes import COLORS, SHAPES, WORDS, Scene, render_scene
 from engine.demo.styles import check_style
 from storage.atomic import atomic_path, write_text_atomic
 from storage.masks import encode_rle
@@ -96,6 +109,13 @@ def _coco_annotation(ann_id: int, image_id: int, obj, width: int, height: int) -
     return annotation
 
 
+def _texts(scene: Scene, first_id: int) -> dict[str, Any]:
+    """The image entry's text fields; object index ``i`` is annotation id ``first_id + i``."""
+    return {"captions": dict(scene.texts.captions),
+            "phrases": {g: [{"span": [p.start, p.end], "text": p.text, "objects": [first_id + i for i in p.objects]}
+                            for p in phrases] for g, phrases in scene.texts.phrases.items()}}
+
+
 def _noisy(annotations: list[dict[str, Any]], images: dict[int, dict], config: SampleConfig) -> list[dict]:
     rng = random.Random(config.seed * 7919 + 17)
     shape_ids = [CATEGORY_IDS[s] for s in SHAPES]
@@ -125,7 +145,9 @@ def write_sample(out: str | Path, config: SampleConfig = SampleConfig()) -> dict
     out = Path(out)
     (out / "shards").mkdir(parents=True, exist_ok=True)
     images: list[dict[str, Any]] = []
+    texts: list[dict[str, Any]] = []  # per image: its captions and phrases (ground truth only)
     annotations: list[dict[str, Any]] = []
+    described: list[dict[str, Any]] = []  # the annotations with colour and description (ground truth only)
     shard_paths: list[Path] = []
     bar = tqdm(total=config.images, desc="sample", unit="img", disable=not config.progress)
     for first in range(0, config.images, config.images_per_shard):
@@ -139,8 +161,11 @@ def write_sample(out: str | Path, config: SampleConfig = SampleConfig()) -> dict
                 image_id = index + 1
                 images.append({"id": image_id, "file_name": f"{key}.{ext}", "width": width,
                                "height": height, "caption": scene.caption})
-                for obj in scene.objects:
-                    annotations.append(_coco_annotation(len(annotations) + 1, image_id, obj, width, height))
+                texts.append(_texts(scene, len(annotations) + 1))
+                for obj, description in zip(scene.objects, scene.texts.descriptions):
+                    annotation = _coco_annotation(len(annotations) + 1, image_id, obj, width, height)
+                    annotations.append(annotation)
+                    described.append({**annotation, "color": obj.color, "description": description})
                 sidecar = json.dumps({"caption": scene.caption, "coco_id": image_id}, sort_keys=True)
                 _add_member(archive, f"{key}.{ext}", data)
                 _add_member(archive, f"{key}.json", sidecar.encode())
@@ -149,7 +174,10 @@ def write_sample(out: str | Path, config: SampleConfig = SampleConfig()) -> dict
     bar.close()
     info = {"description": f"fld-engine synthetic sample, seed {config.seed}", "version": "1", "style": config.style}
     truth = {"info": info, "images": images, "annotations": annotations, "categories": CATEGORIES}
-    write_text_atomic(json.dumps(truth, sort_keys=True), out / "ground_truth.json")
+    vocabulary = {"shapes": list(SHAPES), "colors": sorted(COLORS), "words": sorted(set(WORDS))}
+    full = {**truth, "images": [{**image, **t} for image, t in zip(images, texts)], "annotations": described,
+            "vocabulary": vocabulary}
+    write_text_atomic(json.dumps(full, sort_keys=True), out / "ground_truth.json")
     summary: dict[str, Any] = {"shards": [str(p) for p in shard_paths], "images": len(images),
                                "annotations": len(annotations), "ground_truth": str(out / "ground_truth.json")}
     if config.noise:

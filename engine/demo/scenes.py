@@ -1,6 +1,9 @@
 """Synthetic scenes with exact ground truth: coloured shapes and rendered words.
 
-Every scene is drawn from one ``random.Random`` so it is a pure function of its seed. Shapes
+Every scene is drawn from one ``random.Random`` so it is a pure function of its seed. Its texts
+at every FLD-5B granularity (brief, detailed and more detailed captions with their phrase ->
+object links, a description per object: :mod:`engine.demo.scene_text`) are written from the
+objects with a second stream, ``random.Random(f"text:{seed}")``, so they never move a pixel. Shapes
 and words never overlap, so each object's mask is exactly what was drawn and its box is the
 tight box of that mask. Coordinates: absolute pixels, origin top-left; boxes are
 ``[x0, y0, x1, y1]`` with ``x1``/``y1`` exclusive (the COCO convention ``[x, y, w, h]`` is
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from engine.demo.scene_text import SceneTexts, TextObject, scene_texts
 from engine.demo.styles import STYLES, check_style
 
 SHAPES = ("circle", "square", "triangle", "diamond")
@@ -40,11 +44,13 @@ class SceneObject:
 
 @dataclass
 class Scene:
-    """A rendered RGB image with its objects and a one-sentence caption."""
+    """A rendered RGB image with its objects, its one-sentence (brief) caption and its texts at
+    every granularity (``texts.captions["brief"] == caption``)."""
 
     image: Image.Image
     objects: list[SceneObject]
     caption: str
+    texts: SceneTexts
 
 
 def _shape_points(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
@@ -77,17 +83,6 @@ def _background(rng: random.Random, width: int, height: int) -> Image.Image:
     ramp = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :, None]
     pixels = np.broadcast_to(base + tilt * ramp, (height, width, 3))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
-
-
-def _caption(objects: list[SceneObject]) -> str:
-    shapes = [f"{'an' if o.color[0] in 'aeiou' else 'a'} {o.color} {o.category}"
-              for o in objects if o.category != "text"]
-    words = [f'the word "{o.text}"' for o in objects if o.category == "text"]
-    parts = shapes[:-1] and [", ".join(shapes[:-1]) + " and " + shapes[-1]] or shapes
-    sentence = parts[0] if parts else "an empty background"
-    if words:
-        sentence += " with " + " and ".join(words)
-    return sentence[0].upper() + sentence[1:] + "."
 
 
 def render_scene(seed: int, width: int | None = None, height: int | None = None,
@@ -141,4 +136,6 @@ def render_scene(seed: int, width: int | None = None, height: int | None = None,
             continue
         taken.append(box)
         objects.append(SceneObject("text", "black", _mask_box(mask), mask, text=word))
-    return Scene(image=image, objects=objects, caption=_caption(objects))
+    texts = scene_texts([TextObject(o.category, o.color, tuple(o.bbox), o.text) for o in objects],
+                        width, height, style, random.Random(f"text:{seed}"))
+    return Scene(image=image, objects=objects, caption=texts.captions["brief"], texts=texts)

@@ -2,24 +2,31 @@
 
 Layout of a release (every path relative to its folder)::
 
-    data/curated-00000-of-0000N.parquet   the curated rows (CURATED schema), sorted by
-                                          (image_id, kind, annotation_id), zstd, fixed row groups
-    images/index.parquet                  image_id, width, height, format, num_bytes, member
-                                          (``webdataset/EXT-K.tar#ID.EXT``), source shard and key
-    images/<file name>                    each image's bytes as ingested (``webdataset`` mode): the
-                                          input COCO labels' file name when it had one, else ID.ext
-    webdataset/EXT-00000.tar ...          per image: ``ID.EXT`` (bytes as ingested) and ``ID.json``
-                                          (size + curated rows), one tar series per image extension
-                                          so every sample of a tar has the same keys; ``reference``
-                                          mode: ``shard-00000.tar ...`` of JSON-only samples
+    data/curated-00000-of-0000N.parquet   the curated rows (CURATED schema, ``score`` as released),
+                                          sorted by (image_id, kind, annotation_id), zstd, fixed
+                                          row groups
+    images/index.parquet                  image_id, file_name, width, height, format, num_bytes,
+                                          annotated, member (``webdataset/shard-K.tar#ID.jpg``),
+                                          source shard and key
+    images/<file name>                    each image's bytes as ingested (``webdataset`` mode), under
+                                          its own name made safe and unique (engine.release.names)
+    webdataset/shard-00000.tar ...        per image: ``ID.jpg`` (bytes as ingested, whatever the
+                                          format) and ``ID.json`` (name, size, rows), the same keys in
+                                          every sample (engine.release.images); ``reference`` mode:
+                                          JSON-only samples
     exports/coco.json                     COCO instances + captions + grounded phrases
     hf/{train,validation}-K-of-N.parquet  one row per image: the image (bytes) and its annotations
                                           nested, what ``load_dataset(RELEASE)`` gives (hf_dataset)
     florence2/{train,validation}.jsonl    Florence-2 examples: ``image`` (relative to the file),
                                           ``prefix`` (task prompt), ``suffix`` (target) and extras
-    README.md                             dataset card: Table 2 / 3 beside FLD-5B, drops, sources
-    manifest.json                         sha256 and size of every file above, row counts, source
-                                          rounds, annotators, configs, models, filter settings
+    README.md                             dataset card (engine.release.card): YAML metadata with
+                                          split sizes, Table 2 / 3 beside FLD-5B, drops, sources
+    manifest.json                         sha256 and size of every file above, row counts, images
+                                          (and annotated ones), hf split sizes, source rounds,
+                                          annotators, configs, models, filter settings
+
+Every ingested ``ok`` image is released, with or without curated rows (``annotated``), and
+``score`` is a model's confidence, never a curation prior (:mod:`engine.release.scores`).
 
 Portable: every path a release file holds is relative (to the release folder for its own files,
 to the data root it was built from for sources, configs and checkpoints; ``..`` where outside).
@@ -38,7 +45,6 @@ import json
 import os
 import re
 import shutil
-import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -49,19 +55,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.dataset.coco_eval import coco_image_ids
-from engine.dataset.locations import image_locations, read_images
+from engine.dataset.locations import image_locations
 from engine.dataset.splits import split_of
-from engine.release.exports import (
-    CocoSource,
-    NonFiniteValue,
-    card_markdown,
-    coco_json,
-    dumps,
-    florence2_jsonl,
-    tar_member,
-    webdataset_sample,
-)
+from engine.release.card import card_markdown
+from engine.release.exports import CocoSource, NonFiniteValue, coco_json, dumps, florence2_jsonl
 from engine.release.hf_dataset import write_hf_dataset
+from engine.release.images import write_images
+from engine.release.names import release_file_names
+from engine.release.scores import published_scores, unscored_ids
 from engine.report.stats import markdown_stats, round_stats
 from storage.catalog import Catalog
 from storage.layout import DataRoot
@@ -142,24 +143,7 @@ def _read_round(catalog: Catalog, round_: int) -> tuple[pa.Table, dict[str, Any]
         "models": [{"round": int(r), "path": os.path.relpath(p, root) if p.startswith(root) else p, "version": v,
                     "promoted": bool(pr), "reason": why} for r, p, v, pr, why in models],
     }
-    return conform(table, CURATED), context
-
-
-def release_file_names(locations: dict, source: CocoSource | None) -> dict[str, str]:
-    """image_id -> the image's file name under ``images/``: the input COCO labels' ``file_name``
-    when the image came with one (a relative path without ``..``, used once), else
-    ``IMAGEID.ext``."""
-    out, used = {}, set()
-    for image_id, location in sorted(locations.items()):
-        name = None
-        if source is not None and image_id in source.image_ids:
-            theirs = source.file_names.get(source.image_ids[image_id], "").replace("\\", "/")
-            if theirs and not theirs.startswith("/") and ".." not in theirs.split("/") and theirs not in used:
-                name = theirs
-        name = name or f"{image_id}.{location.extension}"
-        used.add(name)
-        out[image_id] = name
-    return out
+    return published_scores(conform(table, CURATED), unscored_ids(catalog, round_)), context
 
 
 QUOTED_PATH = re.compile(r"'(/[^'\n]+)'")
@@ -179,47 +163,6 @@ def portable(value: Any, root: Path) -> Any:
     return value
 
 
-def _write_images(stage: Path, locations: dict, rows_by_image: dict, config: ReleaseConfig,
-                  file_names: dict[str, str], root_path: Path) -> dict[str, dict]:
-    """Tars of WebDataset samples, in shard-read order, and (with the bytes) each image as a file
-    ``images/<file name>``; returns image_id -> meta (with member and file name)."""
-    if config.images == "webdataset":
-        stream = read_images(locations)
-    else:
-        stream = ((loc, None) for _, loc in sorted(locations.items(), key=lambda kv: (kv[1].shard, kv[1].key)))
-    metas: dict[str, dict] = {}
-    # one series of tars per image extension: every sample of a tar has the same keys (ext, json),
-    # as `datasets`' webdataset builder needs; reference mode has one series of JSON-only samples
-    open_tars: dict[str, tuple[tarfile.TarFile, int, int]] = {}  # series -> (tar, its number, samples in it)
-    try:
-        for location, data in stream:
-            series = location.extension if data is not None else "shard"
-            archive, number, held = open_tars.get(series, (None, -1, config.images_per_shard))
-            if held >= config.images_per_shard:
-                if archive is not None:
-                    archive.close()
-                number, held = number + 1, 0
-                (stage / "webdataset").mkdir(parents=True, exist_ok=True)
-                archive = tarfile.open(stage / "webdataset" / f"{series}-{number:05d}.tar", "w", format=tarfile.PAX_FORMAT)
-            open_tars[series] = (archive, number, held + 1)
-            meta = {"width": location.width, "height": location.height, "extension": location.extension,
-                    "shard": portable(location.shard, root_path), "key": location.key, "format": location.format,
-                    "num_bytes": location.num_bytes}
-            member = f"{location.image_id}.{location.extension}"
-            meta["file_name"] = file_names[location.image_id]  # under images/ (webdataset mode), and COCO's
-            meta["member"] = (f"webdataset/{series}-{number:05d}.tar#{member}" if data is not None
-                              else f"{meta['shard']}#{location.key}")
-            if data is not None:  # the files COCO importers and fine-tuning scripts open
-                _write(stage, f"images/{meta['file_name']}", data)
-            for name, payload in webdataset_sample(location.image_id, meta, rows_by_image[location.image_id], data):
-                tar_member(archive, name, payload)
-            metas[location.image_id] = meta
-    finally:
-        for archive, _, _ in open_tars.values():
-            archive.close()
-    return metas
-
-
 def _write_tables(stage: Path, table: pa.Table, metas: dict[str, dict], config: ReleaseConfig) -> dict[str, int]:
     counts = {}
     files = max(1, -(-table.num_rows // config.rows_per_file))
@@ -229,8 +172,9 @@ def _write_tables(stage: Path, table: pa.Table, metas: dict[str, dict], config: 
         (stage / "data").mkdir(parents=True, exist_ok=True)
         pq.write_table(part, stage / rel, compression="zstd", row_group_size=config.row_group_size)
         counts[rel] = part.num_rows
-    index = [{"image_id": i, "width": m["width"], "height": m["height"], "format": m["format"],
-              "num_bytes": m["num_bytes"], "member": m["member"] if config.images == "webdataset" else None,
+    index = [{"image_id": i, "file_name": m["file_name"], "width": m["width"], "height": m["height"],
+              "format": m["format"], "num_bytes": m["num_bytes"], "annotated": m["annotated"],
+              "member": m["member"] if config.images == "webdataset" else None,
               "source_shard": m["shard"], "source_key": m["key"]} for i, m in sorted(metas.items())]
     (stage / "images").mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(index, schema=RELEASE_IMAGE_INDEX), stage / "images/index.parquet", compression="zstd")
@@ -255,7 +199,7 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
             raise ReleaseError(f"release {name!r} is recorded in the catalog; releases are immutable")
         table, context = _read_round(catalog, int(round_))
         ids = sorted(set(table["image_id"].to_pylist()))
-        locations = image_locations(catalog, ids)
+        locations = image_locations(catalog)  # every ingested ok image, annotated or not
         stats = round_stats(catalog, int(round_), config.pipeline)
     missing = sorted(set(ids) - set(locations))
     if missing:
@@ -268,14 +212,20 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
     try:
         stage.mkdir(parents=True)
         source = coco_source(root, context["round_config"])
+        coco_names = {} if source is None else {i: source.file_names.get(theirs, "")
+                                                for i, theirs in source.image_ids.items()}
         with _writing("webdataset/ (a sample's JSON)"):
-            metas = _write_images(stage, locations, rows_by_image, config, release_file_names(locations, source),
-                                  root.path)
+            metas = write_images(stage, locations, rows_by_image, config.images == "webdataset",
+                                 config.images_per_shard, release_file_names(locations, coco_names),
+                                 lambda path: portable(path, root.path))
         counts = _write_tables(stage, table, metas, config)
+        hf: dict[str, Any] = {}
         if config.images == "webdataset":  # the per-image dataset `load_dataset(RELEASE)` gives
-            counts.update(write_hf_dataset(stage, stage / "images", metas, rows_by_image,
-                                           lambda i: split_of(i, config.eval_fraction, config.seed),
-                                           config.images_per_shard))
+            hf_counts, splits = write_hf_dataset(stage, stage / "images", metas, rows_by_image,
+                                                 lambda i: split_of(i, config.eval_fraction, config.seed),
+                                                 config.images_per_shard)
+            counts.update(hf_counts)
+            hf = {"splits": splits, "download_size": sum((stage / rel).stat().st_size for rel in hf_counts)}
         with _writing("exports/coco.json"):
             coco = coco_json(rows, metas, source)
         _write(stage, "exports/coco.json", coco)
@@ -295,6 +245,7 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
             "row_counts": counts, "rows_by_kind": dict(sorted(_kinds(rows).items())),
             "coco_segmentations": segmentations,
             "examples_by_split_task": examples, "images": len(metas), "image_mode": config.images,
+            "annotated_images": sum(m["annotated"] for m in metas.values()), "hf": hf,
             "annotators": sorted({f"{r['source']}@{r['source_version']}" for r in rows}),
             "configs": portable({"release": asdict(config), "round": context["round_config"]}, root.path),
             "filter_settings": portable(curation, root.path), "drops": stats["drops"],

@@ -5,13 +5,15 @@ All writers are pure functions of the release's sorted curated rows (dicts with 
 and the images' sizes, and return bytes, so building the same round twice gives the same
 bytes. JSON is written with sorted keys and coordinates rounded to 1/100 pixel.
 
-COCO (``exports/coco.json``): ``images`` sorted by COCO id (``file_name`` = the image's file under
-``images/``: the input COCO labels' name when it had one, else ``IMAGEID.ext``; ``fld_image_id``); ``categories``: the object labels
+COCO (``exports/coco.json``): ``images`` sorted by COCO id, every released image, annotated or
+not (``file_name`` = the image's file under ``images/``, its own name made safe and unique:
+:mod:`engine.release.names`; ``fld_image_id``; ``fld_annotated``); ``categories``: the object labels
 (``label``, else ``text``) sorted, then ``text`` for OCR regions; ``annotations``: every region
 with a box, ``bbox`` as COCO ``[x, y, w, h]``, ``segmentation`` = the RLE mask
 (``{"size": [h, w], "counts"}``) when there is one, else the polygons, and no ``segmentation``
 key for a box alone; ``area`` = mask pixels when masked, else the box area; ``score`` = the
-row's score (1.0 for a row without one: a label taken as given), and the region's ``text``,
+row's released score (:mod:`engine.release.scores`: a model's confidence; 1.0 for a given
+label, never its curation prior), and the region's ``text``,
 ``quad`` (OCR) and ``fld_annotation_id`` ride along. When the round's input carried COCO
 labels (``source``: :class:`CocoSource`), their image ids, file names and category ids are kept
 (names matched case-insensitively); other images and categories get ids after the largest. Captions go to ``captions``
@@ -165,7 +167,7 @@ def coco_json(rows: list[Row], images: Mapping[str, Mapping[str, Any]], source: 
     document = {
         "info": {"description": "fld-engine release (FLD-5B-style curated annotations)", "version": "1"},
         "images": [{"id": image_ids[i], "file_name": images[i]["file_name"], "width": images[i]["width"],
-                    "height": images[i]["height"], "fld_image_id": i}
+                    "height": images[i]["height"], "fld_image_id": i, "fld_annotated": bool(images[i]["annotated"])}
                    for i in sorted(images, key=lambda i: image_ids[i])],
         "categories": [{"id": cid, "name": name,
                         "supercategory": supers.get(name) or ("text" if name == TEXT_CATEGORY else "object")}
@@ -218,137 +220,14 @@ def tar_member(archive: tarfile.TarFile, name: str, data: bytes) -> None:
     archive.addfile(info, io.BytesIO(data))
 
 
-def webdataset_sample(image_id: str, meta: Mapping[str, Any], rows: list[Row], data: bytes | None) -> list[tuple[str, bytes]]:
-    """The members of one WebDataset sample (key = image id): the image bytes as ingested (when
-    ``data``) and ``KEY.json`` with the image's size, source (reference mode) and curated rows."""
-    doc = {"image_id": image_id, "width": meta["width"], "height": meta["height"],
-           "annotations": [json_row(r) for r in rows]}
+def webdataset_sample(image_id: str, meta: Mapping[str, Any], rows: list[Row], data: bytes | None,
+                      image_key: str) -> list[tuple[str, bytes]]:
+    """The members of one WebDataset sample (key = image id): the image bytes as ingested under
+    ``KEY.image_key`` whatever their format (when ``data``), and ``KEY.json`` with the image's
+    file name, format, size, ``annotated``, source (reference mode) and curated rows."""
+    doc = {"image_id": image_id, "file_name": meta["file_name"], "format": meta["format"], "width": meta["width"],
+           "height": meta["height"], "annotated": bool(rows), "annotations": [json_row(r) for r in rows]}
     if data is None:
         doc["source"] = {"shard": meta["shard"], "key": meta["key"]}
-    members = [(f"{image_id}.{meta['extension']}", data)] if data is not None else []
+    members = [(f"{image_id}.{image_key}", data)] if data is not None else []
     return members + [(f"{image_id}.json", dumps(doc))]
-
-
-def _yaml_features(fields: Mapping[str, Any], indent: str) -> list[str]:
-    """``datasets`` card YAML of a features dict (``hf_dataset.features()``)."""
-    lines = []
-    for name, feature in fields.items():
-        lines.append(f"{indent}- name: {name}")
-        lines += _yaml_feature(feature, indent + "  ")
-    return lines
-
-
-def _yaml_feature(feature: Mapping[str, Any], indent: str) -> list[str]:
-    kind = feature.get("_type")
-    if kind == "Image":
-        return [f"{indent}dtype: image"]
-    if kind == "Value":
-        return [f"{indent}dtype: {feature['dtype']}"]
-    if kind == "List":
-        inner = feature["feature"]
-        if inner.get("_type") == "Value":
-            return [f"{indent}list: {inner['dtype']}"]
-        return [f"{indent}list:"] + _yaml_features(inner, indent + "  ")
-    return [f"{indent}struct:"] + _yaml_features(feature, indent + "  ")
-
-
-def card_yaml(manifest: Mapping[str, Any]) -> str:
-    """The card's YAML header: configs (``default``: the per-image ``hf/`` files when the release
-    holds the images, else the annotation rows; ``annotations``: the rows), ``dataset_info``
-    (features and split sizes of ``default``) and the license."""
-    from engine.release.hf_dataset import features
-
-    hf = {rel: n for rel, n in manifest["row_counts"].items() if rel.startswith("hf/")}
-    splits = sorted({rel[3:].split("-", 1)[0] for rel in hf})
-    lines = ["license: other", "configs:"]
-    if hf:
-        lines += ["- config_name: default", "  data_files:"]
-        lines += [line for split in splits for line in (f"  - split: {split}", f"    path: hf/{split}-*.parquet")]
-        lines += ["- config_name: annotations", "  data_files:", "  - split: train", "    path: data/*.parquet"]
-        lines += ["dataset_info:", "  config_name: default", "  features:"] + _yaml_features(features(), "  ")
-        lines += ["  splits:"] + [line for split in splits for line in (
-            f"  - name: {split}", f"    num_examples: {sum(n for rel, n in hf.items() if rel.startswith(f'hf/{split}-'))}")]
-    else:
-        lines += ["- config_name: default", "  data_files:", "  - split: train", "    path: data/*.parquet"]
-    return "\n".join(lines)
-
-
-def card_markdown(round_: int, manifest: Mapping[str, Any], stats: Mapping[str, Any], stats_markdown: str) -> str:
-    """The release's dataset card (``README.md``, Hugging Face style YAML header): what it holds,
-    the Table 2 / Table 3 statistics beside FLD-5B, drops per rule, sources and settings."""
-    rows = "\n".join(f"| `{rel}` | {n} |" for rel, n in manifest["row_counts"].items())
-    kinds = "\n".join(f"| {kind} | {n} |" for kind, n in manifest["rows_by_kind"].items())
-    drops = "\n".join(f"| {d['rule']} | {d['reason']} | {d['count']} |" for d in stats["drops"]) or "| - | - | 0 |"
-    models = "\n".join(f"| {m['round']} | `{m['version']}` | {m['promoted']} | {m['reason']} |"
-                       for m in manifest["model_checkpoints"]) or "| - | - | - | - |"
-    annotators = "\n".join(f"- `{a}`" for a in manifest["annotators"])
-    settings = json.dumps(manifest["filter_settings"], indent=1, sort_keys=True, allow_nan=False)
-    return f"""---
-{card_yaml(manifest)}
----
-# fld-engine dataset release (round {round_})
-
-FLD-5B-style annotations (as in Florence-2) curated by fld-engine: captions (text
-annotations), regions with text (region-text pairs) and grounded phrases (text-phrase-region
-triplets) of {manifest['images']} images, from the curated set of round {round_} (rows first
-produced in rounds {', '.join(str(r) for r in manifest['source_rounds'])}). Geometry is in
-absolute pixels of the upright image; boxes are x0, y0, x1, y1; OCR quads clockwise from the
-top-left; masks are COCO compressed RLE.
-
-## Files
-
-| file | rows (coco.json: region annotations; webdataset: samples) |
-|---|---|
-{rows}
-
-Images: `images/` (each image's bytes as ingested), `hf/` (one row per image with its annotations
-nested: `load_dataset(THIS_FOLDER)`), and `webdataset/EXT-*.tar` (mode `{manifest['image_mode']}`),
-one sample per image keyed by its sha256: the image bytes and a JSON with its rows; one tar series
-per image format, so `load_dataset("webdataset", data_files="webdataset/jpg-*.tar")` reads a
-series and the `webdataset` package reads them all. Exports: `exports/coco.json`
-(COCO instances, every one with a `score`; {manifest.get('coco_segmentations', 0)} of them have a
-`segmentation` (an RLE mask or polygons), the others a box only; the input COCO labels' image ids,
-file names and category ids are kept when the round had them; plus `captions` and
-`grounded_phrases`; its `file_name`s are the files in `images/`) and
-`florence2/{{train,validation}}.jsonl` (`image` relative to the file, `prefix` = task prompt,
-`suffix` = target). `manifest.json` holds every file's
-sha256; `fld release verify` checks them.
-
-| kind | rows |
-|---|---|
-{kinds}
-
-## Statistics (FLD-5B: Florence-2 paper, Tables 2 and 3)
-
-Tokens are word tokens: runs of letters and digits, split at whitespace and punctuation.
-
-{stats_markdown}
-## Curation drops (round {round_})
-
-| rule | reason | rows |
-|---|---|---|
-{drops}
-
-## Sources
-
-Annotators (`source@version`):
-{annotators}
-
-| model round | version | promoted | reason |
-|---|---|---|---|
-{models}
-
-Filter settings (the round's curation config):
-
-```json
-{settings}
-```
-
-## Loading
-
-```python
-import duckdb; duckdb.sql("select kind, count(*) from 'data/*.parquet' group by kind")
-from datasets import load_dataset; load_dataset("parquet", data_files="data/*.parquet")
-from pycocotools.coco import COCO; COCO("exports/coco.json")
-```
-"""

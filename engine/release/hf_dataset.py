@@ -3,11 +3,15 @@ loads them: ``load_dataset(RELEASE_FOLDER)`` gives PIL images and nested annotat
 
 Files: ``hf/{split}-KKKKK-of-NNNNN.parquet`` (``split``: train / validation, by image id as the
 Florence-2 examples are split), zstd. Columns (pixels of the upright image; boxes x0, y0, x1, y1;
-scores in [0, 1], null when the source gave none):
+scores in [0, 1]: a model's confidence, null for given labels and rows their source did not
+score, :mod:`engine.release.scores`):
 
 * ``image``: ``{bytes, path}``, the bytes as ingested, ``path`` the file name under ``images/``
   (the ``Image`` feature);
-* ``image_id`` (sha256 of the bytes), ``width``, ``height``;
+* ``image_id`` (sha256 of the bytes), ``file_name`` (the image's own name, made safe and unique:
+  :mod:`engine.release.names`), ``width``, ``height``;
+* ``annotated``: whether any curated row is on the image (every ingested image is released;
+  one without rows has empty lists);
 * ``regions``: object and other non-OCR regions ``{annotation_id, label, text, region_type, bbox,
   score, mask_rle (COCO compressed RLE, or null), source}``;
 * ``ocr``: OCR lines ``{annotation_id, text, quad (8 numbers, clockwise from the top-left), bbox,
@@ -43,8 +47,9 @@ PHRASE = pa.struct([("annotation_id", pa.string()), ("caption_id", pa.string()),
                     ("span_start", pa.int32()), ("span_end", pa.int32()), ("bbox", BOX), ("score", F32),
                     ("source", pa.string())])
 SCHEMA = pa.schema([("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
-                    ("image_id", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
-                    ("regions", pa.list_(REGION)), ("ocr", pa.list_(OCR)), ("captions", pa.list_(CAPTION)),
+                    ("image_id", pa.string()), ("file_name", pa.string()), ("width", pa.int32()),
+                    ("height", pa.int32()), ("annotated", pa.bool_()), ("regions", pa.list_(REGION)),
+                    ("ocr", pa.list_(OCR)), ("captions", pa.list_(CAPTION)),
                     ("phrases", pa.list_(PHRASE))])
 
 
@@ -54,7 +59,8 @@ def hf_feature(kind: pa.DataType) -> Any:
         return {"feature": hf_feature(kind.value_type), "_type": "List"}
     if pa.types.is_struct(kind):
         return {kind.field(i).name: hf_feature(kind.field(i).type) for i in range(kind.num_fields)}
-    names = {pa.string(): "string", pa.float32(): "float32", pa.int32(): "int32", pa.binary(): "binary"}
+    names = {pa.string(): "string", pa.float32(): "float32", pa.int32(): "int32", pa.binary(): "binary",
+             pa.bool_(): "bool"}
     return {"dtype": names[kind], "_type": "Value"}
 
 
@@ -89,19 +95,24 @@ def image_row(image_id: str, meta: Mapping[str, Any], data: bytes, rows: list[Ro
         elif r["kind"] == "region":
             regions.append({**common, "label": r.get("label"), "text": r.get("text"), "region_type": r.get("region_type"),
                             "bbox": _floats(r.get("bbox")), "mask_rle": r.get("mask_rle")})
-    return {"image": {"bytes": data, "path": meta["file_name"]}, "image_id": image_id, "width": int(meta["width"]),
-            "height": int(meta["height"]), "regions": regions, "ocr": ocr, "captions": captions, "phrases": phrases}
+    return {"image": {"bytes": data, "path": meta["file_name"]}, "image_id": image_id, "file_name": meta["file_name"],
+            "width": int(meta["width"]), "height": int(meta["height"]), "annotated": bool(rows), "regions": regions,
+            "ocr": ocr, "captions": captions, "phrases": phrases}
 
 
 def write_hf_dataset(stage: Path, images_dir: Path, metas: Mapping[str, Mapping[str, Any]],
-                     rows_by_image: Mapping[str, list[Row]], split_of: Any, images_per_file: int) -> dict[str, int]:
+                     rows_by_image: Mapping[str, list[Row]], split_of: Any,
+                     images_per_file: int) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
     """Write ``hf/`` under ``stage`` (module docstring), reading each image's bytes from
-    ``images_dir / file_name``; returns rows per written file (relative paths)."""
+    ``images_dir / file_name``; returns rows per written file (relative paths) and, per split,
+    ``num_examples`` and ``num_bytes`` (the size of its files' Arrow tables as read back, which is
+    what ``datasets`` records when it loads them; the card declares both)."""
     by_split: dict[str, list[str]] = {}
     for image_id in sorted(metas):
         by_split.setdefault(split_of(image_id), []).append(image_id)
     schema = SCHEMA.with_metadata({"huggingface": json.dumps({"info": {"features": features()}})})
     counts: dict[str, int] = {}
+    splits: dict[str, dict[str, int]] = {}
     (stage / "hf").mkdir(parents=True, exist_ok=True)
     for split, ids in sorted(by_split.items()):
         files = max(1, -(-len(ids) // images_per_file))
@@ -112,4 +123,7 @@ def write_hf_dataset(stage: Path, images_dir: Path, metas: Mapping[str, Mapping[
             rel = f"hf/{split}-{k:05d}-of-{files:05d}.parquet"
             pq.write_table(table, stage / rel, compression="zstd")
             counts[rel] = len(chunk)
-    return counts
+            split_size = splits.setdefault(split, {"num_examples": 0, "num_bytes": 0})
+            split_size["num_examples"] += len(chunk)
+            split_size["num_bytes"] += pq.read_table(stage / rel).nbytes  # as `datasets` measures it: read back
+    return counts, splits

@@ -7,16 +7,19 @@ own coordinates: object boxes (``rect.box``), OCR quads (``polygon.quad``, clock
 top-left), masks (``path.mask`` from the ``polygons`` column, else traced from ``mask_rle``) and
 grounded phrases (dashed ``rect.phrase`` with the phrase). Every mark carries ``data-row`` =
 its annotation id; a click on an image shows its rows (a ``<template>`` per image) in the rows
-panel, and a click on a mark highlights that mark's row.
+panel, and a click on a mark highlights that mark's row. An image is named by its key (its
+file's path in its folder or its tar member, up to the first dot), with its shard and image
+id in the name's tooltip.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+from pathlib import PurePath
 from typing import Any, Callable
 
-from engine.dataset.locations import image_locations, read_images
+from engine.dataset.locations import ImageLocation, image_locations, read_images
 from engine.report.charts import esc
 from storage.catalog import Catalog
 from storage.decode import decode_rgb
@@ -148,6 +151,13 @@ def _thumbnail(data: bytes, side: int) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _name(location: ImageLocation) -> str:
+    """The image's name as its user knows it: its key (the file's path in its folder, or its
+    member in a tar, up to the first dot), with its shard and image id in the tooltip."""
+    tooltip = f"{PurePath(location.shard).name}/{location.key}, image id {location.image_id}"
+    return f'<b class="name" title="{esc(tooltip)}">{esc(location.key)}</b>'
+
+
 def gallery_html(catalog: Catalog, round_: int, limit: int = 12, thumb_side: int = 384) -> str:
     """The gallery section's inner HTML (figures + the rows panel). Images whose bytes cannot be
     read back (a moved shard) are left out with a note instead of failing the page."""
@@ -183,7 +193,7 @@ def gallery_html(catalog: Catalog, round_: int, limit: int = 12, thumb_side: int
             f'<svg class="overlay" viewBox="0 0 {width} {height}" width="{256 * width / max(width, height):.0f}" '
             f'height="{256 * height / max(width, height):.0f}"><image href="data:image/jpeg;base64,'
             f'{pictures[image_id]}" x="0" y="0" width="{width}" height="{height}" preserveAspectRatio="none"/>'
-            f'{marks}</svg><figcaption>{esc(caption[:160])} <small>{esc(image_id[:12])}, {len(rows)} rows'
+            f'{marks}</svg><figcaption>{_name(locations[image_id])} {esc(caption[:160])} <small>{len(rows)} rows'
             f'</small></figcaption><template class="rows">{_rows_table(rows)}</template></figure>')
     return ("".join(notes) + f'<div class="gallery">{"".join(figures)}</div>'
             '<h3>rows of the selected image</h3><div id="rows-panel"><p class="empty">click an image</p></div>')

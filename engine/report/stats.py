@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -43,10 +44,14 @@ TOKEN_PATTERN = r"[\p{L}\p{N}]+"
 GRANULARITY_NAMES = {"brief": "brief", "detailed": "detailed", "more_detailed": "more detailed"}
 TABLE2_COLUMNS = ("image_annotations", "avg_tokens", "regions", "avg_regions_per_image", "avg_region_tokens")
 NA = "n/a"
+#: a drop reason's pattern: ids (16+ hex digits, not the digits of a number) become ``<id>``,
+#: quoted texts ``'…'``, a measured value before ``<``/``>`` ``N``
 REASON_PATTERN_SQL = (
-    "regexp_replace(regexp_replace(regexp_replace(coalesce(reason, ''), '[0-9a-f]{16,}', '<id>', 'g'), "
-    "'''[^'']*''', '''…''', 'g'), ' -?[0-9][0-9.]* ([<>])', ' N \\1', 'g')"
+    "regexp_replace(regexp_replace(regexp_replace(coalesce(reason, ''), '(^|[^.0-9a-f])[0-9a-f]{16,}', '\\1<id>', "
+    "'g'), '''[^'']*''', '''…''', 'g'), ' -?[0-9][0-9.]* ([<>])', ' N \\1', 'g')"
 )
+#: a number written with more digits than a reader needs (a calibrated threshold, a float32)
+LONG_DECIMAL = re.compile(r"[0-9]+\.[0-9]{5,}")
 
 #: Florence-2 paper (arXiv 2311.06242) Table 2, keyed (type, text); counts in millions, None = "-"
 FLD5B_TABLE2: dict[tuple[str, str], tuple[Any, ...]] = {
@@ -184,12 +189,19 @@ def table3(source: Catalog | DataRoot | str | Path, round_: int, pipeline: str |
 def drop_counts(source: Catalog | DataRoot | str | Path, round_: int) -> list[dict[str, Any]]:
     """Rows dropped in round ``round_`` per rule and reason, most frequent first:
     ``[{"rule", "reason", "count"}]``. Reasons are grouped by their pattern: annotation ids
-    become ``<id>``, quoted texts ``'…'`` and a measured value before ``<``/``>`` ``N``."""
+    become ``<id>``, quoted texts ``'…'`` and a measured value before ``<``/``>`` ``N``; a
+    number with more than 4 decimals (``score below 0.7327104330062866``) is shown to 4
+    significant digits."""
     with open_catalog(source) as catalog:
         rows = catalog.query(  # from the trails: a dropped row's rule and reason are on it (no unnest, no id join)
             f"select dropped_by as rule, {REASON_PATTERN_SQL} as why, count(*) as n from decision_trails "
-            "where round = ? and dropped_by is not null group by all order by n desc, rule, why", [int(round_)])
-    return [{"rule": rule, "reason": why, "count": int(n)} for rule, why, n in rows]
+            "where round = ? and dropped_by is not null group by all", [int(round_)])
+    counts: dict[tuple[str, str], int] = {}
+    for rule, why, n in rows:
+        key = (rule, LONG_DECIMAL.sub(lambda m: f"{float(m.group()):.4g}", why))
+        counts[key] = counts.get(key, 0) + int(n)
+    return [{"rule": rule, "reason": why, "count": n}
+            for (rule, why), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
 def known_rounds(catalog: Catalog) -> list[int]:

@@ -16,9 +16,10 @@ curated set and its decision trails. Per image (object boxes, pixels, IoU over b
   may have missed).
 
 ``priority`` = the weighted sum of the counts (:class:`engine.review.config.ReviewConfig`);
-ties are broken by a hash of the image id, so the order is stable. The queue of the top
-``budget`` images is written to ``review/round=R/queue.parquet`` (the catalog's
-``review_queue`` view), one text per finding in ``reasons``.
+ties are broken by a hash of the image id, so the order is stable. The queue holds only images
+with at least one finding (never padded with images nothing points at), the top ``budget`` of
+them, and is written to ``review/round=R/queue.parquet`` (the catalog's ``review_queue`` view),
+one text per finding in ``reasons``; :class:`ReviewPlan` says how many images had a reason.
 """
 
 from __future__ import annotations
@@ -183,15 +184,39 @@ def rank_images(root: DataRoot, round_: int, thresholds: Thresholds, config: Rev
     return ranked
 
 
-def plan_review(root: DataRoot, round_: int, budget: int | None, thresholds: Thresholds, config: ReviewConfig
-                ) -> pa.Table:
-    """Rank round ``round_``'s images and write the top ``budget`` (None: ``config.budget``) as its review queue."""
+@dataclass(frozen=True)
+class ReviewPlan:
+    """A written review queue: ``queue`` (:data:`REVIEW_QUEUE` rows), the round's curated
+    ``images``, how many of them had a reason to look (``with_reason``) and the ``budget``."""
+
+    queue: pa.Table
+    images: int
+    with_reason: int
+    budget: int
+
+    def line(self, round_: int) -> str:
+        """The one-line summary ``fld review plan`` prints."""
+        return (f"review queue of round {round_}: {self.queue.num_rows} images ({self.with_reason} of "
+                f"{self.images} curated images have a reason to look; budget {self.budget})")
+
+
+def plan_queue(root: DataRoot, round_: int, budget: int | None, thresholds: Thresholds, config: ReviewConfig
+               ) -> ReviewPlan:
+    """Rank round ``round_``'s images and write those with a reason, at most ``budget`` (None:
+    ``config.budget``), as its review queue."""
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
         raise ValueError(f"--budget must be a whole number of images >= 1, got {budget!r}")
     ranked = rank_images(root, round_, thresholds, config)
     budget = config.budget(len(ranked)) if budget is None else budget
-    queue = table_from_rows(ranked[:budget], REVIEW_QUEUE)
+    with_reason = [row for row in ranked if row["reasons"]]
+    queue = table_from_rows(with_reason[:budget], REVIEW_QUEUE)
     write_parquet_atomic(queue, root.review_queue(round_))
     publish_views(root)
-    return queue
+    return ReviewPlan(queue, len(ranked), len(with_reason), budget)
+
+
+def plan_review(root: DataRoot, round_: int, budget: int | None, thresholds: Thresholds, config: ReviewConfig
+                ) -> pa.Table:
+    """:func:`plan_queue`'s queue table (for callers that need only the rows)."""
+    return plan_queue(root, round_, budget, thresholds, config).queue
 

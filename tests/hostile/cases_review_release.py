@@ -1,6 +1,6 @@
 """Hostile cases of review import and release (issue 30, classes 3b, 4, 9 and part of 10), replayable.
 
-:func:`run_all` builds one small root once (4 sample images, round 0 curated, a review queue of
+:func:`run_all` builds one small root once (8 sample images, round 0 curated, a review queue of
 2 images exported as Label Studio tasks, release ``r0``), copies it per case and runs the real
 ``fld`` beside this interpreter in a subprocess (memory capped at :data:`MEMORY_LIMIT_BYTES`, a
 :data:`TIMEOUT_S` limit); each case gives ``(name, outcome)``:
@@ -95,7 +95,8 @@ class Base:
 
 
 def build_base(workdir: Path) -> Base:
-    """Round 0 curated on 4 images, a review queue of 2 exported, release ``r0`` built (in this process)."""
+    """Round 0 curated on 8 images (2 with a reason to review), a review queue of 2 exported, release ``r0``
+    built (in this process)."""
     from engine.curate.config import CurationConfig
     from engine.release.build import ReleaseConfig, build_release
     from engine.review.config import ReviewConfig
@@ -104,7 +105,7 @@ def build_base(workdir: Path) -> Base:
     from tests.engine.review.data import CURATION, reviewed_root
 
     workdir = Path(workdir)
-    root, _ = reviewed_root(workdir / "base", images=4)
+    root, _ = reviewed_root(workdir / "base", images=8)
     plan_review(root, 0, 2, round_thresholds(root, 0, CurationConfig().confidence), ReviewConfig())
     export_label_studio(root, 0, workdir / "base" / "label-studio")
     build_release(root, 0, "r0", ReleaseConfig())

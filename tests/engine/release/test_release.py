@@ -175,6 +175,7 @@ def test_verify_catches_a_flipped_byte(report_root, capsys):
 
     root = report_root["root"]
     assert cli.main(["release", "build", "--root", str(root.path), "--round", "0", "--name", "test-flip"]) == 0
+    assert "8 images (8 annotated)" in capsys.readouterr().out
     folder = root.release("test-flip")
     assert verify_release(root, "test-flip") == []
     assert cli.main(["release", "verify", "--root", str(root.path), "test-flip"]) == 0
@@ -221,7 +222,9 @@ def test_config_and_name_are_validated(report_root):
 def test_coco_keeps_the_inputs_ids_and_cocoeval_needs_no_remapping(report_root, tmp_path):
     """The round named its COCO labels (the sample's ground truth): the release keeps their image
     ids, file names and category ids, every annotation has a score, and COCOeval of the release
-    against the ground truth, with no remapping, gives the AP that ``curated_quality`` reports."""
+    against the ground truth, with no remapping (ranked by the curated score, as
+    ``curated_quality`` ranks: the release's own scores are confidences, 1.0 for a given label),
+    gives the AP that ``curated_quality`` reports."""
     import contextlib
     import io
 
@@ -254,7 +257,9 @@ def test_coco_keeps_the_inputs_ids_and_cocoeval_needs_no_remapping(report_root, 
     assert f"{masked} of them have a\n`segmentation`" in card
     ground = COCO(str(truth_path))
     text = next(c["id"] for c in truth["categories"] if c["name"] == "text")
-    detections = [a for a in release["annotations"] if a["category_id"] != text]
+    with Catalog(root) as catalog:  # curated_quality ranks by the curated score (labels at their prior)
+        curated = dict(catalog.query("select annotation_id, score from curated where curated_round = 1"))
+    detections = [{**a, "score": curated[a["fld_annotation_id"]]} for a in release["annotations"] if a["category_id"] != text]
     with contextlib.redirect_stdout(io.StringIO()):
         evaluation = COCOeval(ground, ground.loadRes(detections), "bbox")
         evaluation.params.imgIds = sorted(i["id"] for i in release["images"])
@@ -294,15 +299,14 @@ def test_webdataset_shards_load_with_datasets_and_the_webdataset_package(release
     from datasets import load_dataset
 
     folder = Path(release["path"])
-    series = sorted({p.name.split("-")[0] for p in (folder / "webdataset").glob("*.tar")})
-    assert len(series) >= 2  # the sample has JPEG and PNG images: one tar series each
+    loaded = load_dataset("webdataset", data_files={"train": str(folder / "webdataset" / "*.tar")},
+                          cache_dir=str(tmp_path / "hf"))["train"]  # one glob: every sample has the same keys
     keys_seen = set()
-    for ext in series:  # one data_files glob per image format: every sample has the same keys
-        loaded = load_dataset("webdataset", data_files={"train": str(folder / "webdataset" / f"{ext}-*.tar")},
-                              cache_dir=str(tmp_path / f"hf-{ext}"))["train"]
-        for sample in loaded:
-            assert sample[ext] is not None and sample["json"]["image_id"] == sample["__key__"]
-            keys_seen.add(sample["__key__"])
+    for sample in loaded:  # JPEG and PNG images alike, under the one image key
+        assert sample["jpg"] is not None and sample["json"]["image_id"] == sample["__key__"]
+        assert sample["jpg"].format == sample["json"]["format"]
+        keys_seen.add(sample["__key__"])
+    assert {sample["json"]["format"] for sample in loaded} == {"JPEG", "PNG"}
     tars = sorted(str(p) for p in (folder / "webdataset").glob("*.tar"))
     package = {sample["__key__"] for sample in wds.WebDataset(tars, shardshuffle=False)}
     assert keys_seen == package and len(package) == release["images"]
