@@ -76,6 +76,11 @@ class DataRoot:
         """Written last, once the shard's annotation and error files of ``source`` are complete."""
         return self.annotations(round_, source) / "_done" / f"shard={shard_id}.json"
 
+    def annotation_progress(self, round_: int, source: str, shard_id: str) -> Path:
+        """Images of the (round, source, shard) annotated so far, while it runs: a hidden ``*.tmp``
+        no reader of the root opens, removed once the marker is written (a killed run's is stale)."""
+        return self.annotations(round_, source) / f".shard={shard_id}.progress.tmp"
+
     def error_shard(self, round_: int, source: str, shard_id: str) -> Path:
         """Dead letters of one (round, source, shard): images that could not be annotated."""
         return self.errors / f"round={int(round_)}" / f"source={source}" / f"shard={shard_id}.parquet"

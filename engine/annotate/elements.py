@@ -23,6 +23,7 @@ class ShardTask:
     format: str  # reader name: tar | folder | parquet
     sources: tuple[str, ...]
     round: int
+    images: int = 0  # ok images ingested: this shard's share of the progress bar
 
 
 @dataclass

@@ -9,10 +9,15 @@ Elements are :class:`engine.annotate.elements.ImageJob`s (a decoded image with i
 key); each result is an :class:`engine.annotate.elements.Outcome` with the rows made for that
 image, or the error that stopped it (dead letter). A failing batch is retried image by image
 so one bad image never costs its neighbours their annotations.
+
+Given a ``progress_root``, the handler also counts each finished batch's images in the
+(round, source, shard)'s progress file there (:mod:`engine.annotate.progress`), which the
+driver's bar polls; without one (the default, e.g. in a user's own pipeline) it reports nothing.
 """
 
 from __future__ import annotations
 
+import collections
 import importlib
 import os
 import traceback
@@ -23,7 +28,9 @@ from apache_beam.ml.inference.base import ModelHandler
 from annotators.base import Annotator, ImageBatch
 from annotators.registry import annotator_class, build_annotator
 from engine.annotate.elements import ImageJob, Outcome
+from engine.annotate.progress import add_images
 from storage.decode import DecodeLimits, ImageRejected
+from storage.layout import DataRoot
 
 #: Pillow keeps up to this many freed image blocks (16 MiB each by default) for reuse, unless
 #: PILLOW_BLOCKS_MAX says otherwise. Decoding into fresh memory costs page faults on every
@@ -49,12 +56,13 @@ class AnnotatorModelHandler(ModelHandler[ImageJob, Outcome, Annotator]):
     """Wraps the annotator ``name`` built with ``settings`` (the config's table for it)."""
 
     def __init__(self, name: str, settings: Mapping[str, Any] | None = None, round_: int = 0,
-                 limits: DecodeLimits = DecodeLimits()):
+                 limits: DecodeLimits = DecodeLimits(), progress_root: DataRoot | None = None):
         super().__init__()
         self.name = name
         self.settings = dict(settings or {})
         self.round = int(round_)
         self.limits = limits
+        self.progress_root = progress_root
         # a worker process imports the annotator's module before building it: plugins and
         # annotators registered by the caller's own code are found there too
         self.module = annotator_class(name).__module__
@@ -98,7 +106,15 @@ class AnnotatorModelHandler(ModelHandler[ImageJob, Outcome, Annotator]):
         outcomes = dead + self._annotate_or_split(decoded, model)
         for job in batch:
             job.done(self.name)  # frees the decoded pixels once every annotator had them
+        self._report(batch)
         return outcomes
+
+    def _report(self, batch: Sequence[ImageJob]) -> None:
+        """Count the batch's images in their shards' progress files (with a ``progress_root``)."""
+        if self.progress_root is None:
+            return
+        for shard_id, images in collections.Counter(job.shard_id for job in batch).items():
+            add_images(self.progress_root.annotation_progress(self.round, self.name, shard_id), images)
 
     def _annotate_or_split(self, batch: Sequence[ImageJob], model: Annotator) -> list[Outcome]:
         if not batch:

@@ -149,6 +149,7 @@ class WriteShardAnnotations(beam.DoFn):
         summary = {"round": self.round, "source": source, "shard_id": shard_id, "shard": shard,
                    "images": len(images), "rows": len(ordered), "errors": len(errors)}
         write_text_atomic(json.dumps(summary, sort_keys=True), root.annotation_marker(self.round, source, shard_id))
+        root.annotation_progress(self.round, source, shard_id).unlink(missing_ok=True)  # the marker counts now
         LOG.info("annotated %s with %s: %d images, %d rows, %d errors", shard_id, source,
                  summary["images"], summary["rows"], summary["errors"])
         yield summary

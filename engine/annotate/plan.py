@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import collections
 import json
-import threading
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
-from tqdm import tqdm
 
 from annotators.registry import annotator_class
 from engine.annotate.elements import ShardTask
 from engine.annotate.handler import AnnotatorModelHandler
 from engine.annotate.pipeline import build_pipeline
+from engine.annotate.progress import AnnotateProgress, ImageProgress
 from engine.annotate.runners import runner_options
 from engine.annotate.workers import isolate_workers
 from storage.catalog import Catalog, publish_views
@@ -37,6 +36,8 @@ class AnnotateRequest:
     ``wave_size``: shards per pipeline run (0: all in one run). Files are written when a
     run's grouping step completes, so smaller waves make progress durable sooner (a killed
     run loses at most one wave) at the price of one pipeline start per wave.
+    ``progress``: the tqdm bar of (annotator x image) units; ``on_progress``: called with an
+    :class:`~engine.annotate.progress.AnnotateProgress` whenever that count moves (from a thread).
     """
 
     round: int
@@ -47,6 +48,7 @@ class AnnotateRequest:
     limits: DecodeLimits = DecodeLimits()
     progress: bool = True
     wave_size: int = 0
+    on_progress: Callable[[AnnotateProgress], None] | None = None
 
     def __post_init__(self) -> None:
         if self.round < 0:
@@ -64,12 +66,14 @@ class AnnotateRequest:
 def plan_tasks(root: DataRoot, round_: int, sources: list[str]) -> list[ShardTask]:
     """One task per ingested shard that still lacks a marker for some source."""
     with Catalog.reading(root) as catalog:
-        shards = catalog.query("select shard_id, shard, format from shards where images_ok > 0 order by shard")
+        shards = catalog.query("select shard_id, shard, format, images_ok from shards where images_ok > 0 "
+                               "order by shard")
     tasks = []
-    for shard_id, shard, fmt in shards:
+    for shard_id, shard, fmt, images in shards:
         todo = tuple(s for s in sources if not root.annotation_marker(round_, s, shard_id).exists())
         if todo:
-            tasks.append(ShardTask(shard_id=shard_id, shard=shard, format=fmt, sources=todo, round=round_))
+            tasks.append(ShardTask(shard_id=shard_id, shard=shard, format=fmt, sources=todo, round=round_,
+                                   images=int(images)))
     return tasks
 
 
@@ -78,53 +82,18 @@ def read_markers(root: DataRoot, round_: int) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(root.annotations(round_).glob("source=*/_done/*.json"))]
 
 
-class MarkerProgress:
-    """A progress bar fed by the markers workers write (works for every runner)."""
-
-    def __init__(self, root: DataRoot, round_: int, total_units: int, enabled: bool):
-        self.root, self.round = root, round_
-        self.before = {(m["source"], m["shard_id"]) for m in read_markers(root, round_)}
-        self.bar = tqdm(total=total_units, desc="annotate", unit="shard", disable=not enabled, dynamic_ncols=True)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _update(self) -> None:
-        new = [m for m in read_markers(self.root, self.round) if (m["source"], m["shard_id"]) not in self.before]
-        totals: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-        for marker in new:
-            totals[marker["source"]].update(images=marker["images"], rows=marker["rows"])
-        if len(new) == self.bar.n and new:
-            return  # nothing finished since the last poll: no redraw (keeps logs short)
-        self.bar.n = len(new)
-        self.bar.set_postfix_str(" ".join(f"{s}: {c['images']} img {c['rows']} rows" for s, c in sorted(totals.items())))
-        self.bar.refresh()
-
-    def _poll(self) -> None:
-        while not self.stop.wait(0.5):
-            self._update()
-
-    def __enter__(self) -> "MarkerProgress":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop.set()
-        self.thread.join()
-        self._update()
-        self.bar.close()
-
-
 def annotate(root: DataRoot, request: AnnotateRequest) -> dict[str, Any]:
     """Run the round's annotation; returns totals per source over every completed shard."""
     sources = list(request.annotators)
-    handlers = {name: AnnotatorModelHandler(name, request.annotators[name], request.round, request.limits) for name in sources}
+    handlers = {name: AnnotatorModelHandler(name, request.annotators[name], request.round, request.limits,
+                                            progress_root=root) for name in sources}
     needing_context = frozenset(n for n in sources if "annotations" in annotator_class(n).needs)
     tasks = plan_tasks(root, request.round, sources)
     units = sum(len(t.sources) for t in tasks)
     size = request.wave_size or len(tasks) or 1
     waves = [tasks[i:i + size] for i in range(0, len(tasks), size)]
     isolate_workers()  # worker subprocesses out of reach of a terminal's Ctrl-C: the engine stops them
-    with MarkerProgress(root, request.round, units, request.progress and bool(tasks)):
+    with ImageProgress(root, request.round, tasks, request.progress and bool(tasks), request.on_progress):
         for wave in waves:
             flags = runner_options(request.runner, request.workers, len(wave), request.pipeline_args)
             pipeline = beam.Pipeline(options=PipelineOptions(flags))

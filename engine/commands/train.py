@@ -46,6 +46,7 @@ def declare(parser: argparse.ArgumentParser):
         from transformers.utils import logging as hf_logging
 
         from engine.retrain.round import retrain_round
+        from engine.retrain.step_log import StepLog
 
         hf_logging.disable_progress_bar()  # "Loading weights" bars for every checkpoint load
         config, settings = load_training_config(args.config, {k: getattr(args, k) for k in OVERRIDES})
@@ -53,9 +54,8 @@ def declare(parser: argparse.ArgumentParser):
         if not root.curated(args.round).is_dir():
             raise UsageError(f"round {args.round} has no curated set under {root.curated(args.round)}")
 
-        def log(step: int, loss: float, lr: float) -> None:
-            print(f"step {step}  loss {loss:.4f}  lr {lr:.3g}", file=sys.stderr)
-
+        log = StepLog(lambda step, loss, lr: f"step {step}  loss {loss:.4f}  lr {lr:.3g}",
+                      lambda line: print(line, file=sys.stderr))
         summary = retrain_round(root, args.round, config, log=None if args.quiet else log, settings=settings)
         result = summary["train"]
         if result["already_trained"]:

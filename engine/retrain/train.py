@@ -393,7 +393,8 @@ def train(root: DataRoot, round_: int, examples: list[Example], config: Training
     """Fine-tune on the ``train`` split of ``examples``; see the module docstring.
 
     ``stop_after`` > 0 stops this call after that many optimizer steps (a checkpoint is saved
-    there; a later call resumes). ``log(step, loss, lr)`` is called after every step.
+    there; a later call resumes). ``log(step, loss, lr)`` is called after every step, and its
+    ``begin(step, total)``, where it has one (``engine.retrain.step_log.StepLog``), before the first.
     """
     import torch
 
@@ -435,6 +436,8 @@ def train(root: DataRoot, round_: int, examples: list[Example], config: Training
             head.load_state_dict(state["aux_head"])
         step = result.resumed_from = int(state["step"])
     result.total_steps = total
+    if hasattr(log, "begin"):
+        log.begin(step, total)  # the pace of each step line: of how many, rate, ETA
 
     def micro_batches() -> Iterator[list[tuple[Example, bytes]]]:
         done = step * config.grad_accum  # micro-batches consumed before this call

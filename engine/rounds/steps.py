@@ -94,11 +94,10 @@ def review_step(ctx: RoundContext) -> dict[str, Any]:
 def train_step(ctx: RoundContext) -> dict[str, Any]:
     """Build the training set from the curated round and fine-tune the current model on it."""
     from engine.retrain.round import train_round
+    from engine.retrain.step_log import StepLog
 
-    def log(step: int, loss: float, lr: float) -> None:
-        if ctx.progress and (step == 1 or step % 50 == 0):
-            print(f"[round {ctx.round}] train step {step}: loss {loss:.4f}, lr {lr:.3g}")
-
+    log = StepLog(lambda step, loss, lr: f"[round {ctx.round}] train step {step}: loss {loss:.4f}, lr {lr:.3g}",
+                  print, every=50) if ctx.progress else None
     out = train_round(ctx.root, ctx.round, ctx.config.training, log=log)
     train = out["train"]
     losses = train.get("losses") or []

@@ -5,6 +5,7 @@ interrupted run resumes from its checkpoint on the same trajectory."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from annotators.registry import build_annotator
 from engine.retrain.config import TrainingConfig
 from engine.retrain.evaluate import word_f1
 from engine.retrain.examples import build_examples
+from engine.retrain.step_log import StepLog
 from engine.retrain.train import latest_checkpoint, load_model, mean_loss, train
 from storage.decode import decode_rgb
 from storage.readers import READERS
@@ -90,8 +92,11 @@ def test_an_interrupted_run_resumes_where_it_stopped(data):
     first = train(root, 3, examples, config, stop_after=3)
     assert not first.finished and first.step == 3 and not (root.model(3) / "model.safetensors").exists()
     assert latest_checkpoint(root.model(3) / "checkpoints").name == "step-3"
-    second = train(root, 3, examples, config)
+    lines: list[str] = []
+    second = train(root, 3, examples, config, log=StepLog(lambda step, loss, lr: f"step {step}", lines.append))
     assert second.resumed_from == 3 and second.steps_run == 3 and second.finished
+    assert [line.split(" (")[1].split(",")[0] for line in lines] == ["4/6 steps", "5/6 steps", "6/6 steps"]
+    assert "ETA ?" in lines[0] and re.search(r"\d (step/s|s/step), ETA 00:00\)$", lines[-1]), lines
     assert second.losses == whole.losses[3:]  # same batches, same order, same weights
     a, b = load_file(root.model(2) / "model.safetensors"), load_file(root.model(3) / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
