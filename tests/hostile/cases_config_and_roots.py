@@ -19,12 +19,8 @@ the test's own process), the others in child processes.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import subprocess
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -33,49 +29,20 @@ ROOT_OF_REPO = Path(__file__).resolve().parents[2]
 if str(ROOT_OF_REPO) not in sys.path:
     sys.path.insert(0, str(ROOT_OF_REPO))
 
-FLD = Path(sys.executable).with_name("fld")
-TIMEOUT_S = 180
+from tests.hostile.fld_runs import FLD, TIMEOUT_S, Result, Runner, fld_in_process, fld_subprocess  # noqa: E402,F401
+
 #: a config that passes preflight with no data and no model download (a round of it does nothing useful)
 MINIMAL_TOML = '[training]\nbase_model = "tiny"\n[curation]\nrules = ["image", "confidence"]\n[flow]\nretries = 0\n'
 
 
-@dataclass(frozen=True)
-class Result:
-    """What one fld command did: exit code, its output, whether it timed out."""
-
-    rc: int
-    stdout: str
-    stderr: str
-    timed_out: bool = False
-
-
-Runner = Callable[[list[str]], Result]
-
-
 def subprocess_runner(args: list[str]) -> Result:
     """``fld ARGS`` in a child process with a time limit."""
-    try:
-        done = subprocess.run([str(FLD), *args], capture_output=True, text=True, timeout=TIMEOUT_S,
-                              cwd=ROOT_OF_REPO)
-    except subprocess.TimeoutExpired as exc:
-        return Result(-9, str(exc.stdout or ""), str(exc.stderr or ""), timed_out=True)
-    return Result(done.returncode, done.stdout, done.stderr)
+    return fld_subprocess(args)
 
 
 def in_process(args: list[str]) -> Result:
-    """``fld ARGS`` through ``flows.main.main`` in this process (an escaping exception is a traceback)."""
-    from flows.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(args)
-        except SystemExit as exc:
-            rc = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:  # noqa: BLE001 - what a user would see as a traceback
-            traceback.print_exc()
-            rc = 1
-    return Result(rc, out.getvalue(), err.getvalue())
+    """``flows.main.main(ARGS)`` in this process, its output captured (an escaping exception is a traceback)."""
+    return fld_in_process(args, "flows.main")
 
 
 def _crashed(result: Result) -> str | None:

@@ -17,15 +17,10 @@ process) except those marked ``isolate`` (a regression there could take the proc
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import json
-import resource
 import shutil
-import subprocess
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -34,54 +29,21 @@ ROOT_OF_REPO = Path(__file__).resolve().parents[2]
 if str(ROOT_OF_REPO) not in sys.path:  # the fixtures' helpers live under tests/
     sys.path.insert(0, str(ROOT_OF_REPO))
 
-FLD = Path(sys.executable).with_name("fld")
-TIMEOUT_S = 180
+from tests.hostile.fld_runs import FLD, TIMEOUT_S, Result, Runner, fld_in_process, fld_subprocess  # noqa: E402,F401
+
 MEMORY_LIMIT_BYTES = 4 << 30  # address space of a probed fld (the NaN point once grew to 17 GB)
 #: the curation these roots use: the defaults but the caption parser's (no spaCy pipeline needed)
 CURATE_TOML = "[curation]\nrules = [{}]\n"
 
 
-@dataclass(frozen=True)
-class Result:
-    """What one fld command did: exit code (negative: killed by that signal), its output, timed out."""
-
-    rc: int
-    stdout: str
-    stderr: str
-    timed_out: bool = False
-
-
-Runner = Callable[[list[str]], Result]
-
-
-def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
-
-
 def subprocess_runner(args: list[str]) -> Result:
-    """``fld ARGS`` in a child process with capped memory and a time limit."""
-    try:
-        done = subprocess.run([str(FLD), *args], capture_output=True, text=True, timeout=TIMEOUT_S,
-                              preexec_fn=_limit_memory, cwd=ROOT_OF_REPO)
-    except subprocess.TimeoutExpired as exc:
-        return Result(-9, str(exc.stdout or ""), str(exc.stderr or ""), timed_out=True)
-    return Result(done.returncode, done.stdout, done.stderr)
+    """``fld ARGS`` in a child process with a time limit and capped memory."""
+    return fld_subprocess(args, MEMORY_LIMIT_BYTES)
 
 
 def in_process(args: list[str]) -> Result:
     """``engine.cli.main(ARGS)`` in this process, its output captured (an escaping exception is a traceback)."""
-    from engine.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(args)
-        except SystemExit as exc:
-            rc = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:  # noqa: BLE001 - what a user would see as a traceback
-            traceback.print_exc()
-            rc = 1
-    return Result(rc, out.getvalue(), err.getvalue())
+    return fld_in_process(args, "engine.cli")
 
 
 # ----------------------------------------------------------------------------- the base root
