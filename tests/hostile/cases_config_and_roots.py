@@ -29,7 +29,8 @@ ROOT_OF_REPO = Path(__file__).resolve().parents[2]
 if str(ROOT_OF_REPO) not in sys.path:
     sys.path.insert(0, str(ROOT_OF_REPO))
 
-from tests.hostile.fld_runs import FLD, TIMEOUT_S, Result, Runner, fld_in_process, fld_subprocess  # noqa: E402,F401
+from tests.hostile.fld_runs import FLD, TIMEOUT_S, Result, Runner, crashed, fld_in_process, fld_subprocess  # noqa: E402,F401
+from tests.hostile.fld_runs import refused as fld_refused  # noqa: E402
 
 #: a config that passes preflight with no data and no model download (a round of it does nothing useful)
 MINIMAL_TOML = '[training]\nbase_model = "tiny"\n[curation]\nrules = ["image", "confidence"]\n[flow]\nretries = 0\n'
@@ -45,23 +46,9 @@ def in_process(args: list[str]) -> Result:
     return fld_in_process(args, "flows.main")
 
 
-def _crashed(result: Result) -> str | None:
-    if result.timed_out:
-        return "hang"
-    if result.rc < 0 or result.rc > 128 or "Traceback" in result.stderr or "Traceback" in result.stdout:
-        return "traceback"
-    return None
-
-
 def refused(result: Result, *needles: str) -> str:
     """``ok`` when exit 2 and one line on stderr holding every needle (case-sensitive: keys are)."""
-    bad = _crashed(result)
-    if bad:
-        return bad
-    lines = result.stderr.strip().splitlines()
-    if result.rc == 2 and len(lines) == 1 and all(n in lines[0] for n in needles):
-        return "ok"
-    return "accepted-bad"
+    return fld_refused(result, *needles)
 
 
 # ------------------------------------------------------------------------------ config cases

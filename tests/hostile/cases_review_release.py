@@ -29,7 +29,8 @@ ROOT_OF_REPO = Path(__file__).resolve().parents[2]
 if str(ROOT_OF_REPO) not in sys.path:  # the fixtures' helpers live under tests/
     sys.path.insert(0, str(ROOT_OF_REPO))
 
-from tests.hostile.fld_runs import FLD, TIMEOUT_S, Result, Runner, fld_in_process, fld_subprocess  # noqa: E402,F401
+from tests.hostile.fld_runs import FLD, TIMEOUT_S, Result, Runner, crashed, fld_in_process, fld_subprocess  # noqa: E402,F401
+from tests.hostile.fld_runs import refused as fld_refused  # noqa: E402
 
 MEMORY_LIMIT_BYTES = 4 << 30  # address space of a probed fld (the NaN point once grew to 17 GB)
 #: the curation these roots use: the defaults but the caption parser's (no spaCy pipeline needed)
@@ -84,23 +85,10 @@ def _copy(base: Base, case_dir: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- classification
-def _crashed(result: Result) -> str | None:
-    if result.timed_out:
-        return "hang"
-    if result.rc < 0 or result.rc > 128 or "Traceback" in result.stderr or "Traceback" in result.stdout:
-        return "traceback"
-    return None
-
-
 def refused(result: Result, *needles: str) -> str:
-    """``ok`` when exit 2 and one line on stderr holding every needle (case-insensitive)."""
-    bad = _crashed(result)
-    if bad:
-        return bad
-    lines = result.stderr.strip().splitlines()
-    if result.rc == 2 and len(lines) == 1 and all(n.lower() in lines[0].lower() for n in needles):
-        return "ok"
-    return "accepted-bad"  # accepted, or refused without one line naming what it must
+    """``ok`` when exit 2 and one line on stderr holding every needle (case-insensitive);
+    else accepted, or refused without one line naming what it must."""
+    return fld_refused(result, *needles, case_sensitive=False)
 
 
 def _imports(root: Path) -> list[Path]:
@@ -248,7 +236,7 @@ def case_image_id_foreign_some(base: Base, case_dir: Path, runner: Runner) -> st
     export = _export(base, {0: _kept, 1: _drawn})
     export[1]["data"]["fld_image_id"] = "e" * 64
     result = _import(root, case_dir / "mixed.json", export, runner)
-    bad = _crashed(result)
+    bad = crashed(result)
     if bad:
         return bad
     line = result.stdout.lower()
@@ -263,7 +251,7 @@ def case_unmatched_rows_reported(base: Base, case_dir: Path, runner: Runner) -> 
     export = _export(base, {0: _kept})
     export[0]["data"]["fld_shown"] = export[0]["data"]["fld_shown"] + ["0" * 32, "1" * 32, "2" * 32]
     result = _import(root, case_dir / "unmatched.json", export, runner)
-    bad = _crashed(result)
+    bad = crashed(result)
     if bad:
         return bad
     return "ok" if result.rc == 0 and "3 rows shown" in result.stdout else "accepted-bad"
@@ -276,7 +264,7 @@ def case_reformatted_copy(base: Base, case_dir: Path, runner: Runner) -> str:
     first = _import(root, case_dir / "compact.json", export, runner)
     reordered = [dict(reversed(list(task.items()))) for task in export]
     second = _import(root, case_dir / "pretty.json", reordered, runner, indent=3)
-    bad = _crashed(first) or _crashed(second)
+    bad = crashed(first) or crashed(second)
     if bad:
         return bad
     if first.rc != 0 or second.rc != 0 or "imported before" not in second.stdout or len(_imports(root)) != 1:
@@ -324,7 +312,7 @@ def case_nan_row_release(base: Base, case_dir: Path, runner: Runner) -> str:
     (root / "curated" / "round=1").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), root / "curated" / "round=1" / "part-0.parquet")
     built = runner(["release", "build", "--root", str(root), "--round", "1", "--name", "r1"])
-    bad = _crashed(built)
+    bad = crashed(built)
     if bad:
         return bad
     folder = root / "releases" / "r1"
@@ -354,7 +342,7 @@ def case_verify_nested_manifest(base: Base, case_dir: Path, runner: Runner) -> s
     (release / "data").chmod(0o755)
     (release / "data" / "manifest.json").write_text("{}")
     result = runner(["release", "verify", "--root", str(root), "r0"])
-    bad = _crashed(result)
+    bad = crashed(result)
     if bad:
         return bad
     return "ok" if result.rc == 1 and "data/manifest.json: not in the manifest" in result.stdout else "accepted-bad"
@@ -379,7 +367,7 @@ def case_verify_release_path(base: Base, case_dir: Path, runner: Runner) -> str:
     """The release named by its own path under the root's releases/ verifies (a path a user may paste)."""
     root, release = _release_copy(base, case_dir)
     result = runner(["release", "verify", "--root", str(root), str(release)])
-    bad = _crashed(result)
+    bad = crashed(result)
     return bad or ("ok" if result.rc == 0 and "verified" in result.stdout else "accepted-bad")
 
 

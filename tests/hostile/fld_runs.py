@@ -61,3 +61,24 @@ def fld_in_process(args: list[str], entry: str = "flows.main") -> Result:
             traceback.print_exc()
             rc = 1
     return Result(rc, out.getvalue(), err.getvalue())
+
+
+def crashed(result: Result) -> str | None:
+    """``hang`` (timed out), ``traceback`` (killed by a signal, or a traceback printed) or None."""
+    if result.timed_out:
+        return "hang"
+    if result.rc < 0 or result.rc > 128 or "Traceback" in result.stderr or "Traceback" in result.stdout:
+        return "traceback"
+    return None
+
+
+def refused(result: Result, *needles: str, case_sensitive: bool = True) -> str:
+    """``ok`` when exit 2 and one line on stderr holding every needle, else what went wrong."""
+    bad = crashed(result)
+    if bad:
+        return bad
+    lines = result.stderr.strip().splitlines()
+    fold = (lambda text: text) if case_sensitive else str.lower
+    if result.rc == 2 and len(lines) == 1 and all(fold(n) in fold(lines[0]) for n in needles):
+        return "ok"
+    return "accepted-bad"
