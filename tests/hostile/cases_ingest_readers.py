@@ -218,8 +218,28 @@ def deep_folder(workdir: Path) -> str:
         deep = deep / "d"
         deep.mkdir()
     (deep / "z.jpg").write_bytes(jpeg(seed=2))
-    result = ingest(workdir, src)
+    try:
+        result = ingest(workdir, src)
+    finally:  # shutil.rmtree (pytest's clean-up of old temp folders too) recurses once per level
+        remove_iteratively(src / "d")
     return judge(result, result.ok("a") and result.ok("d/" * 1200 + "z"))
+
+
+def remove_iteratively(top: Path) -> None:
+    """Delete the tree under ``top`` (and ``top``) without recursion: files as they are met, then the
+    folders deepest first."""
+    folders, pending = [], [top]
+    while pending:
+        folder_ = pending.pop()
+        folders.append(folder_)
+        with os.scandir(folder_) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                else:
+                    os.unlink(entry.path)
+    for folder_ in reversed(folders):
+        os.rmdir(folder_)
 
 
 # -- class 3a: every read bounded by a size checked first -----------------------------------------
