@@ -10,7 +10,7 @@ one line per probe that is not ``ok`` and, as its last line::
 
 It exits 1 when anything but ``ok`` was seen. Run it from the repository root::
 
-    .venv/bin/python scripts/probe_hostile.py            # every class (about 15 minutes on 2 cores)
+    .venv/bin/python scripts/probe_hostile.py            # every class (about 20 minutes on 2 cores)
     .venv/bin/python scripts/probe_hostile.py --only ingest_readers review_release
 """
 
