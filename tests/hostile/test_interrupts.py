@@ -24,8 +24,9 @@ from storage.catalog import Catalog
 from storage.layout import DataRoot
 from tests.hostile.cases_interrupts import Probe, run_probe
 
-#: CI runs each signal and each step once (about 45 s a probe on 2 cores); the in-process test
-#: above covers both signals rewrapped, and `scripts/probe_hostile.py` replays every combination
+#: CI runs each signal and each step once, and the demo with a terminal's Ctrl-C (about 45 s a probe on
+#: 2 cores); the in-process test covers both signals rewrapped; `scripts/probe_hostile.py` replays all 9
+#: probes (the multi-process runner's workers and `fld loop` under both signals included)
 ROUND_PROBES = [Probe(signal="SIGINT", step="annotate"), Probe(signal="SIGTERM", step="train")]
 
 
@@ -92,20 +93,6 @@ def test_a_signal_stops_the_round_at_its_step_and_the_round_resumes(workdir, pro
     assert run_probe(workdir, probe) == ("ok", "")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("signal_name", ["SIGINT"])  # SIGTERM: scripts/probe_hostile.py
-def test_beam_worker_processes_stop_with_the_round_even_on_a_terminal_ctrl_c(workdir, signal_name):
-    """The multi-process runner's workers; SIGINT goes to the whole process group, as a terminal's
-    Ctrl-C does (it used to stop Prefect's server under the round, which then hung)."""
-    probe = Probe(signal=signal_name, runner="direct-multiprocess", group=signal_name == "SIGINT")
-    assert run_probe(workdir, probe) == ("ok", "")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("signal_name", ["SIGTERM"])  # SIGINT to the group: the demo below, and the probe script
-def test_a_signal_stops_the_loop_before_its_next_round(workdir, signal_name):
-    probe = Probe(command="loop", signal=signal_name, group=signal_name == "SIGINT")
-    assert run_probe(workdir, probe) == ("ok", "")
 
 
 @pytest.mark.slow
