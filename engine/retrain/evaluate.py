@@ -48,7 +48,8 @@ from engine.dataset.locations import ImageLocation
 from engine.retrain import calibrate
 from engine.retrain.config import TrainingConfig
 from engine.retrain.examples import Example
-from engine.retrain.train import Collator, batched, precision, scored_logits, stream_examples, validation_losses
+from engine.retrain.train import Collator, batched, precision, scored_logits, stream_examples
+from engine.retrain.validation import validation_losses
 from florence2.format import TASK_ORDER, prompt_caption
 from florence2.model import Florence2Model, Query
 from florence2.settings import Florence2Settings

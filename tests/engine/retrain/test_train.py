@@ -17,7 +17,8 @@ from engine.retrain.config import TrainingConfig
 from engine.retrain.evaluate import word_f1
 from engine.retrain.examples import build_examples
 from engine.retrain.step_log import StepLog
-from engine.retrain.train import latest_checkpoint, load_model, mean_loss, train
+from engine.retrain.train import latest_checkpoint, load_model, train
+from engine.retrain.validation import mean_loss
 from storage.decode import decode_rgb
 from storage.readers import READERS
 from tests.engine.retrain.data import curated_rows, make_root, write_curated
