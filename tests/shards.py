@@ -10,9 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def write_tar(path: Path, members: list[tuple[str, bytes]], mode: str = "w") -> Path:
-    """A tar (``mode`` "w" or "w:gz") with the members in the given order."""
-    with tarfile.open(path, mode) as archive:
+def write_tar(path: Path, members: list[tuple[str, bytes]], mode: str = "w", **options) -> Path:
+    """A tar (``mode`` "w" or "w:gz"; ``options`` to ``tarfile.open``, e.g. ``format``) with the members
+    in the given order."""
+    with tarfile.open(path, mode, **options) as archive:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)

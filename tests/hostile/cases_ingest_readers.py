@@ -34,6 +34,8 @@ if str(ROOT_OF_REPO) not in sys.path:
     sys.path.insert(0, str(ROOT_OF_REPO))
 
 from tests.images import jpeg  # noqa: E402
+from tests.shards import write_folder as folder  # noqa: E402
+from tests.shards import write_tar  # noqa: E402
 
 FLD = Path(sys.executable).with_name("fld")
 TIMEOUT_S = 180
@@ -104,20 +106,6 @@ def meta_is_clean(result: Result) -> bool:
     return all(SECRET not in (row["meta"] or "") for row in result.rows)
 
 
-def write_tar(path: Path, members: list[tuple[str, bytes]], mode: str = "w", **kwargs) -> Path:
-    with tarfile.open(path, mode, **kwargs) as archive:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return path
-
-
-def folder(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    for name, data in members:
-        (path / name).parent.mkdir(parents=True, exist_ok=True)
-        (path / name).write_bytes(data)
-    return path
 
 
 def outside(workdir: Path) -> Path:
