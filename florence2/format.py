@@ -19,6 +19,8 @@ back to the same geometry, within one bin):
   model card's example), boxes in the order given (callers pass reading order);
 - OCR_WITH_REGION: ``text`` followed by 8 location tokens (the quad), repeated;
 - CAPTION_TO_PHRASE_GROUNDING: ``phrase`` followed by 4 location tokens per box, repeated;
+- REGION_TO_DESCRIPTION: prompt = the region's 4 location tokens, target = a short description
+  of what is in it (plain text, as the released processor's ``pure_text`` parse reads it);
 - REGION_TO_SEGMENTATION: as the released checkpoints emit it, bare location tokens: one mask's
   polygons joined by ``<sep>``, each polygon its ``x y`` location-token pairs (no ``<poly>``
   wrapper; the processor reads both).
@@ -151,6 +153,8 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("MORE_DETAILED_CAPTION", "caption", "pure_text", granularity="more_detailed"),
         TaskSpec("OD", "region", "description_with_bboxes", region_type="object"),
         TaskSpec("DENSE_REGION_CAPTION", "region", "description_with_bboxes", region_type="object"),
+        TaskSpec("REGION_TO_DESCRIPTION", "region", "pure_text", granularity="brief", region_type="object",
+                 input="region"),
         TaskSpec("OCR_WITH_REGION", "region", "ocr", region_type="ocr"),
         TaskSpec("CAPTION_TO_PHRASE_GROUNDING", "phrase", "phrase_grounding", granularity="brief",
                  input="text"),
@@ -160,7 +164,8 @@ TASKS: dict[str, TaskSpec] = {
 #: the order tasks run in: grounding needs CAPTION's text, segmentation needs OD's boxes
 TASK_ORDER: tuple[str, ...] = tuple(TASKS)
 #: task -> the task whose output it takes as input
-TASK_DEPENDS: dict[str, str] = {"CAPTION_TO_PHRASE_GROUNDING": "CAPTION", "REGION_TO_SEGMENTATION": "OD"}
+TASK_DEPENDS: dict[str, str] = {"CAPTION_TO_PHRASE_GROUNDING": "CAPTION", "REGION_TO_DESCRIPTION": "OD",
+                                "REGION_TO_SEGMENTATION": "OD"}
 
 
 def task_spec(name: str) -> TaskSpec:

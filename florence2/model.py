@@ -38,7 +38,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from florence2.format import POST_PROCESSOR_CONFIG, TASK_DEPENDS, TASK_ORDER, prompt_caption, task_prompt, task_spec
+from florence2.format import POST_PROCESSOR_CONFIG, TASK_ORDER, prompt_caption, task_prompt, task_spec
 from florence2.payloads import ANSWER_ITEMS, Payload, output_payloads
 from florence2.scores import TokenStats, item_scores, location_index, sequence_score, token_statistics
 from florence2.settings import Florence2Settings
@@ -285,33 +285,42 @@ class Florence2Model:
     def predict(self, images: Sequence[Any], tasks: Sequence[str] | None = None,
                 views: Sequence[str] | None = None) -> list[Prediction]:
         """Every task (default: the settings') on every image, in :data:`TASK_ORDER`: grounding
-        grounds the image's own brief caption, segmentation is prompted with each of its OD boxes
-        (the mask goes on that box's payload). ``views``: as in :meth:`answer`."""
+        grounds each of the image's own captions (brief, detailed, more detailed: the phrases
+        take the caption's granularity), region tasks are prompted with each of its OD boxes
+        (segmentation puts the mask on that box's payload, a description is its child payload
+        with the box). ``views``: as in :meth:`answer`."""
         chosen = {task_spec(t).name for t in (self.settings.tasks if tasks is None else tasks)}
         predictions = [Prediction() for _ in images]
-        brief: list[int | None] = [None] * len(images)  # index of the payload grounding takes its caption from
-        objects: list[list[Payload]] = [[] for _ in images]  # the OD payloads segmentation is prompted with
+        captions: list[list[int]] = [[] for _ in images]  # indices of the caption payloads grounding grounds
+        objects: list[list[int]] = [[] for _ in images]  # indices of the OD payloads region tasks are prompted with
         for task in (t for t in TASK_ORDER if t in chosen):
             spec = task_spec(task)
-            asked: list[tuple[int, Query, Any]] = []  # (image, query, what it depends on)
+            asked: list[tuple[int, Query, int | None]] = []  # (image, query, index of the payload it depends on)
             for i, image in enumerate(images):
+                payloads = predictions[i].payloads
                 if spec.input is None:
                     asked.append((i, Query(image, task), None))
-                elif spec.input == "text" and brief[i] is not None:
-                    asked.append((i, Query(image, task, text=predictions[i].payloads[brief[i]]["text"]), brief[i]))
+                elif spec.input == "text":
+                    asked += [(i, Query(image, task, text=payloads[c]["text"]), c) for c in captions[i]]
                 elif spec.input == "region":
-                    asked += [(i, Query(image, task, bbox=p["bbox"]), p) for p in objects[i]]
+                    asked += [(i, Query(image, task, bbox=payloads[o]["bbox"]), o) for o in objects[i]]
             answers = self.answer([query for _, query, _ in asked], views)
             for (i, _, parent), payloads in zip(asked, answers):
                 prediction = predictions[i]
-                if spec.input == "region":
+                if spec.input == "region" and spec.parse_type == "polygons":
                     if payloads:
-                        parent.update(payloads[0])
+                        prediction.payloads[parent].update(payloads[0])
                     continue
-                if task == TASK_DEPENDS["CAPTION_TO_PHRASE_GROUNDING"] and payloads:
-                    brief[i] = len(prediction.payloads)
-                if task == TASK_DEPENDS["REGION_TO_SEGMENTATION"]:
-                    objects[i].extend(payloads)
+                if spec.input == "region":
+                    payloads = [{**p, "bbox": list(prediction.payloads[parent]["bbox"])} for p in payloads[:1]]
+                if spec.input == "text":
+                    granularity = prediction.payloads[parent].get("granularity")
+                    payloads = [{**p, "granularity": granularity} for p in payloads]
+                first = len(prediction.payloads)
+                if spec.kind == "caption":
+                    captions[i].extend(range(first, first + len(payloads)))
+                if task == "OD":
+                    objects[i].extend(range(first, first + len(payloads)))
                 prediction.payloads.extend(payloads)
                 prediction.parents.extend([parent] * len(payloads))
         return predictions

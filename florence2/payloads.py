@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 from florence2.format import SPECIAL_TOKEN_RE, TaskSpec, task_spec
 from storage.geometry import clamp_points, clip_box
 from storage.masks import polygons_to_rle, rle_area
-from storage.schema import KIND_CAPTION, KIND_PHRASE, KIND_REGION
+from storage.schema import KIND_PHRASE, KIND_REGION
 
 Payload = dict[str, Any]
 Scores = Sequence[float | None] | None
@@ -30,7 +30,10 @@ def _caption(spec: TaskSpec, answer: Any, width: int, height: int, caption: str 
     text = answer.replace("<pad>", "").strip() if isinstance(answer, str) else ""
     if not text or SPECIAL_TOKEN_RE.search(text):
         return []
-    return [_with_score({"kind": KIND_CAPTION, "granularity": spec.granularity, "text": text}, scores[0] if scores else None)]
+    payload = {"kind": spec.kind, "granularity": spec.granularity, "text": text}
+    if spec.kind == KIND_REGION:  # REGION_TO_DESCRIPTION: the prompted region's description (its box set by the caller)
+        payload["region_type"] = spec.region_type
+    return [_with_score(payload, scores[0] if scores else None)]
 
 
 def _regions(spec: TaskSpec, answer: Any, width: int, height: int, caption: str | None, scores: Scores) -> list[Payload]:
@@ -100,7 +103,8 @@ def output_payloads(task: str, answer: Any, width: int, height: int, caption: st
     holds one score per parsed item in the answer's order (one for a caption; see
     ``ANSWER_ITEMS``) and each payload made of an item carries it as ``score``. Returns dicts of
     annotation columns (``kind`` included; for REGION_TO_SEGMENTATION only ``polygons`` and
-    ``mask_rle``, to be put on the prompted region's row); empty when nothing is usable.
+    ``mask_rle``, to be put on the prompted region's row; for REGION_TO_DESCRIPTION a ``region``
+    of granularity ``brief`` without a box, the prompted region's child); empty when nothing is usable.
     """
     spec = task_spec(task)
     return PAYLOAD_MAPPERS[spec.parse_type](spec, answer, width, height, caption, scores)

@@ -9,6 +9,9 @@ location tokens and the target grammar in :mod:`florence2.format`):
   as the released model emits them: ``label<loc>x4<loc>x4...`` (labels in alphabetical order);
 - DENSE_REGION_CAPTION: object regions whose chosen ``text`` differs from their class label
   (a description), ``text<loc>x4``, grouped the same way;
+- REGION_TO_DESCRIPTION: per object region with a description (a ``region`` row of granularity
+  ``brief`` whose ``parent_id`` is the object region), prompt = the object's box tokens, target =
+  the description;
 - OCR_WITH_REGION: ``ocr`` regions with text, ``text<loc>x8`` (the quad, or the box's corners);
 - CAPTION_TO_PHRASE_GROUNDING: per caption with grounded phrases (``phrase`` rows whose
   ``parent_id`` is the caption), prompt ``<CAPTION_TO_PHRASE_GROUNDING>caption``, target
@@ -65,6 +68,27 @@ def _dense(rows: list[Row], width: int, height: int, fmt: str = "released") -> l
     return [("", ff.regions_target(regions, width, height, fmt))] if regions else []
 
 
+def description_rows(rows: list[Row]) -> dict[str, Row]:
+    """Object region id -> its description row (a ``region`` of granularity ``brief`` whose
+    ``parent_id`` is the region; the first with text when there are several)."""
+    out: dict[str, Row] = {}
+    for r in rows:
+        if r["kind"] == "region" and r.get("granularity") == "brief" and r.get("parent_id") and (r.get("text") or "").strip():
+            out.setdefault(r["parent_id"], r)
+    return out
+
+
+def _descriptions(rows: list[Row], width: int, height: int, fmt: str = "released") -> list[tuple[str, str]]:
+    described = description_rows(rows)
+    out = []
+    for r in _reading_order(o for o in object_rows(rows) if o.get("annotation_id") in described):
+        text = described[r["annotation_id"]]["text"].strip()
+        if not ff.SPECIAL_TOKEN_RE.search(text):
+            out.append((ff.task_prompt("REGION_TO_DESCRIPTION", bbox=r["bbox"], width=width, height=height),
+                        ff.caption_target(text)))
+    return out
+
+
 def _quad(row: Row) -> list[float]:
     if row.get("quad") is not None:
         return list(row["quad"])
@@ -117,6 +141,7 @@ BUILDERS: dict[str, Callable[..., list[tuple[str, str]]]] = {
     "MORE_DETAILED_CAPTION": _captions("more_detailed"),
     "OD": _od,
     "DENSE_REGION_CAPTION": _dense,
+    "REGION_TO_DESCRIPTION": _descriptions,
     "OCR_WITH_REGION": _ocr,
     "CAPTION_TO_PHRASE_GROUNDING": _grounding,
     "REGION_TO_SEGMENTATION": _segmentation,

@@ -1,10 +1,12 @@
 """Pre-train the demo's Florence-2 on a separate synthetic pool, with the engine's training code.
 
-Rebuild the committed checkpoint (3,000 steps of batch 16: about 65 minutes on one shared CPU
-thread, 1.3 s a step; ``--device cuda`` trains on a GPU)::
+Rebuild the committed checkpoint in two stages, ``bash scripts/pretrain_demo_model.sh`` (both
+about 2 hours on one shared CPU thread; ``--device cuda`` trains on a GPU):
 
-    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python -m engine.demo.pretrain \\
-        --out engine/demo/checkpoint --work /tmp/fld-demo-pretrain --steps 3000
+1. ``<OD>`` from a fresh s128 (``--tasks OD --steps 3000``: the OD-only checkpoint of earlier
+   rounds, 1.3 s a step);
+2. every task of :data:`engine.demo.pretrain_examples.PRETRAIN_TASKS` continued from stage 1
+   (``--start`` its checkpoint; OD examples repeated ``od_repeat`` times so boxes keep their share).
 
 What it does, all reproducible from the settings in :class:`PretrainConfig`:
 
@@ -12,9 +14,11 @@ What it does, all reproducible from the settings in :class:`PretrainConfig`:
    sample seed ``pool_seed`` (default 10,000) and its *noisy* label copy (boxes dropped,
    jittered, classes swapped: the labels the engine starts from). ``fld demo --seed S`` renders
    scene ``S * 1_000_003 + i``, so demo seeds below 10,000 never meet the pool's scenes.
-2. **Examples**: each image's noisy boxes become the engine's own ``<OD>`` example
+2. **Examples** (:mod:`engine.demo.pretrain_examples`): each image's noisy boxes become the
+   engine's own ``<OD>`` example, its scene texts and geometry every other task's
    (:func:`florence2.targets.image_targets` over curated-style rows).
-3. **Model**: :func:`engine.demo.model.build_demo_checkpoint` (s128, sinusoidal inits).
+3. **Model**: :func:`engine.demo.model.build_demo_checkpoint` (s128, sinusoidal inits), or the
+   checkpoint ``start`` names.
 4. **Training**: :func:`engine.retrain.train.train` with the auxiliary per-cell head
    (``aux_loss_weight`` 1; AdamW lr 1e-3, batch 16, warm-up then cosine, grad-clip 1).
 5. **Held-out check**: ``heldout_images`` unseen scenes of sample seed ``heldout_seed``
@@ -39,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.dataset.curated import CURATED_COLUMNS
+from engine.demo.pretrain_examples import pool_examples
 from engine.retrain.examples import Example
 from florence2.targets import image_targets
 
@@ -68,16 +73,27 @@ class PretrainConfig:
     max_new_tokens: int = 96
     device: str = "cpu"
     loader_threads: int = 1
+    #: the tasks trained (comma-separated on the command line)
+    tasks: tuple[str, ...] = ("OD",)
+    #: a checkpoint folder to continue from ("" = a fresh s128)
+    start: str = ""
+    #: how many times each OD example is repeated in the pool's examples (its share of the steps)
+    od_repeat: int = 1
 
     def __post_init__(self) -> None:
         for name in ("images", "heldout_images", "steps", "batch_size", "images_per_shard", "max_new_tokens",
-                     "loader_threads"):
+                     "loader_threads", "od_repeat"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not 0 <= self.warmup_steps < self.steps:
             raise ValueError(f"warmup_steps must be in [0, steps), got {self.warmup_steps!r}")
         if not self.lr > 0 or not self.aux_loss_weight >= 0:
             raise ValueError(f"lr must be > 0 and aux_loss_weight >= 0, got {self.lr!r}, {self.aux_loss_weight!r}")
+        from florence2.format import task_names
+
+        object.__setattr__(self, "tasks", task_names("tasks", list(self.tasks)))
+        if self.start and not (Path(self.start) / "model.safetensors").is_file():
+            raise ValueError(f"start must be a checkpoint folder with model.safetensors, got {self.start!r}")
         if len({self.pool_seed, self.heldout_seed}) < 2 or min(self.pool_seed, self.heldout_seed) < POOL_SEED:
             raise ValueError(f"pool_seed and heldout_seed must differ and be >= {POOL_SEED} (the demo's seeds "
                              f"are below), got {self.pool_seed!r}, {self.heldout_seed!r}")
@@ -155,12 +171,13 @@ def pretrain(out: Path, work: Path, config: PretrainConfig, log: Any = print) ->
 
     started = time.perf_counter()
     pool = write_pool(work / "pool", config.images, config.pool_seed, config.images_per_shard, noise=True)
-    examples = od_examples(pool, "noisy_labels.json", config.images_per_shard, target_format=config.target_format)
-    init = work / "init"
+    examples = pool_examples(pool, config.images_per_shard, config.tasks, target_format=config.target_format)
+    examples = [e for e in examples for _ in range(config.od_repeat if e.task == "OD" else 1)]
+    init = Path(config.start) if config.start else work / "init"
     if not (init / "model.safetensors").exists():
         build_demo_checkpoint(init, seed=config.seed)
     training = TrainingConfig(
-        base_model=str(init), tasks=("OD",), max_steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+        base_model=str(init), tasks=config.tasks, max_steps=config.steps, batch_size=config.batch_size, lr=config.lr,
         warmup_ratio=config.warmup_steps / config.steps, weight_decay=0.01, max_grad_norm=1.0,
         device=config.device, dtype="fp32", seed=config.seed, eval_fraction=0.0, promote="always",
         min_image_dependence=0.0, aux_loss_weight=config.aux_loss_weight, loader_threads=config.loader_threads,
@@ -193,6 +210,7 @@ def pretrain(out: Path, work: Path, config: PretrainConfig, log: Any = print) ->
         "model": {"parameters": parameter_count(model),
                   "safetensors_bytes": (out / "model.safetensors").stat().st_size},
         "config": asdict(config),
+        "start_metrics": _start_metrics(config.start),
         "total_seconds_this_run": round(time.perf_counter() - started, 1),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -201,6 +219,12 @@ def pretrain(out: Path, work: Path, config: PretrainConfig, log: Any = print) ->
                                                      start=result.resumed_from + 1)]
     (out / "train_log.tsv").write_text("\n".join(lines) + "\n")
     return metrics
+
+
+def _start_metrics(start: str) -> dict[str, Any] | None:
+    """The metrics of the checkpoint this run continued from (its ``metrics.json``), if any."""
+    path = Path(start) / "metrics.json" if start else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
 
 
 def _tail_mean(values: list[float], n: int = 100) -> float | None:
@@ -213,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="where the checkpoint, metrics.json and train_log.tsv go")
     parser.add_argument("--work", default="/tmp/fld-demo-pretrain", help="pool, trainer checkpoints (resumable)")
     for name, default in asdict(PretrainConfig()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+        kind = (lambda text: tuple(t for t in text.split(",") if t)) if isinstance(default, tuple) else type(default)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
     args = vars(parser.parse_args(argv))
     out, work = Path(args.pop("out")), Path(args.pop("work"))
     config = PretrainConfig(**args)

@@ -31,6 +31,16 @@ SCENES = [(96, 64, (10, 8, 50, 40), "red", "a red square", "red square"),
           (48, 80, (20, 30, 44, 70), "blue", "a big blue square on white", "blue square")]
 
 
+def _detailed(caption: str) -> str:
+    """A scene's detailed caption (the trained model's DETAILED_CAPTION answer)."""
+    return f"{caption} on plain ground"
+
+
+def _description(colour: str) -> str:
+    """A scene's square described (the trained model's REGION_TO_DESCRIPTION answer)."""
+    return f"a {colour} square"
+
+
 def _tol(size: int) -> float:
     """One location bin, plus the processor's truncation to whole pixels."""
     return size / ff.NUM_BINS + 1.0
@@ -69,7 +79,7 @@ def trained_dir(tmp_path_factory):
     from transformers import Florence2ForConditionalGeneration, Florence2Processor
 
     out = build_checkpoint(tmp_path_factory.mktemp("f2t") / "trained", image_size=32, seed=1,
-                           vocab_words=["square", "red", "blue", "big", "white", "STOP"])
+                           vocab_words=["square", "red", "blue", "big", "white", "STOP", "on", "plain", "ground"])
     processor = Florence2Processor.from_pretrained(out, local_files_only=True)
     model = Florence2ForConditionalGeneration.from_pretrained(out, local_files_only=True)
     parser = build_annotator("florence2", model=str(out), **FAST)
@@ -79,10 +89,13 @@ def trained_dir(tmp_path_factory):
         # segmentation is prompted with the OD box as the annotator parses it back
         od_box = parser.model.parse("OD", od, width, height)[0]["bbox"]
         for prompt, target in [
-            ("<CAPTION>", caption), ("<OD>", od),
+            ("<CAPTION>", caption), ("<DETAILED_CAPTION>", _detailed(caption)), ("<OD>", od),
             ("<OCR_WITH_REGION>", ff.ocr_target([("STOP", _quad(box))], width, height)),
             (ff.task_prompt("CAPTION_TO_PHRASE_GROUNDING", text=caption),
              ff.grounding_target([(phrase, [box])], width, height)),
+            (ff.task_prompt("CAPTION_TO_PHRASE_GROUNDING", text=_detailed(caption)),
+             ff.grounding_target([(phrase, [box])], width, height)),
+            (ff.task_prompt("REGION_TO_DESCRIPTION", bbox=od_box, width=width, height=height), _description(colour)),
             (ff.task_prompt("REGION_TO_SEGMENTATION", bbox=od_box, width=width, height=height),
              ff.segmentation_target([_quad(box)], width, height)),
         ]:
@@ -96,14 +109,14 @@ def trained_dir(tmp_path_factory):
     torch.manual_seed(0)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
-    for _ in range(600):
+    for _ in range(1200):
         logits = model(**inputs, decoder_input_ids=decoder_inputs).logits
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         # every target token is the argmax after its true prefix: greedy decoding reproduces it
-        if bool((logits.argmax(-1) == labels)[labels != -100].all()) and loss < 0.05:
+        if bool((logits.argmax(-1) == labels)[labels != -100].all()) and loss < 0.01:
             break
     else:
         pytest.fail(f"the tiny model did not fit the targets (loss {float(loss):.3f})")
@@ -223,7 +236,7 @@ def test_trained_model_end_to_end_rows(trained_dir):
              for i, (w, h, box, colour, _, _) in enumerate(SCENES)]
     rows = annotator.annotate(ImageBatch(items, round=2))
     _assert_valid(rows, items)
-    for item, (width, height, box, _, caption, phrase) in zip(items, SCENES):
+    for item, (width, height, box, colour, caption, phrase) in zip(items, SCENES):
         mine = [r for r in rows if r["image_id"] == item.image_id]
         by = {(r["kind"], r.get("region_type"), r.get("granularity")): r for r in mine}
         brief = by[("caption", None, "brief")]
@@ -239,6 +252,13 @@ def test_trained_model_end_to_end_rows(trained_dir):
         assert grounded["parent_id"] == brief["annotation_id"] and grounded["text"] == phrase
         assert caption[grounded["span_start"]:grounded["span_end"]] == phrase
         assert _close(grounded["bbox"], box, width, height)
+        detailed = by[("caption", None, "detailed")]  # every caption granularity is grounded
+        assert detailed["text"] == _detailed(caption)
+        in_detail = by[("phrase", None, "detailed")]
+        assert in_detail["parent_id"] == detailed["annotation_id"] and in_detail["text"] == phrase
+        described = by[("region", "object", "brief")]  # the OD box's description: its child, with its box
+        assert described["parent_id"] == od[0]["annotation_id"] and described["text"] == _description(colour)
+        assert described["bbox"] == od[0]["bbox"] and described.get("mask_rle") is None
         # per-row scores of fitted answers: label and coordinate tokens are near-certain
         assert all(r["score"] > 0.5 for r in (od[0], ocr, grounded)), [(r["text"], r["score"]) for r in mine]
     assert all(0.0 < r["score"] <= 1.0 for r in rows)
@@ -328,9 +348,9 @@ def test_the_model_answers_a_ready_prompt_as_it_predicts(trained_dir):
     images = [_scene_image(w, h, box, colour) for w, h, box, colour, _, _ in SCENES]
     predictions = model.predict(images)
     for image, (width, height, box, _, caption, phrase), found in zip(images, SCENES, predictions):
-        brief = next(i for i, p in enumerate(found.payloads) if p["kind"] == "caption")
-        phrases = [p for p, parent in zip(found.payloads, found.parents) if p["kind"] == "phrase"]
-        assert [parent for p, parent in zip(found.payloads, found.parents) if p["kind"] == "phrase"] == [brief]
+        brief, detailed = (i for i, p in enumerate(found.payloads) if p["kind"] == "caption")
+        phrases = [p for p, parent in zip(found.payloads, found.parents) if p["kind"] == "phrase" and parent == brief]
+        assert [parent for p, parent in zip(found.payloads, found.parents) if p["kind"] == "phrase"] == [brief, detailed]
         prompt = ff.task_prompt("CAPTION_TO_PHRASE_GROUNDING", text=found.payloads[brief]["text"])
         by_input, by_prompt = model.answer([Query(image, "CAPTION_TO_PHRASE_GROUNDING", text=caption),
                                             Query(image, "CAPTION_TO_PHRASE_GROUNDING", prompt=prompt)])

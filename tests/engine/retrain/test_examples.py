@@ -46,6 +46,8 @@ def _rows(width: int, height: int) -> list[dict]:
         start = caption["text"].find(text) if text != "it" else 0
         rows.append(annotation_row(kind="phrase", granularity="brief", text=text, bbox=box, span_start=start,
                                    span_end=start + len(text), parent_id=caption["annotation_id"], **common))
+    rows.append(annotation_row(kind="region", region_type="object", granularity="brief", text="a small red car",
+                               bbox=car, parent_id=rows[3]["annotation_id"], **common))  # the car's description
     low_sign = [0.05 * width, 0.92 * height, 0.2 * width, height]  # below the car: grouped under the first sign
     rows.append({**annotation_row(kind="region", region_type="object", text="stop sign", bbox=low_sign, **common),
                  "label": "stop sign"})
@@ -93,6 +95,9 @@ def test_every_target_round_trips_through_the_processor(processor, width, height
     assert grounded["labels"] == ["red car", "stop sign", "stop sign"]  # "it" left out
     # a phrase's boxes follow each other, left to right
     assert all(_close(g, w, width, height) for g, w in zip(grounded["bboxes"], [car, car, sign]))
+    (prompt, described), = by_task["REGION_TO_DESCRIPTION"]  # only the car has a description
+    assert prompt == ff.task_prompt("REGION_TO_DESCRIPTION", bbox=car, width=width, height=height)
+    assert described == "a small red car"
     (prompt, seg), = by_task["REGION_TO_SEGMENTATION"]  # only the car has polygons
     assert prompt == ff.task_prompt("REGION_TO_SEGMENTATION", bbox=car, width=width, height=height)
     assert len(seg["polygons"]) == 1 and len(seg["polygons"][0]) == 2
