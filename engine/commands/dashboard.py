@@ -98,6 +98,14 @@ class DashboardHandler(SimpleHTTPRequestHandler):
         self.end_headers()
         return io.BytesIO(data)
 
+    def copyfile(self, source: BinaryIO, outputfile: BinaryIO) -> None:
+        """Copy the body; a client that hangs up mid-transfer (a cancelled load, a client that read
+        the status only) ends this answer quietly instead of printing a traceback."""
+        try:
+            super().copyfile(source, outputfile)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
     def log_message(self, format: str, *args) -> None:  # noqa: A002
         pass
 
@@ -116,6 +124,8 @@ def declare_dashboard(parser: argparse.ArgumentParser):
     parser.add_argument("--round", type=int, help="round to show (default: the latest curated round)")
     parser.add_argument("--out", help="output .html (default ROOT/reports/round=R/dashboard.html)")
     parser.add_argument("--gallery", type=int, default=12, help="images in the gallery (default 12)")
+    parser.add_argument("--gallery-rows", type=int, default=200,
+                        help="rows drawn per gallery image, kept and dropped each (default 200)")
     parser.add_argument("--pipeline", help="spaCy pipeline for Table 3 (default: the round's configured one)")
 
     def run(args: argparse.Namespace) -> int:
@@ -124,7 +134,7 @@ def declare_dashboard(parser: argparse.ArgumentParser):
         root = catalog_root(args.root)
         if args.round is not None and args.round < 0:
             raise UsageError(f"--round must be >= 0, got {args.round}")
-        config = DashboardConfig(gallery_images=args.gallery, pipeline=args.pipeline)
+        config = DashboardConfig(gallery_images=args.gallery, gallery_rows=args.gallery_rows, pipeline=args.pipeline)
         print(build_dashboard(root, args.round, Path(args.out) if args.out else None, config))
         return 0
 

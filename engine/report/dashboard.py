@@ -9,8 +9,9 @@ are clipped into ``[0, 1]``), ``drops`` (rows judged and dropped per rule, and t
 seen by both, from ``seen_by``; the model (``florence2``) versus the specialists), ``models``
 (each recorded model's numeric metrics over rounds), ``review`` (the review queue and what
 people corrected, from :mod:`engine.report.review`) and ``gallery``
-(:mod:`engine.report.gallery`). Charts are inline SVG (:mod:`engine.report.charts`); the
-page's only script is the gallery's click handler. The data behind it is embedded as JSON in
+(:mod:`engine.report.gallery`: kept and dropped rows of sampled images). Charts are inline SVG
+(:mod:`engine.report.charts`); the page's only script is the gallery's filters and click handler
+(:mod:`engine.report.gallery_filter`). The data behind it is embedded as JSON in
 ``<script type="application/json" id="dashboard-data">``.
 """
 
@@ -25,7 +26,8 @@ from typing import Any
 from engine.dataset.curated import MODEL_SOURCES
 from engine.report import charts
 from engine.report.captions import caption_retrieval, retrieval_grid
-from engine.report.gallery import GALLERY_SCRIPT, gallery_html
+from engine.report.gallery import DEFAULT_ROW_CAP, gallery_html
+from engine.report.gallery_filter import FILTER_CSS, GALLERY_SCRIPT
 from engine.report.review import VERDICTS, review_data
 from engine.report.stats import open_catalog, require_round, round_stats, table2_grid, table3_grid
 from storage.atomic import write_text_atomic
@@ -41,17 +43,19 @@ th{background:#f3f3f3}.charts{display:flex;flex-wrap:wrap;gap:12px}.empty{color:
 .gallery{display:flex;flex-wrap:wrap;gap:10px}figure.thumb{margin:0;width:260px;cursor:pointer;border:2px solid #eee}
 figure.thumb.selected{border-color:#4e79a7}figure.thumb figcaption{font-size:11px}
 #rows-panel{max-height:420px;overflow:auto}tr.hit{background:#ffef9f}.note{color:#555;font-size:12px}
-"""
+""" + FILTER_CSS
 
 
 @dataclass(frozen=True)
 class DashboardConfig:
-    """``gallery_images``: images in the gallery; ``thumb_side``: longest thumbnail side, pixels;
+    """``gallery_images``: images in the gallery; ``gallery_rows``: rows drawn per gallery image,
+    kept and dropped each; ``thumb_side``: longest thumbnail side, pixels;
     ``score_bins``: bins of the score histograms over [0, 1]; ``pipeline``: spaCy pipeline for
     Table 3 (None: the round's configured one); ``table3_max_texts``: captions parsed per granularity;
     ``caption_images``: images sampled for the caption retrieval figures (0: none computed)."""
 
     gallery_images: int = 12
+    gallery_rows: int = DEFAULT_ROW_CAP
     thumb_side: int = 384
     score_bins: int = 10
     pipeline: str | None = None
@@ -59,7 +63,7 @@ class DashboardConfig:
     caption_images: int = 200
 
     def __post_init__(self) -> None:
-        for name in ("gallery_images", "thumb_side", "score_bins", "table3_max_texts", "caption_images"):
+        for name in ("gallery_images", "gallery_rows", "thumb_side", "score_bins", "table3_max_texts", "caption_images"):
             value, low = getattr(self, name), 0 if name == "caption_images" else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"dashboard {name} must be an integer >= {low}, got {value!r}")
@@ -272,5 +276,5 @@ def build_dashboard(root: DataRoot | str | Path, round_: int | None = None, out:
             raise ValueError(f"{root.path} has no annotations yet; run `fld annotate` first")
         require_round(catalog, round_)
         data = dashboard_data(catalog, round_, config)
-        gallery = gallery_html(catalog, round_, config.gallery_images, config.thumb_side)
+        gallery = gallery_html(catalog, round_, config.gallery_images, config.thumb_side, config.gallery_rows)
     return write_text_atomic(render_page(data, gallery), out or root.report(round_))

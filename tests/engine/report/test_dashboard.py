@@ -69,9 +69,9 @@ def test_dashboard_renders_in_chromium(dashboard, report_root, tmp_path):
             heat: q('#agreement rect.cell').length,
             model: document.getElementById('model-vs-specialists').textContent,
             lines: q('#models circle.point').map(c => [c.dataset.label, +c.dataset.x, +c.dataset.value]),
-            figures: q('figure.thumb').map(f => ({id: f.dataset.imageId,
-              marks: f.querySelectorAll('.box, .quad, .phrase').length,
-              masks: f.querySelectorAll('path.mask').length,
+            figures: q('figure.thumb').map(f => ({id: f.dataset.imageId,  // dropped rows are hidden until asked for
+              marks: Array.from(f.querySelectorAll('.box, .quad, .phrase')).filter(e => e.getClientRects().length > 0).length,
+              masks: Array.from(f.querySelectorAll('path.mask')).filter(e => e.getClientRects().length > 0).length,
               w: f.querySelector('svg.overlay').getBoundingClientRect().width,
               loaded: f.querySelector('image').getBBox().width > 0})),
           };
@@ -97,7 +97,7 @@ def test_dashboard_renders_in_chromium(dashboard, report_root, tmp_path):
           const f = document.querySelectorAll('figure.thumb')[1];
           f.querySelector('.box, .quad, .phrase').dispatchEvent(new MouseEvent('click', {bubbles: true}));
           const panel = document.getElementById('rows-panel');
-          return {id: panel.dataset.imageId, rows: panel.querySelectorAll('tbody tr').length,
+          return {id: panel.dataset.imageId, rows: panel.querySelectorAll('tbody tr:not(.off)').length,
                   hit: panel.querySelectorAll('tr.hit').length, figure: f.dataset.imageId};
         })()""")
         assert clicked["id"] == clicked["figure"]
@@ -124,8 +124,13 @@ def test_cli_and_round_step_write_the_report(report_root, capsys):
 
     root = report_root["root"]
     out = root.path / "cli-dashboard.html"
-    assert cli.main(["dashboard", "--root", str(root.path), "--round", "1", "--out", str(out), "--gallery", "2"]) == 0
-    assert out.read_text().count('<figure class="thumb"') == 2
+    assert cli.main(["dashboard", "--root", str(root.path), "--round", "1", "--out", str(out), "--gallery", "2",
+                     "--gallery-rows", "1"]) == 0
+    page = out.read_text()
+    assert page.count('<figure class="thumb"') == 2 and page.count('<tr class="kept"') == 2  # one row each
+    assert 'id="gallery-cap"' in page
+    assert cli.main(["dashboard", "--root", str(root.path), "--round", "1", "--out", str(out), "--gallery-rows", "0"]) == 2
+    assert "gallery_rows must be an integer >= 1" in capsys.readouterr().err
     assert cli.main(["dashboard", "--root", str(root.path / "nowhere")]) == 2
     assert "no catalog" in capsys.readouterr().err
     summary = dashboard_step(RoundContext(root=root, round=1, config=None, progress=False))

@@ -15,6 +15,7 @@ from engine.curate.config import CurationConfig
 from engine.curate.curation import curate_round
 from engine.curate.parquet_io import read_curated
 from engine.report.dashboard import DashboardConfig, build_dashboard
+from engine.report.gallery_rows import gallery_rows
 from engine.review.config import ReviewConfig
 from engine.review.export import export_label_studio
 from engine.review.importing import ReviewImportError, import_review
@@ -87,6 +88,15 @@ def test_import_then_curate_holds_exactly_the_corrections(exported, tmp_path):
     assert set(agreement) <= {"seed", "model", "reader", "captioner"} and agreement["reader"]["agreement"] == 1.0
     assert sum(a["shown"] for a in agreement.values()) >= len(shown)
     assert all(0 <= a["agreement"] <= 1 for a in agreement.values()) and 'id="review"' in page
+    # its gallery shows the previous rows people replaced among the round's dropped rows, with the trails' reasons
+    trails = duckdb.sql(f"select annotation_id, cast(reason as varchar) from read_parquet('{root.decisions(1)}/*.parquet', "
+                        "hive_partitioning = false) where cast(dropped_by as varchar) = 'human_review'").fetchall()
+    previous = {r["annotation_id"] for r in before if r["image_id"] == image}
+    replaced = {a: why for a, why in trails if a in previous}
+    with Catalog(root, read_only=True) as catalog:
+        drawn = gallery_rows(catalog, 1, [image], 200)[image].dropped
+    assert len(replaced) >= 3 and {r["annotation_id"]: r["drop_reason"] for r in drawn if r["annotation_id"] in previous} \
+        == replaced
 
     # the same file again adds nothing
     files = sorted(p.name for p in root.path.rglob("*.parquet"))
