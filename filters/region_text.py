@@ -11,7 +11,9 @@ them with its similarity as ``score``). Representation in the curated table:
   the region's ``absorbed_ids`` (it does not count as agreement: it did not see the box).
 
 The matcher's row (``source == matcher_source``, the highest-scored one when several) is the
-choice. Without one, ``fallback`` decides: ``keep_label`` leaves the region's text as it is,
+choice; without one, the region's own producer's description of it (a candidate of the same
+``source`` as the region: Florence-2's ``REGION_TO_DESCRIPTION`` of its own
+box), else ``fallback`` decides: ``keep_label`` leaves the region's text as it is,
 ``best_score`` takes the highest-scored candidate. Candidates whose parent region is
 missing or was dropped are dropped.
 """
@@ -51,6 +53,15 @@ class RegionTextConfig:
             raise ValueError(f"region_text.fallback must be one of {FALLBACKS}, got {self.fallback!r}")
 
 
+def _same_producer(table: pa.Table, rows: np.ndarray, parents: np.ndarray) -> np.ndarray:
+    """Bool per candidate ``rows[i]``: made by the source of its region ``parents[i]`` (a round runs one
+    version of each source)."""
+    if len(rows) == 0:
+        return np.zeros(0, bool)
+    producer = group_codes(table["source"])
+    return producer[rows] == producer[parents]
+
+
 @register_filter("region_text", settings=RegionTextConfig, working_form=True)
 def region_text_filter(table: pa.Table, config: RegionTextConfig, ctx: FilterContext) -> FilterResult:
     """Consume region-text candidates; the chosen one's text replaces its region's text."""
@@ -69,11 +80,12 @@ def region_text_filter(table: pa.Table, config: RegionTextConfig, ctx: FilterCon
     # choose per parent: eligible rows with text, matcher first, then score, then id
     eligible = valid(table["text"])[cand]
     matcher = equals(table["source"], config.matcher_source)[cand]
+    own = _same_producer(table, cand, parent[cand])
     if config.fallback == "keep_label":
-        eligible &= matcher
+        eligible &= matcher | own
     score = to_numpy(table["score"], -np.inf).astype(np.float64)[cand] if len(cand) else np.zeros(0)
     ids = group_codes(table["annotation_id"].take(pa.array(cand))) if len(cand) else np.zeros(0, np.int64)
-    order = np.lexsort((ids, -score, ~matcher, ~eligible, parent[cand]))
+    order = np.lexsort((ids, -score, ~own, ~matcher, ~eligible, parent[cand]))
     first = np.r_[True, parent[cand][order][1:] != parent[cand][order][:-1]] if len(cand) else np.zeros(0, bool)
     chosen_local = order[first & eligible[order]]
     chosen = cand[chosen_local]

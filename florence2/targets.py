@@ -10,7 +10,8 @@ location tokens and the target grammar in :mod:`florence2.format`):
 - DENSE_REGION_CAPTION: object regions whose chosen ``text`` differs from their class label
   (a description), ``text<loc>x4``, grouped the same way;
 - REGION_TO_DESCRIPTION: per object region with a description (a ``region`` row of granularity
-  ``brief`` whose ``parent_id`` is the object region), prompt = the object's box tokens, target =
+  ``brief`` whose ``parent_id`` is the object region, or the region's own ``text`` when it differs
+  from its ``label``, as curation keeps the region-text rule's choice), prompt = the object's box tokens, target =
   the description;
 - OCR_WITH_REGION: ``ocr`` regions with text, ``text<loc>x8`` (the quad, or the box's corners);
 - CAPTION_TO_PHRASE_GROUNDING: per caption with grounded phrases (``phrase`` rows whose

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.curate.absorbed_details import carry_details
 from engine.curate.agreement import string_lists
 from engine.curate.config import CurationConfig, MergeConfig
 from engine.curate.fusion import Fusion, apply_fusion, fusable, fuse, match_any_label, match_lone_same_label
@@ -90,7 +91,8 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
     key and label/text (IoU >= ``merge.iou_threshold``); object boxes, with ``merge.fuse``,
     merge into the previous object box they overlap most (IoU >= ``merge.fuse_iou``, any
     label; else, alone, one of the same label at IoU >= ``merge.fuse_iou_same_label``) and
-    refine it (``engine.curate.fusion``). An object box that overlaps no previous
+    refine it (``engine.curate.fusion``), giving it the mask and description it lacked
+    (``engine.curate.absorbed_details``). An object box that overlaps no previous
     box is added only when its score reaches its source's ``new_box_thresholds`` (the stricter
     threshold calibrated for its checkpoint; sources without one are not held back). Returns
     the curated table, ``merged`` (bool per row of ``new``: it merged into a previous row, or
@@ -129,7 +131,7 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
         [f"a new box scoring below {threshold[i]:.3g}, the new-box threshold of its checkpoint (no curated box there)"
          for i in rows], pa.string()), base=reason)
     into = prev["annotation_id"].take(with_nulls(np.maximum(target[merged], 0), target[merged] < 0))
-    kept_prev = conform(_absorb_into_previous(apply_fusion(prev, fusion), new, target), CURATED)
+    kept_prev = conform(_absorb_into_previous(carry_details(apply_fusion(prev, fusion), new, target), new, target), CURATED)
     curated = pa.concat_tables([kept_prev, conform(new.take(pa.array(np.flatnonzero(~merged))), CURATED)])
     return curated, merged, reason, into
 

@@ -21,7 +21,8 @@ of that granularity (micro averages):
   shapes matched by at least one right phrase row / every truth shape of the matched images.
 
 For the round: ``region_descriptions`` (``region`` rows with ``granularity = 'brief'`` whose
-parent is an object region): ``accuracy`` = those whose parent's box matches a truth object and
+parent is an object region, and object regions whose ``text`` is not their ``label``: the
+region-text rule keeps the chosen description there): ``accuracy`` = those whose region's box matches a truth object and
 whose text names exactly that object's colour and shape (a word: that word) / all of them;
 ``masks``: object region rows (or their child rows) with ``mask_rle`` whose box matches a truth
 object, and the mean mask IoU with its mask (``mean_iou``; unmatched rows counted in ``rows``
@@ -139,18 +140,28 @@ def _grounding(rows: list[dict], images: dict[int, TruthImage], vocabulary: Voca
     return out
 
 
+def described_regions(rows: list[dict], object_regions: dict[str, dict]) -> list[tuple[dict, str]]:
+    """``(object region, its description)``: each child description row, and each object region whose
+    ``text`` differs from its class ``label`` (the region-text rule's curated form)."""
+    children = [(object_regions[r["parent_id"]], r["text"] or "") for r in rows if r["kind"] == "region"
+                and r["granularity"] == "brief" and r["parent_id"] in object_regions]
+    own = [(r, r["text"]) for r in object_regions.values()
+           if r["label"] and r["text"] and r["text"].strip().lower() != r["label"].strip().lower()]
+    return children + own
+
+
 def _descriptions(rows: list[dict], images: dict[int, TruthImage], vocabulary: Vocabulary,
                   object_regions: dict[str, dict]) -> tuple[dict[str, Any], set[int]]:
-    mine = [r for r in rows if r["kind"] == "region" and r["granularity"] == "brief" and r["parent_id"] in object_regions]
+    mine = described_regions(rows, object_regions)
     right = 0
-    for r in mine:
-        truth = best_match(object_regions[r["parent_id"]]["bbox"], images[r["coco_id"]].objects)
+    for region, text in mine:
+        truth = best_match(region["bbox"], images[region["coco_id"]].objects)
         if truth is None:
             continue
         t = truth.thing
         wanted = {("word", (t.text or "").lower())} if t.category == "text" else {("object", t.color, t.category)}
-        right += {f for f in facts(r["text"] or "", vocabulary) if f[0] != "count"} == wanted
-    return {"descriptions": len(mine), "accuracy": _ratio(right, len(mine))}, {r["coco_id"] for r in mine}
+        right += {f for f in facts(text, vocabulary) if f[0] != "count"} == wanted
+    return {"descriptions": len(mine), "accuracy": _ratio(right, len(mine))}, {r["coco_id"] for r, _ in mine}
 
 
 def _masks(rows: list[dict], images: dict[int, TruthImage], object_regions: dict[str, dict]) -> dict[str, Any]:

@@ -55,3 +55,16 @@ def test_no_candidates_and_empty():
     res = region_text_filter(t, RegionTextConfig(), FilterContext())
     assert res.judged.tolist() == [False] and res.keep.tolist() == [True] and not res.replace
     assert len(region_text_filter(table([]), RegionTextConfig(), FilterContext()).keep) == 0
+
+
+def test_a_region_takes_its_own_producers_description_without_a_matcher():
+    box = region("img", [10, 10, 50, 50], source="florence2", label="triangle", score=0.8)
+    other = region("img", [60, 60, 90, 90], source="detector", label="circle")
+    rows = [box, other,
+            candidate("img", box, "a large red triangle", source="florence2", score=0.3),
+            candidate("img", box, "a red thing", source="region_captioner", score=0.9),
+            candidate("img", other, "a blue circle", source="florence2", score=0.9)]  # not the circle's producer
+    res = region_text_filter(table(rows), RegionTextConfig(), FilterContext())
+    assert res.replace["text"].to_pylist()[:2] == ["a large red triangle", "circle"]
+    assert res.keep.tolist() == [True, True, False, False, False]
+    assert res.reason.to_pylist()[2].startswith("text chosen for region")

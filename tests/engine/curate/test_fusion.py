@@ -157,3 +157,30 @@ def test_a_second_object_beside_a_confirmed_one_stays_a_new_row():
 def test_merge_settings_are_validated():
     with pytest.raises(ValueError, match="merge.fuse_iou_same_label must be in"):
         MergeConfig(fuse_iou_same_label=0)
+
+
+def test_an_absorbed_box_gives_the_previous_box_its_mask_and_description():
+    from filters.region_text import RegionTextConfig
+    from tests.filters.tables import candidate
+
+    label, other, previous = _round0()
+    polygon = [[12.0, 12.0, 52.0, 12.0, 32.0, 52.0]]
+    from storage.masks import polygons_to_rle
+
+    rle = polygons_to_rle(polygon, 100, 100)
+    model = region("img", [12, 12, 52, 52], source="florence2", label="triangle", score=0.9, version="m1", round_=1,
+                   polygons=polygon, mask_rle=rle)
+    wrong = region("img", [61, 61, 91, 91], source="florence2", label="square", score=0.2, version="m1", round_=1)
+    rows = [model, wrong,
+            candidate("img", model, "a large red triangle", source="florence2", score=0.7, round_=1),
+            candidate("img", wrong, "a small blue square", source="florence2", score=0.7, round_=1)]
+    config = CurationConfig(rules=RULES, merge=MergeConfig(), sections={"prior_score": PriorScoreConfig(default=0.5),
+                                                                       "region_text": RegionTextConfig()})
+    curated, trails = curate_tables(table(rows), previous, IMAGES, config, 1)
+    got = {r["annotation_id"]: r for r in curated.to_pylist()}
+    assert set(got) == {label["annotation_id"], other["annotation_id"]}
+    triangle, circle = got[label["annotation_id"]], got[other["annotation_id"]]
+    assert triangle["label"] == "triangle" and triangle["text"] == "a large red triangle"
+    assert triangle["mask_rle"] == rle and triangle["polygons"] == polygon
+    # the weak "square" evidence does not win the circle's label, so its "square" description is not carried
+    assert circle["text"] == "circle" and circle["mask_rle"] is None

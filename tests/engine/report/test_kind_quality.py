@@ -53,6 +53,20 @@ def test_the_truth_itself_scores_one_in_every_kind(sample):
     assert quality["coverage"] == {kind: 1.0 for kind in KINDS}
 
 
+def test_a_description_kept_in_its_regions_text_counts_as_one(sample):
+    """The region-text rule's curated form: the description in the object region's ``text``, the class in ``label``."""
+    root, truth = sample
+    rows = truth_rows(root, truth, 5)
+    child = {r["parent_id"]: r["text"] for r in rows if r["kind"] == "region" and r.get("granularity") == "brief"}
+    collapsed = [{**r, "text": child.get(r["annotation_id"], r["text"])} for r in rows
+                 if not (r["kind"] == "region" and r.get("granularity") == "brief")]
+    write_curated(root, collapsed, 5)
+    quality = kind_quality(root, 5, truth["path"])
+    shapes = sum(len(_shapes(truth, image)) for image in truth["images"])
+    assert quality["region_descriptions"] == {"descriptions": shapes, "accuracy": 1.0}
+    assert quality["coverage"]["region_brief"] == 1.0 and quality["coverage"]["region_phrase"] == 1.0
+
+
 def test_each_perturbation_lowers_its_own_figure_by_its_share(sample):
     root, truth = sample
     truth = copy.deepcopy(truth)
