@@ -37,9 +37,9 @@ partitions on threads (the result does not depend on their number), and the wide
 are taken from the raw table once, for the survivors. Without a merge the trails are final
 once the rules ran: they are built and written on workers while the curated set is assembled.
 
-Known limits: a region-text candidate whose parent region lives only in the previous
-curated set is dropped as an orphan, and a merged region keeps the previous row's text even
-when the new row brought a matched description.
+Known limit: a region-text candidate whose parent region lives only in the previous curated
+set is dropped as an orphan (a merged region does take the description and mask its absorbed
+new box brought, when it had none: ``engine.curate.absorbed_details``).
 """
 
 from __future__ import annotations
