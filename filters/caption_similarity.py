@@ -15,6 +15,10 @@ The ``caption_scorer`` annotator writes, per caption, a similarity row: ``kind =
 * with ``unscored = "drop"``, also every top-level caption without a scored similarity row (reason
   "no image-text similarity (caption_similarity.unscored = drop)").
 
+``granularities`` (empty: every one) limits the two caption checks to captions of those
+granularities: a CLIP-style text tower reads ~77 tokens, so a more detailed caption is scored
+on its beginning only and a threshold fitted on brief captions says little about it.
+
 ``min_similarity`` defaults to 0.0: no caption is dropped (the similarity rows are still
 consumed) until the config sets a threshold for its model, as a random test-size CLIP scores
 everything near 0.5. For OpenAI's CLIP ViT-B/32 about 0.6 (cosine 0.2) drops captions
@@ -30,7 +34,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from filters.base import FilterContext, FilterResult, equals, reason_where, register_filter, to_numpy, valid, with_prefix
+from filters.base import (
+    FilterContext,
+    FilterResult,
+    equals,
+    is_in,
+    reason_where,
+    register_filter,
+    to_numpy,
+    valid,
+    with_prefix,
+)
+from storage.schema import GRANULARITIES
 
 UNSCORED_POLICIES = ("keep", "drop")
 
@@ -44,6 +59,7 @@ class CaptionSimilarityConfig:
     scorer_source: str = "caption_scorer"
     min_similarity: float = 0.0
     unscored: str = "keep"
+    granularities: tuple[str, ...] = ()  # empty: all
 
     def __post_init__(self) -> None:
         if not isinstance(self.scorer_source, str) or not self.scorer_source:
@@ -53,6 +69,11 @@ class CaptionSimilarityConfig:
             raise ValueError(f"caption_similarity.min_similarity must be a number in [0, 1], got {value!r}")
         if self.unscored not in UNSCORED_POLICIES:
             raise ValueError(f"caption_similarity.unscored must be one of {UNSCORED_POLICIES}, got {self.unscored!r}")
+        if not isinstance(self.granularities, (tuple, list)) or \
+                any(g not in GRANULARITIES for g in self.granularities):
+            raise ValueError(f"caption_similarity.granularities must list granularities of {GRANULARITIES}, "
+                             f"got {self.granularities!r}")
+        object.__setattr__(self, "granularities", tuple(self.granularities))
 
 
 @register_filter("caption_similarity", settings=CaptionSimilarityConfig, working_form=True)
@@ -80,8 +101,9 @@ def caption_similarity_filter(table: pa.Table, config: CaptionSimilarityConfig, 
     np.maximum.at(best, parent[rated], score[rated])
     scored = np.zeros(n, bool)
     scored[parent[rated]] = True
-    low = scored & ~(best >= config.min_similarity)
-    unscored = top & ~scored & (config.unscored == "drop")
+    checked = is_in(table["granularity"], config.granularities) if config.granularities else np.ones(n, bool)
+    low = scored & checked & ~(best >= config.min_similarity)
+    unscored = top & checked & ~scored & (config.unscored == "drop")
 
     shown = pc.cast(pc.round(pa.array(np.where(np.isfinite(best), best, np.nan)), 3), pa.string())
     reason = reason_where(low, pc.binary_join_element_wise(
@@ -91,4 +113,5 @@ def caption_similarity_filter(table: pa.Table, config: CaptionSimilarityConfig, 
     reason = reason_where(sim & ~orphan, with_prefix("image-text similarity of caption ", parent_ids), reason)
     reason = reason_where(orphan, "caption missing or dropped", reason)
     drop = sim | low | unscored
-    return FilterResult(keep=~drop, reason=reason, judged=sim | scored | unscored, absorbed_by=parent, agrees=False)
+    return FilterResult(keep=~drop, reason=reason, judged=sim | (scored & checked) | unscored, absorbed_by=parent,
+                        agrees=False)

@@ -112,3 +112,16 @@ def test_registered_and_in_the_default_rules_after_text_complexity():
 def test_config_refuses_bad_values(bad):
     with pytest.raises(ValueError, match=f"caption_similarity.{next(iter(bad))}"):
         CaptionSimilarityConfig(**bad)
+
+
+def test_granularities_limit_the_checks_to_those_captions():
+    rows = _rows()
+    good, poor, twice, unscored = (r["annotation_id"] for r in rows[:4])
+    raw, res, ids = _run(CaptionSimilarityConfig(min_similarity=0.5, granularities=["brief"], unscored="drop"), rows)
+    by_id = dict(zip(ids, zip(res.keep.tolist(), res.judged.tolist())))
+    assert by_id[poor] == (True, False)  # detailed: not checked, though its similarity is low
+    assert by_id[unscored] == (True, False)  # more detailed and unscored: not dropped
+    assert by_id[good] == (True, True) and by_id[twice] == (True, True)
+    assert not any(res.keep.tolist()[4:8])  # the similarity rows are still consumed
+    with pytest.raises(ValueError, match="caption_similarity.granularities"):
+        CaptionSimilarityConfig(granularities=["huge"])
