@@ -195,6 +195,7 @@ def pretrain(out: Path, work: Path, config: PretrainConfig, log: Any = print) ->
                          noise=False)
     metrics = heldout_metrics(root.model(0), od_examples(heldout, "ground_truth.json", config.images_per_shard,
                                                          "validation"), config)
+    kinds = kind_metrics(root.model(0), config) if set(config.tasks) - {"OD"} else None
     out.mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES:
         shutil.copyfile(root.model(0) / name, out / name)
@@ -209,6 +210,7 @@ def pretrain(out: Path, work: Path, config: PretrainConfig, log: Any = print) ->
                      "final_aux_loss_mean_100": _tail_mean(result.aux_losses)},
         "model": {"parameters": parameter_count(model),
                   "safetensors_bytes": (out / "model.safetensors").stat().st_size},
+        "kinds": kinds,
         "config": asdict(config),
         "start_metrics": _start_metrics(config.start),
         "total_seconds_this_run": round(time.perf_counter() - started, 1),
@@ -219,6 +221,18 @@ def pretrain(out: Path, work: Path, config: PretrainConfig, log: Any = print) ->
                                                      start=result.resumed_from + 1)]
     (out / "train_log.tsv").write_text("\n".join(lines) + "\n")
     return metrics
+
+
+def kind_metrics(model_dir: Path, config: PretrainConfig, images: int = 48) -> dict[str, Any]:
+    """Every kind the model produces on unseen scenes of the pre-training style and of the demo's
+    (:mod:`engine.demo.model_kinds`; evaluation only), annotating every trained task greedily."""
+    from engine.demo.model_kinds import model_kinds
+    from engine.demo.styles import DEMO_STYLE
+    from florence2.settings import Florence2Settings
+
+    settings = Florence2Settings(model=str(model_dir), device=config.device, dtype="fp32", batch_size=16, num_beams=1,
+                                 max_new_tokens=256, tasks=config.tasks)
+    return {style: model_kinds(model_dir, settings, style, images) for style in ("plain", DEMO_STYLE)}
 
 
 def _start_metrics(start: str) -> dict[str, Any] | None:

@@ -214,12 +214,20 @@ def kind_quality(root: DataRoot, round_: int, ground_truth: str | Path) -> dict[
     ids = {k: v for k, v in coco_image_ids(truth, image_locations(root)).items() if v in images}
     rows = _rows(root, round_, ids)
     evaluated = {coco_id: images[coco_id] for coco_id in set(ids.values())}
+    return {"round": round_, **rows_quality(rows, images, evaluated, vocabulary)}
+
+
+def rows_quality(rows: list[dict], images: dict[int, TruthImage], evaluated: dict[int, TruthImage],
+                 vocabulary: Vocabulary) -> dict[str, Any]:
+    """The figures of the module docstring for ``rows`` (curated-row dicts with ``annotation_id``,
+    ``kind``, ``granularity``, ``region_type``, ``text``, ``label``, ``bbox``, ``mask_rle``,
+    ``parent_id`` and the ``coco_id`` of their image) over the ``evaluated`` images."""
     granularity_of = {r["annotation_id"]: r["granularity"] for r in rows if r["kind"] == "caption"}
     object_regions = {r["annotation_id"]: r for r in rows if r["kind"] == "region" and r["region_type"] == "object"
                       and r["granularity"] is None}
     descriptions, described = _descriptions(rows, images, vocabulary, object_regions)
     return {
-        "round": round_, "images": len(evaluated),
+        "images": len(evaluated),
         "captions": _captions(rows, images, vocabulary),
         "grounding": _grounding(rows, evaluated, vocabulary, granularity_of),
         "region_descriptions": descriptions,
