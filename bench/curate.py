@@ -61,9 +61,10 @@ WIDTH, HEIGHT = 640, 480
 #: 250k-row files per source with rows in random image order (the worst case for locality)
 LAYOUTS = ("shards", "random")
 #: version of how the shard files are written (2: ``storage.atomic.write_parquet_atomic``, ids
-#: DELTA_LENGTH_BYTE_ARRAY-encoded, as ``fld annotate`` writes them); a root of another
-#: version is generated again
-SHARD_FORMAT = 2
+#: DELTA_LENGTH_BYTE_ARRAY-encoded, as ``fld annotate`` writes them; 3: with layout ``shards``,
+#: one images part per shard, as ``fld ingest`` writes them); a root of another version is
+#: generated again
+SHARD_FORMAT = 3
 SCANS = {
     "all": "select * from read_parquet(?, hive_partitioning = false)",
     "plain": "select count(*), sum(score) from read_parquet(?, hive_partitioning = false)",
@@ -119,17 +120,24 @@ def generate(root: DataRoot, rows: int, images: int, layout: str = "shards", ima
                                                  pa.array(boxes[take].reshape(-1))),
                 "score": pa.array(score[take]), "created_at": pa.repeat(created, m),
             })
+            if layout == "shards":  # named as its image shard (a shard with no rows of this source has no file)
+                k = int(image[take[0]]) // images_per_shard
             path = root.annotation_shard(0, name, f"{k:05d}")
             path.parent.mkdir(parents=True, exist_ok=True)
             write_parquet_atomic(conform(t, ANNOTATIONS), path)  # the writer (and encodings) of fld annotate
     root.images.mkdir(parents=True, exist_ok=True)
-    img = pa.table({
-        "image_id": image_ids, "shard_id": pa.repeat(pa.scalar("bench"), images),
-        "shard": pa.repeat(pa.scalar("/bench"), images), "key": pa.array(np.arange(images).astype(str)),
-        "width": pa.array(np.full(images, WIDTH, np.int32)), "height": pa.array(np.full(images, HEIGHT, np.int32)),
-        "status": pa.repeat(pa.scalar("ok"), images), "ingested_at": pa.repeat(created, images),
-    })
-    write_parquet_atomic(conform(img, IMAGES), root.images_part("bench"))
+    # as ``fld ingest`` writes them: one images part per shard, named as the shard the annotations name
+    shards = [(f"{k:05d}", k * images_per_shard, min(images, (k + 1) * images_per_shard))
+              for k in range(-(-images // images_per_shard))] if layout == "shards" else [("bench", 0, images)]
+    for shard, lo, hi in shards:
+        n = hi - lo
+        img = pa.table({
+            "image_id": image_ids.slice(lo, n), "shard_id": pa.repeat(pa.scalar(shard), n),
+            "shard": pa.repeat(pa.scalar(f"/{shard}"), n), "key": pa.array(np.arange(lo, hi).astype(str)),
+            "width": pa.array(np.full(n, WIDTH, np.int32)), "height": pa.array(np.full(n, HEIGHT, np.int32)),
+            "status": pa.repeat(pa.scalar("ok"), n), "ingested_at": pa.repeat(created, n),
+        })
+        write_parquet_atomic(conform(img, IMAGES), root.images_part(shard))
 
 
 def scan_seconds(root: DataRoot, query: str, repeat: int = 5) -> float:

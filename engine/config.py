@@ -24,6 +24,11 @@ Example::
     name = "direct"               # direct | direct-multiprocess | dask | flink | spark | dataflow
     workers = 2
     options = []                  # extra Beam pipeline flags, e.g. ["--dask_client_address=host:8786"]
+
+    [curation]                    # rules and thresholds (engine.curate.config)
+    partition_rows = 2000000      # curate in partitions of about this many rows (0, the default: one process)
+    partition_runner = "dask"     # local (one partition after another) or a Beam runner, with [runner]'s
+                                  # workers and options
 """
 
 from __future__ import annotations

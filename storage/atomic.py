@@ -14,7 +14,7 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -112,8 +112,13 @@ def small_dictionaries(table: pa.Table) -> pa.Table:
     return table
 
 
-def write_parquet_atomic(table: pa.Table, final: str | os.PathLike[str], row_group_size: int | None = None) -> Path:
+def write_parquet_atomic(table: pa.Table, final: str | os.PathLike[str], row_group_size: int | None = None,
+                         row_groups: Sequence[int] | None = None, metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``table`` as Parquet (zstd) to ``final`` atomically; returns ``final``.
+
+    ``row_groups``: the rows of each row group, in order (summing to the table's rows; each
+    at most pyarrow's row-group limit, 1Mi rows), in place of ``row_group_size``'s even split;
+    ``metadata``: key-value pairs added to the file's metadata (readers find them in its footer).
 
     The string values of :data:`storage.schema.UNIQUE_VALUE_COLUMNS` (ids) are written
     DELTA_LENGTH_BYTE_ARRAY-encoded, without a dictionary attempt or min/max statistics:
@@ -139,9 +144,22 @@ def write_parquet_atomic(table: pa.Table, final: str | os.PathLike[str], row_gro
                 statistics.append(path)
             if not pa.types.is_floating(kind):
                 dictionary.append(path)
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               **{k.encode(): v.encode() for k, v in metadata.items()}})
+    options = dict(compression="zstd", use_dictionary=dictionary, write_statistics=statistics,
+                   column_encoding=unique or None)
     with atomic_path(final) as tmp:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size, use_dictionary=dictionary,
-                       write_statistics=statistics, column_encoding=unique or None)
+        if row_groups is None:
+            pq.write_table(table, tmp, row_group_size=row_group_size, **options)
+        else:
+            if sum(row_groups) != table.num_rows:
+                raise ValueError(f"row_groups hold {sum(row_groups)} rows, the table {table.num_rows}")
+            with pq.ParquetWriter(tmp, table.schema, **options) as writer:
+                start = 0
+                for rows in row_groups:
+                    writer.write_table(table.slice(start, rows), row_group_size=max(rows, 1))
+                    start += rows
     return Path(final)
 
 

@@ -91,6 +91,12 @@ class DataRoot:
     def decisions(self, round_: int) -> Path:
         return self.path / "decisions" / f"round={int(round_)}"
 
+    def curation_work(self, round_: int) -> Path:
+        """``.engine/curation/round=R/``: a round curated in partitions keeps its plan, its
+        partitions' staged parts and their completion markers here until the round's curated
+        and decision parts are switched in (``engine.curate.partitioned``); no view reads it."""
+        return self.path / ".engine" / "curation" / f"round={int(round_)}"
+
     def review_queue(self, round_: int) -> Path:
         """The ranked review queue of a round (``fld review plan``)."""
         return self.path / "review" / f"round={int(round_)}" / "queue.parquet"

@@ -45,7 +45,13 @@ def calibrated_thresholds(root: DataRoot, raw: pa.Table, key: str = THRESHOLD_KE
     """Source -> calibrated threshold (``key``: the score threshold, or :data:`NEW_BOX_KEY`),
     for every source whose rows all come from one checkpoint with a recorded threshold
     (several checkpoints in one source: none)."""
-    by_source = {s: v for s, v in producers(raw).items() if len(v) == 1}
+    return thresholds_of(root, producers(raw), key)
+
+
+def thresholds_of(root: DataRoot, producing: dict[str, set[str]], key: str = THRESHOLD_KEY) -> dict[str, float]:
+    """:func:`calibrated_thresholds` of a round whose rows come from ``producing`` (``{source:
+    {source_version, ...}}``, :func:`producers` of all its rows)."""
+    by_source = {s: v for s, v in producing.items() if len(v) == 1}
     if not by_source:
         return {}
     with Catalog.reading(root) as catalog:

@@ -15,6 +15,14 @@ Example (TOML)::
     per_source = { detector = 0.5, ocr = 0.6 }
     [curation.nms]
     calibration = "rank"
+
+A round too large for one process is curated in partitions of whole image shards
+(``engine.curate.partitioned``), with the same result::
+
+    [curation]
+    partition_rows = 2000000      # about this many raw rows per partition (0, the default: one process)
+    partition_runner = "dask"     # "local": one partition after another here; or a Beam runner,
+                                  # with [runner] workers and options (e.g. --dask_client_address)
 """
 
 from __future__ import annotations
@@ -23,8 +31,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from engine.typed_config import from_plain, to_plain
+from engine.annotate.runners import RUNNERS
+from engine.typed_config import check_int_range, from_plain, to_plain
 from filters.base import filter_names, filter_spec, settings_sections
+
+#: ``partition_runner`` value for partitions run one after another in this process (no Beam)
+LOCAL_RUNNER = "local"
 
 DEFAULT_RULES: tuple[str, ...] = (
     "image", "prior_score", "confidence", "geometry", "text_complexity", "caption_similarity",
@@ -68,13 +80,23 @@ class MergeConfig:
 class CurationConfig:
     """``rules``: the rules to run, in order; ``merge``: the merge with the previous round;
     ``sections``: the settings object of every registered section (``filters.base``), the
-    defaults where the config gives none. ``config.nms`` reads a section like an attribute."""
+    defaults where the config gives none. ``config.nms`` reads a section like an attribute.
+    ``partition_rows``: 0 curates a round in one process; N > 0 in partitions of whole image
+    shards of about N raw rows each (a shard is never split), so peak memory follows N, not the
+    round; ``partition_runner``: where those run: :data:`LOCAL_RUNNER` (one after another in
+    this process) or a Beam runner of ``engine.annotate.runners`` (side by side)."""
 
     rules: tuple[str, ...] = DEFAULT_RULES
     merge: MergeConfig = field(default_factory=MergeConfig)
     sections: Mapping[str, Any] = field(default_factory=dict)
+    partition_rows: int = 0
+    partition_runner: str = LOCAL_RUNNER
 
     def __post_init__(self) -> None:
+        check_int_range("curation.partition_rows", self.partition_rows, 0)
+        if self.partition_runner != LOCAL_RUNNER and self.partition_runner not in RUNNERS:
+            raise ValueError(f"curation.partition_runner {self.partition_runner!r} is unknown; choose one of "
+                             f"{', '.join([LOCAL_RUNNER, *RUNNERS])}")
         rules = tuple(self.rules)
         object.__setattr__(self, "rules", rules)
         known = set(filter_names())
@@ -116,9 +138,9 @@ class CurationConfig:
         """``typed_config.from_plain``'s hook: the sections come from the filter registry."""
         data = dict(data)
         classes = settings_sections()
-        if unknown := sorted(set(data) - {"rules", "merge", *classes}):
+        if unknown := sorted(set(data) - {*_PLAIN_KEYS, *classes}):
             raise ValueError(f"unknown key(s) {', '.join(f'{path}.{k}' for k in unknown)}; "
-                             f"known: {['rules', 'merge', *classes]}")
+                             f"known: {[*_PLAIN_KEYS, *classes]}")
         sections = {}
         for name in set(data) & set(classes):
             table = data.pop(name)
@@ -127,20 +149,28 @@ class CurationConfig:
             sections[name] = from_plain(classes[name], dict(table), f"{path}.{name}")
         plain = from_plain(_RulesAndMerge, data, path)
         try:
-            return cls(rules=plain.rules, merge=plain.merge, sections=sections)
+            return cls(rules=plain.rules, merge=plain.merge, sections=sections, partition_rows=plain.partition_rows,
+                       partition_runner=plain.partition_runner)
         except TypeError as exc:
             raise ValueError(f"{path}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists for tuples) that :meth:`from_dict` reads back to an equal config."""
-        out = {"rules": list(self.rules), "merge": to_plain(dataclasses.asdict(self.merge))}
+        out = {"rules": list(self.rules), "merge": to_plain(dataclasses.asdict(self.merge)),
+               "partition_rows": self.partition_rows, "partition_runner": self.partition_runner}
         out.update({name: to_plain(dataclasses.asdict(value)) for name, value in self.sections.items()})
         return out
 
 
 @dataclass(frozen=True)
 class _RulesAndMerge:
-    """The keys of ``[curation]`` that are not sections (parsed by ``from_plain``)."""
+    """The keys of ``[curation]`` that are not sections (parsed by ``from_plain``; checked by
+    :class:`CurationConfig`)."""
 
     rules: tuple[str, ...] = DEFAULT_RULES
     merge: MergeConfig = field(default_factory=MergeConfig)
+    partition_rows: int = 0
+    partition_runner: str = LOCAL_RUNNER
+
+
+_PLAIN_KEYS = tuple(f.name for f in dataclasses.fields(_RulesAndMerge))

@@ -37,6 +37,9 @@ partitions on threads (the result does not depend on their number), and the wide
 are taken from the raw table once, for the survivors. Without a merge the trails are final
 once the rules ran: they are built and written on workers while the curated set is assembled.
 
+A round too large for one process is curated in partitions of whole image shards through
+the same ``curate_tables`` (``engine.curate.partitioned``), with the same result.
+
 Known limit: a region-text candidate whose parent region lives only in the previous curated
 set is dropped as an orphan (a merged region does take the description and mask its absorbed
 new box brought, when it had none: ``engine.curate.absorbed_details``).
@@ -68,40 +71,17 @@ from engine.curate.parquet_io import (
 )
 from engine.curate.review_carry import carried_trails, replaced_previous
 from engine.curate.review_state import review_state
-from engine.curate.rules import partition_count, run_rules, take_table
+from engine.curate.rules import partition_count, prepare_parts, run_rules, take_table
+from engine.curate.summary import round_summary, summary_counts
 from engine.curate.text_metrics import metrics_function
-from engine.curate.working_table import image_ids_of, plain_rows, scatter_strings, working_table
-from filters.base import (
-    IMAGE_INDEX,
-    FilterContext,
-)
+from engine.curate.working_table import image_ids_of, plain_rows, scatter_reasons, scatter_strings, working_table
+from filters.base import IMAGE_INDEX, FilterContext, filter_spec
 from filters.human_review import RULE as HUMAN_REVIEW
 from filters.human_review import ReviewState
-from storage.arrow_masks import with_nulls
-from storage.atomic import write_text_atomic
-from storage.decisions import build_trails, judged_counts, value_counts
+from storage.atomic import remove_path, write_text_atomic
+from storage.decisions import build_trails
 from storage.layout import DataRoot
 from storage.schema import ANNOTATIONS, CURATED
-
-
-def _scatter_reasons(parts: list[tuple[np.ndarray, pa.Array]], n: int) -> pa.DictionaryArray:
-    """The reason column of ``n`` rows, null except where a part ``(rows, reasons)`` puts
-    ``reasons[j]`` at row ``rows[j]``; dictionary-encoded from the parts' own dictionaries
-    (filters give one-text reasons as dictionaries), so no text is hashed per row."""
-    codes = np.full(n, -1, np.int32)  # into the parts' dictionaries, concatenated
-    texts, offset = [], 0
-    for rows, reasons in parts:
-        reasons = reasons.combine_chunks() if isinstance(reasons, pa.ChunkedArray) else reasons
-        encoded = reasons if pa.types.is_dictionary(reasons.type) else pc.dictionary_encode(reasons.cast(pa.string()))
-        index = pc.fill_null(encoded.indices, -1 - offset).to_numpy(zero_copy_only=False).astype(np.int32)
-        codes[rows] = index + offset
-        texts.append(encoded.dictionary.cast(pa.string()))
-        offset += len(encoded.dictionary)
-    distinct = pc.dictionary_encode(pa.concat_arrays(texts) if texts else pa.array([], pa.string()))
-    remap = distinct.indices.to_numpy(zero_copy_only=False).astype(np.int32)  # the same text of two rules: one entry
-    if not np.array_equal(remap, np.arange(len(remap))):
-        codes = np.r_[remap, np.int32(-1)][codes]  # code -1 picks the appended -1
-    return pa.DictionaryArray.from_arrays(with_nulls(codes, codes < 0), distinct.dictionary)
 
 
 def curate_tables(
@@ -109,7 +89,7 @@ def curate_tables(
     on_curated: Callable[[pa.Table], None] | None = None, partitions: int | None = None,
     on_trails: Callable[[pa.Table], None] | None = None, decoded: bool = True,
     calibrated: Mapping[str, float] | None = None, new_box_thresholds: Mapping[str, float] | None = None,
-    reviews: ReviewState | None = None,
+    reviews: ReviewState | None = None, prepared: Mapping[str, Any] | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Curate the raw annotations of round ``round_`` -> (curated :data:`CURATED`, decision
     trails :data:`DECISION_TRAILS`, one row per raw row; ``expand_trails`` gives the long form).
@@ -133,44 +113,77 @@ def curate_tables(
     ``reviews``: the people's verdicts that bind this round (``engine.curate.review_state``): the
     ``human_review`` rule runs (right after ``image`` when the config does not list it), the
     rows it keeps skip every later rule and the merge, and previous rows a fresh review
-    replaces leave the curated set with a trail each (numbered after the raw rows').
+    replaces leave the curated set with a trail each (numbered after the raw rows', by their
+    position in ``previous``). ``prepared``: rule -> the state its ``combine`` hook made over a
+    whole round of which these tables are one part (:func:`prepare_rule_parts`), so a round
+    curated in parts (``engine.curate.partitioned``) decides as it would in one piece.
     """
     workers = os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         count = partition_count(raw.num_rows, workers) if partitions is None else partitions
         curated, trails = _curate(raw, previous, images, config, round_, pool, on_curated, on_trails, count,
-                                  dict(calibrated or {}), dict(new_box_thresholds or {}), reviews or ReviewState())
+                                  dict(calibrated or {}), dict(new_box_thresholds or {}), reviews or ReviewState(),
+                                  dict(prepared or {}))
         return (conform(curated, CURATED) if decoded else curated), trails
 
 
-def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int,
-            pool: ThreadPoolExecutor, on_curated: Callable[[pa.Table], None] | None,
-            on_trails: Callable[[pa.Table], None] | None, partitions: int, calibrated: dict[str, float],
-            new_box_thresholds: dict[str, float], reviews: ReviewState) -> tuple[pa.Table, pa.Table]:
+def hooked_rules(config: CurationConfig, reviews: ReviewState | None = None) -> tuple[str, ...]:
+    """The rules of a round's curation, in order, whose decisions need a state over every image
+    (a ``combine`` hook: ``nms_cross``'s rank reference): what a round curated in parts prepares first."""
+    return tuple(r for r in reviewed_rules(config.rules, reviews or ReviewState()) if filter_spec(r).combine is not None)
+
+
+def prepare_rule_parts(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, rule: str,
+                       calibrated: Mapping[str, float] | None = None, reviews: ReviewState | None = None,
+                       prepared: Mapping[str, Any] | None = None) -> list:
+    """``rule``'s ``prepare`` parts over these tables' rows alive when it runs (the rules
+    before it run as :func:`curate_tables` runs them, with the ``prepared`` states of earlier
+    hooked rules); ``rule``'s ``combine`` over the parts of every part of a round is its
+    ``prepared`` state for :func:`curate_tables`."""
+    workers = os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        raw, _, _, rules, ctx, work, _, plain = _setup(raw, previous, images, config, pool, dict(calibrated or {}),
+                                                       reviews or ReviewState())
+        return prepare_parts(work, rules, config, ctx, work[IMAGE_INDEX].to_numpy(), pool,
+                             partition_count(raw.num_rows, workers), plain, rule, prepared)
+
+
+def _setup(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, pool: ThreadPoolExecutor,
+           calibrated: dict[str, float], reviews: ReviewState) -> tuple:
+    """What the rules need: the conformed raw rows, the previous set less the rows a fresh review
+    replaces (and those rows), the rules, their context, the working table, the producers and
+    the plain-rows function."""
     raw = conform(raw, ANNOTATIONS, keep_dictionaries=True)
     # the ids are gathered by every partition take and for the absorbed rows' lists: from one
     # chunk, not from one per file (the trails reference absorbers by position, not by id)
     ids = raw["annotation_id"].combine_chunks()
     raw = raw.set_column(raw.schema.get_field_index("annotation_id"), "annotation_id", ids)
     previous = conform(previous, CURATED) if previous is not None else None
-    n = raw.num_rows
     previous, left = replaced_previous(previous, reviews)
-    merging = previous is not None and config.merge.enabled
-    rules = reviewed_rules(config.rules, reviews)
-    rule_names = [*rules, *([MERGE_RULE] if merging else [])]
-
     ctx = FilterContext(images=conform(images, IMAGE_SIZES).combine_chunks(), previous=previous,
                         text_metrics=metrics_function(config.text.pipeline, config.text.batch_size),
                         calibrated=calibrated, reviews=reviews)
     # the narrow working table: image ids are hashed once here, the filters read the index
     work, producer = working_table(raw, ctx.images, pool)
-    index = work[IMAGE_INDEX].to_numpy()
-    images = ctx.images
 
     def plain(table: pa.Table, rows: np.ndarray) -> pa.Table:
-        return plain_rows(table, rows, raw, images)
+        return plain_rows(table, rows, raw, ctx.images)
 
-    work, gidx, outcomes = run_rules(work, rules, config, ctx, index, pool, partitions, plain)
+    return raw, previous, left, reviewed_rules(config.rules, reviews), ctx, work, producer, plain
+
+
+def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int,
+            pool: ThreadPoolExecutor, on_curated: Callable[[pa.Table], None] | None,
+            on_trails: Callable[[pa.Table], None] | None, partitions: int, calibrated: dict[str, float],
+            new_box_thresholds: dict[str, float], reviews: ReviewState, prepared: dict[str, Any]
+            ) -> tuple[pa.Table, pa.Table]:
+    raw, previous, left, rules, ctx, work, producer, plain = _setup(raw, previous, images, config, pool, calibrated,
+                                                                    reviews)
+    n = raw.num_rows
+    merging = previous is not None and config.merge.enabled
+    rule_names = [*rules, *([MERGE_RULE] if merging else [])]
+    index = work[IMAGE_INDEX].to_numpy()
+    work, gidx, outcomes = run_rules(work, rules, config, ctx, index, pool, partitions, plain, prepared)
     judged, dropped_by, into, agrees = outcomes.judged, outcomes.dropped_by, outcomes.into, outcomes.agrees
     drops = [(np.zeros(0, np.int64), pa.array([], pa.string())), *outcomes.drops]
     # rows merged into the previous round's (never also absorbed by a rule): set by the merge
@@ -178,7 +191,7 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
 
     def finish_trails() -> pa.Table:  # one job: a worker never waits here on another worker's result
         trails = build_trails(raw["annotation_id"], round_, rule_names, judged, dropped_by,
-                              _scatter_reasons(drops, n), into, scatter_strings(merged_into, n) if merged_into else None)
+                              scatter_reasons(drops, n), into, scatter_strings(merged_into, n) if merged_into else None)
         if left:
             trails = pa.concat_tables([trails, carried_trails(left, round_, n)])
         if on_trails is not None:
@@ -235,11 +248,12 @@ def _check_accounting(new_rows: int, dropped_by: np.ndarray, n: int) -> None:
 def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_part: int = 1_000_000) -> dict[str, Any]:
     """Curate round ``round_`` of ``root``: read raw + previous curated + image sizes, write
     ``curated/round=R/part-*.parquet`` and ``decisions/round=R/part-*.parquet`` (decision
-    trails) and, last, ``curated/round=R/_summary.json``. Returns the summary (counts per rule,
-    timings)."""
+    trails) and, last, ``curated/round=R/_summary.json`` (removed first: a run killed while it
+    writes leaves parts but no summary). Returns the summary (counts per rule, timings)."""
     import json
 
     started = time.perf_counter()
+    (root.curated(round_) / "_summary.json").unlink(missing_ok=True)  # present only beside a complete set
     with ThreadPoolExecutor(max_workers=2) as writer:  # both datasets are written while curation goes on
         image_sizes = writer.submit(read_image_sizes, root)  # DuckDB reads them while pyarrow reads the shards
         raw = read_raw(root, round_)
@@ -258,27 +272,12 @@ def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
                                         write("curated", root.curated(round_)),
                                         on_trails=write("decisions", root.decisions(round_)), decoded=False,
                                         calibrated=calibrated, new_box_thresholds=new_box, reviews=reviews)
-        carried_left = trails.num_rows - raw.num_rows  # previous rows a fresh review replaced (trails after the raw rows')
-        dropped_rows = trails.num_rows - trails["dropped_by"].null_count - carried_left  # while the parts are written
-        new_rows = raw.num_rows - dropped_rows  # curate_tables checked that every raw row is accounted for
-        judged = judged_counts(trails)
-        summary = {
-            "round": round_,
-            "input_rows": raw.num_rows,
-            "kept_new_rows": new_rows,
-            "dropped_rows": dropped_rows,
-            "carried_rows": previous.num_rows if previous is not None else 0,
-            "carried_rows_replaced_by_review": carried_left,
-            "reviews": sorted(set(reviews.latest.values())),
-            "curated_rows": curated.num_rows,
-            "dropped_by_rule": value_counts(trails["dropped_by"]),
-            "judged_by_rule": judged,
-            "decision_rows": sum(judged.values()),
-            "calibrated_thresholds": calibrated,
-            "new_box_thresholds": new_box,
-        }
+        counts = summary_counts(raw.num_rows, previous.num_rows if previous is not None else 0, curated.num_rows,
+                                trails)  # while the parts are written
+        summary = round_summary(round_, counts, reviews, calibrated, new_box)
         (decision_parts,), (curated_parts,) = jobs["decisions"].result(), jobs["curated"].result()
     summary["decision_parts"], summary["curated_parts"] = len(decision_parts), len(curated_parts)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     write_text_atomic(json.dumps(summary, indent=2), root.curated(round_) / "_summary.json")
+    remove_path(root.curation_work(round_), ignore_errors=True)  # what a killed partitioned run left
     return summary

@@ -20,9 +20,9 @@ from filters.human_review import RULE, ReviewState, review_scope
 from storage.schema import DECISION_TRAILS, HUMAN_SOURCE
 
 
-def replaced_previous(previous: pa.Table, state: ReviewState) -> tuple[pa.Table, list[tuple[str, str, str | None]]]:
+def replaced_previous(previous: pa.Table, state: ReviewState) -> tuple[pa.Table, list[tuple[str, str, str | None, int]]]:
     """``previous`` without the rows fresh reviews replace, and ``(annotation_id, reason,
-    replaced_by)`` for each row that left."""
+    replaced_by, position in previous)`` for each row that left."""
     if previous is None or not state.fresh or previous.num_rows == 0:
         return previous, []
     on_fresh = np.flatnonzero(is_in(previous["image_id"], list(state.fresh)))
@@ -51,19 +51,22 @@ def replaced_previous(previous: pa.Table, state: ReviewState) -> tuple[pa.Table,
         return previous, []
     stay = np.ones(previous.num_rows, bool)
     stay[on_fresh[list(leaving)]] = False
-    return previous.filter(pa.array(stay)), [(ids[k], reason, into) for k, (reason, into) in sorted(leaving.items())]
+    return previous.filter(pa.array(stay)), [(ids[k], reason, into, int(on_fresh[k]))
+                                             for k, (reason, into) in sorted(leaving.items())]
 
 
-def carried_trails(left: list[tuple[str, str, str | None]], round_: int, first_row: int) -> pa.Table:
-    """Decision trails (:data:`DECISION_TRAILS`) of the previous rows that left, numbered from ``first_row``."""
+def carried_trails(left: list[tuple[str, str, str | None, int]], round_: int, first_row: int) -> pa.Table:
+    """Decision trails (:data:`DECISION_TRAILS`) of the previous rows that left, each numbered
+    ``first_row`` (the round's raw rows) + its position in the previous set, so the number does
+    not depend on which other rows left with it (a round curated in parts numbers them alike)."""
     n = len(left)
     rule = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([RULE]))
     return pa.Table.from_arrays([
-        pa.array([i for i, _, _ in left], pa.string()),
+        pa.array([i for i, _, _, _ in left], pa.string()),
         pa.array(np.full(n, round_, np.int32)),
-        pa.array(np.arange(first_row, first_row + n, dtype=np.int32)),
+        pa.array(np.array([first_row + at for _, _, _, at in left], np.int64).astype(np.int32)),
         rule, rule,
-        pa.array([reason for _, reason, _ in left], pa.string()).dictionary_encode(),
+        pa.array([reason for _, reason, _, _ in left], pa.string()).dictionary_encode(),
         pa.nulls(n, pa.int32()),
-        pa.array([into for _, _, into in left], pa.string()),
+        pa.array([into for _, _, into, _ in left], pa.string()),
     ], schema=DECISION_TRAILS)

@@ -6,7 +6,9 @@ images, balanced by rows, that run the rules side by side on threads (Arrow, num
 compiled kernels release the GIL). The rules run in stages: a rule with hooks starts a stage;
 each partition ends the stage before with that rule's ``prepare`` over its live rows, and
 ``combine`` joins the parts (for ``nms_cross``: the score reference of its rank
-calibration), so outcomes never depend on the partitioning. Every rule's outcome is recorded
+calibration), so outcomes never depend on the partitioning; a round curated in parts of its
+own (``engine.curate.partitioned``) gets each such state over the whole round from
+:func:`prepare_parts` of every part, and passes it in (``given``). Every rule's outcome is recorded
 in :class:`RuleOutcomes`, arrays over the raw rows (partitions hold disjoint rows, so their
 threads write disjoint elements).
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -161,12 +163,41 @@ def _run_stage(stage: list[tuple[int, str]], table: pa.Table, gidx: np.ndarray, 
 
 
 def run_rules(work: pa.Table, rules: Sequence[str], config: Any, ctx: FilterContext, image_index: np.ndarray,
-              pool: ThreadPoolExecutor, partitions: int, plain: PlainRows) -> tuple[pa.Table, np.ndarray, RuleOutcomes]:
+              pool: ThreadPoolExecutor, partitions: int, plain: PlainRows, given: Mapping[str, Any] | None = None
+              ) -> tuple[pa.Table, np.ndarray, RuleOutcomes]:
     """Run ``rules`` (in order, each on the rows still alive) over ``work``, one row per raw
     row, split into at most ``partitions`` image partitions (``image_index`` per row) on
     ``pool``. Returns the surviving rows of ``work`` in raw order, their raw positions and
     the outcomes. ``config.section(rule)`` gives a rule's settings; a rule that does not take
-    the working form gets ``plain(rows)``."""
+    the working form gets ``plain(rows)``. ``given``: rule -> the state its ``combine`` hook
+    made over rows beyond ``work`` (a whole round curated in parts, ``engine.curate.partitioned``);
+    such a rule is given it instead of preparing over ``work``."""
+    states, outcomes, _ = _drive(work, rules, config, ctx, image_index, pool, partitions, plain, given or {}, None)
+    if len(states) == 1:
+        return states[0][0], states[0][1], outcomes
+    gidx = np.concatenate([g for _, g in states])
+    order = np.argsort(gidx, kind="stable")  # back to raw order: the curated set does not depend on the partitioning
+    return take_table(pa.concat_tables([t for t, _ in states]), order, pool), gidx[order], outcomes
+
+
+def prepare_parts(work: pa.Table, rules: Sequence[str], config: Any, ctx: FilterContext, image_index: np.ndarray,
+                  pool: ThreadPoolExecutor, partitions: int, plain: PlainRows, rule: str,
+                  given: Mapping[str, Any] | None = None) -> list:
+    """The ``prepare`` parts of ``rule`` (a rule that starts a stage) over the rows of ``work``
+    still alive when it would run: the rules before it run as in :func:`run_rules` (with the
+    ``given`` states of earlier hooked rules); ``rule``'s ``combine`` over the parts of every
+    piece of a round gives its state over the whole round."""
+    if rule not in rules or filter_spec(rule).prepare is None:
+        raise ValueError(f"{rule!r} is not a rule with a prepare hook among {list(rules)}")
+    _, _, parts = _drive(work, rules, config, ctx, image_index, pool, partitions, plain, given or {}, rule)
+    return parts
+
+
+def _drive(work: pa.Table, rules: Sequence[str], config: Any, ctx: FilterContext, image_index: np.ndarray,
+           pool: ThreadPoolExecutor, partitions: int, plain: PlainRows, given: Mapping[str, Any], stop: str | None
+           ) -> tuple[list[tuple[pa.Table, np.ndarray]], RuleOutcomes, list | None]:
+    """The stages of ``rules`` over ``work``'s image partitions; with ``stop``, up to the stage
+    that rule starts, returning its prepare parts instead of running it."""
     n = work.num_rows
     outcomes = RuleOutcomes.empty(n)
     parts = image_partitions(image_index, partitions)
@@ -180,9 +211,9 @@ def run_rules(work: pa.Table, rules: Sequence[str], config: Any, ctx: FilterCont
     spread = pool.map if len(states) > 1 else map
 
     def prepare(k: int, table: pa.Table, gidx: np.ndarray) -> Any:
-        """One partition's part of stage ``k``'s state (None past the last stage or without hooks)."""
+        """One partition's part of stage ``k``'s state (None past the last stage, without hooks or given)."""
         spec = filter_spec(stages[k][0][1]) if k < len(stages) else None
-        if not (spec and spec.prepare):
+        if not (spec and spec.prepare) or spec.name in given:
             return None
         return spec.prepare(rule_input(spec, table, gidx, plain), config.section(spec.name), part_ctx)
 
@@ -193,14 +224,15 @@ def run_rules(work: pa.Table, rules: Sequence[str], config: Any, ctx: FilterCont
     parts_of_state = list(spread(lambda state: prepare(0, state[0], state[1]), states))
     for k, stage in enumerate(stages):
         first = filter_spec(stage[0][1])
-        prepared = first.combine(parts_of_state) if first.combine is not None else None
+        if first.name == stop:
+            return states, outcomes, parts_of_state
+        if first.name in given:
+            prepared = given[first.name]
+        else:
+            prepared = first.combine(parts_of_state) if first.combine is not None else None
         results = list(spread(lambda state: run(k, state[0], state[1], prepared), states))
         states = [(table, gidx) for table, gidx, _, _ in results]
         parts_of_state = [part for _, _, _, part in results]
         for _, _, drops, _ in results:
             outcomes.drops += drops
-    if len(states) == 1:
-        return states[0][0], states[0][1], outcomes
-    gidx = np.concatenate([g for _, g in states])
-    order = np.argsort(gidx, kind="stable")  # back to raw order: the curated set does not depend on the partitioning
-    return take_table(pa.concat_tables([t for t, _ in states]), order, pool), gidx[order], outcomes
+    return states, outcomes, None

@@ -74,6 +74,26 @@ def scatter_strings(parts: list[tuple[np.ndarray, pa.Array | pa.ChunkedArray, np
     return flat.take(with_nulls(where, where < 0))
 
 
+def scatter_reasons(parts: list[tuple[np.ndarray, pa.Array]], n: int) -> pa.DictionaryArray:
+    """The reason column of ``n`` rows, null except where a part ``(rows, reasons)`` puts
+    ``reasons[j]`` at row ``rows[j]``; dictionary-encoded from the parts' own dictionaries
+    (filters give one-text reasons as dictionaries), so no text is hashed per row."""
+    codes = np.full(n, -1, np.int32)  # into the parts' dictionaries, concatenated
+    texts, offset = [], 0
+    for rows, reasons in parts:
+        reasons = reasons.combine_chunks() if isinstance(reasons, pa.ChunkedArray) else reasons
+        encoded = reasons if pa.types.is_dictionary(reasons.type) else pc.dictionary_encode(reasons.cast(pa.string()))
+        index = pc.fill_null(encoded.indices, -1 - offset).to_numpy(zero_copy_only=False).astype(np.int32)
+        codes[rows] = index + offset
+        texts.append(encoded.dictionary.cast(pa.string()))
+        offset += len(encoded.dictionary)
+    distinct = pc.dictionary_encode(pa.concat_arrays(texts) if texts else pa.array([], pa.string()))
+    remap = distinct.indices.to_numpy(zero_copy_only=False).astype(np.int32)  # the same text of two rules: one entry
+    if not np.array_equal(remap, np.arange(len(remap))):
+        codes = np.r_[remap, np.int32(-1)][codes]  # code -1 picks the appended -1
+    return pa.DictionaryArray.from_arrays(with_nulls(codes, codes < 0), distinct.dictionary)
+
+
 def encode_column(column: pa.ChunkedArray) -> pa.DictionaryArray:
     """``column`` as one dictionary array (an encoded column only unifies its chunks' dictionaries)."""
     if not pa.types.is_dictionary(column.type):

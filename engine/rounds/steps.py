@@ -12,7 +12,7 @@ from typing import Any, Callable, NamedTuple
 
 from engine.annotate.plan import AnnotateRequest, annotate
 from engine.annotate.stages import annotation_stages
-from engine.curate.curation import curate_round
+from engine.curate.round_curation import curate_configured
 from engine.ingest.shards import IngestConfig, ingest
 from engine.report.dashboard import build_dashboard
 from engine.rounds.context import RoundContext
@@ -63,8 +63,10 @@ def annotate_step(ctx: RoundContext) -> dict[str, Any]:
 
 
 def curate_step(ctx: RoundContext) -> dict[str, Any]:
-    """Curate the round (merging the previous round's curated set)."""
-    summary = curate_round(ctx.root, ctx.round, ctx.config.curation)
+    """Curate the round (merging the previous round's curated set), in partitions when
+    ``[curation] partition_rows`` asks for them."""
+    runner = ctx.config.runner  # partitions on a Beam runner (``[curation] partition_runner``) take its workers and flags
+    summary = curate_configured(ctx.root, ctx.round, ctx.config.curation, runner.workers, runner.options)
     publish_views(ctx.root)  # curation added Parquet files only: the published catalog's views list them
     return summary
 

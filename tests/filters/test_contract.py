@@ -152,7 +152,7 @@ def test_every_section_builds_from_defaults_and_round_trips():
         assert isinstance(cls(), cls), name
     config = CurationConfig()
     assert CurationConfig.from_dict(config.to_dict()) == config
-    assert set(config.to_dict()) == {"rules", "merge", *settings_sections()}
+    assert set(config.to_dict()) == {"rules", "merge", "partition_rows", "partition_runner", *settings_sections()}
     with pytest.raises(ValueError, match="curation.nmz"):
         CurationConfig.from_dict({"nmz": {}})
     with pytest.raises(ValueError, match="curation.nms.iou_thresh"):

@@ -113,3 +113,14 @@ def test_stale_temps_are_those_no_live_process_owns(tmp_path):
     assert remove_stale_temps(tmp_path) == sorted([gone, trainer, published])
     assert mine.exists() and not gone.exists() and not trainer.exists()
     assert (tmp_path / "a" / "part-3.parquet").exists() and (tmp_path / ".round.lock").exists()
+
+
+def test_row_groups_and_metadata_are_written_as_asked(tmp_path):
+    table = pa.table({"annotation_id": [f"id{i}" for i in range(7)], "score": [float(i) for i in range(7)]})
+    path = write_parquet_atomic(table, tmp_path / "part.parquet", row_groups=[3, 1, 3], metadata={"fld_keys": '["a"]'})
+    meta = pq.ParquetFile(path).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [3, 1, 3]
+    assert meta.metadata[b"fld_keys"] == b'["a"]' and pq.read_table(path).equals(table)
+    with pytest.raises(ValueError, match="row_groups hold 6 rows, the table 7"):
+        write_parquet_atomic(table, tmp_path / "bad.parquet", row_groups=[3, 3])
+    assert not list(tmp_path.glob(".*tmp")) and not (tmp_path / "bad.parquet").exists()

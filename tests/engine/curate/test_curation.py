@@ -319,7 +319,7 @@ def test_raw_shards_of_older_layouts_are_read_in_file_order(tmp_path):
 def test_scattered_reasons_share_one_dictionary_whatever_form_the_parts_come_in():
     import numpy as np
 
-    from engine.curate.curation import _scatter_reasons
+    from engine.curate.working_table import scatter_reasons as _scatter_reasons
 
     one_text = pa.DictionaryArray.from_arrays(pa.array([0, 0], pa.int32()), pa.array(["too small", "unused"]))
     plain = pa.array(["score below 0.3", "too small", "score below 0.3"])  # "too small" again, from another rule
