@@ -7,6 +7,11 @@ appends the batch's image count as one line to the (round, source, shard)'s prog
 ``O_APPEND`` write, so lines of concurrent writers never interleave; the marker's writer removes
 the file. The driver (:class:`ImageProgress`) sums the lines of each unit still running, counts a
 unit with a marker as whole, and shows images of (annotator x image) units with their rate and ETA.
+
+A poll lists each source's marker and progress folders once and reads only the progress files
+it found, so its cost is one listing per source plus the running units' files, not a file-system
+lookup per planned unit (measured: 50 µs per unit, a whole 0.5 s poll interval at 10,000 shards of
+two annotators, taken from the pipeline's own process with the in-process runner).
 """
 
 from __future__ import annotations
@@ -62,8 +67,18 @@ class _Unit:
     source: str
     shard_id: str
     images: int
+    marker: str  # the marker's file name (in its group's marker folder)
+    progress: str  # the progress file's name (in its group's progress folder)
     done: int = 0
     finished: bool = False
+
+
+def _names(folder: Path) -> set[str]:
+    """The entry names of ``folder`` (none when it does not exist yet)."""
+    try:
+        return set(os.listdir(folder))
+    except OSError:
+        return set()
 
 
 class ImageProgress:
@@ -73,8 +88,19 @@ class ImageProgress:
     def __init__(self, root: DataRoot, round_: int, tasks: Iterable[ShardTask], enabled: bool,
                  on_progress: Callable[[AnnotateProgress], None] | None = None):
         self.root, self.round, self.on_progress = root, int(round_), on_progress
-        self.units = [_Unit(s, t.shard_id, t.images) for t in tasks for s in t.sources]
+        self.units: list[_Unit] = []
+        #: the unfinished units by (marker folder, progress folder): each folder is listed once a poll
+        self.running: dict[tuple[Path, Path], list[_Unit]] = {}
+        for task in tasks:
+            for source in task.sources:
+                marker = root.annotation_marker(self.round, source, task.shard_id)
+                progress = root.annotation_progress(self.round, source, task.shard_id)
+                unit = _Unit(source, task.shard_id, task.images, marker.name, progress.name)
+                self.units.append(unit)
+                self.running.setdefault((marker.parent, progress.parent), []).append(unit)
         self.sources = list(dict.fromkeys(u.source for u in self.units))
+        self.totals = {s: sum(u.images for u in self.units if u.source == s) for s in self.sources}
+        self.finished = dict.fromkeys(self.sources, 0)  # images of each source's finished units
         total = sum(u.images for u in self.units)
         # every poll that moved draws one frame (polls are POLL_S apart: no throttling needed)
         self.bar = tqdm(total=total, desc="annotate", unit="img", disable=not enabled, dynamic_ncols=True,
@@ -83,9 +109,6 @@ class ImageProgress:
         self.last = -1
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _progress_file(self, unit: _Unit) -> Path:
-        return self.root.annotation_progress(self.round, unit.source, unit.shard_id)
 
     def clear(self) -> None:
         """Remove the progress files of this run's sources in the round: a killed run's counts
@@ -96,16 +119,26 @@ class ImageProgress:
                 path.unlink(missing_ok=True)
 
     def snapshot(self) -> AnnotateProgress:
-        """Count each unfinished unit: whole once its marker exists, else its progress file."""
-        for unit in self.units:
-            if unit.finished:
+        """Count each unfinished unit: whole once its marker exists, else its progress file (a
+        unit's count never goes back, e.g. when its file goes before its marker is listed)."""
+        running = dict.fromkeys(self.sources, 0)
+        for (marker_folder, progress_folder), units in self.running.items():
+            if not units:
                 continue
-            if self.root.annotation_marker(self.round, unit.source, unit.shard_id).exists():
-                unit.done, unit.finished = unit.images, True
-            else:
-                unit.done = min(unit.images, images_done(self._progress_file(unit)))
-        sources = {s: (sum(u.done for u in self.units if u.source == s),
-                       sum(u.images for u in self.units if u.source == s)) for s in self.sources}
+            progress = _names(progress_folder)  # before the markers: a file gone since then has its marker
+            markers = _names(marker_folder)
+            still = []
+            for unit in units:
+                if unit.marker in markers:
+                    unit.done, unit.finished = unit.images, True
+                    self.finished[unit.source] += unit.images
+                    continue
+                if unit.progress in progress:
+                    unit.done = max(unit.done, min(unit.images, images_done(progress_folder / unit.progress)))
+                running[unit.source] += unit.done
+                still.append(unit)
+            self.running[marker_folder, progress_folder] = still
+        sources = {s: (self.finished[s] + running[s], self.totals[s]) for s in self.sources}
         return AnnotateProgress(sum(d for d, _ in sources.values()), self.bar.total, sources)
 
     def _update(self) -> None:
