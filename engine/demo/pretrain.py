@@ -1,12 +1,14 @@
 """Pre-train the demo's Florence-2 on a separate synthetic pool, with the engine's training code.
 
-Rebuild the committed checkpoint in two stages, ``bash scripts/pretrain_demo_model.sh`` (both
-about 2 hours on one shared CPU thread; ``--device cuda`` trains on a GPU):
+Rebuild the committed checkpoint, and the multi-task attempt built on it, with
+``bash scripts/pretrain_demo_model.sh`` (``--device cuda`` trains on a GPU):
 
-1. ``<OD>`` from a fresh s128 (``--tasks OD --steps 3000``: the OD-only checkpoint of earlier
-   rounds, 1.3 s a step);
+1. ``<OD>`` from a fresh s128 (``--tasks OD --steps 3000``: the committed, OD-only checkpoint,
+   about 65 minutes on one shared CPU thread, 1.3 s a step);
 2. every task of :data:`engine.demo.pretrain_examples.PRETRAIN_TASKS` continued from stage 1
-   (``--start`` its checkpoint; OD examples repeated ``od_repeat`` times so boxes keep their share).
+   (``--start`` its checkpoint; OD examples repeated ``od_repeat`` times so boxes keep their share):
+   ``experiments/multitask-demo-model``, not shipped (its README has the figures: it detects worse
+   and does not see colour yet).
 
 What it does, all reproducible from the settings in :class:`PretrainConfig`:
 
