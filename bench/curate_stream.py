@@ -33,10 +33,10 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.cli import json_child  # noqa: E402
 
 
 def ensure_root(data: Path, rows: int, images_per_shard: int) -> Path:
@@ -107,20 +107,8 @@ def child(root: str, partition_rows: int, runner: str, workers: int, repeat: int
 
 def measure(root: Path, partition_rows: int, runner: str = "local", workers: int = 1, repeat: int = 1) -> dict:
     """:func:`child` in a fresh process; adds the process tree's sampled peak RSS (bytes)."""
-    process = subprocess.Popen([sys.executable, "-m", "bench.curate_stream", "--child", str(root), str(partition_rows),
-                                runner, str(workers), str(repeat)], cwd=REPO, stdout=subprocess.PIPE, text=True)
-    parent, peak = psutil.Process(process.pid), 0
-    while process.poll() is None:
-        try:
-            tree = [parent, *parent.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    out = process.stdout.read()
-    if process.returncode != 0:
-        raise RuntimeError(f"curation child failed ({process.returncode}): {out[-2000:]}")
-    result = json.loads(out.strip().splitlines()[-1])
+    result, peak = json_child([sys.executable, "-m", "bench.curate_stream", "--child", str(root), str(partition_rows),
+                               runner, str(workers), str(repeat)], REPO)
     result["peak"] = max(result["peak_self"], peak) if runner != "dask" else peak
     return result
 

@@ -37,6 +37,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.bare_inference import bare_annotate, decoded_images
+from bench.cli import OneLineParser, positive_int
 from bench.measure import measured_run
 from engine.demo.report import DEMO_CHECKPOINT, demo_annotator_table
 from engine.demo.sample_data import SampleConfig, write_sample
@@ -49,23 +50,6 @@ TINY_TRAINING = {
     "device": "cpu", "dtype": "fp32", "eval_fraction": 0.05, "eval_batch_size": 1, "eval_max_examples": 1,
     "max_new_tokens": 16, "image_dependence_examples": 1, "min_image_dependence": 0.0, "promote": "always",
 }
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Refuses a bad flag with one line (and exit status 2), not the usage block."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"bench/round.py: {message} (see --help)\n")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def model_table() -> dict:
@@ -102,7 +86,8 @@ def round_parts(root: DataRoot, started: float, ended: float) -> dict[str, tuple
 
 
 def main() -> None:
-    parser = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="bench/round.py", description=__doc__.split("\n\n")[0],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=positive_int, default=1000, help="synthetic scenes (default 1000)")
     parser.add_argument("--per-shard", type=positive_int, default=100, help="images per tar shard (default 100)")
     parser.add_argument("--work", type=Path, help="folder for the sample and the root, kept (default: a temp folder)")

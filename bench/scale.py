@@ -35,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.cli import OneLineParser, positive_int
 from bench.measure import Measured, measured_run
 from bench.scale_data import write_small_shards
 
@@ -42,13 +43,6 @@ REPO = Path(__file__).resolve().parents[1]
 FLD5B_IMAGES = 126_000_000
 STAGES = ("ingest", "annotate", "curate", "release")
 GIB = 2**30
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Refuses a bad flag with one line (and exit status 2), not the usage block."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"bench/scale.py: {message} (see --help)\n")
 
 
 def parse_sizes(text: str) -> tuple[int, int]:
@@ -72,16 +66,6 @@ def parse_image_size(text: str) -> tuple[int, int]:
     if not (32 <= width <= 1024 and 32 <= height <= 1024):
         raise argparse.ArgumentTypeError(f"WxH expected, sides of 32..1024 pixels; got {text!r}")
     return width, height
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def fld_command() -> list[str]:
@@ -189,7 +173,8 @@ def report(runs: dict[int, dict[str, Measured]], n1: int, n2: int, startup: Meas
 
 
 def main() -> None:
-    parser = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="bench/scale.py", description=__doc__.split("\n\n")[0],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=parse_sizes, default=(10_000, 100_000),
                         help="two image counts N1,N2 (default 10000,100000)")
     parser.add_argument("--per-shard", type=positive_int, default=1000, help="images per tar shard (default 1000)")

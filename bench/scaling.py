@@ -20,15 +20,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.cli import json_child  # noqa: E402
 
 
 def _warm_worker() -> None:
@@ -63,20 +63,8 @@ def child(root: str, workers: int, repeat: int) -> None:
 
 def measure(root: Path, workers: int, repeat: int) -> dict:
     """Run :func:`child` in a subprocess; returns its JSON plus the tree's peak RSS (bytes)."""
-    process = subprocess.Popen([sys.executable, "-m", "bench.scaling", "--child", str(root), str(workers),
-                                str(repeat)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    parent, peak = psutil.Process(process.pid), 0
-    while process.poll() is None:
-        try:
-            tree = [parent, *parent.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    out = process.stdout.read()
-    if process.returncode != 0:
-        raise RuntimeError(f"child failed ({process.returncode}): {out}")
-    result = json.loads(out.strip().splitlines()[-1])
+    result, peak = json_child([sys.executable, "-m", "bench.scaling", "--child", str(root), str(workers), str(repeat)],
+                              REPO, quiet=True)
     result["peak_rss"] = peak
     return result
 
