@@ -20,7 +20,7 @@ from engine.annotate.elements import ShardTask
 from engine.annotate.handler import AnnotatorModelHandler
 from engine.annotate.pipeline import build_pipeline
 from engine.annotate.progress import AnnotateProgress, ImageProgress
-from engine.annotate.runners import runner_options
+from engine.annotate.runners import run_to_completion, runner_options
 from engine.annotate.workers import isolate_workers
 from storage.catalog import Catalog, publish_views
 from storage.decode import DecodeLimits
@@ -98,13 +98,7 @@ def annotate(root: DataRoot, request: AnnotateRequest) -> dict[str, Any]:
             flags = runner_options(request.runner, request.workers, len(wave), request.pipeline_args)
             pipeline = beam.Pipeline(options=PipelineOptions(flags))
             build_pipeline(pipeline, root, wave, handlers, needing_context)
-            result = pipeline.run()
-            try:
-                result.wait_until_finish()
-            finally:
-                client = getattr(result, "client", None)  # the Dask runner's; it never closes it
-                if client is not None:
-                    client.close()
+            run_to_completion(pipeline)
     publish_views(root)  # the workers added Parquet files only
     totals: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for marker in read_markers(root, request.round):

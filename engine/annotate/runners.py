@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 
@@ -59,3 +59,15 @@ def runner_options(name: str, workers: int, tasks: int, extra: list[str]) -> lis
         raise ValueError(f"runner {name!r} needs {spec.requires[0]}: pip install 'fld-engine[{spec.requires[1]}]'")
     given = {flag.split("=", 1)[0] for flag in extra}
     return [flag for flag in spec.options(workers, tasks) if flag.split("=", 1)[0] not in given] + list(extra)
+
+
+def run_to_completion(pipeline: Any) -> None:
+    """Run a built Beam pipeline and wait for it; the Dask runner's client (which Beam never
+    closes) is closed afterwards, also when the run fails or is interrupted."""
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)
+        if client is not None:
+            client.close()

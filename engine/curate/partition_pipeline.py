@@ -15,7 +15,7 @@ from typing import Any, Iterator, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from engine.annotate.runners import runner_options
+from engine.annotate.runners import run_to_completion, runner_options
 from engine.annotate.workers import isolate_workers
 from engine.curate.partitioned import Runner, run_task
 from storage.layout import DataRoot
@@ -49,12 +49,6 @@ def beam_runner(root: DataRoot, round_: int, config: dict[str, Any], rows_per_pa
              | "Partitions" >> beam.Create(pending)
              | "Spread" >> beam.Reshuffle()
              | "Curate" >> beam.ParDo(CuratePartition(str(root.path), round_, config, rows_per_part, task)))
-        result = pipeline.run()
-        try:
-            result.wait_until_finish()
-        finally:
-            client = getattr(result, "client", None)  # the Dask runner's; it never closes it
-            if client is not None:
-                client.close()
+        run_to_completion(pipeline)
 
     return run
