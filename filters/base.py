@@ -207,12 +207,18 @@ def register_filter(name: str, *, settings: type, section: str | None = None, wo
     return wrap
 
 
+_BUILTINS_LOADED: list[bool] = []
+
+
 def _load_builtins() -> None:
-    """Import every rule module of this package, then the user's plugins."""
-    package = importlib.import_module(__package__ or "filters")
-    for module in pkgutil.iter_modules(package.__path__):
-        if module.name not in _NOT_RULES:
-            importlib.import_module(f"{package.__name__}.{module.name}")
+    """Import every rule module of this package (once per process), then the user's plugins
+    (each call: the plugin list may change)."""
+    if not _BUILTINS_LOADED:
+        package = importlib.import_module(__package__ or "filters")
+        for module in pkgutil.iter_modules(package.__path__):
+            if module.name not in _NOT_RULES:
+                importlib.import_module(f"{package.__name__}.{module.name}")
+        _BUILTINS_LOADED.append(True)
     load_plugins()
 
 
