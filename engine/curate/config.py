@@ -154,11 +154,14 @@ class CurationConfig:
         except TypeError as exc:
             raise ValueError(f"{path}: {exc}") from None
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (lists for tuples) that :meth:`from_dict` reads back to an equal config."""
+    def to_dict(self, used_only: bool = False) -> dict[str, Any]:
+        """Plain data (lists for tuples) that :meth:`from_dict` reads back to an equal config.
+        ``used_only``: only the sections of the configured rules (what another process needs,
+        which may not have every filter this one registered)."""
         out = {"rules": list(self.rules), "merge": to_plain(dataclasses.asdict(self.merge)),
                "partition_rows": self.partition_rows, "partition_runner": self.partition_runner}
-        out.update({name: to_plain(dataclasses.asdict(value)) for name, value in self.sections.items()})
+        used = {filter_spec(rule).section for rule in self.rules} if used_only else set(self.sections)
+        out.update({name: to_plain(dataclasses.asdict(value)) for name, value in self.sections.items() if name in used})
         return out
 
 

@@ -78,7 +78,7 @@ def curate_partitioned(root: DataRoot, round_: int, config: CurationConfig, rows
         plan.save(work)  # last: a plan on disk is complete
     if not plan.partitions:  # nothing to curate nor carry: the in-process curation writes the empty round
         return curate_round(root, round_, config, rows_per_part)
-    run = runner or (lambda task, pending: [run_task(root, round_, config.to_dict(), rows_per_part, task, p)
+    run = runner or (lambda task, pending: [run_task(root, round_, config.to_dict(used_only=True), rows_per_part, task, p)
                                             for p in pending])
     every = range(len(plan.partitions))
     for rule in _hooked(config, reviews, plan):
@@ -201,7 +201,7 @@ def _fingerprint(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
     def stats(paths: list[Path]) -> list[tuple[str, int, int]]:
         return [(str(p.relative_to(root.path)), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(paths, key=str)]
 
-    curation = {k: v for k, v in config.to_dict().items() if k != "partition_runner"}
+    curation = {k: v for k, v in config.to_dict(used_only=True).items() if k != "partition_runner"}
     files = [*root.annotations(round_).glob("source=*/shard=*.parquet"), *root.images.glob("part-*.parquet"),
              *(root.curated(round_ - 1).glob("part-*.parquet") if round_ > 0 else []),
              *(root.path / "reviews").glob("import=*/*")]

@@ -22,5 +22,5 @@ def curate_configured(root: DataRoot, round_: int, config: CurationConfig, worke
     if config.partition_runner != LOCAL_RUNNER:
         from engine.curate.partition_pipeline import beam_runner  # Beam is imported only when asked for
 
-        runner = beam_runner(root, round_, config.to_dict(), rows_per_part, config.partition_runner, workers, options)
+        runner = beam_runner(root, round_, config.to_dict(used_only=True), rows_per_part, config.partition_runner, workers, options)
     return curate_partitioned(root, round_, config, rows_per_part, runner)
