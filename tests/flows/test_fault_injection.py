@@ -5,6 +5,7 @@ never killed has a reader (a notebook, a dashboard) on the published catalog all
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -16,9 +17,12 @@ from tests.flows.conftest import fld_process, kill_run, write_config
 from tests.flows.test_round_flows import resume_to_the_clean_tables
 
 #: (the step the round must be in, the longest random wait after it is seen there, seconds)
-KILL_POINTS = [("annotate", 1.0), ("annotate", 3.0), ("annotate", 6.0), ("curate", 0.5), ("curate", 1.5),
-               ("train", 1.0), ("train", 4.0), ("train", 8.0), ("evaluate", 2.0), ("dashboard", 0.5),
-               ("dashboard", 2.0)]
+ALL_KILL_POINTS = [("annotate", 1.0), ("annotate", 3.0), ("annotate", 6.0), ("curate", 0.5), ("curate", 1.5),
+                   ("train", 1.0), ("train", 4.0), ("train", 8.0), ("evaluate", 2.0), ("dashboard", 0.5),
+                   ("dashboard", 2.0)]
+#: the suite kills at one point per step; FLD_LONG_PROBES=1 runs all eleven
+KILL_POINTS = ALL_KILL_POINTS if os.environ.get("FLD_LONG_PROBES") == "1" else \
+    [ALL_KILL_POINTS[i] for i in (1, 3, 6, 8, 9)]
 
 
 def _step(root: DataRoot) -> str | None:
@@ -86,7 +90,7 @@ def test_random_kills_across_a_round_resume_to_the_same_tables(tmp_path, tiny_sa
             kill_run(victim)
         if victim.returncode == 0:  # the round finished before this kill point: nothing left to kill
             break
-    assert len(kills) >= 10, kills
+    assert len(kills) >= len(KILL_POINTS) - 1, kills
     killed_in = {step for _, step in kills if step}
     assert {"annotate", "train"} <= killed_in, kills
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from engine.annotate.plan import read_markers
 from flows.release_flow import release_flow
@@ -89,6 +91,8 @@ def _wait_for(predicate, process, timeout: float = 300) -> bool:
     return False
 
 
+@pytest.mark.skipif(os.environ.get("FLD_LONG_PROBES") != "1",
+                    reason="FLD_LONG_PROBES=1: test_fault_injection kills the suite's round in every step (CI time)")
 def test_round_killed_in_annotate_and_in_train_resumes_to_the_same_tables(tmp_path, tiny_sample):
     config = write_config(tmp_path / "engine.toml", tiny_sample, max_steps=150, save_every=5)
     clean = DataRoot(tmp_path / "clean")
