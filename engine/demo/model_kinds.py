@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.dataset.coco_eval import coco_stats
-from engine.demo.model_quality import UNSEEN_SEED
+from engine.demo.model_quality import UNSEEN_SEED, unseen_truth
 from engine.report.caption_facts import Thing, Vocabulary
 from engine.report.kind_quality import TruthImage, TruthObject, rows_quality
 from florence2.model import Florence2Model
@@ -59,23 +59,16 @@ def prediction_rows(predictions: list[Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _shape_ap50(rows: list[dict[str, Any]], truth: dict[int, TruthImage]) -> float:
-    from engine.demo.scenes import SHAPES
-
-    categories = [{"id": i + 1, "name": name} for i, name in enumerate(SHAPES)]
-    ids = {c["name"]: c["id"] for c in categories}
-    annotations = [{"id": n + 1, "image_id": image_id, "category_id": ids[o.thing.category], "iscrowd": 0,
-                    "bbox": [o.box[0], o.box[1], o.box[2] - o.box[0], o.box[3] - o.box[1]],
-                    "area": (o.box[2] - o.box[0]) * (o.box[3] - o.box[1])}
-                   for n, (image_id, o) in enumerate((i, o) for i, t in truth.items() for o in t.objects
-                                                     if o.thing.category in ids)]
-    coco = {"images": [{"id": i, "width": t.width, "height": t.height} for i, t in truth.items()],
-            "annotations": annotations, "categories": categories}
+def _shape_ap50(rows: list[dict[str, Any]], style: str, count: int) -> float:
+    """COCOeval shape AP50 of the top-level object rows against the unseen scenes' shapes
+    (the COCO truth :func:`engine.demo.model_quality.unseen_truth` builds)."""
+    _, coco = unseen_truth(style, count)
+    ids = {c["name"]: c["id"] for c in coco["categories"]}
     detections = [{"image_id": r["coco_id"], "category_id": ids[r["text"].strip().lower()], "score": float(r["score"] or 0),
                    "bbox": [r["bbox"][0], r["bbox"][1], r["bbox"][2] - r["bbox"][0], r["bbox"][3] - r["bbox"][1]]}
                   for r in rows if r["kind"] == "region" and r["region_type"] == "object" and r["granularity"] is None
                   and not r["parent_id"] and (r["text"] or "").strip().lower() in ids]
-    return coco_stats(coco, detections, list(truth))["ap50"]
+    return coco_stats(coco, detections, range(1, count + 1))["ap50"]
 
 
 def model_kinds(model_dir: str | Path, settings: Florence2Settings, style: str, count: int = 48) -> dict[str, Any]:
@@ -84,7 +77,7 @@ def model_kinds(model_dir: str | Path, settings: Florence2Settings, style: str, 
     images, truth, vocabulary = unseen_kind_truth(style, count)
     model = Florence2Model(replace(settings, model=str(model_dir)))
     rows = prediction_rows(model.predict(images))
-    return {"style": style, "tasks": list(model.settings.tasks), "shape_ap50": round(_shape_ap50(rows, truth), 4),
+    return {"style": style, "tasks": list(model.settings.tasks), "shape_ap50": round(_shape_ap50(rows, style, count), 4),
             **rows_quality(rows, truth, truth, vocabulary)}
 
 
