@@ -55,7 +55,11 @@ class MergeConfig:
     ``correct_labels``, may correct its label (``engine.curate.fusion``). An object box that
     overlaps no previous box that much may still join a previous box of the same label at IoU
     >= ``fuse_iou_same_label`` when no other box of its producer claims that box (none, the
-    default: no such looser match)."""
+    default: no such looser match). ``new_box_max_overlap``: an object box that merged into no
+    previous box is not added as a new object while it overlaps a previous curated object box
+    (any label) with IoU >= this: where the curated set already has a box, a second box of
+    another class that overlaps it is a second guess at that object, not an object the labels
+    missed (none, the default: overlapping objects are added, as a person on a horse)."""
 
     enabled: bool = True
     iou_threshold: float = 0.7
@@ -63,14 +67,15 @@ class MergeConfig:
     fuse_iou: float = 0.5
     fuse_iou_same_label: float | None = None
     correct_labels: bool = True
+    new_box_max_overlap: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("enabled", "fuse", "correct_labels"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"merge.{name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("iou_threshold", "fuse_iou", "fuse_iou_same_label"):
+        for name in ("iou_threshold", "fuse_iou", "fuse_iou_same_label", "new_box_max_overlap"):
             value = getattr(self, name)
-            if value is None and name == "fuse_iou_same_label":
+            if value is None and name in ("fuse_iou_same_label", "new_box_max_overlap"):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
                 raise ValueError(f"merge.{name} must be in (0, 1], got {value!r}")

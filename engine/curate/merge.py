@@ -125,15 +125,36 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
     in_fusion = np.where(boxes, target, -1)
     fusion = fuse(new, prev, in_fusion, iou, merge.correct_labels)
     refused, threshold = _below_new_box_threshold(new, boxes & (target < 0), new_box_thresholds or {})
-    merged = (target >= 0) | refused
+    overlapping, overlap = _over_a_curated_box(new_boxes, old_boxes, fused, target, merge.new_box_max_overlap,
+                                               new.num_rows)
+    overlapping &= ~refused
+    merged = (target >= 0) | refused | overlapping
     reason = _reasons(target, iou, in_fusion, fusion, prev, merge)
     reason = reason_where(refused, lambda rows: pa.array(
         [f"a new box scoring below {threshold[i]:.3g}, the new-box threshold of its checkpoint (no curated box there)"
          for i in rows], pa.string()), base=reason)
+    reason = reason_where(overlapping, lambda rows: pa.array(
+        [f"not a new object: overlaps a curated box (IoU {overlap[i]:.2f} >= new_box_max_overlap "
+         f"{merge.new_box_max_overlap}) without merging into it" for i in rows], pa.string()), base=reason)
     into = prev["annotation_id"].take(with_nulls(np.maximum(target[merged], 0), target[merged] < 0))
     kept_prev = conform(_absorb_into_previous(carry_details(apply_fusion(prev, fusion), new, target), new, target), CURATED)
     curated = pa.concat_tables([kept_prev, conform(new.take(pa.array(np.flatnonzero(~merged))), CURATED)])
     return curated, merged, reason, into
+
+
+def _over_a_curated_box(new_boxes: pa.Table, old_boxes: pa.Table, fused: np.ndarray, target: np.ndarray,
+                        max_overlap: float | None, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bool per row of the round: a fusable row (``fused`` are their positions, ``new_boxes``
+    their rows) that merged into no previous box (``target`` -1) but overlaps a previous curated
+    object box (``old_boxes``, any label) with IoU >= ``max_overlap``; and that IoU per row (0
+    where none). ``max_overlap`` None: no row."""
+    out, overlap = np.zeros(n_rows, bool), np.zeros(n_rows)
+    if max_overlap is None or len(fused) == 0 or old_boxes.num_rows == 0:
+        return out, overlap
+    local, best = match_any_label(new_boxes, old_boxes, max_overlap)
+    hit = (local >= 0) & (target[fused] < 0)
+    out[fused[hit]], overlap[fused[hit]] = True, best[hit]
+    return out, overlap
 
 
 def _below_new_box_threshold(new: pa.Table, candidates: np.ndarray, thresholds: Mapping[str, float]

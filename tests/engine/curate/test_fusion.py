@@ -154,9 +154,33 @@ def test_a_second_object_beside_a_confirmed_one_stays_a_new_row():
     assert sum(t["annotation_id"] in curated["annotation_id"].to_pylist() for t in twins) == 1  # the better one joins
 
 
+def test_a_box_over_a_curated_box_is_not_a_new_object_when_asked():
+    label, other, previous = _round0()
+    second_guess = region("img", [20, 20, 60, 60], source="florence2", label="square", score=0.7, version="m1", round_=1)
+    elsewhere = region("img", [5, 70, 25, 95], source="florence2", label="star", score=0.7, version="m1", round_=1)
+    rows = table([second_guess, elsewhere])
+    both, _ = curate_tables(rows, previous, IMAGES, _config(), 1)  # default: overlapping objects are added
+    assert {second_guess["annotation_id"], elsewhere["annotation_id"]} <= set(both["annotation_id"].to_pylist())
+    curated, trails = curate_tables(rows, previous, IMAGES, _config(new_box_max_overlap=0.3), 1)
+    ids = curated["annotation_id"].to_pylist()
+    assert second_guess["annotation_id"] not in ids and elsewhere["annotation_id"] in ids
+    assert curated.num_rows == previous.num_rows + 1
+    decision = _decisions(trails)[second_guess["annotation_id"]]  # IoU of [20,20,60,60] with [10,10,50,50]: 900/2300
+    assert not decision["kept"] and decision["absorbed_by"] is None
+    assert decision["reason"] == ("not a new object: overlaps a curated box (IoU 0.39 >= new_box_max_overlap 0.3) "
+                                  "without merging into it")
+    assert _decisions(trails).get(elsewhere["annotation_id"], {"kept": True})["kept"]
+    looser, _ = curate_tables(rows, previous, IMAGES, _config(new_box_max_overlap=0.4), 1)
+    assert second_guess["annotation_id"] in looser["annotation_id"].to_pylist()  # 0.39 < 0.4
+    fused, trails = curate_tables(rows, previous, IMAGES, _config(new_box_max_overlap=0.3, fuse_iou=0.35), 1)
+    assert _decisions(trails)[second_guess["annotation_id"]]["reason"].startswith("fused into")  # merging comes first
+
+
 def test_merge_settings_are_validated():
     with pytest.raises(ValueError, match="merge.fuse_iou_same_label must be in"):
         MergeConfig(fuse_iou_same_label=0)
+    with pytest.raises(ValueError, match="merge.new_box_max_overlap must be in"):
+        MergeConfig(new_box_max_overlap=1.5)
 
 
 def test_an_absorbed_box_gives_the_previous_box_its_mask_and_description():
