@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from engine.annotate.runners import RUNNERS
+from engine.annotate.runners import DEFAULT_WAVE_IMAGES, RUNNERS
 from engine.curate.config import CurationConfig
 from engine.retrain.config import METRICS, TrainingConfig
 from engine.review.config import ReviewConfig
@@ -76,14 +76,17 @@ class IngestSection:
 class RunnerSection:
     """``[runner]``: the Beam runner of annotation and extra pipeline flags.
 
-    ``wave_size``: shards per pipeline run (0: all shards in one run); smaller waves make
-    progress durable sooner, at one pipeline start per wave.
+    ``wave_size``: shards per pipeline run (0: no limit); ``wave_images``: images per pipeline
+    run (0: no limit; default 10,000; a shard is never split): a wave's rows are held together
+    until its files are written, so bounded waves bound annotation's memory and make progress
+    durable sooner, at one pipeline start per wave.
     """
 
     name: str = "direct"
     workers: int = 2
     options: tuple[str, ...] = ()
     wave_size: int = 0
+    wave_images: int = DEFAULT_WAVE_IMAGES
 
     def __post_init__(self) -> None:
         if self.name not in RUNNERS:
@@ -91,6 +94,7 @@ class RunnerSection:
         check_int_range("runner.workers", self.workers, 1, MAX_WORKERS)
         if self.wave_size < 0:
             raise ValueError(f"runner.wave_size must be >= 0, got {self.wave_size}")
+        check_int_range("runner.wave_images", self.wave_images, 0)
         if any(not str(o).startswith("--") for o in self.options):
             raise ValueError(f"runner.options must be Beam flags starting with --, got {list(self.options)}")
 

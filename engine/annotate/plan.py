@@ -20,11 +20,27 @@ from engine.annotate.elements import ShardTask
 from engine.annotate.handler import AnnotatorModelHandler
 from engine.annotate.pipeline import build_pipeline
 from engine.annotate.progress import AnnotateProgress, ImageProgress
-from engine.annotate.runners import run_to_completion, runner_options
+from engine.annotate.runners import DEFAULT_WAVE_IMAGES, run_to_completion, runner_options
 from engine.annotate.workers import isolate_workers
 from storage.catalog import Catalog, publish_views
 from storage.decode import DecodeLimits
 from storage.layout import DataRoot
+
+
+def plan_waves(tasks: list[ShardTask], wave_size: int = 0, wave_images: int = 0) -> list[list[ShardTask]]:
+    """The tasks cut, in order, into pipeline runs of at most ``wave_size`` shards and at most
+    ``wave_images`` images (0: no such limit); a shard bigger than ``wave_images`` is a wave of its own."""
+    waves: list[list[ShardTask]] = []
+    images = 0
+    for task in tasks:
+        full = waves and ((wave_size and len(waves[-1]) >= wave_size)
+                          or (wave_images and images + task.images > wave_images))
+        if not waves or full:
+            waves.append([])
+            images = 0
+        waves[-1].append(task)
+        images += task.images
+    return waves
 
 
 @dataclass
@@ -33,9 +49,12 @@ class AnnotateRequest:
 
     ``runner``: a name from ``engine.annotate.runners.RUNNERS``; ``workers``: worker processes for the
     multi-process runner; ``pipeline_args``: extra Beam flags passed through untouched.
-    ``wave_size``: shards per pipeline run (0: all in one run). Files are written when a
-    run's grouping step completes, so smaller waves make progress durable sooner (a killed
-    run loses at most one wave) at the price of one pipeline start per wave.
+    ``wave_size``: shards per pipeline run (0: no limit); ``wave_images``: images per pipeline
+    run (0: no limit; a shard is never split, so a wave holds at least one shard). Files are
+    written when a run's grouping step completes, so a wave's rows are in memory together:
+    bounded waves bound the memory (about 34 KB per image at FLD-5B's ~40 rows per image) and
+    make progress durable sooner (a killed run loses at most one wave), at the price of one
+    pipeline start per wave (about a second).
     ``progress``: the tqdm bar of (annotator x image) units; ``on_progress``: called with an
     :class:`~engine.annotate.progress.AnnotateProgress` whenever that count moves (from a thread).
     """
@@ -48,6 +67,7 @@ class AnnotateRequest:
     limits: DecodeLimits = DecodeLimits()
     progress: bool = True
     wave_size: int = 0
+    wave_images: int = DEFAULT_WAVE_IMAGES
     on_progress: Callable[[AnnotateProgress], None] | None = None
 
     def __post_init__(self) -> None:
@@ -61,6 +81,8 @@ class AnnotateRequest:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.wave_size < 0:
             raise ValueError(f"wave_size must be >= 0, got {self.wave_size}")
+        if self.wave_images < 0:
+            raise ValueError(f"wave_images must be >= 0, got {self.wave_images}")
 
 
 def plan_tasks(root: DataRoot, round_: int, sources: list[str]) -> list[ShardTask]:
@@ -90,8 +112,7 @@ def annotate(root: DataRoot, request: AnnotateRequest) -> dict[str, Any]:
     needing_context = frozenset(n for n in sources if "annotations" in annotator_class(n).needs)
     tasks = plan_tasks(root, request.round, sources)
     units = sum(len(t.sources) for t in tasks)
-    size = request.wave_size or len(tasks) or 1
-    waves = [tasks[i:i + size] for i in range(0, len(tasks), size)]
+    waves = plan_waves(tasks, request.wave_size, request.wave_images)
     isolate_workers()  # worker subprocesses out of reach of a terminal's Ctrl-C: the engine stops them
     with ImageProgress(root, request.round, tasks, request.progress and bool(tasks), request.on_progress):
         for wave in waves:

@@ -35,7 +35,10 @@ def declare(parser: argparse.ArgumentParser):
     parser.add_argument("--runner", choices=sorted(RUNNERS), help="Beam runner (default: config's, else direct)")
     parser.add_argument("--workers", type=int, help="worker processes for direct-multiprocess")
     parser.add_argument("--wave-size", type=int, default=0,
-                        help="shards per pipeline run; a killed run loses at most one wave (default: all)")
+                        help="shards per pipeline run; a killed run loses at most one wave (default: no limit)")
+    parser.add_argument("--wave-images", type=int, default=None,
+                        help="images per pipeline run, which bounds memory (default: the config's [runner] "
+                             "wave_images, 10,000; 0: no limit)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def run(args: argparse.Namespace) -> int:
@@ -49,7 +52,8 @@ def declare(parser: argparse.ArgumentParser):
             runner=args.runner or config.runner.name, workers=args.workers or config.runner.workers,
             pipeline_args=[*config.runner.options, *args.extra],
             limits=DecodeLimits(config.ingest.max_pixels, config.ingest.min_side), progress=not args.quiet,
-            wave_size=args.wave_size or config.runner.wave_size)
+            wave_size=args.wave_size or config.runner.wave_size,
+            wave_images=config.runner.wave_images if args.wave_images is None else args.wave_images)
         summary = annotate(root, request)
         print(json.dumps(summary, indent=2))
         return 0

@@ -57,7 +57,8 @@ def annotate_step(ctx: RoundContext) -> dict[str, Any]:
     for stage in annotation_stages(list(annotators)):
         request = AnnotateRequest(round=ctx.round, annotators={n: annotators[n] for n in stage},
                                   runner=runner.name, workers=runner.workers, pipeline_args=list(runner.options),
-                                  limits=limits, progress=ctx.progress, wave_size=runner.wave_size)
+                                  limits=limits, progress=ctx.progress, wave_size=runner.wave_size,
+                                  wave_images=runner.wave_images)
         sources.update(annotate(ctx.root, request)["sources"])
     return {"sources": sources}
 

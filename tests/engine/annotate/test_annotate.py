@@ -18,7 +18,9 @@ from PIL import Image
 
 from annotators.base import Annotator
 from annotators.registry import _REGISTRY, register_annotator
-from engine.annotate.plan import AnnotateRequest, annotate, read_markers
+from engine.annotate import plan as plan_module
+from engine.annotate.elements import ShardTask
+from engine.annotate.plan import AnnotateRequest, annotate, plan_waves, read_markers
 from storage.catalog import Catalog
 from storage.decode import DecodeLimits
 from tests.engine.annotate.annotate_helpers import annotation_rows, error_rows
@@ -62,6 +64,41 @@ def test_direct_and_dask_runners_write_the_same_rows(ingested_root, tmp_path):
                        pipeline_args=[f"--dask_client_address={cluster.scheduler_address}"])
     assert summary["sources"]["dark_patch"]["images"] == 24
     assert annotation_rows(ingested_root) == direct and len(direct) == 24
+
+
+def _tasks(*images):
+    return [ShardTask(shard_id=f"s{i}", shard=f"/s{i}", format="tar", sources=("x",), round=0, images=n)
+            for i, n in enumerate(images)]
+
+
+def test_waves_hold_at_most_their_images_and_shards_and_never_split_a_shard():
+    def sizes(waves):
+        return [[t.images for t in wave] for wave in waves]
+
+    tasks = _tasks(4, 4, 3, 9, 1, 1)
+    assert sizes(plan_waves(tasks)) == [[4, 4, 3, 9, 1, 1]]
+    assert sizes(plan_waves(tasks, wave_images=8)) == [[4, 4], [3], [9], [1, 1]]  # 9 > 8: a wave of its own
+    assert sizes(plan_waves(tasks, wave_size=2)) == [[4, 4], [3, 9], [1, 1]]
+    assert sizes(plan_waves(tasks, wave_size=2, wave_images=7)) == [[4], [4, 3], [9], [1, 1]]
+    assert plan_waves([], wave_images=8) == []
+    assert [t for wave in plan_waves(tasks, wave_images=5) for t in wave] == tasks  # order kept
+    with pytest.raises(ValueError, match="wave_images must be >= 0"):
+        AnnotateRequest(round=0, annotators={"dark_patch": {}}, wave_images=-1)
+
+
+def test_bounded_waves_write_the_rows_of_one_run(ingested_root, monkeypatch):
+    _run(ingested_root, annotators={"dark_patch": {"patch": 8}})
+    whole = annotation_rows(ingested_root)
+    for path in ingested_root.annotations(0).rglob("*"):
+        if path.is_file():
+            path.unlink()
+    runs = []
+    build = plan_module.build_pipeline
+    monkeypatch.setattr(plan_module, "build_pipeline", lambda p, root, wave, *a: runs.append(len(wave)) or
+                        build(p, root, wave, *a))
+    summary = _run(ingested_root, annotators={"dark_patch": {"patch": 8}}, wave_images=12)  # 4 shards of 6 images
+    assert runs == [2, 2] and summary["sources"]["dark_patch"]["images"] == 24
+    assert annotation_rows(ingested_root) == whole
 
 
 def _fld(root, *args):
