@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from engine.cli import add_root_argument, command, data_root
+from engine.cli import UsageError, add_root_argument, command, data_root
 from engine.config import EngineConfig
 from engine.demo.styles import DEMO_STYLE, STYLES
 from engine.preflight import preflight
@@ -96,21 +97,33 @@ def declare_demo(parser: argparse.ArgumentParser):
                              f"model was pre-trained on, as a pre-trained Florence-2 meets your own images)")
     parser.add_argument("--fresh", action="store_true",
                         help="empty the demo's data root first (only a root fld demo created)")
+    parser.add_argument("--model", help="Florence-2 checkpoint directory the loop starts from (default: the shipped "
+                                        "<OD> model; experiments/multitask-demo-model does every task)")
+    parser.add_argument("--tasks", default="OD",
+                        help="Florence-2 tasks the model annotates and is fine-tuned on: comma-separated names, "
+                             "or 'all' (default OD, all the shipped model was pre-trained for)")
 
     def run(args: argparse.Namespace) -> int:
         from engine.demo.fresh import DEMO_KIND, clear_demo_root
         from engine.demo.loop_report import format_loop, format_verdict, loop_figures
         from engine.demo.model_quality import RoundModels, sample_style
         from engine.demo.report import (
-            DEMO_TRAINING,
             demo_round_report,
+            demo_training,
             format_demo_report,
             format_quality_trend,
             prepare_demo,
         )
         from engine.demo.review_value import format_review_value, review_value
+        from florence2.format import TASK_DEPENDS, TASK_ORDER, task_names
         from flows.round_flow import loop_flow
 
+        tasks = TASK_ORDER if args.tasks == "all" else task_names("--tasks", [t.strip() for t in args.tasks.split(",")])
+        if needs := [f"{t} needs {n}" for t, n in TASK_DEPENDS.items() if t in tasks and n not in tasks]:
+            raise UsageError(f"--tasks: {'; '.join(needs)} in the list")
+        if args.model is not None and not Path(args.model).is_dir():
+            raise UsageError(f"--model {args.model} is not a checkpoint directory")
+        training = demo_training(args.model, tasks)
         root = data_root(args.root)
         if args.fresh:  # refuses, in its own words, a folder that is not a demo root, and a busy one
             deleted = clear_demo_root(root)
@@ -118,7 +131,7 @@ def declare_demo(parser: argparse.ArgumentParser):
                 print(f"[demo] --fresh: emptied the demo root {root.path} ({', '.join(deleted)})")
         refuse_if_busy(root)  # a folder that is not a data root (or a new one to make), a busy root
         root.ensure(kind=DEMO_KIND)
-        config_path = prepare_demo(root, args.images, args.seed, args.rounds, DEMO_TRAINING, args.style)
+        config_path = prepare_demo(root, args.images, args.seed, args.rounds, training, args.style)
         config = EngineConfig.load(config_path)
         preflight(config)
         models = RoundModels(config, sample_style(root.path / "sample"))

@@ -56,6 +56,9 @@ DEMO_TRAINING: dict[str, Any] = {
 }
 #: the tasks the demo's model annotates with: the one it is trained for
 DEMO_MODEL_TASKS = ("OD",)
+#: new tokens a generation may take when the demo runs other tasks than ``<OD>`` (``fld demo
+#: --tasks``): a more detailed caption of a scene is ~60-120 tokens, a mask polygon up to ~200
+DEMO_EVERY_TASK_TOKENS = 256
 #: the demo's CLIP-style caption scorer, fitted on a separate scene pool (engine.demo.clip_model:
 #: ``build_demo_clip(DEMO_CLIP, seed=0, train_steps=150)`` rebuilds it)
 DEMO_CLIP = Path(__file__).resolve().parent / "clip_checkpoint"
@@ -115,26 +118,42 @@ def _toml_value(value: Any) -> str:
     return json.dumps(value)  # JSON scalars, strings and arrays are valid TOML values
 
 
-def demo_annotator_table() -> dict[str, Any]:
-    """The demo's ``[model.annotator]`` table: how its Florence-2 annotates and is evaluated."""
-    return {"max_new_tokens": 96, "num_beams": 1, "batch_size": 8, "tasks": list(DEMO_MODEL_TASKS),
+def demo_annotator_table(tasks: tuple[str, ...] = DEMO_MODEL_TASKS) -> dict[str, Any]:
+    """The demo's ``[model.annotator]`` table: how its Florence-2 annotates and is evaluated
+    (``tasks``: the Florence-2 tasks it runs; other than ``<OD>`` alone, generations may be longer)."""
+    tokens = 96 if tuple(tasks) == ("OD",) else DEMO_EVERY_TASK_TOKENS
+    return {"max_new_tokens": tokens, "num_beams": 1, "batch_size": 8, "tasks": list(tasks),
             "score_window": DEMO_SCORE_WINDOW, "views": list(DEMO_VIEWS),
             "view_min_confirmations": DEMO_VIEW_MIN_CONFIRMATIONS, "view_fusion": DEMO_VIEW_FUSION}
 
 
+def demo_training(model: str | Path | None = None, tasks: tuple[str, ...] = DEMO_MODEL_TASKS) -> dict[str, Any]:
+    """The demo's ``[training]`` table (:data:`DEMO_TRAINING`), starting from ``model`` (a
+    checkpoint directory; default the shipped one) and fine-tuning ``tasks``."""
+    training = {**DEMO_TRAINING, "tasks": list(tasks)}
+    if model is not None:
+        training["base_model"] = str(Path(model).resolve())
+    if tuple(tasks) != ("OD",):
+        training["max_new_tokens"] = DEMO_EVERY_TASK_TOKENS
+    return training
+
+
 def demo_config_text(sample_dir: Path, spacy_dir: Path, rounds: int, training: dict[str, Any]) -> str:
     """The demo's engine config as TOML text (curation: every default rule, the text rule
-    parsing with the pipeline trained on the sample's captions)."""
+    parsing with the pipeline trained on the sample's captions); the model annotates with the
+    tasks ``training`` fine-tunes. The caption scorer, a small CLIP trained on brief captions,
+    judges brief captions only."""
+    tasks = tuple(training.get("tasks", DEMO_MODEL_TASKS))
     lines = [
         "# fld demo: written by `fld demo`; edit and pass to `fld round --config` to experiment",
         "[sources]", f"paths = {_toml_value([str(sample_dir / 'shards')])}", "",
         "[annotators.coco_labels]", f"path = {_toml_value(str(sample_dir / 'noisy_labels.json'))}", "",
         "[annotators.ocr]", "", "[annotators.sidecar_captions]", "",
         "[model]", "annotate_from_round = 1", "",
-        "[model.annotator]", *(f"{k} = {_toml_value(v)}" for k, v in demo_annotator_table().items()), "",
+        "[model.annotator]", *(f"{k} = {_toml_value(v)}" for k, v in demo_annotator_table(tasks).items()), "",
         "[annotators.caption_scorer]", f"model = {_toml_value(str(DEMO_CLIP))}", "",
         "[curation.text]", f"pipeline = {_toml_value(str(spacy_dir))}", "",
-        "[curation.caption_similarity]", f"min_similarity = {DEMO_MIN_CAPTION_SIMILARITY}", "",
+        "[curation.caption_similarity]", f"min_similarity = {DEMO_MIN_CAPTION_SIMILARITY}", 'granularities = ["brief"]', "",
         "[curation.merge]", f"fuse_iou_same_label = {DEMO_FUSE_IOU_SAME_LABEL}",
         f"new_box_max_overlap = {DEMO_NEW_BOX_MAX_OVERLAP}", "",
         "[curation.prior_score]", f"per_source = {{ coco_labels = {DEMO_LABEL_PRIOR}, human = 1.0 }}", "",

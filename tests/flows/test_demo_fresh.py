@@ -73,3 +73,15 @@ def test_a_demo_root_in_use_is_not_touched(tmp_path, capsys):
         holder.kill()
         holder.wait()
     assert (root.path / "sample" / "x.json").exists() and root.catalog.exists()
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--tasks", "OD,FOO"], "--tasks has unknown task(s) 'FOO'"),
+    (["--tasks", "REGION_TO_SEGMENTATION"], "--tasks: REGION_TO_SEGMENTATION needs OD in the list"),
+    (["--model", "no-such-model"], "--model no-such-model is not a checkpoint directory"),
+])
+def test_a_wrong_model_or_task_list_is_one_line_before_anything_is_made(tmp_path, capsys, args, says):
+    code = main(["demo", "--root", str(tmp_path / "new"), "--images", "8", "--rounds", "1", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and says in err[0], err
+    assert not (tmp_path / "new").exists()
