@@ -16,7 +16,10 @@ precision: such a threshold lets almost nothing in, and the new-box threshold is
 so few either); with fewer boxes than that (or
 ``calibration_min_boxes = 0``) it is above every score seen (no box of that model is trusted). The same
 curve at ``training.new_box_precision`` gives ``new_box_threshold``, the stricter score a box
-needs to become a new curated row where no curated box is (no other source confirms it). The
+needs to become a new curated row where no curated box is (no other source confirms it); when
+no cut reaches it, ``training.new_box_fallback_precision`` (> 0) lets the most precise cut of at
+least ``calibration_min_boxes`` boxes stand in if that cut reaches this lower precision (the
+labels' own class noise can cap what a right box can show against them). The
 curated labels are the engine's own data; ground truth is never read here.
 
 ``training.calibration_scope = "labelled"`` counts only the boxes that overlap some curated
@@ -97,17 +100,25 @@ def best_cut(scores: np.ndarray, hit: np.ndarray, min_boxes: int) -> float | Non
 
 
 def calibration(scores: list[float], hit: list[bool], references: int, target: float,
-                new_box_target: float | None = None, min_boxes: int = 0) -> dict[str, Any]:
+                new_box_target: float | None = None, min_boxes: int = 0,
+                new_box_fallback: float = 0.0) -> dict[str, Any]:
     """The metrics stored with a model: ``score_threshold`` and what it gives on the held-out
     labels (precision, recall and boxes kept at the threshold), and with ``new_box_target``
-    the stricter ``new_box_threshold`` a box needs to be added where no curated box is (never
-    lowered: with that target unreachable no new box is trusted); ``min_boxes``: the fallback
-    of an unreachable ``target`` (:func:`best_cut`, module docstring)."""
+    the stricter ``new_box_threshold`` a box needs to be added where no curated box is. With
+    that target unreachable no new box is trusted (the threshold is above every score), unless
+    ``new_box_fallback`` > 0 and the most precise cut keeping ``min_boxes`` (:func:`best_cut`)
+    reaches that lower precision: then that cut is the threshold (``new_box_reached`` false).
+    ``min_boxes``: the fallback of an unreachable ``target`` (:func:`best_cut`, module docstring)."""
     scores_a, hit_a = np.asarray(scores, float), np.asarray(hit, bool)
     above_all = float(np.nextafter(float(scores_a.max()) if len(scores_a) else 0.0, np.inf))
     out: dict[str, Any] = {"calibration_boxes": len(scores_a)}
     if new_box_target is not None:
         strict = threshold_at_precision(scores_a, hit_a, new_box_target, max(1, min_boxes))
+        out["new_box_reached"] = strict is not None
+        if strict is None and new_box_fallback > 0:
+            cut = best_cut(scores_a, hit_a, min_boxes)
+            if cut is not None and hit_a[scores_a >= cut].mean() >= new_box_fallback:
+                strict = cut
         out["new_box_threshold"] = above_all if strict is None else strict
     threshold = threshold_at_precision(scores_a, hit_a, target, max(1, min_boxes))
     reached = threshold is not None

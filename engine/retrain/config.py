@@ -110,6 +110,9 @@ class TrainingConfig:
     better model out (:mod:`engine.retrain.calibrate`).
     ``new_box_precision``: the stricter precision whose threshold (``new_box_threshold``) a box
     must reach to be added where no curated box is (no other source agrees with it there).
+    ``new_box_fallback_precision``: when ``new_box_precision`` is out of reach, the most precise
+    cut keeping ``calibration_min_boxes`` boxes becomes ``new_box_threshold`` if it reaches this
+    precision (0, the default: out of reach, no new box is trusted).
     ``target_format``: how targets write boxes and masks: ``released`` as the released
     Florence-2 checkpoints emit them (each label once, then its boxes; bare mask polygons), the
     default; ``per_box`` for a checkpoint trained with a label before every box and ``<poly>``
@@ -156,6 +159,7 @@ class TrainingConfig:
     calibration_scope: str = "all"
     calibration_labels: str = "independent"
     new_box_precision: float = 0.95
+    new_box_fallback_precision: float = 0.0
     allow_pickle_weights: bool = False
     average_with_start: float = 1.0
 
@@ -178,6 +182,9 @@ class TrainingConfig:
             value = getattr(self, name)
             if not _is_number(value) or not low <= value < high:
                 raise ValueError(f"training.{name} must be in [{low}, {high}), got {value!r}")
+        if not _is_number(self.new_box_fallback_precision) or not 0 <= self.new_box_fallback_precision <= 1:
+            raise ValueError(f"training.new_box_fallback_precision must be in [0, 1], "
+                             f"got {self.new_box_fallback_precision!r}")
         for name in ("weight_decay", "max_grad_norm", "aux_loss_weight", "min_image_dependence"):
             if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"training.{name} must be a number >= 0, got {getattr(self, name)!r}")

@@ -141,7 +141,8 @@ def agreement_metrics(model: Florence2Model, examples: list[Example], cap: int =
                       calibration_iou: float = IOU, calibration_scope: str = "all",
                       new_box_precision: float | None = None, calibration_min_boxes: int = 0,
                       references: Mapping[str, list[tuple[str, list[float]]]] | None = None,
-                      per_image: dict[str, dict[str, float]] | None = None) -> dict[str, float]:
+                      per_image: dict[str, dict[str, float]] | None = None,
+                      new_box_fallback: float = 0.0) -> dict[str, float]:
     """The caption / OD / OCR / grounding metrics over validation ``examples`` (``cap`` per
     task), and the score threshold calibrated on the ``<OD>`` boxes (:mod:`engine.retrain.calibrate`)
     against ``references`` (image_id -> (label, box); None: the example's own target).
@@ -190,7 +191,7 @@ def agreement_metrics(model: Florence2Model, examples: list[Example], cap: int =
             metrics["box_precision"] = hits / n_pred if n_pred else 0.0
             metrics["box_recall"] = hits / n_ref if n_ref else 0.0
             metrics.update(calibrate.calibration(box_scores, box_hits, n_calibration_ref, target_precision,
-                                                 new_box_precision, calibration_min_boxes))
+                                                 new_box_precision, calibration_min_boxes, new_box_fallback))
         if metric == "grounding_recall":
             metrics[metric] = hits / n_ref if n_ref else 0.0
         else:
@@ -255,7 +256,8 @@ def evaluate_model(model_dir: Path, examples: list[Example], config: TrainingCon
         per_image.update({f"val_loss/{task}": by_image for task, by_image in losses.per_task.items()})
     metrics.update(agreement_metrics(model, examples, config.eval_max_examples, config.calibration_precision,
                                      config.calibration_iou, config.calibration_scope, config.new_box_precision,
-                                     config.calibration_min_boxes, references, per_image))
+                                     config.calibration_min_boxes, references, per_image,
+                                     config.new_box_fallback_precision))
     if per_image:
         metrics[PER_IMAGE] = per_image
     dependence = image_dependence(model.torch_model, model.processor, examples[:config.image_dependence_examples],

@@ -11,6 +11,7 @@ import pytest
 
 from engine.dataset.locations import image_locations
 from engine.retrain.calibrate import calibration, hits, threshold_at_precision
+from engine.retrain.config import TrainingConfig
 from engine.retrain.evaluate import agreement_metrics
 from engine.retrain.examples import Example
 from florence2.model import Florence2Model, Generation
@@ -224,3 +225,18 @@ def test_a_target_reached_on_too_few_boxes_is_not_reached():
     out = calibration(scores, hit, references=12, target=0.9, new_box_target=0.9, min_boxes=10)
     assert not out["calibration_reached"] and out["score_threshold"] == 0.05  # 8 of 11: the best cut of >= 10 boxes
     assert out["new_box_threshold"] > 0.9  # and no new box on the strength of two
+
+
+def test_an_unreachable_new_box_target_falls_back_only_to_a_cut_of_the_fallback_precision():
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]
+    hit = [False, True, True, True, True, False, True, False]  # best cut of >= 3 boxes: 0.5, precision 0.8
+    strict = calibration(scores, hit, references=8, target=0.95, new_box_target=0.95, min_boxes=3)
+    assert not strict["new_box_reached"] and strict["new_box_threshold"] > 0.9  # fallback off (0): none
+    low = calibration(scores, hit, references=8, target=0.95, new_box_target=0.95, min_boxes=3, new_box_fallback=0.8)
+    assert not low["new_box_reached"] and low["new_box_threshold"] == 0.5
+    high = calibration(scores, hit, references=8, target=0.95, new_box_target=0.95, min_boxes=3, new_box_fallback=0.85)
+    assert high["new_box_threshold"] > 0.9  # the best cut (0.8) is below the fallback precision
+    reached = calibration(scores, hit, references=8, target=0.75, new_box_target=0.75, min_boxes=3, new_box_fallback=0.5)
+    assert reached["new_box_reached"] and reached["new_box_threshold"] == 0.5  # reached: the fallback plays no part
+    with pytest.raises(ValueError, match="new_box_fallback_precision must be in"):
+        TrainingConfig(new_box_fallback_precision=1.5)
