@@ -98,7 +98,7 @@ def declare_demo(parser: argparse.ArgumentParser):
     parser.add_argument("--fresh", action="store_true",
                         help="empty the demo's data root first (only a root fld demo created)")
     parser.add_argument("--model", help="Florence-2 checkpoint directory the loop starts from (default: the shipped "
-                                        "<OD> model; experiments/multitask-demo-model does every task)")
+                                        "OD-only model; experiments/multitask-demo-model does every task)")
     parser.add_argument("--tasks", default="OD",
                         help="Florence-2 tasks the model annotates and is fine-tuned on: comma-separated names, "
                              "or 'all' (default OD, all the shipped model was pre-trained for)")
@@ -109,18 +109,16 @@ def declare_demo(parser: argparse.ArgumentParser):
         from engine.demo.model_quality import RoundModels, sample_style
         from engine.demo.report import (
             demo_round_report,
+            demo_tasks,
             demo_training,
             format_demo_report,
             format_quality_trend,
             prepare_demo,
         )
         from engine.demo.review_value import format_review_value, review_value
-        from florence2.format import TASK_DEPENDS, TASK_ORDER, task_names
         from flows.round_flow import loop_flow
 
-        tasks = TASK_ORDER if args.tasks == "all" else task_names("--tasks", [t.strip() for t in args.tasks.split(",")])
-        if needs := [f"{t} needs {n}" for t, n in TASK_DEPENDS.items() if t in tasks and n not in tasks]:
-            raise UsageError(f"--tasks: {'; '.join(needs)} in the list")
+        tasks = demo_tasks(args.tasks)
         if args.model is not None and not Path(args.model).is_dir():
             raise UsageError(f"--model {args.model} is not a checkpoint directory")
         training = demo_training(args.model, tasks)

@@ -25,6 +25,7 @@ from engine.demo.styles import DEMO_STYLE
 from engine.report.kind_quality import KINDS, kind_quality
 from engine.report.quality import curated_quality
 from engine.report.stats import drop_counts
+from florence2.format import TASK_DEPENDS, TASK_ORDER, task_names
 from storage.atomic import write_text_atomic
 from storage.catalog import Catalog
 from storage.layout import DataRoot
@@ -128,6 +129,15 @@ def demo_annotator_table(tasks: tuple[str, ...] = DEMO_MODEL_TASKS) -> dict[str,
     return {"max_new_tokens": tokens, "num_beams": 1, "batch_size": 8, "tasks": list(tasks),
             "score_window": DEMO_SCORE_WINDOW, "views": list(DEMO_VIEWS),
             "view_min_confirmations": DEMO_VIEW_MIN_CONFIRMATIONS, "view_fusion": DEMO_VIEW_FUSION}
+
+
+def demo_tasks(text: str) -> tuple[str, ...]:
+    """The tasks of ``fld demo --tasks``: comma-separated Florence-2 task names, or ``all``;
+    unknown names and a task without the task it takes its input from are a ``ValueError``."""
+    tasks = TASK_ORDER if text.strip() == "all" else task_names("--tasks", [t.strip() for t in text.split(",")])
+    if needs := [f"{t} needs {n}" for t, n in TASK_DEPENDS.items() if t in tasks and n not in tasks]:
+        raise ValueError(f"--tasks: {'; '.join(needs)} in the list")
+    return tasks
 
 
 def demo_training(model: str | Path | None = None, tasks: tuple[str, ...] = DEMO_MODEL_TASKS) -> dict[str, Any]:
