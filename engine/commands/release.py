@@ -10,6 +10,7 @@ from storage.layout import DataRoot
 
 
 def _build(args: argparse.Namespace) -> int:
+    from engine.release.batching import ReleaseBatching
     from engine.release.build import ReleaseConfig, build_release
 
     if args.round < 0:
@@ -17,7 +18,8 @@ def _build(args: argparse.Namespace) -> int:
     config = ReleaseConfig(rows_per_file=args.rows_per_file, row_group_size=args.row_group_size,
                            images=args.images, images_per_shard=args.images_per_shard,
                            eval_fraction=args.eval_fraction, seed=args.seed, pipeline=args.pipeline)
-    manifest = build_release(DataRoot(args.root), args.round, args.name, config)
+    batching = ReleaseBatching(images=args.batch_images, sql_memory_mib=args.sql_memory_mib)
+    manifest = build_release(DataRoot(args.root), args.round, args.name, config, batching)
     print(f"release {args.name}: {manifest['path']}")
     print(f"  manifest sha256 {manifest['manifest_sha256']}, {len(manifest['files'])} files, "
           f"{manifest['images']} images ({manifest['annotated_images']} annotated)")
@@ -56,6 +58,10 @@ def declare(parser: argparse.ArgumentParser):
                        help="validation share of the Florence-2 export, by image id (default 0.1)")
     build.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     build.add_argument("--pipeline", help="spaCy pipeline for the card's Table 3 (default: the round's)")
+    build.add_argument("--batch-images", type=int, default=1000,
+                       help="images whose rows the build holds at once (default 1000; the release is the same)")
+    build.add_argument("--sql-memory-mib", type=int, default=512,
+                       help="DuckDB's memory for the build's queries in MiB, spilling beyond it (default 512)")
     verify = actions.add_parser("verify", help="re-hash every file of a release against its manifest")
     add_root_argument(verify)
     verify.add_argument("release", help="the release name (or its folder, which must be under ROOT/releases)")

@@ -35,38 +35,35 @@ tar members have fixed metadata, so building the same round of the same root twi
 byte-identical files. Immutable: a release is built in a hidden staging folder and renamed
 into place; an existing name is refused, files are made read-only, and ``verify`` re-hashes
 every file against the manifest (and the manifest against the catalog's ``releases`` row).
+
+Bounded memory: the build streams the round in batches of whole images from ordered DuckDB
+queries and writes every file as it goes (:mod:`engine.release.passes`); what needs every image
+(names, tar positions, COCO ids, splits) is in tables of a scratch DuckDB file in a hidden work
+folder beside the staging one (:mod:`engine.release.batching`). ``ReleaseBatching`` sets how much
+is held at once and never changes a byte.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from engine.dataset.coco_eval import coco_image_ids
-from engine.dataset.locations import image_locations
-from engine.dataset.splits import split_of
+from engine.release.batching import ReleaseBatching, open_scratch
 from engine.release.card import card_markdown
-from engine.release.exports import CocoSource, NonFiniteValue, coco_json, dumps, florence2_jsonl
-from engine.release.hf_dataset import write_hf_dataset
-from engine.release.images import write_images
-from engine.release.names import release_file_names
-from engine.release.scores import published_scores, unscored_ids
+from engine.release.coco import CocoLabelsError
+from engine.release.exports import dumps
+from engine.release.passes import write_files, writing
 from engine.report.stats import markdown_stats, round_stats
 from storage.catalog import Catalog
 from storage.layout import DataRoot
-from storage.schema import CURATED, RELEASE_IMAGE_INDEX, utc_now
+from storage.schema import utc_now
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 IMAGE_MODES = ("webdataset", "reference")
@@ -112,38 +109,37 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-@contextlib.contextmanager
-def _writing(rel: str) -> Iterator[None]:
-    """Name the file ``rel`` in a :class:`NonFiniteValue` raised while its content is made."""
-    try:
-        yield
-    except NonFiniteValue as exc:
-        raise NonFiniteValue(f"{rel}: {exc}") from None
-
-
 def _write(stage: Path, rel: str, data: bytes) -> None:
     path = stage / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
 
 
-def _read_round(catalog: Catalog, round_: int) -> tuple[pa.Table, dict[str, Any]]:
-    from engine.curate.parquet_io import conform
-
-    table = catalog.con.sql("select * exclude (curated_round) from curated where curated_round = ? "
-                            "order by image_id, kind, annotation_id", params=[round_]).to_arrow_table()
-    if table.num_rows == 0:
+def _round_context(catalog: Catalog, round_: int) -> tuple[int, dict[str, Any]]:
+    """(curated rows, ``{"round_config", "models"}``) of round ``round_``; :class:`ReleaseError`
+    when it has no curated set."""
+    (rows,) = catalog.query("select count(*) from curated where curated_round = ?", [round_])[0]
+    if rows == 0:
         raise ReleaseError(f"round {round_} has no curated set; run `fld curate --round {round_}` first")
     config = catalog.query("select config from rounds where round = ?", [round_])
     models = catalog.query("select round, path, version, promoted, reason from models where round <= ? order by round",
                            [round_])
     root = str(catalog.root.path)
-    context = {
+    return int(rows), {
         "round_config": json.loads(config[0][0]) if config and config[0][0] else None,
         "models": [{"round": int(r), "path": os.path.relpath(p, root) if p.startswith(root) else p, "version": v,
                     "promoted": bool(pr), "reason": why} for r, p, v, pr, why in models],
     }
-    return published_scores(conform(table, CURATED), unscored_ids(catalog, round_)), context
+
+
+def _check_ingested(catalog: Catalog, round_: int) -> None:
+    """:class:`ReleaseError` when a curated image of round ``round_`` is not ingested ``ok``."""
+    missing, first = catalog.query(
+        "select count(*), min(image_id) from (select distinct image_id from curated where curated_round = ?) "
+        "where image_id not in (select image_id from images where status = 'ok' and image_id is not null)",
+        [round_])[0]
+    if missing:
+        raise ReleaseError(f"{missing} curated images are not ingested with status ok, e.g. {first}")
 
 
 QUOTED_PATH = re.compile(r"'(/[^'\n]+)'")
@@ -163,29 +159,11 @@ def portable(value: Any, root: Path) -> Any:
     return value
 
 
-def _write_tables(stage: Path, table: pa.Table, metas: dict[str, dict], config: ReleaseConfig) -> dict[str, int]:
-    counts = {}
-    files = max(1, -(-table.num_rows // config.rows_per_file))
-    for i in range(files):
-        rel = f"data/curated-{i:05d}-of-{files:05d}.parquet"
-        part = table.slice(i * config.rows_per_file, config.rows_per_file)
-        (stage / "data").mkdir(parents=True, exist_ok=True)
-        pq.write_table(part, stage / rel, compression="zstd", row_group_size=config.row_group_size)
-        counts[rel] = part.num_rows
-    index = [{"image_id": i, "file_name": m["file_name"], "width": m["width"], "height": m["height"],
-              "format": m["format"], "num_bytes": m["num_bytes"], "annotated": m["annotated"],
-              "member": m["member"] if config.images == "webdataset" else None,
-              "source_shard": m["shard"], "source_key": m["key"]} for i, m in sorted(metas.items())]
-    (stage / "images").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(index, schema=RELEASE_IMAGE_INDEX), stage / "images/index.parquet", compression="zstd")
-    counts["images/index.parquet"] = len(index)
-    return counts
-
-
-def build_release(root: DataRoot | str | Path, round_: int, name: str,
-                  config: ReleaseConfig = ReleaseConfig()) -> dict[str, Any]:
+def build_release(root: DataRoot | str | Path, round_: int, name: str, config: ReleaseConfig = ReleaseConfig(),
+                  batching: ReleaseBatching = ReleaseBatching()) -> dict[str, Any]:
     """Build ``ROOT/releases/NAME`` from round ``round_``'s curated set; returns the manifest
-    (plus ``path`` and ``manifest_sha256``). Raises :class:`ReleaseError` if ``name`` exists."""
+    (plus ``path`` and ``manifest_sha256``). Raises :class:`ReleaseError` if ``name`` exists.
+    ``batching``: how much the build holds at once (never what it writes)."""
     root = root if isinstance(root, DataRoot) else DataRoot(Path(root))
     if not NAME_PATTERN.fullmatch(name or ""):
         raise ReleaseError(f"release name {name!r} must match {NAME_PATTERN.pattern}")
@@ -194,59 +172,30 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
         raise ReleaseError(f"release {name!r} already exists at {final}; releases are immutable, choose another name")
     if not root.has_catalog:
         raise ReleaseError(f"no catalog at {root.catalog}")
-    with Catalog.reading(root) as catalog:
-        if catalog.query("select 1 from releases where name = ?", [name]):
-            raise ReleaseError(f"release {name!r} is recorded in the catalog; releases are immutable")
-        table, context = _read_round(catalog, int(round_))
-        ids = sorted(set(table["image_id"].to_pylist()))
-        locations = image_locations(catalog)  # every ingested ok image, annotated or not
-        stats = round_stats(catalog, int(round_), config.pipeline)
-    missing = sorted(set(ids) - set(locations))
-    if missing:
-        raise ReleaseError(f"{len(missing)} curated images are not ingested with status ok, e.g. {missing[0]}")
-    rows = table.to_pylist()
-    rows_by_image: dict[str, list] = {}
-    for row in rows:
-        rows_by_image.setdefault(row["image_id"], []).append(row)
-    stage = final.parent / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"  # a killed build: swept as stale
+    temp = f"{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"  # a killed build's folders: swept as stale
+    stage, work = final.parent / f".{name}.{temp}", final.parent / f".{name}.work.{temp}"
     try:
-        stage.mkdir(parents=True)
-        source = coco_source(root, context["round_config"])
-        coco_names = {} if source is None else {i: source.file_names.get(theirs, "")
-                                                for i, theirs in source.image_ids.items()}
-        with _writing("webdataset/ (a sample's JSON)"):
-            metas = write_images(stage, locations, rows_by_image, config.images == "webdataset",
-                                 config.images_per_shard, release_file_names(locations, coco_names),
-                                 lambda path: portable(path, root.path))
-        counts = _write_tables(stage, table, metas, config)
-        hf: dict[str, Any] = {}
-        if config.images == "webdataset":  # the per-image dataset `load_dataset(RELEASE)` gives
-            hf_counts, splits = write_hf_dataset(stage, stage / "images", metas, rows_by_image,
-                                                 lambda i: split_of(i, config.eval_fraction, config.seed),
-                                                 config.images_per_shard)
-            counts.update(hf_counts)
-            hf = {"splits": splits, "download_size": sum((stage / rel).stat().st_size for rel in hf_counts)}
-        with _writing("exports/coco.json"):
-            coco = coco_json(rows, metas, source)
-        _write(stage, "exports/coco.json", coco)
-        coco_annotations = json.loads(coco)["annotations"]
-        counts["exports/coco.json"] = len(coco_annotations)
-        segmentations = sum("segmentation" in a for a in coco_annotations)
-        counts["webdataset"] = len(metas)
-        with _writing("florence2/"):
-            by_split, examples = florence2_jsonl(rows, metas, config.eval_fraction, config.seed)
-        for split, jsonl in by_split.items():
-            _write(stage, f"florence2/{split}.jsonl", jsonl)
-            counts[f"florence2/{split}.jsonl"] = sum(n for key, n in examples.items() if key.startswith(f"{split}/"))
+        with Catalog(root, read_only=True) as catalog:  # a snapshot: no round waits for the build
+            if catalog.query("select 1 from releases where name = ?", [name]):
+                raise ReleaseError(f"release {name!r} is recorded in the catalog; releases are immutable")
+            total_rows, context = _round_context(catalog, int(round_))
+            stats = round_stats(catalog, int(round_), config.pipeline)
+            _check_ingested(catalog, int(round_))
+            stage.mkdir(parents=True)
+            open_scratch(catalog.con, work, batching)
+            try:
+                written = write_files(catalog.con, int(round_), total_rows, stage, work, config, batching,
+                                      context["round_config"], lambda path: portable(path, root.path))
+            except CocoLabelsError as error:
+                raise ReleaseError(str(error)) from None
         curation = (context["round_config"] or {}).get("curation")
         manifest: dict[str, Any] = {
-            "format": FORMAT, "round": int(round_),
-            "source_rounds": sorted(set(table["round"].to_pylist())),
-            "row_counts": counts, "rows_by_kind": dict(sorted(_kinds(rows).items())),
-            "coco_segmentations": segmentations,
-            "examples_by_split_task": examples, "images": len(metas), "image_mode": config.images,
-            "annotated_images": sum(m["annotated"] for m in metas.values()), "hf": hf,
-            "annotators": sorted({f"{r['source']}@{r['source_version']}" for r in rows}),
+            "format": FORMAT, "round": int(round_), "source_rounds": sorted(written.tally.rounds),
+            "row_counts": written.counts, "rows_by_kind": dict(sorted(written.tally.kinds.items())),
+            "coco_segmentations": written.segmentations,
+            "examples_by_split_task": written.examples, "images": written.images, "image_mode": config.images,
+            "annotated_images": written.annotated, "hf": written.hf,
+            "annotators": sorted(written.tally.annotators),
             "configs": portable({"release": asdict(config), "round": context["round_config"]}, root.path),
             "filter_settings": portable(curation, root.path), "drops": stats["drops"],
             "model_checkpoints": portable(context["models"], root.path),
@@ -255,7 +204,7 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
         _write(stage, CARD, card_markdown(int(round_), manifest, stats, markdown_stats(stats)).encode("utf-8"))
         manifest["files"] = {str(p.relative_to(stage)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                              for p in sorted(stage.rglob("*")) if p.is_file()}
-        with _writing(MANIFEST):
+        with writing(MANIFEST):
             _write(stage, MANIFEST, dumps(manifest, indent=1) + b"\n")
         for path in stage.rglob("*"):
             if path.is_file():
@@ -264,36 +213,14 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str,
             raise ReleaseError(f"release {name!r} appeared while building; releases are immutable")
         os.rename(stage, final)
     finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
+        for folder in (stage, work):
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
     digest = sha256_file(final / MANIFEST)
     with Catalog(root) as catalog:
         catalog.upsert("releases", [{"name": name, "round": int(round_), "path": str(final),
                                      "manifest_sha256": digest, "created_at": utc_now()}])
     return {**manifest, "path": str(final), "manifest_sha256": digest}
-
-
-def coco_source(root: DataRoot, round_config: dict[str, Any] | None) -> CocoSource | None:
-    """The COCO identities of the round's ``coco_labels`` input (its file, read again), or None."""
-    path = ((round_config or {}).get("annotators") or {}).get("coco_labels", {}).get("path")
-    if not path or not Path(path).is_file():
-        return None
-    try:
-        coco = json.loads(Path(path).read_text(encoding="utf-8"))
-        return CocoSource(image_ids=coco_image_ids(coco, image_locations(root)),
-                          file_names={int(i["id"]): str(i.get("file_name", "")) for i in coco["images"]},
-                          categories=tuple(coco.get("categories", [])))
-    except (ValueError, KeyError, TypeError) as error:
-        raise ReleaseError(f"the round's COCO labels {path} cannot be read again: {error}") from None
-
-
-def _kinds(rows: list[dict]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for row in rows:
-        key = row["kind"] + (f":{row.get('granularity') or row.get('region_type')}"
-                             if row.get("granularity") or row.get("region_type") else "")
-        out[key] = out.get(key, 0) + 1
-    return out
 
 
 def release_named(root: DataRoot, name: str) -> tuple[str, Path]:

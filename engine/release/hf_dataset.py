@@ -100,30 +100,52 @@ def image_row(image_id: str, meta: Mapping[str, Any], data: bytes, rows: list[Ro
             "ocr": ocr, "captions": captions, "phrases": phrases}
 
 
-def write_hf_dataset(stage: Path, images_dir: Path, metas: Mapping[str, Mapping[str, Any]],
-                     rows_by_image: Mapping[str, list[Row]], split_of: Any,
-                     images_per_file: int) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
-    """Write ``hf/`` under ``stage`` (module docstring), reading each image's bytes from
-    ``images_dir / file_name``; returns rows per written file (relative paths) and, per split,
-    ``num_examples`` and ``num_bytes`` (the size of its files' Arrow tables as read back, which is
-    what ``datasets`` records when it loads them; the card declares both)."""
-    by_split: dict[str, list[str]] = {}
-    for image_id in sorted(metas):
-        by_split.setdefault(split_of(image_id), []).append(image_id)
-    schema = SCHEMA.with_metadata({"huggingface": json.dumps({"info": {"features": features()}})})
-    counts: dict[str, int] = {}
-    splits: dict[str, dict[str, int]] = {}
-    (stage / "hf").mkdir(parents=True, exist_ok=True)
-    for split, ids in sorted(by_split.items()):
-        files = max(1, -(-len(ids) // images_per_file))
-        for k in range(files):
-            chunk = ids[k * images_per_file:(k + 1) * images_per_file]
-            table = pa.Table.from_pylist([image_row(i, metas[i], (images_dir / metas[i]["file_name"]).read_bytes(),
-                                                    rows_by_image.get(i, [])) for i in chunk], schema=schema)
-            rel = f"hf/{split}-{k:05d}-of-{files:05d}.parquet"
-            pq.write_table(table, stage / rel, compression="zstd")
-            counts[rel] = len(chunk)
-            split_size = splits.setdefault(split, {"num_examples": 0, "num_bytes": 0})
-            split_size["num_examples"] += len(chunk)
-            split_size["num_bytes"] += pq.read_table(stage / rel).nbytes  # as `datasets` measures it: read back
-    return counts, splits
+class HfFiles:
+    """``hf/`` under ``stage`` (module docstring), written as the images come in image id order:
+    each split's images in files of ``images_per_file`` (``split_sizes``: images per split, known
+    before, so each file's name says how many files its split has); each image's bytes are read
+    from ``images_dir / file_name`` when its file is written, so the bytes of one file at a time
+    are held (and the rows of at most one unwritten file per split)."""
+
+    def __init__(self, stage: Path, images_dir: Path, split_sizes: Mapping[str, int], images_per_file: int):
+        self.stage, self.images_dir, self.images_per_file = stage, images_dir, images_per_file
+        self.sizes = dict(split_sizes)
+        self.schema = SCHEMA.with_metadata({"huggingface": json.dumps({"info": {"features": features()}})})
+        self.pending: dict[str, list[tuple[str, Mapping[str, Any], list[Row]]]] = {split: [] for split in self.sizes}
+        self.written: dict[str, int] = dict.fromkeys(self.sizes, 0)
+        self.files: dict[tuple[str, int], tuple[str, int]] = {}
+        self.splits: dict[str, dict[str, int]] = {}
+        (stage / "hf").mkdir(parents=True, exist_ok=True)
+
+    def add(self, image_id: str, meta: Mapping[str, Any], rows: list[Row], split: str) -> None:
+        """One image (``meta``: its file name and size) with its curated rows."""
+        self.pending[split].append((image_id, meta, rows))
+        if len(self.pending[split]) == self.images_per_file or \
+                self.written[split] + len(self.pending[split]) == self.sizes[split]:
+            self._write(split)
+
+    def _write(self, split: str) -> None:
+        chunk, files = self.pending[split], max(1, -(-self.sizes[split] // self.images_per_file))
+        k = self.written[split] // self.images_per_file
+        rel = f"hf/{split}-{k:05d}-of-{files:05d}.parquet"
+        table = pa.Table.from_pylist([image_row(i, meta, (self.images_dir / meta["file_name"]).read_bytes(), rows)
+                                      for i, meta, rows in chunk], schema=self.schema)
+        pq.write_table(table, self.stage / rel, compression="zstd")
+        del table
+        self.files[(split, k)] = (rel, len(chunk))
+        split_size = self.splits.setdefault(split, {"num_examples": 0, "num_bytes": 0})
+        split_size["num_examples"] += len(chunk)
+        split_size["num_bytes"] += pq.read_table(self.stage / rel).nbytes  # as `datasets` measures it: read back
+        self.written[split] += len(chunk)
+        self.pending[split] = []
+
+    def close(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+        """Rows per written file (relative paths, in split then file order) and, per split,
+        ``num_examples`` and ``num_bytes`` (the size of its files' Arrow tables as read back,
+        which is what ``datasets`` records when it loads them; the card declares both)."""
+        if any(self.pending.values()) or self.written != self.sizes:
+            from engine.release.batching import RoundChanged
+
+            raise RoundChanged(f"the images ({self.sizes} per split counted, {self.written} streamed)")
+        return ({rel: n for _, (rel, n) in sorted(self.files.items())},
+                {split: self.splits[split] for split in sorted(self.splits)})

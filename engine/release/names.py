@@ -11,14 +11,15 @@ one of the image format's (``.jpeg``, ``.JPG`` for JPEG), else the format's (``.
 ``.png`` ...). Unique: names are compared case-insensitively (macOS and Windows file systems
 fold case); images are named in (source key, image id) order, the first keeps the plain name
 and a later one gets ``-`` and the first 8 hex digits of its image id (16, then all 64, in
-the unlikely case that is taken too). The image id stays the sha256 everywhere else.
+the unlikely case that is taken too). The image id stays the sha256 everywhere else. A build
+finds the same names without a set of every name (:mod:`engine.release.name_table`).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any, Mapping
+from typing import Mapping
 
 #: longest stem kept, in UTF-8 bytes (file systems allow 255 per name)
 MAX_STEM_BYTES = 100
@@ -27,6 +28,8 @@ FORMAT_EXTENSIONS = {"jpg": "JPEG MPO", "jpeg": "JPEG MPO", "jpe": "JPEG MPO", "
                      "webp": "WEBP", "gif": "GIF", "bmp": "BMP", "tif": "TIFF", "tiff": "TIFF"}
 UNSAFE = re.compile(r'[/\\<>:"|?*]')
 DEVICE_NAMES = re.compile(r"(?i)(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?")
+#: the end of a suffixed candidate's name: ``-``, hex digits of an image id, the extension
+HEX_SUFFIXED = re.compile(r"-[0-9a-f]{8,64}\.[^.]*\Z")
 
 
 def _clean(text: str) -> str:
@@ -56,26 +59,30 @@ def safe_name(given: str, image_format: str, extension: str, image_id: str) -> s
     return f"{stem}_.{_clean(theirs)}" if DEVICE_NAMES.fullmatch(name) else name
 
 
+def candidates(plain: str, image_id: str) -> tuple[str, str, str, str]:
+    """The names an image whose safe name is ``plain`` may get, in the order tried: ``plain``, then
+    with ``-`` and the first 8, 16 and 64 hex digits of its image id (module docstring)."""
+    stem, _, ext = plain.rpartition(".")
+    return (plain, *(f"{_cut(stem, MAX_STEM_BYTES - n - 1)}-{image_id[:n]}.{ext}" for n in (8, 16, 64)))  # type: ignore[return-value]
+
+
+def may_be_suffixed(folded: str) -> bool:
+    """Whether the case-folded name ``folded`` has the form of a suffixed candidate (``-``, 8 to
+    64 hex digits, the extension), so that it could be another image's suffixed name."""
+    return HEX_SUFFIXED.search(folded) is not None
+
+
 def unique_names(given: Mapping[str, tuple[str, str, str, str]]) -> dict[str, str]:
     """image_id -> its unique safe name; ``given``: image_id -> (order key, given name, Pillow
-    format, usual extension), named in (order key, image id) order (module docstring)."""
+    format, usual extension), named in (order key, image id) order (module docstring). The
+    reference for :mod:`engine.release.name_table`, which names a release's images in bounded
+    memory."""
     out: dict[str, str] = {}
     used: set[str] = set()
     for image_id, (_, name, image_format, extension) in sorted(given.items(), key=lambda kv: (kv[1][0], kv[0])):
-        plain = safe_name(name, image_format, extension, image_id)
-        stem, _, ext = plain.rpartition(".")
-        for candidate in (plain, *(f"{_cut(stem, MAX_STEM_BYTES - n - 1)}-{image_id[:n]}.{ext}" for n in (8, 16, 64))):
+        for candidate in candidates(safe_name(name, image_format, extension, image_id), image_id):
             if candidate.casefold() not in used:
                 break
         used.add(candidate.casefold())
         out[image_id] = candidate
     return out
-
-
-def release_file_names(locations: Mapping[str, Any], coco_names: Mapping[str, str]) -> dict[str, str]:
-    """image_id -> the file name of each image of ``locations`` (image_id -> ``ImageLocation``):
-    its input COCO labels' name (``coco_names``: image_id -> file_name) when it had one, else its
-    source key's, made safe and unique (module docstring)."""
-    return unique_names({image_id: (location.key, coco_names.get(image_id) or location.key, location.format,
-                                    location.extension)
-                         for image_id, location in locations.items()})
