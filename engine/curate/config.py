@@ -59,7 +59,10 @@ class MergeConfig:
     previous box is not added as a new object while it overlaps a previous curated object box
     (any label) with IoU >= this: where the curated set already has a box, a second box of
     another class that overlaps it is a second guess at that object, not an object the labels
-    missed (none, the default: overlapping objects are added, as a person on a horse)."""
+    missed (none, the default: overlapping objects are added, as a person on a horse).
+    ``relabel_known_only``: a label correction may only move a box to a label some previous
+    curated object box already carries (a model that names boxes with phrases outside the
+    labels' vocabulary cannot rename them; default false)."""
 
     enabled: bool = True
     iou_threshold: float = 0.7
@@ -68,9 +71,10 @@ class MergeConfig:
     fuse_iou_same_label: float | None = None
     correct_labels: bool = True
     new_box_max_overlap: float | None = None
+    relabel_known_only: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("enabled", "fuse", "correct_labels"):
+        for name in ("enabled", "fuse", "correct_labels", "relabel_known_only"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"merge.{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("iou_threshold", "fuse_iou", "fuse_iou_same_label", "new_box_max_overlap"):

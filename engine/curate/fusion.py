@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.curate.matching import best_previous_match
-from filters.base import group_codes, normalized_codes, valid
+from filters.base import group_codes, normalize_text, normalized_codes, valid
 from storage.geometry import boxes_from_arrow, boxes_to_arrow, pairwise_iou
 
 #: a box moved by less than this (pixels, any side) counts as unchanged
@@ -110,9 +110,16 @@ class Fusion:
     evidence: np.ndarray
 
 
-def fuse(new: pa.Table, prev: pa.Table, target: np.ndarray, iou: np.ndarray, correct_labels: bool) -> Fusion:
+def label_vocabulary(rows: pa.Table) -> set[str]:
+    """The normalised labels (label, else text) of ``rows``: the labels a correction may move a box to."""
+    return {t for t in normalize_text(_label_text(rows)).to_pylist() if t is not None}
+
+
+def fuse(new: pa.Table, prev: pa.Table, target: np.ndarray, iou: np.ndarray, correct_labels: bool,
+         vocabulary: set[str] | None = None) -> Fusion:
     """Fuse the ``new`` rows matched to ``prev`` rows (``target[i]`` >= 0, with IoU
-    ``iou[i]``) into them."""
+    ``iou[i]``) into them; with ``vocabulary`` (normalised labels), a label vote won by a label
+    outside it leaves the previous label in place."""
     q = np.flatnonzero(target >= 0)
     producer = _producers(new.take(pa.array(q)))
     seen = prev["seen_by"].take(pa.array(target[q])).to_pylist()
@@ -148,6 +155,9 @@ def fuse(new: pa.Table, prev: pa.Table, target: np.ndarray, iou: np.ndarray, cor
     winner = winner_member[np.argsort(member_slot[winner_member])]
     if not correct_labels:
         winner = np.arange(len(rows))
+    elif vocabulary is not None:
+        known = np.array([t in vocabulary for t in normalize_text(texts).to_pylist()], bool)
+        winner = np.where(known[winner] | (winner < len(rows)), winner, np.arange(len(rows)))
     winning_label = label[winner]
     agree = label == winning_label[member_slot]
     log_miss = np.bincount(member_slot, np.where(agree, np.log1p(-weight), 0.0), len(rows))

@@ -18,7 +18,15 @@ import pyarrow.compute as pc
 from engine.curate.absorbed_details import carry_details
 from engine.curate.agreement import string_lists
 from engine.curate.config import CurationConfig, MergeConfig
-from engine.curate.fusion import Fusion, apply_fusion, fusable, fuse, match_any_label, match_lone_same_label
+from engine.curate.fusion import (
+    Fusion,
+    apply_fusion,
+    fusable,
+    fuse,
+    label_vocabulary,
+    match_any_label,
+    match_lone_same_label,
+)
 from engine.curate.matching import best_previous_match
 from engine.curate.parquet_io import conform
 from filters.base import group_codes, normalized_codes, reason_where, unique, valid
@@ -123,7 +131,8 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
         local, iou[fused] = match_lone_same_label(new_boxes, old_boxes, local, iou[fused], merge.fuse_iou_same_label)
     target[fused] = np.where(local >= 0, prev_boxes[np.maximum(local, 0)], -1)
     in_fusion = np.where(boxes, target, -1)
-    fusion = fuse(new, prev, in_fusion, iou, merge.correct_labels)
+    fusion = fuse(new, prev, in_fusion, iou, merge.correct_labels,
+                  label_vocabulary(old_boxes) if merge.relabel_known_only else None)
     refused, threshold = _below_new_box_threshold(new, boxes & (target < 0), new_box_thresholds or {})
     overlapping, overlap = _over_a_curated_box(new_boxes, old_boxes, fused, target, merge.new_box_max_overlap,
                                                new.num_rows)

@@ -176,6 +176,20 @@ def test_a_box_over_a_curated_box_is_not_a_new_object_when_asked():
     assert _decisions(trails)[second_guess["annotation_id"]]["reason"].startswith("fused into")  # merging comes first
 
 
+def test_a_label_outside_the_curated_vocabulary_corrects_nothing_when_asked():
+    label, _, previous = _round0()  # the curated labels: triangle, circle
+    phrase = region("img", [14, 14, 54, 54], source="florence2", label="Four  Shapes", score=0.9, version="m1", round_=1)
+    renamed, _ = curate_tables(table([phrase]), previous, IMAGES, _config(), 1)
+    assert {r["annotation_id"]: r for r in renamed.to_pylist()}[label["annotation_id"]]["label"] == "Four  Shapes"
+    curated, trails = curate_tables(table([phrase]), previous, IMAGES, _config(relabel_known_only=True), 1)
+    kept = {r["annotation_id"]: r for r in curated.to_pylist()}[label["annotation_id"]]
+    assert kept["label"] == "triangle" and kept["bbox"] != [10, 10, 50, 50]  # refined, not renamed
+    assert _decisions(trails)[phrase["annotation_id"]]["reason"] == "fused into a previous round's box (IoU 0.68): box refined"
+    known = region("img", [14, 14, 54, 54], source="florence2", label="CIRCLE", score=0.9, version="m1", round_=1)
+    corrected, _ = curate_tables(table([known]), previous, IMAGES, _config(relabel_known_only=True), 1)
+    assert {r["annotation_id"]: r for r in corrected.to_pylist()}[label["annotation_id"]]["label"] == "CIRCLE"
+
+
 def test_merge_settings_are_validated():
     with pytest.raises(ValueError, match="merge.fuse_iou_same_label must be in"):
         MergeConfig(fuse_iou_same_label=0)
