@@ -18,6 +18,7 @@ DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 #: held until its files are written (~340 MB at FLD-5B's ~40 rows per image); one start a wave
 DEFAULT_WAVE_IMAGES = 10_000
 
+
 @dataclass(frozen=True)
 class RunnerSpec:
     """How to run: ``options(workers, tasks)`` returns the Beam flags of this runner."""

@@ -126,7 +126,11 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
     fused = np.flatnonzero(boxes)
     prev_boxes = np.flatnonzero(fusable(prev))
     new_boxes, old_boxes = new.take(pa.array(fused)), prev.take(pa.array(prev_boxes))
-    local, iou[fused] = match_any_label(new_boxes, old_boxes, merge.fuse_iou)
+    # one match at the loosest IoU either rule needs: the nearest previous box is the same at any threshold
+    loosest = min(merge.fuse_iou, merge.new_box_max_overlap or merge.fuse_iou)
+    nearest, nearest_iou = match_any_label(new_boxes, old_boxes, loosest)
+    close = nearest_iou >= merge.fuse_iou
+    local, iou[fused] = np.where(close, nearest, -1), np.where(close, nearest_iou, -1.0)
     if merge.fuse_iou_same_label is not None and merge.fuse_iou_same_label < merge.fuse_iou:
         local, iou[fused] = match_lone_same_label(new_boxes, old_boxes, local, iou[fused], merge.fuse_iou_same_label)
     target[fused] = np.where(local >= 0, prev_boxes[np.maximum(local, 0)], -1)
@@ -134,8 +138,7 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
     fusion = fuse(new, prev, in_fusion, iou, merge.correct_labels,
                   label_vocabulary(old_boxes) if merge.relabel_known_only else None)
     refused, threshold = _below_new_box_threshold(new, boxes & (target < 0), new_box_thresholds or {})
-    overlapping, overlap = _over_a_curated_box(new_boxes, old_boxes, fused, target, merge.new_box_max_overlap,
-                                               new.num_rows)
+    overlapping, overlap = _over_a_curated_box(nearest_iou, fused, target, merge.new_box_max_overlap, new.num_rows)
     overlapping &= ~refused
     merged = (target >= 0) | refused | overlapping
     reason = _reasons(target, iou, in_fusion, fusion, prev, merge)
@@ -151,18 +154,17 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
     return curated, merged, reason, into
 
 
-def _over_a_curated_box(new_boxes: pa.Table, old_boxes: pa.Table, fused: np.ndarray, target: np.ndarray,
+def _over_a_curated_box(nearest_iou: np.ndarray, fused: np.ndarray, target: np.ndarray,
                         max_overlap: float | None, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bool per row of the round: a fusable row (``fused`` are their positions, ``new_boxes``
-    their rows) that merged into no previous box (``target`` -1) but overlaps a previous curated
-    object box (``old_boxes``, any label) with IoU >= ``max_overlap``; and that IoU per row (0
-    where none). ``max_overlap`` None: no row."""
+    """Bool per row of the round: a fusable row (``fused`` are their positions, ``nearest_iou``
+    their IoU with the previous curated object box they overlap most, any label; -1: none) that
+    merged into no previous box (``target`` -1) but overlaps one with IoU >= ``max_overlap``; and
+    that IoU per row (0 where none). ``max_overlap`` None: no row."""
     out, overlap = np.zeros(n_rows, bool), np.zeros(n_rows)
-    if max_overlap is None or len(fused) == 0 or old_boxes.num_rows == 0:
+    if max_overlap is None or len(fused) == 0:
         return out, overlap
-    local, best = match_any_label(new_boxes, old_boxes, max_overlap)
-    hit = (local >= 0) & (target[fused] < 0)
-    out[fused[hit]], overlap[fused[hit]] = True, best[hit]
+    hit = (nearest_iou >= max_overlap) & (target[fused] < 0)
+    out[fused[hit]], overlap[fused[hit]] = True, nearest_iou[hit]
     return out, overlap
 
 

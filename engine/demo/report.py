@@ -125,11 +125,15 @@ def _toml_value(value: Any) -> str:
     return json.dumps(value)  # JSON scalars, strings and arrays are valid TOML values
 
 
+def _new_tokens(tasks: tuple[str, ...], od_only: int) -> int:
+    """New tokens a generation may take: ``od_only`` for ``<OD>`` alone, else :data:`DEMO_EVERY_TASK_TOKENS`."""
+    return od_only if tuple(tasks) == DEMO_MODEL_TASKS else DEMO_EVERY_TASK_TOKENS
+
+
 def demo_annotator_table(tasks: tuple[str, ...] = DEMO_MODEL_TASKS) -> dict[str, Any]:
     """The demo's ``[model.annotator]`` table: how its Florence-2 annotates and is evaluated
     (``tasks``: the Florence-2 tasks it runs; other than ``<OD>`` alone, generations may be longer)."""
-    tokens = 96 if tuple(tasks) == ("OD",) else DEMO_EVERY_TASK_TOKENS
-    return {"max_new_tokens": tokens, "num_beams": 1, "batch_size": 8, "tasks": list(tasks),
+    return {"max_new_tokens": _new_tokens(tasks, 96), "num_beams": 1, "batch_size": 8, "tasks": list(tasks),
             "score_window": DEMO_SCORE_WINDOW, "views": list(DEMO_VIEWS),
             "view_min_confirmations": DEMO_VIEW_MIN_CONFIRMATIONS, "view_fusion": DEMO_VIEW_FUSION}
 
@@ -149,8 +153,7 @@ def demo_training(model: str | Path | None = None, tasks: tuple[str, ...] = DEMO
     training = {**DEMO_TRAINING, "tasks": list(tasks)}
     if model is not None:
         training["base_model"] = str(Path(model).resolve())
-    if tuple(tasks) != ("OD",):
-        training["max_new_tokens"] = DEMO_EVERY_TASK_TOKENS
+    training["max_new_tokens"] = _new_tokens(tasks, training["max_new_tokens"])
     return training
 
 
