@@ -62,7 +62,11 @@ class MergeConfig:
     missed (none, the default: overlapping objects are added, as a person on a horse).
     ``relabel_known_only``: a label correction may only move a box to a label some previous
     curated object box already carries (a model that names boxes with phrases outside the
-    labels' vocabulary cannot rename them; default false)."""
+    labels' vocabulary cannot rename them; default false). ``new_box_known_labels_only``: an
+    object box that merged into no previous box is not added as a new object when its label is
+    not one a previous curated object box carries (a multi-task model's ``<OD>`` may name boxes
+    with phrases such as "four shapes"; once added, such a label would join the vocabulary);
+    without any previous labelled box every label is known (default false)."""
 
     enabled: bool = True
     iou_threshold: float = 0.7
@@ -72,9 +76,10 @@ class MergeConfig:
     correct_labels: bool = True
     new_box_max_overlap: float | None = None
     relabel_known_only: bool = False
+    new_box_known_labels_only: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("enabled", "fuse", "correct_labels", "relabel_known_only"):
+        for name in ("enabled", "fuse", "correct_labels", "relabel_known_only", "new_box_known_labels_only"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"merge.{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("iou_threshold", "fuse_iou", "fuse_iou_same_label", "new_box_max_overlap"):

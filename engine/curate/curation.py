@@ -90,6 +90,7 @@ def curate_tables(
     on_trails: Callable[[pa.Table], None] | None = None, decoded: bool = True,
     calibrated: Mapping[str, float] | None = None, new_box_thresholds: Mapping[str, float] | None = None,
     reviews: ReviewState | None = None, prepared: Mapping[str, Any] | None = None,
+    label_vocabulary: set[str] | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Curate the raw annotations of round ``round_`` -> (curated :data:`CURATED`, decision
     trails :data:`DECISION_TRAILS`, one row per raw row; ``expand_trails`` gives the long form).
@@ -117,13 +118,16 @@ def curate_tables(
     position in ``previous``). ``prepared``: rule -> the state its ``combine`` hook made over a
     whole round of which these tables are one part (:func:`prepare_rule_parts`), so a round
     curated in parts (``engine.curate.partitioned``) decides as it would in one piece.
+    ``label_vocabulary``: the normalised labels of the whole previous curated set's object boxes
+    when ``previous`` is one part of it (the merge's ``relabel_known_only`` and
+    ``new_box_known_labels_only``); None: ``previous``'s own.
     """
     workers = os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         count = partition_count(raw.num_rows, workers) if partitions is None else partitions
         curated, trails = _curate(raw, previous, images, config, round_, pool, on_curated, on_trails, count,
                                   dict(calibrated or {}), dict(new_box_thresholds or {}), reviews or ReviewState(),
-                                  dict(prepared or {}))
+                                  dict(prepared or {}), label_vocabulary)
         return (conform(curated, CURATED) if decoded else curated), trails
 
 
@@ -175,8 +179,8 @@ def _setup(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: C
 def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: CurationConfig, round_: int,
             pool: ThreadPoolExecutor, on_curated: Callable[[pa.Table], None] | None,
             on_trails: Callable[[pa.Table], None] | None, partitions: int, calibrated: dict[str, float],
-            new_box_thresholds: dict[str, float], reviews: ReviewState, prepared: dict[str, Any]
-            ) -> tuple[pa.Table, pa.Table]:
+            new_box_thresholds: dict[str, float], reviews: ReviewState, prepared: dict[str, Any],
+            label_vocabulary: set[str] | None = None) -> tuple[pa.Table, pa.Table]:
     raw, previous, left, rules, ctx, work, producer, plain = _setup(raw, previous, images, config, pool, calibrated,
                                                                     reviews)
     n = raw.num_rows
@@ -215,7 +219,7 @@ def _curate(raw: pa.Table, previous: pa.Table | None, images: pa.Table, config: 
     if merging:
         protected = outcomes.protected[gidx]
         curated, merged, reason, into_previous = merge_with_previous(curated, previous, config, new_box_thresholds,
-                                                                     protected)
+                                                                     protected, label_vocabulary)
         judged[gidx[~protected]] |= 1 << (len(rule_names) - 1)  # people's rows skip the merge
         dropped_by[gidx[merged]] = len(rule_names) - 1
         drops.append((gidx[merged], reason.filter(pa.array(merged))))

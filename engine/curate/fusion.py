@@ -27,10 +27,12 @@ overlap nothing stay new rows. Scores are in 0..1; a null score weighs 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from engine.curate.matching import best_previous_match
 from filters.base import group_codes, normalize_text, normalized_codes, valid
@@ -110,9 +112,29 @@ class Fusion:
     evidence: np.ndarray
 
 
+def normalized_labels(rows: pa.Table) -> list[str | None]:
+    """The normalised label (label, else text) of every row of ``rows``."""
+    return normalize_text(_label_text(rows)).to_pylist()
+
+
 def label_vocabulary(rows: pa.Table) -> set[str]:
     """The normalised labels (label, else text) of ``rows``: the labels a correction may move a box to."""
-    return {t for t in normalize_text(_label_text(rows)).to_pylist() if t is not None}
+    return {t for t in normalized_labels(rows) if t is not None}
+
+
+def file_label_vocabulary(paths: list[Path], batch_rows: int = 65_536) -> set[str]:
+    """:func:`label_vocabulary` of the object boxes (:func:`fusable`) in the curated Parquet
+    files ``paths``, read a batch of ``batch_rows`` rows at a time (memory bounded by the batch)."""
+    vocabulary: set[str] = set()
+    for path in paths:
+        for batch in pq.ParquetFile(path).iter_batches(batch_rows, columns=list(_VOCABULARY_COLUMNS)):
+            rows = pa.Table.from_batches([batch])
+            vocabulary |= label_vocabulary(rows.filter(pa.array(fusable(rows))))
+    return vocabulary
+
+
+#: the columns :func:`file_label_vocabulary` reads
+_VOCABULARY_COLUMNS = ("kind", "region_type", "parent_id", "bbox", "label", "text")
 
 
 def fuse(new: pa.Table, prev: pa.Table, target: np.ndarray, iou: np.ndarray, correct_labels: bool,

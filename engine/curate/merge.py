@@ -25,6 +25,7 @@ from engine.curate.fusion import (
     fuse,
     label_vocabulary,
     match_any_label,
+    normalized_labels,
     match_lone_same_label,
 )
 from engine.curate.matching import best_previous_match
@@ -91,8 +92,8 @@ def _absorb_into_previous(prev: pa.Table, new: pa.Table, target: np.ndarray) -> 
 
 
 def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
-                        new_box_thresholds: Mapping[str, float] | None = None, protected: np.ndarray | None = None
-                        ) -> tuple[pa.Table, np.ndarray, pa.Array, pa.Array]:
+                        new_box_thresholds: Mapping[str, float] | None = None, protected: np.ndarray | None = None,
+                        vocabulary: set[str] | None = None) -> tuple[pa.Table, np.ndarray, pa.Array, pa.Array]:
     """Merge this round's survivors into the previous curated set.
 
     Captions, phrases, OCR lines and region-text rows merge into a previous row of the same
@@ -107,7 +108,9 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
     was refused, instead of being added), the reason per row of ``new`` (null where neither)
     and the ids of the previous rows the merged rows went into (one per merged row; null for a
     refused one). ``protected`` rows (bool per row of ``new``: people's verdicts) are added as
-    they are: they merge into nothing and no threshold holds them back."""
+    they are: they merge into nothing and no threshold holds them back. ``vocabulary``: the
+    normalised labels of the whole previous set's object boxes when ``prev`` is a part of it
+    (``relabel_known_only``, ``new_box_known_labels_only``; None: ``prev``'s own)."""
     merge = config.merge
     protected = np.zeros(new.num_rows, bool) if protected is None else np.asarray(protected, bool)
     is_caption = pc.fill_null(pc.equal(new["kind"], "caption"), False).to_numpy(zero_copy_only=False) & ~protected
@@ -135,12 +138,15 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
         local, iou[fused] = match_lone_same_label(new_boxes, old_boxes, local, iou[fused], merge.fuse_iou_same_label)
     target[fused] = np.where(local >= 0, prev_boxes[np.maximum(local, 0)], -1)
     in_fusion = np.where(boxes, target, -1)
-    fusion = fuse(new, prev, in_fusion, iou, merge.correct_labels,
-                  label_vocabulary(old_boxes) if merge.relabel_known_only else None)
+    if vocabulary is None:  # the labels a correction or a new box may carry: the previous set's
+        vocabulary = label_vocabulary(old_boxes) if merge.relabel_known_only or merge.new_box_known_labels_only else set()
+    fusion = fuse(new, prev, in_fusion, iou, merge.correct_labels, vocabulary if merge.relabel_known_only else None)
     refused, threshold = _below_new_box_threshold(new, boxes & (target < 0), new_box_thresholds or {})
     overlapping, overlap = _over_a_curated_box(nearest_iou, fused, target, merge.new_box_max_overlap, new.num_rows)
     overlapping &= ~refused
-    merged = (target >= 0) | refused | overlapping
+    unknown, unknown_label = _unknown_new_labels(new, boxes & (target < 0) & ~refused & ~overlapping,
+                                                 vocabulary if merge.new_box_known_labels_only else set())
+    merged = (target >= 0) | refused | overlapping | unknown
     reason = _reasons(target, iou, in_fusion, fusion, prev, merge)
     reason = reason_where(refused, lambda rows: pa.array(
         [f"a new box scoring below {threshold[i]:.3g}, the new-box threshold of its checkpoint (no curated box there)"
@@ -148,10 +154,24 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
     reason = reason_where(overlapping, lambda rows: pa.array(
         [f"not a new object: overlaps a curated box (IoU {overlap[i]:.2f} >= new_box_max_overlap "
          f"{merge.new_box_max_overlap}) without merging into it" for i in rows], pa.string()), base=reason)
+    reason = reason_where(unknown, lambda rows: pa.array(
+        [f"not a known object class: no curated box is labelled {unknown_label[i]!r} "
+         "(new_box_known_labels_only)" for i in rows], pa.string()), base=reason)
     into = prev["annotation_id"].take(with_nulls(np.maximum(target[merged], 0), target[merged] < 0))
     kept_prev = conform(_absorb_into_previous(carry_details(apply_fusion(prev, fusion), new, target), new, target), CURATED)
     curated = pa.concat_tables([kept_prev, conform(new.take(pa.array(np.flatnonzero(~merged))), CURATED)])
     return curated, merged, reason, into
+
+
+def _unknown_new_labels(new: pa.Table, candidates: np.ndarray, vocabulary: set[str]
+                        ) -> tuple[np.ndarray, list[str | None]]:
+    """Bool per row of ``new``: a ``candidates`` row whose normalised label is not in
+    ``vocabulary`` (empty: every label is known, no row); and the normalised labels."""
+    if not vocabulary or not candidates.any():
+        return np.zeros(new.num_rows, bool), []
+    labels = normalized_labels(new)
+    known = np.array([label in vocabulary for label in labels], bool)
+    return candidates & ~known, labels
 
 
 def _over_a_curated_box(nearest_iou: np.ndarray, fused: np.ndarray, target: np.ndarray,

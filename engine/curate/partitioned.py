@@ -40,6 +40,7 @@ import duckdb
 from engine.curate.calibration import NEW_BOX_KEY, THRESHOLD_KEY, thresholds_of
 from engine.curate.config import CurationConfig
 from engine.curate.curation import curate_round, curate_tables, hooked_rules, prepare_rule_parts
+from engine.curate.fusion import file_label_vocabulary
 from engine.curate.partition_io import global_trails, read_partition, write_curated, write_trails
 from engine.curate.partition_plan import Plan, make_plan
 from engine.curate.review_state import review_state
@@ -72,9 +73,11 @@ def curate_partitioned(root: DataRoot, round_: int, config: CurationConfig, rows
     if plan is None or plan.fingerprint != fingerprint:
         remove_path(work, ignore_errors=True)
         work.mkdir(parents=True)
-        write_bytes_atomic(pickle.dumps({"calibrated": calibrated, "new_box": new_box, "reviews": reviews}),
-                           work / GLOBALS_FILE)
         plan = make_plan(root, round_, config.partition_rows, fingerprint, work)
+        vocabulary = (file_label_vocabulary([root.path / f for f in plan.previous_files])
+                      if config.merge.relabel_known_only or config.merge.new_box_known_labels_only else None)
+        write_bytes_atomic(pickle.dumps({"calibrated": calibrated, "new_box": new_box, "reviews": reviews,
+                                         "vocabulary": vocabulary}), work / GLOBALS_FILE)
         plan.save(work)  # last: a plan on disk is complete
     if not plan.partitions:  # nothing to curate nor carry: the in-process curation writes the empty round
         return curate_round(root, round_, config, rows_per_part)
@@ -120,7 +123,7 @@ def run_task(root: DataRoot | str, round_: int, config: dict[str, Any], rows_per
         return
     curated, trails = curate_tables(data.raw, data.previous, data.images, curation, round_, decoded=False,
                                     calibrated=saved["calibrated"], new_box_thresholds=saved["new_box"],
-                                    reviews=saved["reviews"], prepared=given)
+                                    reviews=saved["reviews"], prepared=given, label_vocabulary=saved["vocabulary"])
     counts = summary_counts(data.raw.num_rows, data.previous.num_rows if data.previous is not None else 0,
                             curated.num_rows, trails)
     names = {"curated": write_curated(work / "curated", index, curated, data, plan, rows_per_part),

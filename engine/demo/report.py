@@ -115,7 +115,9 @@ DEMO_FUSE_IOU_SAME_LABEL = 0.25
 DEMO_NEW_BOX_MAX_OVERLAP = 0.2
 #: fusion's label vote may only rename a box to a label the curated set already has
 #: (``relabel_known_only``): the multi-task experiment's <OD> names boxes with phrases such as
-#: "four shapes", and the vote had moved 106 labelled boxes to it by round 2 of its demo
+#: "four shapes", and the vote had moved 106 labelled boxes to it by round 2 of its demo; and a
+#: new box may only carry such a label (``new_box_known_labels_only``): round 1 of that demo had
+#: added "four shapes" boxes as new objects, which then joined the vocabulary
 #: the trained caption scorer gives a scene's own caption >= 0.815 for 95% of scenes and junk
 #: captions 0.44-0.51 (measured on unseen scenes): captions below 0.7 are dropped
 DEMO_MIN_CAPTION_SIMILARITY = 0.7
@@ -174,7 +176,8 @@ def demo_config_text(sample_dir: Path, spacy_dir: Path, rounds: int, training: d
         "[curation.text]", f"pipeline = {_toml_value(str(spacy_dir))}", "",
         "[curation.caption_similarity]", f"min_similarity = {DEMO_MIN_CAPTION_SIMILARITY}", 'granularities = ["brief"]', "",
         "[curation.merge]", f"fuse_iou_same_label = {DEMO_FUSE_IOU_SAME_LABEL}",
-        f"new_box_max_overlap = {DEMO_NEW_BOX_MAX_OVERLAP}", "relabel_known_only = true", "",
+        f"new_box_max_overlap = {DEMO_NEW_BOX_MAX_OVERLAP}", "relabel_known_only = true",
+        "new_box_known_labels_only = true", "",
         "[curation.prior_score]", f"per_source = {{ coco_labels = {DEMO_LABEL_PRIOR}, human = 1.0 }}", "",
         "[loop]", f"rounds = {rounds}", 'metric = "val_loss"', "higher_is_better = false", "min_improvement = 0.0",
         f"patience = {rounds}", "",

@@ -41,6 +41,11 @@ def _write(root: DataRoot, round_: int, rows: list[tuple[dict, str]]) -> None:
         write_parquet_atomic(table_from_rows(part, ANNOTATIONS), root.annotation_shard(round_, source, shard))
 
 
+def write_extra(root: DataRoot, round_: int, rows: list[dict], shard: str) -> None:
+    """``rows`` of round ``round_`` as one more source's file of ``shard`` (their source: the first row's)."""
+    write_parquet_atomic(table_from_rows(rows, ANNOTATIONS), root.annotation_shard(round_, rows[0]["source"], shard))
+
+
 def _image_rows(rng: np.random.Generator, image: str, round_: int, version: str, texts: list[str]) -> list[dict]:
     rows = []
     for k in range(2):

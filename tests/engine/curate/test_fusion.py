@@ -190,11 +190,29 @@ def test_a_label_outside_the_curated_vocabulary_corrects_nothing_when_asked():
     assert {r["annotation_id"]: r for r in corrected.to_pylist()}[label["annotation_id"]]["label"] == "CIRCLE"
 
 
+def test_a_new_box_with_a_label_outside_the_curated_vocabulary_is_not_added_when_asked():
+    _, _, previous = _round0()  # the curated labels: triangle, circle
+    phrase = region("img", [60, 5, 95, 40], source="florence2", label="Four  Shapes", score=0.9, version="m1", round_=1)
+    known = region("img", [5, 60, 40, 95], source="florence2", label="CIRCLE", score=0.9, version="m1", round_=1)
+    added, _ = curate_tables(table([phrase, known]), previous, IMAGES, _config(), 1)
+    assert {phrase["annotation_id"], known["annotation_id"]} <= set(added["annotation_id"].to_pylist())
+    curated, trails = curate_tables(table([phrase, known]), previous, IMAGES, _config(new_box_known_labels_only=True), 1)
+    ids = set(curated["annotation_id"].to_pylist())
+    assert known["annotation_id"] in ids and phrase["annotation_id"] not in ids
+    assert _decisions(trails)[phrase["annotation_id"]]["reason"] == (
+        "not a known object class: no curated box is labelled 'four shapes' (new_box_known_labels_only)")
+    # without a labelled previous box every label is known
+    first, _ = curate_tables(table([phrase]), None, IMAGES, _config(new_box_known_labels_only=True), 1)
+    assert phrase["annotation_id"] in first["annotation_id"].to_pylist()
+
+
 def test_merge_settings_are_validated():
     with pytest.raises(ValueError, match="merge.fuse_iou_same_label must be in"):
         MergeConfig(fuse_iou_same_label=0)
     with pytest.raises(ValueError, match="merge.new_box_max_overlap must be in"):
         MergeConfig(new_box_max_overlap=1.5)
+    with pytest.raises(ValueError, match="merge.new_box_known_labels_only must be true or false"):
+        MergeConfig(new_box_known_labels_only="yes")
 
 
 def test_an_absorbed_box_gives_the_previous_box_its_mask_and_description():

@@ -20,7 +20,8 @@ from engine.curate.partitioned import curate_partitioned, run_task
 from engine.curate.round_curation import curate_configured
 from storage.layout import DataRoot
 from storage.schema import DECISION_TRAILS
-from tests.engine.curate.partition_root import write_round0, write_round1
+from tests.engine.curate.partition_root import write_extra, write_round0, write_round1
+from tests.filters.tables import region
 
 PARTITION_ROWS = 10  # one unit of shards each: 4 or 5 partitions
 
@@ -89,6 +90,29 @@ def test_round_curated_in_partitions_equals_the_round_curated_whole(rounds, tmp_
         assert summary["carried_rows_replaced_by_review"] > 0 and summary["dropped_by_rule"]["merge"] > 0
         assert summary["dropped_by_rule"]["human_review"] > 0
         assert_same_round(alone, split, 1)
+
+
+def test_known_label_rules_see_the_whole_previous_set_in_every_partition(tmp_path, tiny_spacy_pipeline):
+    """``relabel_known_only`` and ``new_box_known_labels_only`` judge by the labels of the whole
+    previous curated set, not by a partition's share of it: "horse" is curated on one image of
+    shard s4 only, and a new "horse" box on shard s0's image is added, a "zebra" one is not."""
+    config = _config(tiny_spacy_pipeline)
+    config = dataclasses.replace(config, merge=dataclasses.replace(config.merge, relabel_known_only=True,
+                                                                  new_box_known_labels_only=True))
+    alone = DataRoot(tmp_path / "alone")
+    write_round0(alone)
+    write_extra(alone, 0, [region("e0", [50, 40, 80, 70], label="horse", source="extra", score=0.9)], "s4")
+    curate_round(alone, 0, config)
+    write_round1(alone)
+    horse = region("a0", [55, 45, 85, 75], label="horse", source="extra", score=0.9, round_=1)
+    zebra = region("a0", [2, 50, 20, 78], label="zebra", source="extra", score=0.9, round_=1)
+    write_extra(alone, 1, [horse, zebra], "s0")
+    split = _copy(alone, tmp_path / "split")
+    curate_round(alone, 1, config)
+    curate_partitioned(split, 1, dataclasses.replace(config, partition_rows=PARTITION_ROWS))
+    assert_same_round(alone, split, 1)
+    ids = set(read_curated(split, 1)["annotation_id"].to_pylist())
+    assert horse["annotation_id"] in ids and zebra["annotation_id"] not in ids
 
 
 def test_partitions_hold_whole_images_and_read_the_previous_set_by_shard(rounds, tmp_path):

@@ -21,6 +21,7 @@ def test_the_default_demo_annotates_and_fine_tunes_od_with_the_shipped_model(tmp
     settings = config.current_model_settings()
     assert settings.tasks == ("OD",) and settings.max_new_tokens == 96 and settings.view_fusion
     assert config.curation.merge.new_box_max_overlap == 0.2 and config.curation.merge.relabel_known_only
+    assert config.curation.merge.new_box_known_labels_only
     assert config.curation.caption_similarity.granularities == ("brief",)
 
 
