@@ -25,8 +25,8 @@ from engine.curate.fusion import (
     fuse,
     label_vocabulary,
     match_any_label,
-    normalized_labels,
     match_lone_same_label,
+    normalized_labels,
 )
 from engine.curate.matching import best_previous_match
 from engine.curate.parquet_io import conform
