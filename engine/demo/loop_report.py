@@ -51,6 +51,24 @@ def _share(part: int, whole: int) -> str:
     return f"{part}/{whole} ({part / whole:.0%})" if whole else f"{part}/0"
 
 
+def wilson_interval(part: int, whole: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of the proportion ``part / whole`` (default: 95%); (0, 1) when ``whole`` is 0."""
+    if whole <= 0:
+        return 0.0, 1.0
+    p = part / whole
+    centre = (p + z * z / (2 * whole)) / (1 + z * z / whole)
+    half = z * ((p * (1 - p) / whole + z * z / (4 * whole * whole)) ** 0.5) / (1 + z * z / whole)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _share_interval(part: int, whole: int) -> str:
+    """``part/whole (p%, 95% CI lo-hi%)``: a share of a few dozen boxes is known to about +-10 points."""
+    if not whole:
+        return f"{part}/0"
+    low, high = wilson_interval(part, whole)
+    return f"{part}/{whole} ({part / whole:.0%}, 95% CI {low:.0%}-{high:.0%})"
+
+
 def format_loop(figures: dict[str, Any]) -> str:
     """Two lines: the boxes against ground truth; the model and the captions."""
     b, m, c = figures["boxes"], figures["model"], figures["captions"]
@@ -58,7 +76,7 @@ def format_loop(figures: dict[str, Any]) -> str:
                f"{b['refined_iou_after']:.3f})" if b["refined_iou_before"] is not None else ", boxes refined 0")
     boxes = (f"loop vs ground truth: shape recall {b['recall']:.3f}, precision {b['precision']:.3f}; "
              f"seed-missed boxes recovered {_share(b['recovered'], b['seed_missed'])}; "
-             f"new boxes correct {_share(b['new_correct'], b['new_boxes'])}; "
+             f"new boxes correct {_share_interval(b['new_correct'], b['new_boxes'])}; "
              f"labels corrected {b['labels_corrected']} ({b['labels_corrected_right']} right){refined}")
     applied = ", ".join(f"{s} >= {t:.3g}" for s, t in sorted(m["applied_thresholds"].items())) or "none"
     dependence = m["image_dependence"]
@@ -92,7 +110,7 @@ def format_verdict(figures: list[dict[str, Any]]) -> str:
             else f"the loop did not raise shape recall ({first['recall']:.3f} -> {last['recall']:.3f})")
     out = (f"{head} ({span}); precision {first['precision']:.3f} -> {last['precision']:.3f}; "
            f"recovered {_share(last['recovered'], last['seed_missed'])} of the boxes the seed labels missed; "
-           f"new boxes correct {_share(last['new_correct'], last['new_boxes'])}")
+           f"new boxes correct {_share_interval(last['new_correct'], last['new_boxes'])}")
     a = figures[-1].get("annotator")
     if a:
         gain = a["shape_ap50"] - a["base"]["shape_ap50"]
