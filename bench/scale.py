@@ -7,7 +7,9 @@ unique JPEGs (``--image-size``, default 128x96) in WebDataset tars of ``--per-sh
 fresh data root: ``fld ingest``, ``fld annotate`` (the ``fld5b_dense`` annotator of
 ``bench.dense_annotator``, a bench-only plugin named in the config's ``plugins``: ~40 rows of
 every FLD-5B kind per image without looking at the pixels, so the engine's own cost is what
-grows), ``fld curate`` (every default rule) and ``fld release build``. Each stage is measured
+grows), ``fld curate`` (every default rule; a round of more than ``--partition-rows`` rows in
+partitions of about that many, default 500,000: 10k images curate in one process, 100k in 8
+partitions) and ``fld release build``. Each stage is measured
 by ``bench.measure``: wall seconds, CPU seconds of its whole process tree (cores used = CPU /
 wall) and peak RSS (the larger of the sampled process-tree sum and the kernel's peak of its
 largest process).
@@ -93,7 +95,8 @@ def run_size(work: Path, images: int, args: argparse.Namespace, env: dict[str, s
     commands = {
         "ingest": [*fld, "ingest", "--root", str(root), "--quiet", str(shards)],
         "annotate": [*fld, "annotate", "--root", str(root), "--round", "0", "--config", str(config), "--quiet"],
-        "curate": [*fld, "curate", "--root", str(root), "--round", "0", "--config", str(config)],
+        "curate": [*fld, "curate", "--root", str(root), "--round", "0", "--config", str(config),
+                   "--partition-rows", str(args.partition_rows)],
         "release": [*fld, "release", "build", "--root", str(root), "--round", "0", "--name", "scale"],
     }
     results = {}
@@ -182,12 +185,17 @@ def main() -> None:
     parser.add_argument("--runner", default="direct", help="fld annotate's Beam runner (default direct)")
     parser.add_argument("--workers", type=positive_int, default=2, help="workers of direct-multiprocess (default 2)")
     parser.add_argument("--wave-size", type=int, default=0, help="shards per annotate pipeline run (default 0: all)")
+    parser.add_argument("--partition-rows", type=int, default=500_000,
+                        help="fld curate --partition-rows: a round of more rows is curated in partitions of about "
+                             "this many (default 500000; 0: in one process)")
     parser.add_argument("--work", type=Path, help="folder for shards and roots, kept (default: a temp folder, removed)")
     args = parser.parse_args()
     from engine.annotate.runners import RUNNERS
 
     if args.runner not in RUNNERS:
         parser.error(f"--runner must be one of {', '.join(RUNNERS)}, got {args.runner!r}")
+    if args.partition_rows < 0:
+        parser.error(f"--partition-rows must be >= 0, got {args.partition_rows}")
     if args.wave_size < 0:
         parser.error(f"--wave-size must be >= 0, got {args.wave_size}")
     if args.work is not None and args.work.exists() and any(args.work.iterdir()):

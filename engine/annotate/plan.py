@@ -12,19 +12,22 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
-
 from annotators.registry import annotator_class
 from engine.annotate.elements import ShardTask
-from engine.annotate.handler import AnnotatorModelHandler
-from engine.annotate.pipeline import build_pipeline
 from engine.annotate.progress import AnnotateProgress, ImageProgress
 from engine.annotate.runners import DEFAULT_WAVE_IMAGES, run_to_completion, runner_options
 from engine.annotate.workers import isolate_workers
 from storage.catalog import Catalog, publish_views
 from storage.decode import DecodeLimits
 from storage.layout import DataRoot
+
+
+def build_pipeline(*args: Any) -> None:
+    """:func:`engine.annotate.pipeline.build_pipeline`, imported when a run needs it: Beam's
+    RunInference imports torch (~3 s), which every other ``fld`` command can do without."""
+    from engine.annotate.pipeline import build_pipeline as build
+
+    build(*args)
 
 
 def plan_waves(tasks: list[ShardTask], wave_size: int = 0, wave_images: int = 0) -> list[list[ShardTask]]:
@@ -106,6 +109,11 @@ def read_markers(root: DataRoot, round_: int) -> list[dict[str, Any]]:
 
 def annotate(root: DataRoot, request: AnnotateRequest) -> dict[str, Any]:
     """Run the round's annotation; returns totals per source over every completed shard."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from engine.annotate.handler import AnnotatorModelHandler
+
     sources = list(request.annotators)
     handlers = {name: AnnotatorModelHandler(name, request.annotators[name], request.round, request.limits,
                                             progress_root=root) for name in sources}

@@ -32,7 +32,8 @@ def declare(parser: argparse.ArgumentParser):
     parser.add_argument("--round", type=int, required=True, help="round to curate")
     parser.add_argument("--config", help="engine TOML config; its [curation] table sets rules and thresholds")
     parser.add_argument("--partition-rows", type=int, metavar="N",
-                        help="curate in partitions of about N raw rows (0: in one process; default: the config's)")
+                        help="a round of more than N rows (raw + previous curated) is curated in partitions of "
+                             "about N raw rows (0: always in one process; default: the config's, 2000000)")
     parser.add_argument("--runner", choices=[LOCAL_RUNNER, *sorted(RUNNERS)],
                         help="where partitions run: local (one after another here) or a Beam runner "
                              "(default: the config's [curation] partition_runner)")

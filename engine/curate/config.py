@@ -20,7 +20,7 @@ A round too large for one process is curated in partitions of whole image shards
 (``engine.curate.partitioned``), with the same result::
 
     [curation]
-    partition_rows = 2000000      # about this many raw rows per partition (0, the default: one process)
+    partition_rows = 2000000      # the default: a round of more rows is curated in partitions of about this many (0: one process)
     partition_runner = "dask"     # "local": one partition after another here; or a Beam runner,
                                   # with [runner] workers and options (e.g. --dask_client_address)
 """
@@ -37,6 +37,11 @@ from filters.base import filter_names, filter_spec, settings_sections
 
 #: ``partition_runner`` value for partitions run one after another in this process (no Beam)
 LOCAL_RUNNER = "local"
+
+#: rows of a round (raw + previous curated) above which it is curated in partitions of about this
+#: many raw rows: in one process 2M rows peaked at 1.76 GiB (``bench.curate_stream --mode rss``);
+#: partitions keep memory flat as the round grows, at ~1.7x the time of one process
+DEFAULT_PARTITION_ROWS = 2_000_000
 
 DEFAULT_RULES: tuple[str, ...] = (
     "image", "prior_score", "confidence", "geometry", "text_complexity", "caption_similarity",
@@ -95,15 +100,17 @@ class CurationConfig:
     """``rules``: the rules to run, in order; ``merge``: the merge with the previous round;
     ``sections``: the settings object of every registered section (``filters.base``), the
     defaults where the config gives none. ``config.nms`` reads a section like an attribute.
-    ``partition_rows``: 0 curates a round in one process; N > 0 in partitions of whole image
-    shards of about N raw rows each (a shard is never split), so peak memory follows N, not the
-    round; ``partition_runner``: where those run: :data:`LOCAL_RUNNER` (one after another in
+    ``partition_rows``: N > 0 (default :data:`DEFAULT_PARTITION_ROWS`) curates a round of at most N
+    rows (its raw rows plus the previous curated set's) in one process, and a bigger one in
+    partitions of whole image shards of about N raw rows each (a shard is never split), so peak
+    memory follows N, not the round; 0 curates every round in one process;
+    ``partition_runner``: where those run: :data:`LOCAL_RUNNER` (one after another in
     this process) or a Beam runner of ``engine.annotate.runners`` (side by side)."""
 
     rules: tuple[str, ...] = DEFAULT_RULES
     merge: MergeConfig = field(default_factory=MergeConfig)
     sections: Mapping[str, Any] = field(default_factory=dict)
-    partition_rows: int = 0
+    partition_rows: int = DEFAULT_PARTITION_ROWS
     partition_runner: str = LOCAL_RUNNER
 
     def __post_init__(self) -> None:
@@ -186,7 +193,7 @@ class _RulesAndMerge:
 
     rules: tuple[str, ...] = DEFAULT_RULES
     merge: MergeConfig = field(default_factory=MergeConfig)
-    partition_rows: int = 0
+    partition_rows: int = DEFAULT_PARTITION_ROWS
     partition_runner: str = LOCAL_RUNNER
 
 

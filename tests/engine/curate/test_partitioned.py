@@ -246,3 +246,19 @@ def test_the_round_step_curates_in_partitions_with_the_runner_section(rounds, tm
     summary = curate_step(RoundContext(split, 1, config, progress=False))
     assert summary["curated_parts"] >= 4
     assert_same_round(alone, split, 1)
+
+
+def test_a_round_of_more_rows_than_partition_rows_is_curated_in_partitions_by_default(rounds, tmp_path):
+    from engine.curate.config import DEFAULT_PARTITION_ROWS
+    from engine.curate.parquet_io import read_raw
+    from engine.curate.round_curation import round_rows
+
+    root = _copy(rounds["parts"], tmp_path / "root")
+    rows = round_rows(root, 1)
+    assert rows == read_raw(root, 1).num_rows + read_curated(root, 0).num_rows  # raw + previous, from footers
+    assert CurationConfig().partition_rows == DEFAULT_PARTITION_ROWS > rows
+    config = rounds["config"]
+    for limit, parts in ((rows, 1), (0, 1), (rows - 1, 2)):  # at most the limit, or 0: one process (one part)
+        fresh = _copy(rounds["parts"], tmp_path / f"limit-{limit}")
+        summary = curate_configured(fresh, 1, dataclasses.replace(config, partition_rows=limit))
+        assert (summary["curated_parts"] >= 2) == (parts == 2), (limit, summary["curated_parts"])
