@@ -1,9 +1,8 @@
 """The elements that flow through the annotation pipeline.
 
 ``ShardTask`` (one per shard, made by the driver) -> ``ImageJob`` (one per decoded image) ->
-``Outcome`` (one per image and annotator: rows, or the error that stopped it), travelling as one
-``OutcomeBatch`` per inference batch. Keyed by ``(source, shard_id)`` they are grouped so each
-(round, source, shard) is written as one file.
+``Outcome`` (one per image and annotator: rows, or the error that stopped it). Keyed by
+``(source, shard_id)`` they are grouped so each (round, source, shard) is written as one file.
 """
 
 from __future__ import annotations
@@ -92,16 +91,6 @@ class Outcome:
            error: tuple[str, str] | None = None) -> "Outcome":
         return cls(source=source, shard_id=job.shard_id, key=job.key, image_id=job.image_id,
                    rows=rows or [], error=error)
-
-
-@dataclass
-class OutcomeBatch:
-    """The outcomes of one inference batch (one annotator, one shard): one pipeline element
-    instead of one per image, so grouping by shard moves a batch at a time."""
-
-    source: str
-    shard_id: str
-    outcomes: list[Outcome]
 
 
 @dataclass(frozen=True)

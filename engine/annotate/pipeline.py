@@ -2,10 +2,10 @@
 
 ::
 
-    ShardTask --ReadShardImages--> SourceBatch(A) --RunInference(A): decode, annotate--> OutcomeBatch --+
-                 |  (unreadable images: Outcome with error; one ShardOpened per       |
-                 |   source so empty shards still get a file)                          |
-                 +-------------------------------------------------------------------> Flatten
+    ShardTask --ReadShardImages--> SourceBatch(A) --RunInference(A): decode, annotate--> Outcome --+
+                 |  (unreadable images: Outcome with error; one ShardOpened per  |
+                 |   source so empty shards still get a file)                     |
+                 +--------------------------------------------------------------> Flatten
                                                                                     |
       GroupByKey((source, shard)) --WriteShardAnnotations--> annotation file, error file, marker
 
@@ -25,7 +25,7 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.ml.inference.base import RunInference
 
-from engine.annotate.elements import ImageJob, Outcome, OutcomeBatch, ShardOpened, ShardTask, SourceBatch
+from engine.annotate.elements import ImageJob, Outcome, ShardOpened, ShardTask, SourceBatch
 from engine.annotate.handler import AnnotatorModelHandler
 from storage import schema
 from storage.atomic import write_parquet_atomic, write_text_atomic
@@ -109,17 +109,8 @@ class ReadShardImages(beam.DoFn):
                 yield SourceBatch(source, jobs)
 
 
-def _key(element: Outcome | OutcomeBatch | ShardOpened) -> tuple[tuple[str, str], Any]:
+def _key(element: Outcome | ShardOpened) -> tuple[tuple[str, str], Any]:
     return (element.source, element.shard_id), element
-
-
-def _outcomes(elements: Iterable[Any]) -> Iterator[Any]:
-    """The grouped elements with every :class:`OutcomeBatch` opened into its outcomes."""
-    for element in elements:
-        if isinstance(element, OutcomeBatch):
-            yield from element.outcomes
-        else:
-            yield element
 
 
 class WriteShardAnnotations(beam.DoFn):
@@ -134,7 +125,7 @@ class WriteShardAnnotations(beam.DoFn):
         rows: dict[str, dict[str, Any]] = {}
         errors: list[dict[str, Any]] = []
         images, shard = set(), ""
-        for element in _outcomes(elements):
+        for element in elements:
             if isinstance(element, ShardOpened):
                 shard = element.shard
                 continue
