@@ -83,6 +83,11 @@ class MergeConfig:
     relabel_known_only: bool = False
     new_box_known_labels_only: bool = False
 
+    @property
+    def uses_label_vocabulary(self) -> bool:
+        """Whether the merge needs the previous set's labels (``relabel_known_only`` or ``new_box_known_labels_only``)."""
+        return self.relabel_known_only or self.new_box_known_labels_only
+
     def __post_init__(self) -> None:
         for name in ("enabled", "fuse", "correct_labels", "relabel_known_only", "new_box_known_labels_only"):
             if not isinstance(getattr(self, name), bool):

@@ -139,7 +139,7 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
     target[fused] = np.where(local >= 0, prev_boxes[np.maximum(local, 0)], -1)
     in_fusion = np.where(boxes, target, -1)
     if vocabulary is None:  # the labels a correction or a new box may carry: the previous set's
-        vocabulary = label_vocabulary(old_boxes) if merge.relabel_known_only or merge.new_box_known_labels_only else set()
+        vocabulary = label_vocabulary(old_boxes) if merge.uses_label_vocabulary else set()
     fusion = fuse(new, prev, in_fusion, iou, merge.correct_labels, vocabulary if merge.relabel_known_only else None)
     refused, threshold = _below_new_box_threshold(new, boxes & (target < 0), new_box_thresholds or {})
     overlapping, overlap = _over_a_curated_box(nearest_iou, fused, target, merge.new_box_max_overlap, new.num_rows)
@@ -164,14 +164,17 @@ def merge_with_previous(new: pa.Table, prev: pa.Table, config: CurationConfig,
 
 
 def _unknown_new_labels(new: pa.Table, candidates: np.ndarray, vocabulary: set[str]
-                        ) -> tuple[np.ndarray, list[str | None]]:
+                        ) -> tuple[np.ndarray, dict[int, str | None]]:
     """Bool per row of ``new``: a ``candidates`` row whose normalised label is not in
-    ``vocabulary`` (empty: every label is known, no row); and the normalised labels."""
-    if not vocabulary or not candidates.any():
-        return np.zeros(new.num_rows, bool), []
-    labels = normalized_labels(new)
-    known = np.array([label in vocabulary for label in labels], bool)
-    return candidates & ~known, labels
+    ``vocabulary`` (empty: every label is known, no row); and those rows' normalised labels."""
+    out = np.zeros(new.num_rows, bool)
+    rows = np.flatnonzero(candidates) if vocabulary else np.zeros(0, np.int64)
+    if not len(rows):  # only the candidates are normalised, not the round's captions
+        return out, {}
+    unknown = {int(i): label for i, label in zip(rows, normalized_labels(new.take(pa.array(rows))))
+               if label not in vocabulary}
+    out[list(unknown)] = True
+    return out, unknown
 
 
 def _over_a_curated_box(nearest_iou: np.ndarray, fused: np.ndarray, target: np.ndarray,

@@ -75,7 +75,7 @@ def curate_partitioned(root: DataRoot, round_: int, config: CurationConfig, rows
         work.mkdir(parents=True)
         plan = make_plan(root, round_, config.partition_rows, fingerprint, work)
         vocabulary = (file_label_vocabulary([root.path / f for f in plan.previous_files])
-                      if config.merge.relabel_known_only or config.merge.new_box_known_labels_only else None)
+                      if config.merge.uses_label_vocabulary else None)
         write_bytes_atomic(pickle.dumps({"calibrated": calibrated, "new_box": new_box, "reviews": reviews,
                                          "vocabulary": vocabulary}), work / GLOBALS_FILE)
         plan.save(work)  # last: a plan on disk is complete

@@ -62,11 +62,11 @@ def wilson_interval(part: int, whole: int, z: float = 1.96) -> tuple[float, floa
 
 
 def _share_interval(part: int, whole: int) -> str:
-    """``part/whole (p%, 95% CI lo-hi%)``: a share of a few dozen boxes is known to about +-10 points."""
+    """:func:`_share` with its 95% interval: a share of a few dozen boxes is known to about +-10 points."""
     if not whole:
-        return f"{part}/0"
+        return _share(part, whole)
     low, high = wilson_interval(part, whole)
-    return f"{part}/{whole} ({part / whole:.0%}, 95% CI {low:.0%}-{high:.0%})"
+    return f"{_share(part, whole)[:-1]}, 95% CI {low:.0%}-{high:.0%})"
 
 
 def format_loop(figures: dict[str, Any]) -> str:
