@@ -48,7 +48,11 @@ rules on threads; a rule whose decision for a row depends on rows of other image
 registers a ``prepare`` hook ``prepare(table, config, ctx) -> part`` and a
 ``combine(parts) -> state`` hook: the engine calls ``prepare`` on the live rows of each
 partition (on its thread), ``combine`` on the parts, and passes the state as
-``ctx.prepared`` to the rule on each partition.
+``ctx.prepared`` to the rule on each partition. When a round is curated in partitions of
+its own (``engine.curate.partitioned``), each in a task of its own, a rule may also register
+``state_files`` (:class:`StateFiles`): each task writes its parts to one file, the state is
+built from the files out of core and each partition reads only its own share of it, so no
+process ever holds a state that grows with the round.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass, field, is_dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -155,6 +160,22 @@ CombineFn = Callable[[list], Any]
 
 
 @dataclass(frozen=True)
+class StateFiles:
+    """A hooked rule's state built out of core, for a round curated in partitions
+    (``engine.curate.partitioned``). ``write(parts, index, path)``: partition ``index``'s
+    ``prepare`` parts stored as the one file ``path``; ``combine(paths, folder, scratch)``:
+    every partition's file (listed by partition index) turned into one state per partition
+    under the new folder ``folder``, in memory bounded by a partition (spilling under
+    ``scratch``); ``read(folder, index)``: partition ``index``'s state, given to the rule as
+    ``ctx.prepared`` — it must decide each of that partition's rows as the in-memory
+    ``combine`` over every part would."""
+
+    write: Callable[[list, int, Path], None]
+    combine: Callable[[list[Path], Path, Path], None]
+    read: Callable[[Path, int], Any]
+
+
+@dataclass(frozen=True)
 class FilterSpec:
     """A registered rule: its function, its config section and that section's settings
     class, whether it takes the working form, and its optional ``prepare`` and ``combine``
@@ -170,6 +191,7 @@ class FilterSpec:
     prepare: PrepareFn | None = None
     combine: CombineFn | None = None
     protects: bool = False
+    state_files: StateFiles | None = None
 
 
 _REGISTRY: dict[str, FilterSpec] = {}
@@ -177,8 +199,8 @@ _SECTIONS: dict[str, type] = {}
 
 
 def register_filter(name: str, *, settings: type, section: str | None = None, working_form: bool = False,
-                    prepare: PrepareFn | None = None, combine: CombineFn | None = None, protects: bool = False
-                    ) -> Callable[[FilterFn], FilterFn]:
+                    prepare: PrepareFn | None = None, combine: CombineFn | None = None, protects: bool = False,
+                    state_files: StateFiles | None = None) -> Callable[[FilterFn], FilterFn]:
     """Decorator: register ``fn`` as rule ``name``.
 
     ``settings``: the dataclass of its config section (constructible with no arguments: the
@@ -186,10 +208,14 @@ def register_filter(name: str, *, settings: type, section: str | None = None, wo
     rules sharing a section share one settings class); ``working_form``: the rule accepts
     the working form (module docstring); ``prepare`` and ``combine``: the hooks for state
     over every partition's rows (both or neither); ``protects``: the rows it judges and keeps
-    are exempt from every later rule and from the merge."""
+    are exempt from every later rule and from the merge; ``state_files``: how the state is
+    built out of core for a round curated in partitions (needs the hooks; without it the
+    partitions' parts are combined in memory)."""
     section = section or name
     if (prepare is None) != (combine is None):
         raise ValueError(f"filter {name!r} needs both a prepare and a combine hook, or neither")
+    if state_files is not None and prepare is None:
+        raise ValueError(f"filter {name!r}: state_files needs the prepare and combine hooks")
     if not (isinstance(settings, type) and is_dataclass(settings)):
         raise TypeError(f"filter {name!r}: settings must be a dataclass, got {settings!r}")
     if name in ("rules", "merge") or section in ("rules", "merge"):
@@ -200,7 +226,8 @@ def register_filter(name: str, *, settings: type, section: str | None = None, wo
     def wrap(fn: FilterFn) -> FilterFn:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"filter {name!r} is already registered by {_REGISTRY[name].fn.__qualname__}")
-        _REGISTRY[name] = FilterSpec(name, fn, section, settings, working_form, prepare, combine, protects)
+        _REGISTRY[name] = FilterSpec(name, fn, section, settings, working_form, prepare, combine, protects,
+                                     state_files)
         _SECTIONS[section] = settings
         return fn
 

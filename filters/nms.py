@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from filters.base import (
     FilterContext,
     FilterResult,
+    StateFiles,
     dictionary,
     equals,
     group_codes,
@@ -42,6 +43,7 @@ from filters.base import (
     valid,
 )
 from filters.kernels import greedy_in_groups, merge_sorted, ranks_against, sort_groups_by_score, stable_argsort
+from filters.rank_files import RankLookup, combine_key_files, read_ranks, write_keys
 from storage.geometry import boxes_from_arrow
 
 CALIBRATIONS = ("rank", "weight", "raw")
@@ -149,7 +151,7 @@ def greedy_nms(
     return keep, suppressor
 
 
-def _sort_key(scores: np.ndarray) -> np.ndarray:
+def sort_key(scores: np.ndarray) -> np.ndarray:
     """``scores`` as float32 when that loses nothing (Parquet scores are float32: sorting and
     searching those is ~2.5x faster), else as given."""
     narrow = scores.astype(np.float32)
@@ -174,7 +176,7 @@ def _reference(key: np.ndarray, by_source: list[tuple[str | None, np.ndarray]]) 
 def score_reference(scores: np.ndarray, sources: pa.Array | pa.ChunkedArray) -> dict[str | None, np.ndarray]:
     """Every source's scores, sorted ascending (NaN last): what ``rank`` calibration places a
     score among. ``nms_cross`` builds it over the rows of every curation partition."""
-    return _reference(_sort_key(np.asarray(scores, np.float64)), _source_rows(sources))
+    return _reference(sort_key(np.asarray(scores, np.float64)), _source_rows(sources))
 
 
 def calibrate(scores: np.ndarray, sources: pa.Array | pa.ChunkedArray, config: NmsConfig,
@@ -184,17 +186,21 @@ def calibrate(scores: np.ndarray, sources: pa.Array | pa.ChunkedArray, config: N
     ``rank``: a score with ``a`` scores of its source's reference below it and ``b`` at or
     below it gets ``(a + b) / (2 n)`` (ties averaged; NaN scores tie with each other above
     every number). ``reference``: :func:`score_reference` of the rows the rule judges (default:
-    of ``scores`` themselves); it must hold every source of ``sources``."""
+    of ``scores`` themselves; it must hold every source of ``sources``), or a partition's
+    :class:`filters.rank_files.RankLookup` of those ranks, made out of core."""
     if config.calibration == "raw" or len(scores) == 0:
         return scores
     if config.calibration == "weight":
         codes, names = dictionary(sources)
         return scores * np.array([config.weights.get(s, 1.0) for s in names] + [1.0])[codes]
-    key = _sort_key(np.asarray(scores, np.float64))
+    key = sort_key(np.asarray(scores, np.float64))
     by_source = _source_rows(sources)
     reference = _reference(key, by_source) if reference is None else reference
     out = np.empty(len(scores), np.float64)
     for name, rows in by_source:
+        if isinstance(reference, RankLookup):  # a partition's share, ranked out of core
+            out[rows] = reference.of(name, key[rows])
+            continue
         ranks = np.empty(len(rows), np.float64)
         mine = key[rows]
         ranks_against(reference[name], mine, np.argsort(mine), ranks)
@@ -282,7 +288,12 @@ def _merge_two(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return merge_sorted(a, b)
 
 
-@register_filter("nms_cross", section="nms", settings=NmsConfig, working_form=True, prepare=rank_reference, combine=merge_references)
+#: a round curated in partitions ranks every partition's scores out of core (filters.rank_files)
+RANK_FILES = StateFiles(write=write_keys, combine=combine_key_files, read=read_ranks)
+
+
+@register_filter("nms_cross", section="nms", settings=NmsConfig, working_form=True, prepare=rank_reference,
+                 combine=merge_references, state_files=RANK_FILES)
 def nms_across_sources(table: pa.Table, config: NmsConfig, ctx: FilterContext) -> FilterResult:
     """Class-aware NMS among all sources' regions of an image (calibrated scores; the rank
     reference is ``ctx.prepared`` when the engine prepared it over every partition)."""

@@ -10,8 +10,11 @@ is computed across images is computed first, over the whole round:
 * the reviews that bind the round (small: people's verdicts);
 * the state of every rule with a ``combine`` hook (``nms_cross``'s rank reference: each
   source's scores among the rows alive when it runs): one pass per such rule runs the rules
-  before it over every partition and keeps only its ``prepare`` part (4 bytes a judged row),
-  then ``combine`` joins them; every partition is given the joined state.
+  before it over every partition and keeps only its ``prepare`` part (4 bytes a judged row).
+  A rule with ``state_files`` (``nms_cross``: :mod:`filters.rank_files`) writes each part to
+  a file and builds the state out of core, one share per partition, so neither the driver
+  nor a partition ever holds a state that grows with the round; for any other, ``combine``
+  joins the parts in the driver and every partition is given the joined state.
 
 Partitions run one after another here (``partition_runner = "local"``) or side by side as a
 Beam pipeline (``engine.curate.partition_pipeline``); each writes its parts, then a marker,
@@ -45,7 +48,7 @@ from engine.curate.partition_io import global_trails, read_partition, write_cura
 from engine.curate.partition_plan import Plan, make_plan
 from engine.curate.review_state import review_state
 from engine.curate.summary import SUMMED_KEYS, round_summary, summary_counts
-from filters.base import filter_spec
+from filters.base import StateFiles, filter_spec
 from storage.atomic import remove_path, write_bytes_atomic, write_text_atomic
 from storage.layout import DataRoot
 
@@ -85,8 +88,13 @@ def curate_partitioned(root: DataRoot, round_: int, config: CurationConfig, rows
                                             for p in pending])
     every = range(len(plan.partitions))
     for rule in _hooked(config, reviews, plan):
-        if not _state_file(work, rule).exists():
-            run(_prepare_task(rule), [p for p in every if not _part_file(work, rule, p).exists()])
+        files = filter_spec(rule).state_files
+        if not _state_file(work, rule, files).exists():
+            run(_prepare_task(rule), [p for p in every if not _part_file(work, rule, p, files).exists()])
+            if files is not None:  # out of core: each partition later reads its own share
+                files.combine([_part_file(work, rule, p, files) for p in every], _state_file(work, rule, files),
+                              work / "scratch")
+                continue
             parts = [part for p in every for part in pickle.loads(_part_file(work, rule, p).read_bytes())]
             write_bytes_atomic(pickle.dumps(filter_spec(rule).combine(parts)), _state_file(work, rule))
             del parts
@@ -114,12 +122,17 @@ def run_task(root: DataRoot | str, round_: int, config: dict[str, Any], rows_per
     saved = pickle.loads((work / GLOBALS_FILE).read_bytes())
     hooked = _hooked(curation, saved["reviews"], plan)
     until = hooked.index(task.removeprefix("prepare:")) if task != CURATE else len(hooked)
-    given = {rule: pickle.loads(_state_file(work, rule).read_bytes()) for rule in hooked[:until]}
+    given = {rule: _given_state(work, rule, index) for rule in hooked[:until]}
     data = read_partition(root, plan, plan.partitions[index], work)
     if task != CURATE:
-        parts = prepare_rule_parts(data.raw, data.previous, data.images, curation, hooked[until],
+        rule = hooked[until]
+        parts = prepare_rule_parts(data.raw, data.previous, data.images, curation, rule,
                                    saved["calibrated"], saved["reviews"], given)
-        write_bytes_atomic(pickle.dumps(parts), _part_file(work, hooked[until], index))
+        files = filter_spec(rule).state_files
+        if files is not None:
+            files.write(parts, index, _part_file(work, rule, index, files))
+        else:
+            write_bytes_atomic(pickle.dumps(parts), _part_file(work, rule, index))
         return
     curated, trails = curate_tables(data.raw, data.previous, data.images, curation, round_, decoded=False,
                                     calibrated=saved["calibrated"], new_box_thresholds=saved["new_box"],
@@ -142,12 +155,21 @@ def _prepare_task(rule: str) -> str:
     return f"prepare:{rule}"
 
 
-def _state_file(work: Path, rule: str) -> Path:
-    return work / "prepared" / f"{rule}.pkl"
+def _state_file(work: Path, rule: str, files: StateFiles | None = None) -> Path:
+    """The rule's combined state: one pickle, or (``files``) the folder of every partition's share."""
+    return work / "prepared" / (f"{rule}.state" if files is not None else f"{rule}.pkl")
 
 
-def _part_file(work: Path, rule: str, index: int) -> Path:
-    return work / "prepared" / rule / f"part-{index:05d}.pkl"
+def _part_file(work: Path, rule: str, index: int, files: StateFiles | None = None) -> Path:
+    return work / "prepared" / rule / f"part-{index:05d}.{'parquet' if files is not None else 'pkl'}"
+
+
+def _given_state(work: Path, rule: str, index: int) -> Any:
+    """The state of hooked rule ``rule`` that partition ``index`` is given."""
+    files = filter_spec(rule).state_files
+    if files is not None:
+        return files.read(_state_file(work, rule, files), index)
+    return pickle.loads(_state_file(work, rule).read_bytes())
 
 
 def _done_file(work: Path, index: int) -> Path:
