@@ -51,18 +51,31 @@ def calibrated_thresholds(root: DataRoot, raw: pa.Table, key: str = THRESHOLD_KE
 def thresholds_of(root: DataRoot, producing: dict[str, set[str]], key: str = THRESHOLD_KEY) -> dict[str, float]:
     """:func:`calibrated_thresholds` of a round whose rows come from ``producing`` (``{source:
     {source_version, ...}}``, :func:`producers` of all its rows)."""
-    by_source = {s: v for s, v in producing.items() if len(v) == 1}
-    if not by_source:
-        return {}
+    return applied(recorded_thresholds(root) if _single(producing) else {}, producing, key)
+
+
+def recorded_thresholds(root: DataRoot) -> dict[str, dict[str, float]]:
+    """``{key: {checkpoint version: threshold}}`` of every threshold the models table records
+    (one catalog read; later rounds' measurements of a checkpoint replace earlier ones)."""
     with Catalog.reading(root) as catalog:
         rows = catalog.query("select version, metrics from models order by round")
-    threshold_of = {}
-    for version, metrics in rows:  # later rounds' measurements of a checkpoint replace earlier ones
+    out: dict[str, dict[str, float]] = {}
+    for version, metrics in rows:
         payload = json.loads(metrics or "{}")
         for which, model_version in (("current", payload.get("current_version")), ("new", version)):
-            value = (payload.get(which) or {}).get(key)
-            if model_version and isinstance(value, (int, float)):
-                threshold_of[model_version] = float(value)
-    return {s: threshold_of[next(iter(v))] for s, v in by_source.items() if next(iter(v)) in threshold_of}
+            for key, value in (payload.get(which) or {}).items():
+                if model_version and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    out.setdefault(key, {})[model_version] = float(value)
+    return out
 
 
+def applied(recorded: dict[str, dict[str, float]], producing: dict[str, set[str]], key: str = THRESHOLD_KEY
+            ) -> dict[str, float]:
+    """Source -> the ``key`` threshold of ``recorded`` (:func:`recorded_thresholds`) for every
+    source of ``producing`` whose rows all come from one checkpoint with such a threshold."""
+    threshold_of = recorded.get(key, {})
+    return {s: threshold_of[next(iter(v))] for s, v in _single(producing).items() if next(iter(v)) in threshold_of}
+
+
+def _single(producing: dict[str, set[str]]) -> dict[str, set[str]]:
+    return {s: v for s, v in producing.items() if len(v) == 1}

@@ -58,7 +58,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.curate.agreement import agreement_columns
-from engine.curate.calibration import NEW_BOX_KEY, calibrated_thresholds
+from engine.curate.calibration import NEW_BOX_KEY, applied, producers, recorded_thresholds
 from engine.curate.config import CurationConfig
 from engine.curate.merge import MERGE_RULE, merge_with_previous
 from engine.curate.parquet_io import (
@@ -260,6 +260,7 @@ def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
     (root.curated(round_) / "_summary.json").unlink(missing_ok=True)  # present only beside a complete set
     with ThreadPoolExecutor(max_workers=2) as writer:  # both datasets are written while curation goes on
         image_sizes = writer.submit(read_image_sizes, root)  # DuckDB reads them while pyarrow reads the shards
+        recorded = writer.submit(recorded_thresholds, root)  # and the catalog's calibrated thresholds
         raw = read_raw(root, round_)
         previous = read_curated(root, round_ - 1)
         jobs: dict[str, Future] = {}
@@ -270,8 +271,9 @@ def curate_round(root: DataRoot, round_: int, config: CurationConfig, rows_per_p
             return submit
 
         reviews = review_state(root, round_)
-        calibrated = calibrated_thresholds(root, raw)
-        new_box = calibrated_thresholds(root, raw, NEW_BOX_KEY)
+        producing = producers(raw)
+        calibrated = applied(recorded.result(), producing)
+        new_box = applied(recorded.result(), producing, NEW_BOX_KEY)
         curated, trails = curate_tables(raw, previous, image_sizes.result(), config, round_,
                                         write("curated", root.curated(round_)),
                                         on_trails=write("decisions", root.decisions(round_)), decoded=False,

@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 import duckdb
 
-from engine.curate.calibration import NEW_BOX_KEY, THRESHOLD_KEY, thresholds_of
+from engine.curate.calibration import NEW_BOX_KEY, applied, recorded_thresholds
 from engine.curate.config import CurationConfig
 from engine.curate.curation import curate_round, curate_tables, hooked_rules, prepare_rule_parts
 from engine.curate.fusion import file_label_vocabulary
@@ -69,7 +69,8 @@ def curate_partitioned(root: DataRoot, round_: int, config: CurationConfig, rows
     started = time.perf_counter()
     work = root.curation_work(round_)
     producing = _producers(root, round_)
-    calibrated, new_box = thresholds_of(root, producing, THRESHOLD_KEY), thresholds_of(root, producing, NEW_BOX_KEY)
+    recorded = recorded_thresholds(root)
+    calibrated, new_box = applied(recorded, producing), applied(recorded, producing, NEW_BOX_KEY)
     reviews = review_state(root, round_)
     fingerprint = _fingerprint(root, round_, config, rows_per_part, calibrated, new_box)
     plan = Plan.load(work)
