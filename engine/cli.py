@@ -18,6 +18,7 @@ import sys
 from typing import Callable
 
 from annotators.base import AnnotatorError
+from engine.collector import collect_in_larger_steps
 from engine.rounds.interrupt import Interrupted, interruption, stop_on_signals
 from engine.rounds.lock import RoundBusy
 from storage.catalog_file import CatalogBusy
@@ -137,6 +138,7 @@ def os_error_line(exc: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fld`` console script; returns the exit code."""
+    collect_in_larger_steps()
     parser, handlers = build_parser()
     args, extra = parser.parse_known_args(argv)
     if not args.command:

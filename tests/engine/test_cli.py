@@ -57,3 +57,19 @@ def test_annotators_lists_what_each_reads():
     assert rows["ocr"]["reads"] == [] and rows["ocr"]["emits"] == ["region"]
     text = fld("annotators").stdout
     assert "caption_scorer" in text and "reads top-level caption" in text and "reads no row of the round" in text
+
+
+def test_fld_commands_collect_cycles_in_larger_steps():
+    """engine.collector: fld sets the cycle collector's thresholds before any command runs."""
+    import gc
+
+    from engine.cli import main
+    from engine.collector import THRESHOLDS
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        assert main([]) == 2  # no command: help, exit 2
+        assert gc.get_threshold() == THRESHOLDS
+    finally:
+        gc.set_threshold(*before)
