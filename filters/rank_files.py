@@ -17,12 +17,16 @@ its source, so
   (:func:`combine_key_files`), with its memory bounded by :data:`SQL_MEMORY_MIB` (beyond it,
   its sort spills under the scratch folder);
 * each partition reads only its own pairs' ranks (:func:`read_ranks`): a :class:`RankLookup`.
+
+A round of at most :data:`IN_MEMORY_KEYS` judged keys skips DuckDB: its reference is sorted in
+memory and every partition is given it whole (at most 32 MB, and ~0.5 s less per 2M keys).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +40,11 @@ from storage.atomic import remove_path, write_bytes_atomic
 
 #: DuckDB's memory limit while ranking a round's keys, in MiB (beyond it, it spills to disk)
 SQL_MEMORY_MIB = 256
+#: a round of at most this many judged keys is ranked in memory: its whole reference (4 or 8
+#: bytes a key) is given to every partition, as cheap as a partition's own columns
+IN_MEMORY_KEYS = 4_000_000
+#: the file of that shared reference in the state folder
+SHARED_REFERENCE = "reference.pkl"
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,9 @@ class RankLookup:
         lookup (a key the partition's prepare pass did not see is an engine error)."""
         known, ranks = self.ranks.get(source, (np.zeros(0), np.zeros(0)))
         wanted = canonical(keys)
-        at = np.minimum(np.searchsorted(known, wanted), max(len(known) - 1, 0))
+        order = np.argsort(wanted)  # sorted needles: ~2x faster searches
+        at = np.empty(len(wanted), np.int64)
+        at[order] = np.minimum(np.searchsorted(known, wanted[order]), max(len(known) - 1, 0))
         found = (len(known) > 0) & ((known[at] == wanted) | (np.isnan(known[at]) & np.isnan(wanted)))
         if not np.all(found):
             raise RuntimeError(f"rank lookup of source {source!r} misses {int((~found).sum())} scores: "
@@ -92,6 +103,10 @@ def combine_key_files(paths: list[Path], folder: Path, scratch: Path) -> None:
     staged = scratch / f"{folder.name}.staged"
     remove_path(staged, ignore_errors=True)
     staged.mkdir()
+    if sum(pq.ParquetFile(p).metadata.num_rows for p in paths) <= IN_MEMORY_KEYS:
+        write_bytes_atomic(pickle.dumps(_reference(paths)), staged / SHARED_REFERENCE)
+        os.replace(staged, folder)
+        return
     with duckdb.connect() as con:
         con.execute(f"set memory_limit = '{SQL_MEMORY_MIB}MiB'")
         con.execute(f"set threads = {os.cpu_count() or 1}")
@@ -109,9 +124,11 @@ def combine_key_files(paths: list[Path], folder: Path, scratch: Path) -> None:
     os.replace(staged, folder)
 
 
-def read_ranks(folder: Path, index: int) -> RankLookup:
+def read_ranks(folder: Path, index: int) -> RankLookup | dict[str | None, np.ndarray]:
     """Partition ``index``'s :class:`RankLookup` from :func:`combine_key_files`'s folder (empty
-    when the partition judged no row)."""
+    when the partition judged no row), or the round's whole reference where it was small."""
+    if (folder / SHARED_REFERENCE).exists():
+        return pickle.loads((folder / SHARED_REFERENCE).read_bytes())
     files = sorted((folder / f"part={index}").glob("*.parquet"))
     if not files:
         return RankLookup({})
@@ -123,6 +140,19 @@ def read_ranks(folder: Path, index: int) -> RankLookup:
         order = np.argsort(keys, kind="stable")  # NaN last, as the reference sorts (equal keys: one rank)
         out[source] = (keys[order], rows["rank"].to_numpy()[order])
     return RankLookup(out)
+
+
+def _reference(paths: list[Path]) -> dict[str | None, np.ndarray]:
+    """Every source's keys of every file, sorted ascending (NaN last; float32 where that loses
+    nothing, as :func:`filters.nms.sort_key` narrows): the reference in memory."""
+    table = pa.concat_tables([pq.read_table(p, columns=["source", "key"]) for p in paths])
+    out = {}
+    for source in table["source"].unique().to_pylist():
+        rows = table.filter(pc.is_null(table["source"]) if source is None else pc.equal(table["source"], source))
+        keys = np.sort(rows["key"].to_numpy())
+        narrow = keys.astype(np.float32)
+        out[source] = narrow if np.array_equal(narrow, keys, equal_nan=True) else keys
+    return out
 
 
 def _escaped(path: Path) -> str:

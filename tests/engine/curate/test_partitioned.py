@@ -18,6 +18,8 @@ from engine.curate.parquet_io import read_curated, read_parquet_files
 from engine.curate.partition_plan import make_plan
 from engine.curate.partitioned import curate_partitioned, run_task
 from engine.curate.round_curation import curate_configured
+from filters import rank_files
+from filters.base import _REGISTRY, filter_spec
 from storage.layout import DataRoot
 from storage.schema import DECISION_TRAILS
 from tests.engine.curate.partition_root import write_extra, write_round0, write_round1
@@ -90,6 +92,27 @@ def test_round_curated_in_partitions_equals_the_round_curated_whole(rounds, tmp_
         assert summary["carried_rows_replaced_by_review"] > 0 and summary["dropped_by_rule"]["merge"] > 0
         assert summary["dropped_by_rule"]["human_review"] > 0
         assert_same_round(alone, split, 1)
+
+
+def test_scores_ranked_out_of_core_curate_as_the_whole_round(rounds, tmp_path, monkeypatch):
+    """nms_cross's ranks made by DuckDB, each partition reading its share (filters.rank_files),
+    as a round above IN_MEMORY_KEYS is: the same curated rows and decisions as in one process."""
+    monkeypatch.setattr(rank_files, "IN_MEMORY_KEYS", 0)
+    ranked = _copy(rounds["whole"], tmp_path / "ranked-out-of-core")
+    shares = []
+
+    def read(folder: Path, index: int) -> rank_files.RankLookup:
+        share = rank_files.read_ranks(folder, index)
+        shares.append((index, type(share)))
+        return share
+
+    spec = filter_spec("nms_cross")
+    monkeypatch.setitem(_REGISTRY, "nms_cross",
+                        dataclasses.replace(spec, state_files=dataclasses.replace(spec.state_files, read=read)))
+    summary = curate_partitioned(ranked, 0, dataclasses.replace(rounds["config"], partition_rows=PARTITION_ROWS))
+    assert summary["dropped_by_rule"]["nms_cross"] > 0
+    assert len(shares) >= 4 and {kind for _, kind in shares} == {rank_files.RankLookup}  # one share per partition
+    assert_same_round(rounds["whole"], ranked, 0)
 
 
 def test_known_label_rules_see_the_whole_previous_set_in_every_partition(tmp_path, tiny_spacy_pipeline):
