@@ -144,14 +144,24 @@ def read_ranks(folder: Path, index: int) -> RankLookup | dict[str | None, np.nda
 
 def _reference(paths: list[Path]) -> dict[str | None, np.ndarray]:
     """Every source's keys of every file, sorted ascending (NaN last; float32 where that loses
-    nothing, as :func:`filters.nms.sort_key` narrows): the reference in memory."""
-    table = pa.concat_tables([pq.read_table(p, columns=["source", "key"]) for p in paths])
+    nothing, as :func:`filters.nms.sort_key` narrows): the reference in memory, read file by file."""
+    pieces: dict[str | None, list[np.ndarray]] = {}
+    for path in paths:
+        table = pq.read_table(path, columns=["source", "key"])
+        source = pc.dictionary_encode(table["source"]).combine_chunks()
+        codes = pc.fill_null(source.indices, -1).to_numpy()
+        keys = table["key"].to_numpy()
+        for code, name in [(-1, None), *enumerate(source.dictionary.to_pylist())]:
+            mine = keys[codes == code]
+            if len(mine):
+                pieces.setdefault(name, []).append(mine)
     out = {}
-    for source in table["source"].unique().to_pylist():
-        rows = table.filter(pc.is_null(table["source"]) if source is None else pc.equal(table["source"], source))
-        keys = np.sort(rows["key"].to_numpy())
+    for name, parts in pieces.items():
+        keys = np.concatenate(parts)
+        del parts[:]
+        keys.sort()
         narrow = keys.astype(np.float32)
-        out[source] = narrow if np.array_equal(narrow, keys, equal_nan=True) else keys
+        out[name] = narrow if np.array_equal(narrow, keys, equal_nan=True) else keys
     return out
 
 
