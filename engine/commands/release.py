@@ -18,7 +18,7 @@ def _build(args: argparse.Namespace) -> int:
     config = ReleaseConfig(rows_per_file=args.rows_per_file, row_group_size=args.row_group_size,
                            images=args.images, images_per_shard=args.images_per_shard,
                            eval_fraction=args.eval_fraction, seed=args.seed, pipeline=args.pipeline)
-    batching = ReleaseBatching(images=args.batch_images, sql_memory_mib=args.sql_memory_mib)
+    batching = ReleaseBatching(images=args.batch_images, sql_memory_mib=args.sql_memory_mib, sort_rows=args.sort_rows)
     manifest = build_release(DataRoot(args.root), args.round, args.name, config, batching)
     print(f"release {args.name}: {manifest['path']}")
     print(f"  manifest sha256 {manifest['manifest_sha256']}, {len(manifest['files'])} files, "
@@ -62,6 +62,9 @@ def declare(parser: argparse.ArgumentParser):
                        help="images whose rows the build holds at once (default 1000; the release is the same)")
     build.add_argument("--sql-memory-mib", type=int, default=512,
                        help="DuckDB's memory for the build's queries in MiB, spilling beyond it (default 512)")
+    build.add_argument("--sort-rows", type=int, default=1_000_000,
+                       help="the most curated rows sorted at once: more are sorted by ranges of image ids "
+                            "(default 1,000,000; the release is the same)")
     verify = actions.add_parser("verify", help="re-hash every file of a release against its manifest")
     add_root_argument(verify)
     verify.add_argument("release", help="the release name (or its folder, which must be under ROOT/releases)")

@@ -39,15 +39,19 @@ class ReleaseBatching:
     whole images); ``fetch_rows``: rows per Arrow batch read from DuckDB (a batch also holds
     up to this many rows of the images after it); ``sql_memory_mib``: DuckDB's memory limit for
     the build's queries, in MiB (beyond it they spill to the work folder); ``sql_threads``:
-    DuckDB's threads for them (module docstring)."""
+    DuckDB's threads for them (module docstring); ``sort_rows``: the most curated rows one
+    sorted query holds: a round of more is cut by the leading hex digits of its image ids into
+    ranges of about this many rows, each sorted alone (:mod:`engine.release.row_stream`)."""
 
     images: int = 1000
     fetch_rows: int = 8192
     sql_memory_mib: int = 512
     sql_threads: int = 1
+    sort_rows: int = 1_000_000
 
     def __post_init__(self) -> None:
-        for name, least in (("images", 1), ("fetch_rows", 1), ("sql_memory_mib", 64), ("sql_threads", 1)):
+        for name, least in (("images", 1), ("fetch_rows", 1), ("sql_memory_mib", 64), ("sql_threads", 1),
+                            ("sort_rows", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"release batching {name} must be an integer >= {least}, got {value!r}")
@@ -82,6 +86,11 @@ def append(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
         cursor.execute(f"insert into {table} select * from {name}")
     finally:
         cursor.close()
+
+
+def quoted(text: str) -> str:
+    """``text`` as an SQL string literal."""
+    return _quoted(text)
 
 
 def _quoted(text: str) -> str:

@@ -104,7 +104,7 @@ def write_files(con: duckdb.DuckDBPyConnection, round_: int, total_rows: int, st
     florence2 = Florence2Files(stage / "florence2")
     tally, images, annotated, where = Tally(), 0, 0, ""
     try:
-        for batch in image_batches(con, round_, batching):
+        for batch in image_batches(con, round_, batching, work):
             data.add(batch.table)
             index.add(batch.metas)
             for meta, rows in zip(batch.metas, batch.rows):

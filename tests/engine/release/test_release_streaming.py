@@ -12,6 +12,7 @@ import duckdb
 import pytest
 
 import engine.release.passes as passes
+import engine.release.row_stream as row_stream
 from engine.release.batching import SCRATCH, ReleaseBatching
 from engine.release.build import ReleaseConfig, build_release
 from engine.release.name_table import CHOSEN, PLAIN, create_names
@@ -27,22 +28,31 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 def test_small_batches_give_the_same_release_and_hold_one_batch(report_root, monkeypatch):
     """Round 1 (8 images) built in one batch, and in batches of 3 images with Arrow batches of 4
-    rows and DuckDB at 64 MiB: the same bytes, and each batch holds at most its 3 images' rows
+    rows, DuckDB at 64 MiB and the rows sorted in ranges of image ids: the same bytes, and each batch holds at most its 3 images' rows
     plus 4 read ahead, never the round."""
     one = build_release(report_root["root"], 1, "test-r1-one-batch", CONFIG,
                         ReleaseBatching(images=10_000, fetch_rows=100_000))
     seen = []
     stream = passes.image_batches
 
-    def recorded(con, round_, batching):
-        for batch in stream(con, round_, batching):
+    def recorded(con, round_, batching, work=None):
+        for batch in stream(con, round_, batching, work):
             seen.append((len(batch.metas), batch.table.num_rows, batch.held_rows))
             yield batch
 
     monkeypatch.setattr(passes, "image_batches", recorded)
-    small = ReleaseBatching(images=3, fetch_rows=4, sql_memory_mib=64)
+    queries = []
+    reader = row_stream.record_batches
+
+    def recorded_sql(con, sql, rows):
+        queries.append(sql)
+        return reader(con, sql, rows)
+
+    monkeypatch.setattr(row_stream, "record_batches", recorded_sql)
+    small = ReleaseBatching(images=3, fetch_rows=4, sql_memory_mib=64, sort_rows=5)  # rows sorted in 16 ranges
     built = build_release(report_root["root"], 1, "test-r1-batched", CONFIG, small)
     assert _files(Path(built["path"])) == _files(Path(one["path"]))
+    assert sum("id_range=" in sql for sql in queries) > 3  # the rows were sorted range by range
     with Catalog(report_root["root"]) as catalog:
         per_image = sorted((n for (n,) in catalog.query(
             "select count(*) from curated where curated_round = 1 group by image_id")), reverse=True)
