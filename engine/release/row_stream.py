@@ -4,8 +4,8 @@ Three sorted streams are read side by side, each a plain ordered query (no join 
 which DuckDB does not spill reliably: :mod:`engine.release.batching`): the images (the scratch
 ``images_at`` table, :mod:`engine.release.image_table`) in batches of ``batching.images``; the
 round's curated rows by (image_id, kind, annotation_id), the order and the query the release's
-Parquet has always had (a round of more than ``batching.sort_rows`` rows sorted range by range
-of image ids, :func:`curated_rows`); and the ids whose score is a prior (:mod:`engine.release.scores`). For a
+Parquet has always had (each stream of more than ``batching.sort_rows`` rows sorted range by
+range of image ids, :func:`sorted_by_image_id`); and the ids whose score is a prior (:mod:`engine.release.scores`). For a
 batch of images, each row stream is read up to the batch's last image id (both are sorted by
 it), so a batch holds its images' rows and at most one Arrow batch (``batching.fetch_rows``) of
 the images after it. ``held_rows`` says how many rows were held when a batch was made, what a
@@ -32,9 +32,11 @@ from storage.schema import CURATED
 #: the most leading hex digits that cut a round's rows into ranges (16^3 = 4,096 ranges)
 MAX_RANGE_DIGITS = 3
 
-#: the image facts each streamed image has (its ``meta``), as SQL over ``images_at``
-IMAGE_SQL = (f"select image_id, file_name, width, height, format, num_bytes, shard_rel as shard, key, split, kept_id, "
-             f"pos from {IMAGES_AT} order by image_id")
+#: the image facts each streamed image has (its ``meta``), as SQL over ``images_at`` (unordered)
+IMAGE_SELECT = (f"select image_id, file_name, width, height, format, num_bytes, shard_rel as shard, key, split, "
+                f"kept_id, pos from {IMAGES_AT}")
+#: the order of a release's curated rows
+ROW_ORDER = "image_id, kind, annotation_id"
 
 
 @dataclass(frozen=True)
@@ -51,10 +53,9 @@ class ImageBatch:
     held_rows: int
 
 
-def rows_sql(round_: int) -> str:
-    """The curated rows of round ``round_`` in the release's order (module docstring)."""
-    return (f"select * exclude (curated_round) from curated where curated_round = {int(round_)} "
-            "order by image_id, kind, annotation_id")
+def rows_select(round_: int) -> str:
+    """The curated rows of round ``round_``, unordered (the release orders them by :data:`ROW_ORDER`)."""
+    return f"select * exclude (curated_round) from curated where curated_round = {int(round_)}"
 
 
 class SortedStream:
@@ -95,55 +96,81 @@ def range_digits(rows: int, sort_rows: int) -> int:
     return digits
 
 
-def curated_rows(con: duckdb.DuckDBPyConnection, round_: int, batching: ReleaseBatching,
-                 work: Path | None = None) -> Iterator[pa.RecordBatch]:
-    """The round's curated rows in the release's order (:func:`rows_sql`), as Arrow batches.
+def sorted_by_image_id(con: duckdb.DuckDBPyConnection, select: str, order: str, batching: ReleaseBatching,
+                       batch_rows: int, folder: Path | None = None) -> Iterator[pa.RecordBatch]:
+    """The rows of ``select`` (a query with an ``image_id`` column) ordered by ``order`` (which
+    starts with ``image_id``), as Arrow batches of ``batch_rows`` rows (the last fewer).
 
     One sorted query holds every row it sorts (DuckDB's external sort still needs memory that
-    grows with the rows: measured 64-96 MiB at 0.3M rows, 96-128 at 3.1M, 192-256 at 7.9M), so a
-    round of more than ``batching.sort_rows`` rows is first written, in one pass, under
-    ``work/rows/`` by the first ``d`` hex digits of its image ids (sha256: ranges of about equal
-    size, and every id of a range sorts before every id of the next), then each range is sorted
-    alone and streamed in turn: the same rows in the same order, with memory bounded by a range.
-    Without ``work``, or when an image id is not lowercase hex, one sorted query."""
-    total = con.execute(f"select count(*) from curated where curated_round = {int(round_)}").fetchall()[0][0]
-    digits = range_digits(int(total), batching.sort_rows) if work is not None else 0
-    if digits and con.execute(
-            f"select count(*) from curated where curated_round = {int(round_)} "
-            f"and not coalesce(regexp_matches(image_id, '^[0-9a-f]{{{digits}}}'), false)").fetchall()[0][0]:
+    grows with the rows: the curated rows of a release failed below 64-96 MiB at 0.3M rows,
+    96-128 at 3.1M, 192-256 at 7.9M), so more than ``batching.sort_rows`` rows are first
+    written, in one pass, under ``folder`` by the first ``d`` hex digits of their image ids
+    (sha256: ranges of about equal size, and every id of a range sorts before every id of the
+    next), then each range is sorted alone and streamed in turn: the same rows in the same
+    order, with memory bounded by a range. Without ``folder``, or when an image id is not
+    lowercase hex, one sorted query."""
+    total = con.execute(f"select count(*) from ({select})").fetchall()[0][0]
+    digits = range_digits(int(total), batching.sort_rows) if folder is not None else 0
+    if digits and con.execute(f"select count(*) from ({select}) "
+                              f"where not coalesce(regexp_matches(image_id, '^[0-9a-f]{{{digits}}}'), false)"
+                              ).fetchall()[0][0]:
         digits = 0
     if not digits:
-        yield from record_batches(con, rows_sql(round_), batching.fetch_rows)
+        yield from record_batches(con, f"{select} order by {order}", batch_rows)
         return
-    folder = work / "rows"
     remove_path(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
     ranges = 16**digits
     con.execute(f"set partitioned_write_max_open_files = {ranges}")
     # rows buffered per open range before a flush: together about a row per KiB of the memory limit
     con.execute(f"set partitioned_write_flush_threshold = {max(1024, batching.sql_memory_mib * 1024 // ranges)}")
-    con.execute(f"copy (select * exclude (curated_round), ('0x' || substr(image_id, 1, {digits}))::integer as id_range "
-                f"from curated where curated_round = {int(round_)}) to {quoted(str(folder))} "
-                "(format parquet, partition_by (id_range))")
-    for k in range(ranges):
-        part = folder / f"id_range={k}"
-        if part.is_dir():
-            yield from record_batches(con, f"select * from read_parquet({quoted(str(part / '*.parquet'))}, "
-                                      "hive_partitioning = false) order by image_id, kind, annotation_id",
-                                      batching.fetch_rows)
-            remove_path(part, ignore_errors=True)
+    con.execute(f"copy (select *, ('0x' || substr(image_id, 1, {digits}))::integer as id_range from ({select})) "
+                f"to {quoted(str(folder))} (format parquet, partition_by (id_range))")
+
+    def in_ranges() -> Iterator[pa.RecordBatch]:
+        for k in range(ranges):
+            part = folder / f"id_range={k}"
+            if part.is_dir():
+                yield from record_batches(con, f"select * from read_parquet({quoted(str(part / '*.parquet'))}, "
+                                          f"hive_partitioning = false) order by {order}", batch_rows)
+                remove_path(part, ignore_errors=True)
+
+    yield from rebatched(in_ranges(), batch_rows)
+
+
+def rebatched(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """``batches`` re-cut into batches of ``rows`` rows (the last fewer), in order."""
+    held: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        held.append(batch)
+        count += batch.num_rows
+        while count >= rows:
+            table = pa.Table.from_batches(held).combine_chunks()
+            yield table.slice(0, rows).to_batches()[0]
+            rest = table.slice(rows)
+            held, count = ([rest.combine_chunks().to_batches()[0]] if rest.num_rows else []), rest.num_rows
+    if count:
+        yield pa.Table.from_batches(held).combine_chunks().to_batches()[0]
 
 
 def image_batches(con: duckdb.DuckDBPyConnection, round_: int, batching: ReleaseBatching,
                   work: Path | None = None) -> Iterator[ImageBatch]:
     """Every released image with its rows (module docstring); ``con``: the build's catalog
     connection (the scratch streams read through cursors of their own); ``work``: a folder for
-    the curated rows cut into ranges (:func:`curated_rows`)."""
+    the streams cut into ranges (:func:`sorted_by_image_id`)."""
     images_cursor, unscored_cursor = con.cursor(), con.cursor()
     try:
-        rows = SortedStream(curated_rows(con, round_, batching, work), "image_id")
-        unscored = SortedStream(record_batches(unscored_cursor, f"select image_id, annotation_id from {UNSCORED} "
-                                               "order by image_id", batching.fetch_rows), "image_id")
-        for images in record_batches(images_cursor, IMAGE_SQL, batching.images):
+        def folder(name: str) -> Path | None:
+            return work / "sorted" / name if work is not None else None
+
+        rows = SortedStream(sorted_by_image_id(con, rows_select(round_), ROW_ORDER, batching, batching.fetch_rows,
+                                               folder("rows")), "image_id")
+        unscored = SortedStream(sorted_by_image_id(unscored_cursor, f"select image_id, annotation_id from {UNSCORED}",
+                                                   "image_id", batching, batching.fetch_rows, folder("unscored")),
+                                "image_id")
+        for images in sorted_by_image_id(images_cursor, IMAGE_SELECT, "image_id", batching, batching.images,
+                                         folder("images")):
             if images.num_rows == 0:
                 continue
             last = images.column("image_id")[images.num_rows - 1].as_py()

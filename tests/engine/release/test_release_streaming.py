@@ -52,7 +52,8 @@ def test_small_batches_give_the_same_release_and_hold_one_batch(report_root, mon
     small = ReleaseBatching(images=3, fetch_rows=4, sql_memory_mib=64, sort_rows=5)  # rows sorted in 16 ranges
     built = build_release(report_root["root"], 1, "test-r1-batched", CONFIG, small)
     assert _files(Path(built["path"])) == _files(Path(one["path"]))
-    assert sum("id_range=" in sql for sql in queries) > 3  # the rows were sorted range by range
+    for stream in ("rows", "images"):  # both were sorted range by range
+        assert sum(f"sorted/{stream}/id_range=" in sql for sql in queries) > 3, stream
     with Catalog(report_root["root"]) as catalog:
         per_image = sorted((n for (n,) in catalog.query(
             "select count(*) from curated where curated_round = 1 group by image_id")), reverse=True)
