@@ -5,8 +5,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from filters.nms import NmsConfig, calibrate, merge_references, score_reference
 from filters import rank_files
+from filters.nms import NmsConfig, calibrate, merge_references, score_reference
 from filters.rank_files import combine_key_files, read_ranks, write_keys
 
 RANK = NmsConfig(calibration="rank")
