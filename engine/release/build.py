@@ -179,10 +179,10 @@ def build_release(root: DataRoot | str | Path, round_: int, name: str, config: R
             if catalog.query("select 1 from releases where name = ?", [name]):
                 raise ReleaseError(f"release {name!r} is recorded in the catalog; releases are immutable")
             total_rows, context = _round_context(catalog, int(round_))
+            open_scratch(catalog.con, work, batching)  # first: the card's statistics run in its memory too
             stats = round_stats(catalog, int(round_), config.pipeline)
             _check_ingested(catalog, int(round_))
             stage.mkdir(parents=True)
-            open_scratch(catalog.con, work, batching)
             try:
                 written = write_files(catalog.con, int(round_), total_rows, stage, work, config, batching,
                                       context["round_config"], lambda path: portable(path, root.path))

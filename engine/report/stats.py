@@ -156,12 +156,15 @@ def table3(source: Catalog | DataRoot | str | Path, round_: int, pipeline: str |
     brief, detailed, more detailed)."""
     if max_texts < 1:
         raise ValueError(f"max_texts must be >= 1, got {max_texts}")
+    captions = "from curated where curated_round = ? and kind = 'caption' and trim(coalesce(text, '')) <> ''"
     with open_catalog(source) as catalog:
         pipeline = pipeline or configured_pipeline(catalog, round_)
-        rows = catalog.query(
-            "select granularity, text from (select granularity, text, row_number() over (partition by granularity "
-            "order by annotation_id) as n from curated where curated_round = ? and kind = 'caption' "
-            "and trim(coalesce(text, '')) <> '') where n <= ? order by granularity, n", [int(round_), max_texts])
+        rows = []  # each granularity's first max_texts by annotation id: a top-n, held in max_texts rows
+        for (granularity,) in catalog.query(f"select distinct granularity {captions} order by granularity",
+                                            [int(round_)]):
+            rows += [(granularity, text) for (text,) in catalog.query(
+                f"select text {captions} and granularity is not distinct from ? order by annotation_id limit ?",
+                [int(round_), granularity, max_texts])]
     texts: dict[str, list[str]] = {}
     for granularity, text in rows:
         texts.setdefault(GRANULARITY_NAMES.get(granularity, granularity or "unknown"), []).append(text)
