@@ -7,7 +7,7 @@ sorted scores of its source over the whole round (the *reference*: 4 or 8 bytes 
 its source, so
 
 * each partition task writes its judged rows' ``(source, key)`` pairs to one Parquet file
-  (:func:`write_keys`; ``key``: the score as :func:`filters.nms.sort_key` compares it,
+  (:func:`write_keys`; ``key``: the score as :func:`sort_key` compares it,
   stored as float64, -0.0 as 0.0);
 * DuckDB sorts the keys of every file by source and key (one window), ranks each
   ``(a + b) / (2 m)`` (``a`` = ``rank() - 1``: keys of the source below it; ``b`` = the
@@ -67,6 +67,13 @@ class RankLookup:
             raise RuntimeError(f"rank lookup of source {source!r} misses {int((~found).sum())} scores: "
                                "the partition's prepared ranks do not match its rows; curate the round again")
         return ranks[at]
+
+
+def sort_key(scores: np.ndarray) -> np.ndarray:
+    """``scores`` as float32 when that loses nothing (Parquet scores are float32: sorting and
+    searching those is ~2.5x faster), else as given."""
+    narrow = scores.astype(np.float32)
+    return narrow if np.array_equal(narrow, scores, equal_nan=True) else scores
 
 
 def canonical(keys: np.ndarray) -> np.ndarray:
@@ -133,36 +140,38 @@ def read_ranks(folder: Path, index: int) -> RankLookup | dict[str | None, np.nda
     if not files:
         return RankLookup({})
     table = pa.concat_tables([pq.read_table(f, columns=["source", "key", "rank"]) for f in files])
+    keys, ranks = table["key"].to_numpy(), table["rank"].to_numpy()
     out: dict[str | None, tuple[np.ndarray, np.ndarray]] = {}
-    for source in table["source"].unique().to_pylist():
-        rows = table.filter(pc.is_null(table["source"]) if source is None else pc.equal(table["source"], source))
-        keys = rows["key"].to_numpy()
-        order = np.argsort(keys, kind="stable")  # NaN last, as the reference sorts (equal keys: one rank)
-        out[source] = (keys[order], rows["rank"].to_numpy()[order])
+    for source, rows in _rows_by_source(table):
+        order = rows[np.argsort(keys[rows], kind="stable")]  # NaN last, as the reference sorts (equal keys: one rank)
+        out[source] = (keys[order], ranks[order])
     return RankLookup(out)
 
 
 def _reference(paths: list[Path]) -> dict[str | None, np.ndarray]:
     """Every source's keys of every file, sorted ascending (NaN last; float32 where that loses
-    nothing, as :func:`filters.nms.sort_key` narrows): the reference in memory, read file by file."""
+    nothing, :func:`sort_key`): the reference in memory, read file by file."""
     pieces: dict[str | None, list[np.ndarray]] = {}
     for path in paths:
         table = pq.read_table(path, columns=["source", "key"])
-        source = pc.dictionary_encode(table["source"]).combine_chunks()
-        codes = pc.fill_null(source.indices, -1).to_numpy()
         keys = table["key"].to_numpy()
-        for code, name in [(-1, None), *enumerate(source.dictionary.to_pylist())]:
-            mine = keys[codes == code]
-            if len(mine):
-                pieces.setdefault(name, []).append(mine)
+        for source, rows in _rows_by_source(table):
+            pieces.setdefault(source, []).append(keys[rows])
     out = {}
-    for name, parts in pieces.items():
+    for source, parts in pieces.items():
         keys = np.concatenate(parts)
         del parts[:]
         keys.sort()
-        narrow = keys.astype(np.float32)
-        out[name] = narrow if np.array_equal(narrow, keys, equal_nan=True) else keys
+        out[source] = sort_key(keys)
     return out
+
+
+def _rows_by_source(table: pa.Table) -> list[tuple[str | None, np.ndarray]]:
+    """``(source, its rows)`` for every source of ``table`` (a null source as None)."""
+    source = pc.dictionary_encode(table["source"]).combine_chunks()
+    codes = pc.fill_null(source.indices, -1).to_numpy()
+    return [(name, rows) for code, name in [(-1, None), *enumerate(source.dictionary.to_pylist())]
+            if len(rows := np.flatnonzero(codes == code))]
 
 
 def _escaped(path: Path) -> str:

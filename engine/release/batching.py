@@ -65,9 +65,9 @@ def open_scratch(con: duckdb.DuckDBPyConnection, folder: Path, batching: Release
     con.execute(f"set memory_limit = '{int(batching.sql_memory_mib)}MiB'")
     con.execute(f"set threads = {int(batching.sql_threads)}")
     con.execute("set preserve_insertion_order = false")  # every stream says its order
-    con.execute(f"set temp_directory = {_quoted(str(folder / 'spill'))}")
+    con.execute(f"set temp_directory = {quoted(str(folder / 'spill'))}")
     con.execute("set enable_progress_bar = false")
-    con.execute(f"attach {_quoted(str(folder / 'scratch.duckdb'))} as {SCRATCH}")
+    con.execute(f"attach {quoted(str(folder / 'scratch.duckdb'))} as {SCRATCH}")
 
 
 def record_batches(con: duckdb.DuckDBPyConnection, sql: str, rows: int) -> Iterator[pa.RecordBatch]:
@@ -90,8 +90,4 @@ def append(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
 
 def quoted(text: str) -> str:
     """``text`` as an SQL string literal."""
-    return _quoted(text)
-
-
-def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
