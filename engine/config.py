@@ -80,6 +80,8 @@ class RunnerSection:
     run (0: no limit; default 10,000; a shard is never split): a wave's rows are held together
     until its files are written, so bounded waves bound annotation's memory and make progress
     durable sooner, at one pipeline start per wave.
+    ``decode_threads``: threads each annotation worker decodes a batch's images on (0: automatic,
+    the worker's cores up to 4; 1: none beside the worker's own).
     """
 
     name: str = "direct"
@@ -87,6 +89,7 @@ class RunnerSection:
     options: tuple[str, ...] = ()
     wave_size: int = 0
     wave_images: int = DEFAULT_WAVE_IMAGES
+    decode_threads: int = 0
 
     def __post_init__(self) -> None:
         if self.name not in RUNNERS:
@@ -95,6 +98,7 @@ class RunnerSection:
         if self.wave_size < 0:
             raise ValueError(f"runner.wave_size must be >= 0, got {self.wave_size}")
         check_int_range("runner.wave_images", self.wave_images, 0)
+        check_int_range("runner.decode_threads", self.decode_threads, 0, MAX_WORKERS)
         if any(not str(o).startswith("--") for o in self.options):
             raise ValueError(f"runner.options must be Beam flags starting with --, got {list(self.options)}")
 

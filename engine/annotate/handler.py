@@ -5,10 +5,10 @@ handler imports TensorFlow).
 (Beam's shared handle; threads of a process share it) and feeds it batches sized by the
 annotator's ``batch_elements_kwargs``. Users can drop it into their own Beam pipelines.
 
-Elements are :class:`engine.annotate.elements.ImageJob`s (a decoded image with its shard and
-key); each result is an :class:`engine.annotate.elements.Outcome` with the rows made for that
-image, or the error that stopped it (dead letter). A failing batch is retried image by image
-so one bad image never costs its neighbours their annotations.
+Elements are :class:`engine.annotate.elements.ImageJob`s (an encoded image with its shard and
+key, decoded here on ``decode_threads`` threads per batch); each result is an
+:class:`engine.annotate.elements.Outcome` with the rows made for that image, or the error
+that stopped it (dead letter). A failing batch is retried image by image so one bad image never costs its neighbours their annotations.
 
 Given a ``progress_root``, the handler also counts each finished batch's images in the
 (round, source, shard)'s progress file there (:mod:`engine.annotate.progress`), which the
@@ -27,9 +27,10 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from annotators.base import Annotator, ImageBatch
 from annotators.registry import annotator_class, build_annotator
+from engine.annotate.decoding import decode_batch, decode_thread_count
 from engine.annotate.elements import ImageJob, Outcome
 from engine.annotate.progress import add_images
-from storage.decode import DecodeLimits, ImageRejected
+from storage.decode import DecodeLimits
 from storage.layout import DataRoot
 
 #: Pillow keeps up to this many freed image blocks (16 MiB each by default) for reuse, unless
@@ -56,8 +57,12 @@ class AnnotatorModelHandler(ModelHandler[ImageJob, Outcome, Annotator]):
     """Wraps the annotator ``name`` built with ``settings`` (the config's table for it)."""
 
     def __init__(self, name: str, settings: Mapping[str, Any] | None = None, round_: int = 0,
-                 limits: DecodeLimits = DecodeLimits(), progress_root: DataRoot | None = None):
+                 limits: DecodeLimits = DecodeLimits(), progress_root: DataRoot | None = None,
+                 decode_threads: int = 0):
         super().__init__()
+        decode_thread_count(decode_threads)  # a bad value fails in the driver
+        #: threads that decode a batch (0: automatic, from the worker's own cores; see engine.annotate.decoding)
+        self.decode_threads = int(decode_threads)
         self.name = name
         self.settings = dict(settings or {})
         self.round = int(round_)
@@ -96,13 +101,8 @@ class AnnotatorModelHandler(ModelHandler[ImageJob, Outcome, Annotator]):
 
     def run_inference(self, batch: Sequence[ImageJob], model: Annotator,
                       inference_args: dict[str, Any] | None = None) -> Iterable[Outcome]:
-        decoded, dead = [], []
-        for job in batch:
-            try:
-                job.item(self.limits)
-                decoded.append(job)
-            except ImageRejected as exc:
-                dead.append(Outcome.of(job, self.name, error=("decode", str(exc))))
+        decoded, refused = decode_batch(batch, self.limits, decode_thread_count(self.decode_threads))
+        dead = [Outcome.of(job, self.name, error=("decode", reason)) for job, reason in refused]
         outcomes = dead + self._annotate_or_split(decoded, model)
         for job in batch:
             job.done(self.name)  # frees the decoded pixels once every annotator had them

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from annotators.registry import annotator_class
+from engine.annotate.decoding import decode_thread_count
 from engine.annotate.elements import ShardTask
 from engine.annotate.progress import AnnotateProgress, ImageProgress
 from engine.annotate.runners import DEFAULT_WAVE_IMAGES, run_to_completion, runner_options
@@ -58,6 +59,7 @@ class AnnotateRequest:
     bounded waves bound the memory (about 34 KB per image at FLD-5B's ~40 rows per image) and
     make progress durable sooner (a killed run loses at most one wave), at the price of one
     pipeline start per wave (about a second).
+    ``decode_threads``: threads each worker decodes a batch's images on (0: its cores, at most 4).
     ``progress``: the tqdm bar of (annotator x image) units; ``on_progress``: called with an
     :class:`~engine.annotate.progress.AnnotateProgress` whenever that count moves (from a thread).
     """
@@ -71,6 +73,7 @@ class AnnotateRequest:
     progress: bool = True
     wave_size: int = 0
     wave_images: int = DEFAULT_WAVE_IMAGES
+    decode_threads: int = 0
     on_progress: Callable[[AnnotateProgress], None] | None = None
 
     def __post_init__(self) -> None:
@@ -86,6 +89,7 @@ class AnnotateRequest:
             raise ValueError(f"wave_size must be >= 0, got {self.wave_size}")
         if self.wave_images < 0:
             raise ValueError(f"wave_images must be >= 0, got {self.wave_images}")
+        decode_thread_count(self.decode_threads)
 
 
 def plan_tasks(root: DataRoot, round_: int, sources: list[str]) -> list[ShardTask]:
@@ -116,7 +120,8 @@ def annotate(root: DataRoot, request: AnnotateRequest) -> dict[str, Any]:
 
     sources = list(request.annotators)
     handlers = {name: AnnotatorModelHandler(name, request.annotators[name], request.round, request.limits,
-                                            progress_root=root) for name in sources}
+                                            progress_root=root, decode_threads=request.decode_threads)
+                for name in sources}
     needing_context = frozenset(n for n in sources if "annotations" in annotator_class(n).needs)
     tasks = plan_tasks(root, request.round, sources)
     units = sum(len(t.sources) for t in tasks)

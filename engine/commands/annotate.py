@@ -39,6 +39,9 @@ def declare(parser: argparse.ArgumentParser):
     parser.add_argument("--wave-images", type=int, default=None,
                         help="images per pipeline run, which bounds memory (default: the config's [runner] "
                              "wave_images, 10,000; 0: no limit)")
+    parser.add_argument("--decode-threads", type=int, default=None,
+                        help="threads each worker decodes a batch's images on (default: the config's [runner] "
+                             "decode_threads, 0: the worker's cores, at most 4)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def run(args: argparse.Namespace) -> int:
@@ -53,7 +56,8 @@ def declare(parser: argparse.ArgumentParser):
             pipeline_args=[*config.runner.options, *args.extra],
             limits=DecodeLimits(config.ingest.max_pixels, config.ingest.min_side), progress=not args.quiet,
             wave_size=args.wave_size or config.runner.wave_size,
-            wave_images=config.runner.wave_images if args.wave_images is None else args.wave_images)
+            wave_images=config.runner.wave_images if args.wave_images is None else args.wave_images,
+            decode_threads=config.runner.decode_threads if args.decode_threads is None else args.decode_threads)
         summary = annotate(root, request)
         print(json.dumps(summary, indent=2))
         return 0

@@ -58,7 +58,7 @@ def annotate_step(ctx: RoundContext) -> dict[str, Any]:
         request = AnnotateRequest(round=ctx.round, annotators={n: annotators[n] for n in stage},
                                   runner=runner.name, workers=runner.workers, pipeline_args=list(runner.options),
                                   limits=limits, progress=ctx.progress, wave_size=runner.wave_size,
-                                  wave_images=runner.wave_images)
+                                  wave_images=runner.wave_images, decode_threads=runner.decode_threads)
         sources.update(annotate(ctx.root, request)["sources"])
     return {"sources": sources}
 

@@ -177,9 +177,10 @@ def test_dead_letters_name_stage_and_reason_and_the_rest_completes(ingested_root
     Image.new("RGB", (50, 40), (1, 2, 3)).save(replacement, "PNG")
     member = next(n for n in tarfile.open(shard).getnames() if n.startswith(key + "."))
     _replace_member(Path(shard), member, replacement.getvalue())
-    # 2) a decode limit stricter than at ingest, 3) an annotator failing on wide images
+    # 2) a decode limit stricter than at ingest (refused on the decode threads), 3) an annotator
+    # failing on wide images
     summary = _run(ingested_root, annotators={"dark_patch": {}, "fails_on_wide": {}},
-                   limits=DecodeLimits(max_pixels=300 * 300))
+                   limits=DecodeLimits(max_pixels=300 * 300), decode_threads=3)
     errors = error_rows(ingested_root)
     by = {(e["source"], e["key"], e["stage"]) for e in errors}
     assert ("dark_patch", key, "read") in by and ("fails_on_wide", key, "read") in by
