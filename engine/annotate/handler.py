@@ -8,7 +8,8 @@ annotator's ``batch_elements_kwargs``. Users can drop it into their own Beam pip
 Elements are :class:`engine.annotate.elements.ImageJob`s (an encoded image with its shard and
 key, decoded here on ``decode_threads`` threads per batch); each result is an
 :class:`engine.annotate.elements.Outcome` with the rows made for that image, or the error
-that stopped it (dead letter). A failing batch is retried image by image so one bad image never costs its neighbours their annotations.
+that stopped it (dead letter). A failing batch is retried image by image so one bad image
+never costs its neighbours their annotations.
 
 Given a ``progress_root``, the handler also counts each finished batch's images in the
 (round, source, shard)'s progress file there (:mod:`engine.annotate.progress`), which the
