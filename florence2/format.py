@@ -203,6 +203,13 @@ def task_prompt(name: str, text: str | None = None, bbox: Sequence[float] | None
     return spec.token + box_tokens(bbox, width, height)
 
 
+def prompt_region(prompt: str) -> tuple[float, float, float, float] | None:
+    """The box a region-input prompt (``<REGION_TO_DESCRIPTION><loc_a>..<loc_d>``) carries,
+    normalised 0..1 (bin centres, ``(bin + 0.5) / 1000``); None without four location tokens."""
+    bins = [(int(b) + 0.5) / NUM_BINS for b in _TARGET_LOC_RE.findall(prompt)]
+    return (bins[0], bins[1], bins[2], bins[3]) if len(bins) == 4 else None
+
+
 def prompt_caption(prompt: str) -> str | None:
     """The caption a text-input prompt (``<CAPTION_TO_PHRASE_GROUNDING>caption``) carries; None for
     a prompt of a task without a text input."""

@@ -66,6 +66,8 @@ class PretrainConfig:
     lr: float = 1e-3
     warmup_steps: int = 50
     aux_loss_weight: float = 1.0
+    #: words of the region descriptions the auxiliary head predicts per cell (0: shape classes and boxes only)
+    aux_words: int = 0
     seed: int = 0
     #: the committed checkpoint's: a label before every box (``florence2.format.TARGET_FORMATS``)
     target_format: str = "per_box"
@@ -89,6 +91,8 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not 0 <= self.warmup_steps < self.steps:
             raise ValueError(f"warmup_steps must be in [0, steps), got {self.warmup_steps!r}")
+        if not isinstance(self.aux_words, int) or self.aux_words < 0:
+            raise ValueError(f"aux_words must be an integer >= 0, got {self.aux_words!r}")
         if not self.lr > 0 or not self.aux_loss_weight >= 0:
             raise ValueError(f"lr must be > 0 and aux_loss_weight >= 0, got {self.lr!r}, {self.aux_loss_weight!r}")
         from florence2.format import task_names
@@ -182,7 +186,8 @@ def pretrain(out: Path, work: Path, config: PretrainConfig, log: Any = print) ->
         base_model=str(init), tasks=config.tasks, max_steps=config.steps, batch_size=config.batch_size, lr=config.lr,
         warmup_ratio=config.warmup_steps / config.steps, weight_decay=0.01, max_grad_norm=1.0,
         device=config.device, dtype="fp32", seed=config.seed, eval_fraction=0.0, promote="always",
-        min_image_dependence=0.0, aux_loss_weight=config.aux_loss_weight, loader_threads=config.loader_threads,
+        min_image_dependence=0.0, aux_loss_weight=config.aux_loss_weight, aux_max_words=config.aux_words,
+        loader_threads=config.loader_threads,
         shuffle_buffer=1024, save_every=500, keep_checkpoints=1)
     clock = time.perf_counter()
 

@@ -15,23 +15,34 @@ resizes the whole image to a square). Its loss, per batch:
   (0..1) on every covered cell, and on each box's centre cell when no box covers that
   cell's centre (small boxes).
 
-Targets come only from the training examples' ``<OD>`` targets (:func:`od_boxes`; in the
-engine, the curated set's train split), never from ground truth; the class vocabulary is the
-labels found there (:func:`class_vocabulary`). The head trains with the model and is never
-saved into the checkpoint, which stays a plain Florence-2.
+- with ``max_words`` > 0, plus a binary cross-entropy of the words of each cell's region
+  description: the ``max_words`` most frequent words of the ``REGION_TO_DESCRIPTION`` targets,
+  multi-hot on the cells of the prompted box (the smallest described box covering a cell's
+  centre; a small box's centre cell), described cells only. Shape classes alone never ask the
+  encoder to keep an object's colour or size; the words do ("a small red triangle").
+
+Targets come only from the training examples (``<OD>`` targets, :func:`od_boxes`; region
+descriptions, :func:`described_boxes`; in the engine, the curated set's train split), never
+from ground truth; the class and word vocabularies are those found there
+(:func:`class_vocabulary`, :func:`word_vocabulary`). The head trains with the model and is
+never saved into the checkpoint, which stays a plain Florence-2.
 """
 
 from __future__ import annotations
 
 import collections
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from engine.retrain.examples import Example
-from florence2.format import target_regions
+from florence2.format import prompt_region, target_regions
 from florence2.loss import IGNORE_INDEX
 
 Box = tuple[str, tuple[float, float, float, float]]
+#: a described box: the description's words (lowercase, in order) and the normalised box
+Described = tuple[tuple[str, ...], tuple[float, float, float, float]]
+_WORD_RE = re.compile(r"[a-z0-9]+")
 
 
 def od_boxes(examples: Iterable[Example]) -> dict[str, list[Box]]:
@@ -44,6 +55,68 @@ def od_boxes(examples: Iterable[Example]) -> dict[str, list[Box]]:
             continue
         out[example.image_id].extend(target_regions(example.target))
     return dict(out)
+
+
+def described_boxes(examples: Iterable[Example]) -> dict[str, list[Described]]:
+    """image_id -> ``(words, (x0, y0, x1, y1))`` of every ``REGION_TO_DESCRIPTION`` example: the
+    prompt's box (normalised 0..1, bin centres) and the target's lowercase words."""
+    out: dict[str, list[Described]] = collections.defaultdict(list)
+    for example in examples:
+        if example.task != "REGION_TO_DESCRIPTION":
+            continue
+        box = prompt_region(example.prompt)
+        if box is not None:
+            out[example.image_id].append((tuple(_WORD_RE.findall(example.target.lower())), box))
+    return dict(out)
+
+
+def word_vocabulary(described: dict[str, list[Described]], max_words: int) -> tuple[str, ...]:
+    """The ``max_words`` most frequent description words (each counted once per description; ties by word)."""
+    counts = collections.Counter(word for image in described.values() for words, _ in image for word in set(words))
+    return tuple(sorted(counts, key=lambda word: (-counts[word], word))[:max_words])
+
+
+def _centres(side: int) -> tuple[Any, Any]:
+    import torch
+
+    centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+    cy, cx = torch.meshgrid(centres, centres, indexing="ij")
+    return cy.flatten(), cx.flatten()
+
+
+def _centre_cell(box: tuple[float, float, float, float], side: int) -> int:
+    x0, y0, x1, y1 = box
+    col = min(side - 1, max(0, int((x0 + x1) / 2 * side)))
+    row = min(side - 1, max(0, int((y0 + y1) / 2 * side)))
+    return row * side + col
+
+
+def word_cell_targets(described: list[Described], words: tuple[str, ...], side: int) -> tuple[Any, Any]:
+    """``(multi-hot (side**2, len(words)) float32, described (side**2,) bool)`` of one image: a
+    cell takes the words of the smallest described box covering its centre; a box covering no
+    cell centre takes its centre cell when no box took it."""
+    import torch
+
+    index = {word: i for i, word in enumerate(words)}
+    hot = torch.zeros(side * side, len(words))
+    mask = torch.zeros(side * side, dtype=torch.bool)
+    cy, cx = _centres(side)
+    order = sorted(described, key=lambda d: -(d[1][2] - d[1][0]) * (d[1][3] - d[1][1]))
+
+    def vector(found: tuple[str, ...]) -> Any:
+        out = torch.zeros(len(words))
+        out[[index[w] for w in found if w in index]] = 1.0
+        return out
+
+    for found, (x0, y0, x1, y1) in order:
+        covered = (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
+        hot[covered] = vector(found)
+        mask[covered] = True
+    for found, box in order:
+        cell = _centre_cell(box, side)
+        if not mask[cell]:
+            hot[cell], mask[cell] = vector(found), True
+    return hot, mask
 
 
 def class_vocabulary(boxes: dict[str, list[Box]], max_classes: int) -> tuple[str, ...]:
@@ -61,9 +134,7 @@ def cell_targets(boxes: list[Box], classes: tuple[str, ...], side: int) -> tuple
     cls = torch.zeros(side * side, dtype=torch.long)
     target = torch.zeros(side * side, 4)
     mask = torch.zeros(side * side, dtype=torch.bool)
-    centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
-    cy, cx = torch.meshgrid(centres, centres, indexing="ij")
-    cy, cx = cy.flatten(), cx.flatten()
+    cy, cx = _centres(side)
     # largest first, so the smallest box covering a cell's centre is written last and wins
     order = sorted(boxes, key=lambda b: -(b[1][2] - b[1][0]) * (b[1][3] - b[1][1]))
     for label, (x0, y0, x1, y1) in order:
@@ -72,9 +143,7 @@ def cell_targets(boxes: list[Box], classes: tuple[str, ...], side: int) -> tuple
         target[covered] = torch.tensor([x0, y0, x1, y1])
         mask[covered] = label in index
     for label, (x0, y0, x1, y1) in order:  # small boxes: their centre cell, when no box took it
-        col = min(side - 1, max(0, int((x0 + x1) / 2 * side)))
-        row = min(side - 1, max(0, int((y0 + y1) / 2 * side)))
-        cell = row * side + col
+        cell = _centre_cell((x0, y0, x1, y1), side)
         if cls[cell] == 0 and label in index:
             cls[cell], target[cell], mask[cell] = index[label], torch.tensor([x0, y0, x1, y1]), True
     return cls, target, mask
@@ -83,17 +152,30 @@ def cell_targets(boxes: list[Box], classes: tuple[str, ...], side: int) -> tuple
 @dataclass
 class AuxTargets:
     """Per-image cell targets of a training set: ``classes`` (the head's vocabulary, background
-    excluded), grid ``side``, and ``by_image``: image_id -> :func:`cell_targets`."""
+    excluded), grid ``side``, ``by_image``: image_id -> :func:`cell_targets`; ``words`` (the
+    description vocabulary, empty = no word term) and ``words_by_image``: image_id ->
+    :func:`word_cell_targets`."""
 
     classes: tuple[str, ...]
     side: int
     by_image: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)
+    words: tuple[str, ...] = ()
+    words_by_image: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     @classmethod
-    def from_examples(cls, examples: Iterable[Example], side: int, max_classes: int) -> "AuxTargets":
+    def from_examples(cls, examples: Iterable[Example], side: int, max_classes: int,
+                      max_words: int = 0) -> "AuxTargets":
+        examples = list(examples)
         boxes = od_boxes(examples)
         classes = class_vocabulary(boxes, max_classes)
-        return cls(classes, side, {image: cell_targets(b, classes, side) for image, b in boxes.items()})
+        targets = cls(classes, side, {image: cell_targets(b, classes, side) for image, b in boxes.items()})
+        if max_words > 0:
+            described = described_boxes(examples)
+            targets.words = word_vocabulary(described, max_words)
+            if targets.words:
+                targets.words_by_image = {image: word_cell_targets(d, targets.words, side)
+                                          for image, d in described.items()}
+        return targets
 
     def collate(self, image_ids: list[str]) -> dict[str, Any]:
         """Batch tensors ``aux_classes`` (B, side**2; -100 for images without targets),
@@ -104,8 +186,14 @@ class AuxTargets:
         empty = (torch.full((cells,), IGNORE_INDEX, dtype=torch.long), torch.zeros(cells, 4),
                  torch.zeros(cells, dtype=torch.bool))
         parts = [self.by_image.get(image_id, empty) for image_id in image_ids]
-        return {"aux_classes": torch.stack([p[0] for p in parts]), "aux_boxes": torch.stack([p[1] for p in parts]),
-                "aux_box_mask": torch.stack([p[2] for p in parts])}
+        out = {"aux_classes": torch.stack([p[0] for p in parts]), "aux_boxes": torch.stack([p[1] for p in parts]),
+               "aux_box_mask": torch.stack([p[2] for p in parts])}
+        if self.words:  # ``aux_words`` (B, side**2, W) multi-hot and ``aux_word_mask`` (B, side**2)
+            none = (torch.zeros(cells, len(self.words)), torch.zeros(cells, dtype=torch.bool))
+            words = [self.words_by_image.get(image_id, none) for image_id in image_ids]
+            out["aux_words"] = torch.stack([w[0] for w in words])
+            out["aux_word_mask"] = torch.stack([w[1] for w in words])
+        return out
 
 
 def grid_side(processor: Any) -> int:
@@ -115,18 +203,20 @@ def grid_side(processor: Any) -> int:
     return math.isqrt(int(processor.num_image_tokens) - int(processor.num_additional_image_tokens))
 
 
-def new_head(d_model: int, classes: int, seed: int) -> Any:
-    """The head, ``Linear(d_model, 1 + classes + 4)``, with seeded default (uniform) init."""
+def new_head(d_model: int, classes: int, seed: int, words: int = 0) -> Any:
+    """The head, ``Linear(d_model, 1 + classes + 4 + words)``, with seeded default (uniform) init."""
     import torch
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return torch.nn.Linear(d_model, 1 + classes + 4)
+        return torch.nn.Linear(d_model, 1 + classes + 4 + words)
 
 
 def aux_loss(head: Any, encoder_hidden: Any, input_ids: Any, image_token_id: int, batch: dict[str, Any]) -> Any:
     """Cross-entropy of the class map (mean over non-ignored cells) + L1 of the boxes (mean
-    over the masked cells' coordinates), a 0-d tensor; 0 when the batch has no target.
+    over the masked cells' coordinates) + with word targets, the binary cross-entropy of the
+    described cells' words (mean over those cells and words); a 0-d tensor, 0 when the batch
+    has no target.
 
     ``encoder_hidden``: (B, L, d_model) BART encoder output; ``input_ids``: (B, L), each row
     holding at least ``side**2`` image tokens; ``batch``: the :meth:`AuxTargets.collate` tensors.
@@ -137,9 +227,14 @@ def aux_loss(head: Any, encoder_hidden: Any, input_ids: Any, image_token_id: int
     cells = classes.shape[1]
     is_image = input_ids == image_token_id
     take = is_image & (is_image.cumsum(dim=1) <= cells)
-    out = head(encoder_hidden[take].view(len(input_ids), cells, -1).float())  # (B, cells, 1 + C + 4)
-    logits, predicted = out[..., :-4], out[..., -4:]
+    out = head(encoder_hidden[take].view(len(input_ids), cells, -1).float())  # (B, cells, 1 + C + 4 + W)
+    words = batch["aux_words"].shape[-1] if "aux_words" in batch else 0
+    end = out.shape[-1] - words
+    logits, predicted, word_logits = out[..., :end - 4], out[..., end - 4:end], out[..., end:]
     loss = encoder_hidden.new_zeros((), dtype=out.dtype)
+    if words and batch["aux_word_mask"].any():
+        described = batch["aux_word_mask"]
+        loss = loss + F.binary_cross_entropy_with_logits(word_logits[described], batch["aux_words"][described])
     if (classes != IGNORE_INDEX).any():
         loss = loss + F.cross_entropy(logits.flatten(0, 1), classes.flatten(), ignore_index=IGNORE_INDEX)
     if box_mask.any():

@@ -52,7 +52,7 @@ DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|auto)$")
 _POSITIVE_INTS = ("epochs", "batch_size", "grad_accum", "eval_batch_size", "max_new_tokens", "num_beams",
                   "max_target_tokens", "loader_threads", "shuffle_buffer", "keep_checkpoints", "tiny_image_size",
                   "aux_max_classes", "image_dependence_examples")
-_NON_NEGATIVE_INTS = ("max_steps", "save_every", "eval_max_examples", "seed")
+_NON_NEGATIVE_INTS = ("max_steps", "save_every", "eval_max_examples", "seed", "aux_max_words")
 
 
 def _is_int(value: Any) -> bool:
@@ -86,7 +86,9 @@ class TrainingConfig:
     ``aux_loss_weight``: weight of the auxiliary per-cell detection loss on the text encoder's
     image positions (:mod:`engine.retrain.aux_head`; 0 = off, the default: real checkpoints need
     none; the demo's small model needs it to keep looking at the image); its class vocabulary
-    is the ``aux_max_classes`` most frequent OD labels of the training split.
+    is the ``aux_max_classes`` most frequent OD labels of the training split; with
+    ``aux_max_words`` > 0 the head also predicts each described cell's words (the ``aux_max_words``
+    most frequent words of the split's region descriptions; 0 = no word term, the default).
     ``min_image_dependence``: promotion refuses, whatever ``promote`` says, a model whose
     ``image_dependence`` (relative change of its logits when the validation images are swapped,
     over up to ``image_dependence_examples`` examples; 0 = blind) is below this (0 = no check).
@@ -152,6 +154,7 @@ class TrainingConfig:
     promote_resamples: int = 2000
     aux_loss_weight: float = 0.0
     aux_max_classes: int = 32
+    aux_max_words: int = 0
     min_image_dependence: float = 0.01
     image_dependence_examples: int = 64
     calibration_precision: float = 0.9

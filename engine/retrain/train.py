@@ -360,9 +360,10 @@ def train(root: DataRoot, round_: int, examples: list[Example], config: Training
     if config.aux_loss_weight > 0:
         from engine.retrain.aux_head import AuxTargets, grid_side, new_head
 
-        aux = AuxTargets.from_examples(train_set, grid_side(processor), config.aux_max_classes)
+        aux = AuxTargets.from_examples(train_set, grid_side(processor), config.aux_max_classes, config.aux_max_words)
         result.aux_classes = list(aux.classes)
-        head = new_head(model.config.text_config.d_model, len(aux.classes), config.seed).to(device).train()
+        head = new_head(model.config.text_config.d_model, len(aux.classes), config.seed,
+                        len(aux.words)).to(device).train()
     optimizer = make_optimizer(model, config, device, head)
     per_epoch = math.ceil(len(train_set) / config.batch_size)
     total = config.max_steps or math.ceil(config.epochs * per_epoch / config.grad_accum)

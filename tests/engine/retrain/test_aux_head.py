@@ -10,12 +10,23 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.retrain.aux_head import AuxTargets, aux_loss, cell_targets, class_vocabulary, grid_side, new_head, od_boxes
+from engine.retrain.aux_head import (
+    AuxTargets,
+    aux_loss,
+    cell_targets,
+    class_vocabulary,
+    described_boxes,
+    grid_side,
+    new_head,
+    od_boxes,
+    word_cell_targets,
+    word_vocabulary,
+)
 from engine.retrain.config import TrainingConfig
 from engine.retrain.examples import Example, build_examples
 from engine.retrain.train import STATE_FILE, Collator, latest_checkpoint, load_model, stream_examples, train
 from florence2.checkpoint import build_checkpoint
-from florence2.format import regions_target
+from florence2.format import regions_target, task_prompt
 from tests.engine.retrain.data import curated_rows, make_root, write_curated
 
 
@@ -51,6 +62,58 @@ def test_cell_targets_smallest_box_wins_and_small_boxes_get_their_centre_cell():
     assert grid[3].tolist() == [-100, 0, 0, 3]
     assert boxes[1].tolist() == pytest.approx(list(small[1])) and boxes[15].tolist() == pytest.approx(list(tiny[1]))
     assert mask.view(4, 4)[3].tolist() == [False, False, False, True] and int(mask.sum()) == 9
+
+
+def _described(image_id: str, box: list[float], text: str) -> Example:
+    return Example(image_id, "REGION_TO_DESCRIPTION", task_prompt("REGION_TO_DESCRIPTION", bbox=box, width=200,
+                                                                  height=100), text, 200, 100, "s.tar", image_id,
+                   "tar", "train")
+
+
+def test_word_targets_come_from_the_descriptions_of_the_prompted_boxes():
+    examples = [_described("a", [0, 0, 100, 50], "a small red triangle"),
+                _described("a", [150, 75, 152, 77], "a tiny blue dot"),  # covers no cell centre
+                _described("b", [0, 0, 200, 100], "A red, red sky!"),
+                _example("a", "OD", regions_target([("triangle", [0, 0, 100, 50])], 200, 100))]
+    described = described_boxes(examples)
+    assert set(described) == {"a", "b"}
+    assert described["a"][0][0] == ("a", "small", "red", "triangle")
+    assert described["a"][0][1] == pytest.approx((0.0005, 0.0005, 0.5005, 0.5005))
+    assert described["b"][0][0] == ("a", "red", "red", "sky")
+    # once per description, most frequent first, ties by word: the data's words, none hard-coded
+    assert word_vocabulary(described, 3) == ("a", "red", "blue")
+    words = word_vocabulary(described, 20)
+    hot, mask = word_cell_targets(described["a"], words, side=4)
+    grid = mask.view(4, 4)
+    assert grid[0].tolist() == [True, True, False, False] and grid[1].tolist() == [True, True, False, False]
+    assert grid[3].tolist() == [False, False, False, True]  # the dot's centre cell
+    assert {words[i] for i in hot[0].nonzero().flatten().tolist()} == {"a", "small", "red", "triangle"}
+    assert {words[i] for i in hot[15].nonzero().flatten().tolist()} == {"a", "tiny", "blue", "dot"}
+    assert hot[2].sum() == 0
+    targets = AuxTargets.from_examples(examples, 4, max_classes=4, max_words=5)
+    assert targets.words == words[:5] and set(targets.words_by_image) == {"a", "b"}
+    assert not AuxTargets.from_examples(examples, 4, max_classes=4).words  # off by default
+
+
+def test_the_word_term_adds_to_the_loss_only_on_described_cells():
+    examples = [_described("a", [0, 0, 100, 50], "a small red triangle"),
+                _example("a", "OD", regions_target([("triangle", [0, 0, 100, 50])], 200, 100)),
+                _example("b", "OD", regions_target([("square", [100, 50, 200, 100])], 200, 100))]
+    targets = AuxTargets.from_examples(examples, 2, max_classes=4, max_words=8)
+    batch = targets.collate(["a", "b"])
+    assert batch["aux_words"].shape == (2, 4, 4) and batch["aux_word_mask"].tolist() == [
+        [True, False, False, False], [False, False, False, False]]
+    d_model, image_token = 8, 7
+    head = new_head(d_model, len(targets.classes), seed=0, words=len(targets.words))
+    assert head.out_features == 1 + 2 + 4 + 4
+    hidden = torch.randn(2, 6, d_model)
+    input_ids = torch.tensor([[image_token] * 4 + [1, 2]] * 2)
+    with_words = aux_loss(head, hidden, input_ids, image_token, batch)
+    word_logits = head(hidden[0, 0])[-len(targets.words):]  # image a, cell 0: the only described cell
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(word_logits, batch["aux_words"][0, 0])
+    batch["aux_word_mask"][:] = False
+    without = aux_loss(head, hidden, input_ids, image_token, batch)
+    assert float(with_words - without) == pytest.approx(float(expected), rel=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +173,8 @@ def test_aux_settings_are_validated():
         TrainingConfig(aux_loss_weight=-1.0)
     with pytest.raises(ValueError, match="training.aux_max_classes"):
         TrainingConfig(aux_max_classes=0)
+    with pytest.raises(ValueError, match="training.aux_max_words"):
+        TrainingConfig(aux_max_words=-1)
     with pytest.raises(ValueError, match="min_image_dependence"):
         TrainingConfig(eval_fraction=0.0, promote="always")
     assert dataclasses.replace(TrainingConfig(), min_image_dependence=0.0, eval_fraction=0.0, promote="always")
