@@ -14,8 +14,9 @@ worker's summed, sampled every 50 ms). Modes (each prints its ratio as the last 
 * ``scan``: curation time (best of ``--repeat``) in one process and in partitions against a
   DuckDB ``select *`` scan of the same shards (best of 5); last line partitioned / scan;
 * ``dask``: the partitioned curation on Beam's DaskRunner over a ``dask.distributed`` local
-  cluster of 2 worker processes against 1 (workers warmed on a small round first); last line
-  the speed-up. One worker already uses every core in parts of a partition (Arrow reads and
+  cluster of 2 worker processes against 1 (workers warmed on a small round first), in ``--pairs``
+  adjacent pairs alternating which runs first (this machine's speed drifts 20-40% within
+  minutes); last line the median speed-up. One worker already uses every core in parts of a partition (Arrow reads and
   writes, threaded kernels), so on one machine the speed-up stays below the worker ratio.
 
     .venv/bin/python -m bench.curate_stream --mode rss --rows 200000 --partition-rows 50000
@@ -28,6 +29,7 @@ import argparse
 import dataclasses
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -126,6 +128,7 @@ def main() -> None:
     parser.add_argument("--partition-rows", type=int, default=1_000_000)
     parser.add_argument("--images-per-shard", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3, help="scan: curation runs, the best counts")
+    parser.add_argument("--pairs", type=int, default=3, help="dask: 1-worker / 2-worker pairs, the median counts")
     parser.add_argument("--data", type=Path, default=Path("/tmp/fld-bench-stream"), help="generated roots (reused)")
     args = parser.parse_args()
     if args.child:
@@ -158,11 +161,17 @@ def main() -> None:
         print(f"partitioned curation / scan time ratio: {parts['seconds'] / scan:.1f}")
     else:
         ensure_root(args.data, 20_000, 500)  # the warm-up round, generated before any clock
-        one = measure(root, args.partition_rows, "dask", 1)
-        two = measure(root, args.partition_rows, "dask", 2)
-        print(f"{one['rows']:,} rows in partitions of {args.partition_rows:,} on Dask: 1 worker {one['seconds']:.2f} s, "
-              f"2 workers {two['seconds']:.2f} s (peak RSS of the tree {gib(one['peak'])}, {gib(two['peak'])})")
-        print(f"DaskRunner speed-up of partitioned curation, 2 workers over 1: {one['seconds'] / two['seconds']:.2f}")
+        pairs = []
+        for attempt in range(args.pairs):  # adjacent pairs, alternating which goes first: the machine drifts
+            order = (1, 2) if attempt % 2 == 0 else (2, 1)
+            result = {workers: measure(root, args.partition_rows, "dask", workers) for workers in order}
+            pairs.append((result[1], result[2]))
+            print(f"pair {attempt + 1}: 1 worker {result[1]['seconds']:.2f} s, 2 workers {result[2]['seconds']:.2f} s "
+                  f"(ratio {result[1]['seconds'] / result[2]['seconds']:.2f}; peak RSS of the tree "
+                  f"{gib(result[1]['peak'])}, {gib(result[2]['peak'])})", flush=True)
+        ratio = statistics.median(one["seconds"] / two["seconds"] for one, two in pairs)
+        print(f"{pairs[0][0]['rows']:,} rows in partitions of {args.partition_rows:,} on Dask, {args.pairs} pairs")
+        print(f"DaskRunner speed-up of partitioned curation, 2 workers over 1 (median of pairs): {ratio:.2f}")
 
 
 if __name__ == "__main__":
