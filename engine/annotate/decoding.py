@@ -25,6 +25,17 @@ _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
 
+def _forget_pools_in_child() -> None:
+    """A forked child has none of its parent's threads: the pools it inherited would queue
+    work that nothing runs, so it starts without them (and a fresh lock)."""
+    global _POOLS_LOCK
+    _POOLS.clear()
+    _POOLS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools_in_child)
+
+
 def decode_thread_count(requested: int) -> int:
     """Threads to decode with: ``requested``, or for 0 this machine's cores up to AUTO_DECODE_THREADS_MAX."""
     if requested < 0:

@@ -16,6 +16,7 @@ from engine.annotate.handler import AnnotatorModelHandler
 from engine.annotate.plan import AnnotateRequest
 from engine.config import RunnerSection
 from storage.decode import DecodeLimits
+from tests.fake_annotators import DarkPatchAnnotator  # noqa: F401  (registers dark_patch)
 
 
 def _jpeg(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
@@ -52,6 +53,28 @@ def test_threads_decode_the_same_pixels_and_refuse_the_same_images(monkeypatch):
     assert [(j.key, r) for j, r in many_refused] == [(j.key, r) for j, r in one_refused]
     assert [j.key for j, _ in many_refused] == ["k1", "k2", "k4"]
     assert "not an image" in many_refused[0][1] and "too large" in many_refused[1][1]
+
+
+def _decode_in_child(queue) -> None:
+    ok, refused = decode_batch(_batch(), DecodeLimits(), 3)
+    queue.put(([j.key for j in ok], [j.key for j, _ in refused]))
+
+
+def test_a_forked_worker_decodes_on_threads_of_its_own():
+    import multiprocessing
+
+    decode_batch(_batch(), DecodeLimits(), 3)  # this process's pool exists now
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_decode_in_child, args=(queue,))
+    child.start()
+    try:
+        keys = queue.get(timeout=60)  # the inherited pool has no threads: without a fresh one this hangs
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    assert keys == (["k0", "k2", "k3", "k5"], ["k1", "k4"])
 
 
 def test_decode_thread_count_is_automatic_at_zero_and_refuses_negatives():
