@@ -5,7 +5,8 @@
 For each curated object box first added after round 0 (``round`` > 0): right or wrong (class-aware
 IoU >= 0.5 against the ground truth, as engine/report/loop_quality.py counts them), counted by the
 split of its image (``train``: every fine-tune of the loop trained on that image's curated labels;
-``validation``: none did), by the round that added it and by how many sources saw it (``seen_by``);
+``validation``: none did), by the round that added it, by how many sources saw it (``seen_by``) and,
+for single-source boxes, whether the round's own model checkpoint is the one that saw it;
 what each wrong box is; then every single-source new box with its score. Reads ``ROOT/demo.toml``
 for the split settings and ``ROOT/sample/ground_truth.json``.
 """
@@ -56,6 +57,8 @@ def main(root_path: str, round_: int) -> None:
         rows = catalog.query(
             "select annotation_id, image_id, round, coalesce(label, text), bbox, source, score, seen_by from curated "
             "where curated_round = ? and kind = 'region' and region_type = 'object' and bbox is not null", [round_])
+        current = {f"{s}@{v}" for s, v in catalog.query(
+            "select distinct source, source_version from annotations where round = ? and source = 'florence2'", [round_])}
     by_image: dict[str, list[tuple]] = collections.defaultdict(list)
     for row in rows:
         if row[1] in ids and _norm(row[3]) in shapes.values():
@@ -75,6 +78,10 @@ def main(root_path: str, round_: int) -> None:
             counts[f"image split {split}: {right}"] += 1
             counts[f"added in round {row[2]}: {right}"] += 1
             counts[f"seen by {seen} source(s): {right}"] += 1
+            seen_now = bool(set(row[7] or []) & current)
+            if seen == 1:
+                who = "this round's model only" if seen_now else "an earlier checkpoint only (this round's model ran, did not find it)"
+                counts[f"seen by {who}: {right}"] += 1
             if right == "wrong":
                 kinds[wrong_kind(row, gt)] += 1
             if seen <= 1:
