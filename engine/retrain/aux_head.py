@@ -76,47 +76,40 @@ def word_vocabulary(described: dict[str, list[Described]], max_words: int) -> tu
     return tuple(sorted(counts, key=lambda word: (-counts[word], word))[:max_words])
 
 
-def _centres(side: int) -> tuple[Any, Any]:
+def cell_owners(boxes: list[tuple[float, float, float, float]], side: int, claims_centre: list[bool]) -> Any:
+    """The index (into ``boxes``) of the box each of the ``side**2`` cells takes, -1 for none, as a
+    (side**2,) int64 tensor: the smallest box covering the cell's centre; then a box with
+    ``claims_centre`` set takes its own centre cell when no box took it (small boxes), larger first."""
     import torch
 
     centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
-    cy, cx = torch.meshgrid(centres, centres, indexing="ij")
-    return cy.flatten(), cx.flatten()
-
-
-def _centre_cell(box: tuple[float, float, float, float], side: int) -> int:
-    x0, y0, x1, y1 = box
-    col = min(side - 1, max(0, int((x0 + x1) / 2 * side)))
-    row = min(side - 1, max(0, int((y0 + y1) / 2 * side)))
-    return row * side + col
+    cy, cx = (c.flatten() for c in torch.meshgrid(centres, centres, indexing="ij"))
+    owners = torch.full((side * side,), -1, dtype=torch.long)
+    # largest first, so the smallest box covering a cell's centre is written last and wins
+    order = sorted(range(len(boxes)), key=lambda i: -(boxes[i][2] - boxes[i][0]) * (boxes[i][3] - boxes[i][1]))
+    for i in order:
+        x0, y0, x1, y1 = boxes[i]
+        owners[(cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)] = i
+    for i in order:
+        x0, y0, x1, y1 = boxes[i]
+        col = min(side - 1, max(0, int((x0 + x1) / 2 * side)))
+        row = min(side - 1, max(0, int((y0 + y1) / 2 * side)))
+        if claims_centre[i] and owners[row * side + col] < 0:
+            owners[row * side + col] = i
+    return owners
 
 
 def word_cell_targets(described: list[Described], words: tuple[str, ...], side: int) -> tuple[Any, Any]:
     """``(multi-hot (side**2, len(words)) float32, described (side**2,) bool)`` of one image: a
-    cell takes the words of the smallest described box covering its centre; a box covering no
-    cell centre takes its centre cell when no box took it."""
+    cell takes the words of the box that owns it (:func:`cell_owners`)."""
     import torch
 
     index = {word: i for i, word in enumerate(words)}
-    hot = torch.zeros(side * side, len(words))
-    mask = torch.zeros(side * side, dtype=torch.bool)
-    cy, cx = _centres(side)
-    order = sorted(described, key=lambda d: -(d[1][2] - d[1][0]) * (d[1][3] - d[1][1]))
-
-    def vector(found: tuple[str, ...]) -> Any:
-        out = torch.zeros(len(words))
-        out[[index[w] for w in found if w in index]] = 1.0
-        return out
-
-    for found, (x0, y0, x1, y1) in order:
-        covered = (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
-        hot[covered] = vector(found)
-        mask[covered] = True
-    for found, box in order:
-        cell = _centre_cell(box, side)
-        if not mask[cell]:
-            hot[cell], mask[cell] = vector(found), True
-    return hot, mask
+    vectors = torch.zeros(len(described) + 1, len(words))  # the last row: no box
+    for k, (found, _) in enumerate(described):
+        vectors[k, [index[w] for w in found if w in index]] = 1.0
+    owners = cell_owners([box for _, box in described], side, [True] * len(described))
+    return vectors[owners], owners >= 0
 
 
 def class_vocabulary(boxes: dict[str, list[Box]], max_classes: int) -> tuple[str, ...]:
@@ -127,26 +120,18 @@ def class_vocabulary(boxes: dict[str, list[Box]], max_classes: int) -> tuple[str
 
 def cell_targets(boxes: list[Box], classes: tuple[str, ...], side: int) -> tuple[Any, Any, Any]:
     """``(classes (side**2,) int64, boxes (side**2, 4) float32, box_mask (side**2,) bool)`` of
-    one image; class 0 = background, ``1 + classes.index(label)`` otherwise, -100 = ignored."""
+    one image; class 0 = background, ``1 + classes.index(label)`` otherwise, -100 = ignored (a
+    cell owned by a box whose label is outside ``classes``; :func:`cell_owners`)."""
     import torch
 
     index = {label: i + 1 for i, label in enumerate(classes)}
-    cls = torch.zeros(side * side, dtype=torch.long)
-    target = torch.zeros(side * side, 4)
-    mask = torch.zeros(side * side, dtype=torch.bool)
-    cy, cx = _centres(side)
-    # largest first, so the smallest box covering a cell's centre is written last and wins
-    order = sorted(boxes, key=lambda b: -(b[1][2] - b[1][0]) * (b[1][3] - b[1][1]))
-    for label, (x0, y0, x1, y1) in order:
-        covered = (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
-        cls[covered] = index.get(label, IGNORE_INDEX)
-        target[covered] = torch.tensor([x0, y0, x1, y1])
-        mask[covered] = label in index
-    for label, (x0, y0, x1, y1) in order:  # small boxes: their centre cell, when no box took it
-        cell = _centre_cell((x0, y0, x1, y1), side)
-        if cls[cell] == 0 and label in index:
-            cls[cell], target[cell], mask[cell] = index[label], torch.tensor([x0, y0, x1, y1]), True
-    return cls, target, mask
+    known = [label in index for label, _ in boxes]
+    owners = cell_owners([box for _, box in boxes], side, known)
+    # per box, then a last row for cells no box owns
+    cls = torch.tensor([index.get(label, IGNORE_INDEX) for label, _ in boxes] + [0], dtype=torch.long)
+    corners = torch.tensor([list(box) for _, box in boxes] + [[0.0] * 4], dtype=torch.float32)
+    mask = torch.tensor(known + [False])
+    return cls[owners], corners[owners], mask[owners]
 
 
 @dataclass
